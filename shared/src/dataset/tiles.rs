@@ -1,0 +1,172 @@
+//! Image-level labelled tiles cut from images with masks.
+//!
+//! Each tile gets one present/absent bit per class and nothing else from the
+//! masks: present when the tile holds at least `min_pixels` foreground
+//! pixels of that class, absent when it holds none. A tile with a sliver of
+//! an object (between 1 and `min_pixels − 1` pixels) would be a noisy label
+//! either way, so it is skipped. Tiles with no object of any class are the
+//! negatives that BBBC010 (worms in every well) lacks.
+
+use std::path::Path;
+
+use super::{generic, Dataset, Sample};
+use crate::imageio::{load_mask, load_plane, save_gray8};
+use crate::{Error, Mask, Result};
+
+/// How tiles are cut and labelled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileSpec {
+    pub size: usize,
+    pub stride: usize,
+    /// Foreground pixels needed for "present".
+    pub min_pixels: usize,
+}
+
+impl Default for TileSpec {
+    fn default() -> Self {
+        TileSpec {
+            size: 128,
+            stride: 96,
+            min_pixels: 60,
+        }
+    }
+}
+
+/// A tile position and its image-level labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tile {
+    pub x: usize,
+    pub y: usize,
+    pub present: Vec<bool>,
+}
+
+/// Tile origins along one axis: every `stride`, plus one flush with the end.
+fn origins(len: usize, size: usize, stride: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..=len - size).step_by(stride).collect();
+    if *v.last().expect("len ≥ size") != len - size {
+        v.push(len - size);
+    }
+    v
+}
+
+/// Labels every tile of an image from its per-class masks.
+pub fn tile_labels(masks: &[Mask], width: usize, height: usize, spec: TileSpec) -> Result<Vec<Tile>> {
+    if spec.size == 0 || spec.stride == 0 || spec.min_pixels == 0 {
+        return Err(Error::Invalid("tile size, stride and min_pixels must be > 0".into()));
+    }
+    if width < spec.size || height < spec.size {
+        return Err(Error::Invalid(format!("image {width}x{height} is smaller than a {} px tile", spec.size)));
+    }
+    for m in masks {
+        if m.width() != width || m.height() != height {
+            return Err(Error::Invalid(format!(
+                "mask {}x{} does not match image {width}x{height}",
+                m.width(),
+                m.height()
+            )));
+        }
+    }
+    let mut tiles = Vec::new();
+    for y in origins(height, spec.size, spec.stride) {
+        'tile: for x in origins(width, spec.size, spec.stride) {
+            let mut present = Vec::with_capacity(masks.len());
+            for m in masks {
+                let n: usize = (y..y + spec.size)
+                    .map(|yy| m.row(yy)[x..x + spec.size].iter().filter(|&&v| v).count())
+                    .sum();
+                if n > 0 && n < spec.min_pixels {
+                    continue 'tile;
+                }
+                present.push(n >= spec.min_pixels);
+            }
+            tiles.push(Tile { x, y, present });
+        }
+    }
+    Ok(tiles)
+}
+
+/// Counts of what [`write_tiles`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TileSummary {
+    pub images: usize,
+    pub tiles: usize,
+    pub negatives: usize,
+    pub skipped_ambiguous: usize,
+}
+
+/// Cuts every sample of `ds` (all classes need masks, or an absent label,
+/// which means an empty mask) into tiles written as 8-bit PNGs under
+/// `out/tiles/`, with `out/labels.csv` holding image-level labels only.
+pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSummary> {
+    let tile_dir = out.join("tiles");
+    std::fs::create_dir_all(&tile_dir).map_err(|e| Error::io(&tile_dir, e))?;
+    let mut summary = TileSummary::default();
+    let mut samples = Vec::new();
+    for s in &ds.samples {
+        let plane = load_plane(&s.image)?;
+        let (w, h) = (plane.width(), plane.height());
+        let mut masks = Vec::with_capacity(ds.classes.len());
+        for (c, m) in s.masks.iter().enumerate() {
+            masks.push(match (m, s.present[c]) {
+                (Some(p), _) => load_mask(p)?,
+                (None, false) => Mask::filled(w, h, false),
+                (None, true) => {
+                    return Err(Error::Invalid(format!(
+                        "{}: class `{}` is present but has no mask to tile from",
+                        s.image.display(),
+                        ds.classes[c]
+                    )))
+                }
+            });
+        }
+        let tiles = tile_labels(&masks, w, h, spec)?;
+        let total = origins(h, spec.size, spec.stride).len() * origins(w, spec.size, spec.stride).len();
+        summary.skipped_ambiguous += total - tiles.len();
+        summary.images += 1;
+        for t in tiles {
+            let name = format!("{}_x{:04}_y{:04}.png", s.id, t.x, t.y);
+            let path = tile_dir.join(&name);
+            save_gray8(&plane.crop(t.x, t.y, spec.size, spec.size), &path)?;
+            summary.tiles += 1;
+            summary.negatives += t.present.iter().all(|&p| !p) as usize;
+            samples.push(Sample {
+                id: name.trim_end_matches(".png").to_string(),
+                image: path,
+                masks: vec![None; t.present.len()],
+                counts: vec![None; t.present.len()],
+                present: t.present,
+            });
+        }
+    }
+    generic::write(out, &Dataset { classes: ds.classes.clone(), samples })?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_present_absent_and_skips_slivers() {
+        // 8x4 image, tiles of 4 with stride 4: two tiles. A 3-pixel object in
+        // the left tile, a 1-pixel sliver in the right one.
+        let mut m = Mask::filled(8, 4, false);
+        for x in 0..3 {
+            m.set(x, 1, true);
+        }
+        let spec = TileSpec { size: 4, stride: 4, min_pixels: 2 };
+        let t = tile_labels(std::slice::from_ref(&m), 8, 4, spec).unwrap();
+        assert_eq!(t, vec![Tile { x: 0, y: 0, present: vec![true] }, Tile { x: 4, y: 0, present: vec![false] }]);
+        m.set(5, 2, true);
+        let t = tile_labels(&[m], 8, 4, spec).unwrap();
+        assert_eq!(t.len(), 1, "the sliver tile is skipped");
+    }
+
+    #[test]
+    fn origins_cover_the_image() {
+        assert_eq!(origins(10, 4, 3), vec![0, 3, 6]);
+        assert_eq!(origins(11, 4, 3), vec![0, 3, 6, 7]);
+        assert_eq!(origins(4, 4, 3), vec![0]);
+        assert!(tile_labels(&[], 3, 3, TileSpec::default()).is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! Image input and output: any 8/16-bit grayscale or RGB PNG, TIFF or JPEG
+//! becomes an f32 [`Plane`] in 0..1 (value / type maximum, like
+//! scikit-image's `img_as_float`), with a clear error instead of a panic for
+//! empty, truncated, unsupported or absurdly large files.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageReader, Limits};
+
+use crate::{Error, Mask, Plane, Result};
+
+/// Bounds that keep a hostile or broken file from exhausting memory.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadLimits {
+    /// Largest width or height accepted, in pixels.
+    pub max_side: u32,
+    /// Largest decoder allocation, in bytes.
+    pub max_alloc: u64,
+}
+
+impl Default for LoadLimits {
+    /// Generous for microscope cameras (3008×4112 is typical), small enough
+    /// that a decompression bomb is refused before it allocates.
+    fn default() -> Self {
+        LoadLimits {
+            max_side: 16_384,
+            max_alloc: 1 << 30,
+        }
+    }
+}
+
+/// A decoded frame: the plane and what the file held.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub plane: Plane,
+    /// Bits per channel in the file (8 or 16; 32 for float images).
+    pub bit_depth: u8,
+    /// Whether the file had colour channels (converted to luma).
+    pub color: bool,
+}
+
+/// Reads an image file into a [`Frame`].
+pub fn load_frame(path: &Path, limits: LoadLimits) -> Result<Frame> {
+    let bytes = std::fs::read(path).map_err(|e| Error::image(path, e))?;
+    decode_frame(&bytes, path, limits)
+}
+
+/// Reads an image file into a plane in 0..1.
+pub fn load_plane(path: &Path) -> Result<Plane> {
+    Ok(load_frame(path, LoadLimits::default())?.plane)
+}
+
+/// Decodes image bytes; `name` is used in error messages only.
+pub fn decode_frame(bytes: &[u8], name: &Path, limits: LoadLimits) -> Result<Frame> {
+    if bytes.is_empty() {
+        return Err(Error::image(name, "empty file"));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::image(name, e))?;
+    if reader.format().is_none() {
+        return Err(Error::image(
+            name,
+            "unsupported or unrecognised format (PNG, TIFF and JPEG are read)",
+        ));
+    }
+    let mut l = Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_alloc);
+    reader.limits(l.clone());
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| Error::image(name, describe(e)))?;
+    if w == 0 || h == 0 {
+        return Err(Error::image(name, format!("image has no pixels ({w}x{h})")));
+    }
+    // into_dimensions consumed the reader; decode with a fresh one.
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::image(name, e))?;
+    reader.limits(l);
+    let img = reader.decode().map_err(|e| Error::image(name, describe(e)))?;
+    to_frame(img, name)
+}
+
+fn describe(e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(l) => format!("too large for the configured limits ({l})"),
+        image::ImageError::Unsupported(u) => format!("unsupported: {u}"),
+        other => format!("cannot decode ({other})"),
+    }
+}
+
+fn to_frame(img: DynamicImage, name: &Path) -> Result<Frame> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let luma = |r: f32, g: f32, b: f32| 0.299 * r + 0.587 * g + 0.114 * b;
+    let (data, bit_depth, color): (Vec<f32>, u8, bool) = match img {
+        DynamicImage::ImageLuma8(b) => (b.into_raw().iter().map(|&v| v as f32 / 255.0).collect(), 8, false),
+        DynamicImage::ImageLumaA8(b) => (b.pixels().map(|p| p.0[0] as f32 / 255.0).collect(), 8, false),
+        DynamicImage::ImageLuma16(b) => (b.into_raw().iter().map(|&v| v as f32 / 65535.0).collect(), 16, false),
+        DynamicImage::ImageLumaA16(b) => (b.pixels().map(|p| p.0[0] as f32 / 65535.0).collect(), 16, false),
+        DynamicImage::ImageRgb8(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0).collect(), 8, true),
+        DynamicImage::ImageRgba8(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0).collect(), 8, true),
+        DynamicImage::ImageRgb16(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0).collect(), 16, true),
+        DynamicImage::ImageRgba16(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0).collect(), 16, true),
+        DynamicImage::ImageRgb32F(b) => (b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(), 32, true),
+        DynamicImage::ImageRgba32F(b) => (b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(), 32, true),
+        other => {
+            return Err(Error::image(
+                name,
+                format!("unsupported pixel type {:?}", other.color()),
+            ))
+        }
+    };
+    if data.iter().any(|v| !v.is_finite()) {
+        return Err(Error::image(name, "image holds NaN or infinite values"));
+    }
+    Ok(Frame {
+        plane: Plane::from_vec(w, h, data)?,
+        bit_depth,
+        color,
+    })
+}
+
+/// Reads a mask image: any non-zero pixel is foreground.
+pub fn load_mask(path: &Path) -> Result<Mask> {
+    let frame = load_frame(path, LoadLimits::default())?;
+    Ok(frame.plane.map(|&v| v > 0.0))
+}
+
+/// Per-image zero-mean/unit-std standardisation (the paper's input
+/// normalisation). A constant image becomes all zeros rather than NaN.
+pub fn standardise(plane: &mut Plane) {
+    let n = plane.len().max(1) as f64;
+    let mean = plane.data().iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = plane
+        .data()
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let std = var.sqrt();
+    let inv = if std > 1e-12 { 1.0 / std } else { 0.0 };
+    for v in plane.data_mut() {
+        *v = ((*v as f64 - mean) * inv) as f32;
+    }
+}
+
+/// Maps the `lo`..`hi` quantiles to 0..1 and clips: the robust contrast
+/// stretch used before superpixels so that `scale` means the same on 8-bit,
+/// 16-bit and dim images.
+pub fn stretch(plane: &Plane, lo: f32, hi: f32) -> Plane {
+    let a = plane.quantile(lo).unwrap_or(0.0);
+    let b = plane.quantile(hi).unwrap_or(1.0);
+    let inv = if b > a { 1.0 / (b - a) } else { 0.0 };
+    plane.map(|&v| ((v - a) * inv).clamp(0.0, 1.0))
+}
+
+/// Bilinear resize with half-pixel centres (PyTorch `align_corners=False`,
+/// no antialiasing), so host and edge resize identically.
+pub fn resize_bilinear(src: &Plane, width: usize, height: usize) -> Result<Plane> {
+    if src.is_empty() || width == 0 || height == 0 {
+        return Err(Error::Invalid(format!(
+            "cannot resize {}x{} to {width}x{height}",
+            src.width(),
+            src.height()
+        )));
+    }
+    let (sw, sh) = (src.width(), src.height());
+    let axis = |dst: usize, srcn: usize| -> Vec<(usize, usize, f32)> {
+        let scale = srcn as f32 / dst as f32;
+        (0..dst)
+            .map(|i| {
+                let s = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (s.floor() as usize).min(srcn - 1);
+                let i1 = (i0 + 1).min(srcn - 1);
+                (i0, i1, s - i0 as f32)
+            })
+            .collect()
+    };
+    let xs = axis(width, sw);
+    let ys = axis(height, sh);
+    let mut out = Vec::with_capacity(width * height);
+    for &(y0, y1, fy) in &ys {
+        let (r0, r1) = (src.row(y0), src.row(y1));
+        for &(x0, x1, fx) in &xs {
+            let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+            let bot = r1[x0] + (r1[x1] - r1[x0]) * fx;
+            out.push(top + (bot - top) * fy);
+        }
+    }
+    Plane::from_vec(width, height, out)
+}
+
+/// Nearest-neighbour resize for masks and label maps.
+pub fn resize_nearest<T: Clone>(src: &crate::Grid<T>, width: usize, height: usize) -> Result<crate::Grid<T>> {
+    if src.is_empty() || width == 0 || height == 0 {
+        return Err(Error::Invalid(format!(
+            "cannot resize {}x{} to {width}x{height}",
+            src.width(),
+            src.height()
+        )));
+    }
+    let sx = src.width() as f64 / width as f64;
+    let sy = src.height() as f64 / height as f64;
+    Ok(crate::Grid::from_fn(width, height, |x, y| {
+        let xs = (((x as f64 + 0.5) * sx) as usize).min(src.width() - 1);
+        let ys = (((y as f64 + 0.5) * sy) as usize).min(src.height() - 1);
+        src.get(xs, ys).clone()
+    }))
+}
+
+/// Writes a plane in 0..1 as an 8-bit grayscale PNG (values are clipped).
+pub fn save_gray8(plane: &Plane, path: &Path) -> Result<()> {
+    let raw: Vec<u8> = plane
+        .data()
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    save_raw8(raw, plane.width(), plane.height(), path)
+}
+
+/// Writes a mask as an 8-bit PNG with 0 and 255.
+pub fn save_mask(mask: &Mask, path: &Path) -> Result<()> {
+    let raw: Vec<u8> = mask.data().iter().map(|&v| if v { 255 } else { 0 }).collect();
+    save_raw8(raw, mask.width(), mask.height(), path)
+}
+
+fn save_raw8(raw: Vec<u8>, w: usize, h: usize, path: &Path) -> Result<()> {
+    let buf = image::GrayImage::from_raw(w as u32, h as u32, raw)
+        .ok_or_else(|| Error::Invalid(format!("buffer does not fit {w}x{h}")))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    buf.save(path).map_err(|e| Error::image(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_bytes(img: DynamicImage) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn decodes_8_and_16_bit_gray_and_rgb() {
+        let p = Path::new("mem");
+        let g8 = image::GrayImage::from_raw(2, 1, vec![0, 255]).unwrap();
+        let f = decode_frame(&png_bytes(g8.into()), p, LoadLimits::default()).unwrap();
+        assert_eq!(f.plane.data(), &[0.0, 1.0]);
+        assert_eq!(f.bit_depth, 8);
+
+        let g16 = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![0u16, 65535]).unwrap();
+        let f = decode_frame(&png_bytes(DynamicImage::ImageLuma16(g16)), p, LoadLimits::default()).unwrap();
+        assert_eq!(f.plane.data(), &[0.0, 1.0]);
+        assert_eq!(f.bit_depth, 16);
+
+        let rgb = image::RgbImage::from_raw(1, 1, vec![255, 0, 0]).unwrap();
+        let f = decode_frame(&png_bytes(rgb.into()), p, LoadLimits::default()).unwrap();
+        assert!((f.plane.data()[0] - 0.299).abs() < 1e-6);
+        assert!(f.color);
+    }
+
+    #[test]
+    fn broken_inputs_are_errors_that_name_the_file() {
+        let p = Path::new("broken.png");
+        let e = decode_frame(&[], p, LoadLimits::default()).unwrap_err().to_string();
+        assert!(e.contains("broken.png") && e.contains("empty"), "{e}");
+        let e = decode_frame(b"not an image at all", p, LoadLimits::default()).unwrap_err().to_string();
+        assert!(e.contains("unsupported"), "{e}");
+        let g8 = image::GrayImage::from_raw(64, 64, vec![7; 64 * 64]).unwrap();
+        let bytes = png_bytes(g8.into());
+        let e = decode_frame(&bytes[..bytes.len() / 2], p, LoadLimits::default()).unwrap_err();
+        assert!(e.to_string().contains("broken.png"), "{e}");
+        let tiny = LoadLimits { max_side: 32, max_alloc: 1 << 20 };
+        let e = decode_frame(&bytes, p, tiny).unwrap_err().to_string();
+        assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn standardise_gives_zero_mean_unit_std_and_handles_constants() {
+        let mut p = Plane::from_fn(7, 5, |x, y| (x * y) as f32);
+        standardise(&mut p);
+        let n = p.len() as f32;
+        let mean: f32 = p.data().iter().sum::<f32>() / n;
+        let var: f32 = p.data().iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n;
+        assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4);
+        let mut c = Plane::filled(3, 3, 0.4);
+        standardise(&mut c);
+        assert!(c.data().iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn bilinear_matches_half_pixel_reference() {
+        // torch.nn.functional.interpolate([[0,1],[2,3]], size=(4,4),
+        // mode="bilinear", align_corners=False) first row:
+        // [0.0, 0.25, 0.75, 1.0]; last row [2.0, 2.25, 2.75, 3.0].
+        let p = Plane::from_vec(2, 2, vec![0.0, 1.0, 2.0, 3.0]).unwrap();
+        let r = resize_bilinear(&p, 4, 4).unwrap();
+        assert_eq!(r.row(0), &[0.0, 0.25, 0.75, 1.0]);
+        assert_eq!(r.row(1), &[0.5, 0.75, 1.25, 1.5]);
+        assert_eq!(r.row(3), &[2.0, 2.25, 2.75, 3.0]);
+        // Identity size is exact.
+        let q = Plane::from_fn(5, 3, |x, y| (x + 7 * y) as f32);
+        assert_eq!(resize_bilinear(&q, 5, 3).unwrap(), q);
+        assert!(resize_bilinear(&q, 0, 3).is_err());
+    }
+
+    #[test]
+    fn stretch_maps_quantiles_to_unit_range() {
+        let p = Plane::from_fn(101, 1, |x, _| x as f32 * 0.01 + 0.2);
+        let s = stretch(&p, 0.0, 1.0);
+        assert!((s.data()[0]).abs() < 1e-6 && (s.data()[100] - 1.0).abs() < 1e-6);
+        assert!((s.data()[50] - 0.5).abs() < 1e-5);
+    }
+}

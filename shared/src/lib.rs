@@ -1,0 +1,59 @@
+//! nemascope-core: the algorithms both halves of nemascope share.
+//!
+//! Data flows one way: frames ([`imageio`]) → planes ([`grid::Plane`]) →
+//! superpixels ([`felzenszwalb`]) → voted masks ([`voting`]) → objects
+//! ([`objects`]) → counts ([`counting`]); [`metrics`] scores each step and
+//! [`pooling`] is the plain-f32 reference of the trainer's pooling layers.
+//! [`dataset`] reads the BBBC010 and generic layouts, [`synth`] makes seeded
+//! synthetic frames with exact ground truth.
+//!
+//! This crate builds without libtorch and tract, so it cross-compiles to the
+//! aarch64 edge board unchanged.
+
+pub mod classical;
+pub mod counting;
+pub mod dataset;
+pub mod error;
+pub mod felzenszwalb;
+pub mod grid;
+pub mod imageio;
+pub mod metrics;
+pub mod npy;
+pub mod objects;
+pub mod pooling;
+pub mod synth;
+pub mod voting;
+
+pub use error::{Error, Result};
+pub use grid::{Grid, Mask, Plane};
+
+/// The foreground classes nemascope knows, in model-output order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Worm,
+    Egg,
+    Cyst,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Worm, Class::Egg, Class::Cyst];
+
+    /// Lower-case name used in files, CSV headers and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Worm => "worm",
+            Class::Egg => "egg",
+            Class::Cyst => "cyst",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,485 @@
+//! Objects: 8-connected components of a mask and the shape measures that
+//! tell a worm (long, thin) from an egg (small ellipse) or a cyst (large,
+//! round-ish), for models that give one map for all of them.
+
+use crate::{Class, Grid, Mask};
+
+/// Inclusive-exclusive pixel rectangle `x0..x1, y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BBox {
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+}
+
+impl BBox {
+    pub fn width(&self) -> usize {
+        self.x1 - self.x0
+    }
+    pub fn height(&self) -> usize {
+        self.y1 - self.y0
+    }
+}
+
+/// One connected component and its measures, in pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// Label in the component map (1-based; 0 is background).
+    pub label: u32,
+    pub area: usize,
+    pub bbox: BBox,
+    /// Centre of mass (x, y).
+    pub centroid: (f32, f32),
+    /// Length along the body: longest path through the skeleton plus the
+    /// two half-widths the thinning removes at the ends.
+    pub length: f32,
+    /// Mean width, `area / length`.
+    pub width: f32,
+    /// `length / width`: ≈1 for discs, ≈2–3 for eggs, ≫5 for worms.
+    pub elongation: f32,
+}
+
+/// A component label map (0 = background, 1..=count) and the count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Components {
+    pub labels: Grid<u32>,
+    pub count: usize,
+}
+
+/// Labels the 8-connected components of `mask`, numbered 1.. in raster
+/// order of their first pixel. Two passes with a union–find over
+/// provisional labels.
+pub fn label_components(mask: &Mask) -> Components {
+    let (w, h) = (mask.width(), mask.height());
+    let m = mask.data();
+    let mut labels = vec![0u32; w * h];
+    let mut parent: Vec<u32> = vec![0];
+    fn find(parent: &mut [u32], mut x: u32) -> u32 {
+        while parent[x as usize] != x {
+            let g = parent[parent[x as usize] as usize];
+            parent[x as usize] = g;
+            x = g;
+        }
+        x
+    }
+    fn unite(parent: &mut [u32], a: u32, b: u32) -> u32 {
+        let (ra, rb) = (find(parent, a), find(parent, b));
+        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        parent[hi as usize] = lo;
+        lo
+    }
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            if !m[i] {
+                continue;
+            }
+            // Already-visited neighbours: W, NW, N, NE.
+            let mut cur = 0u32;
+            let mut take = |l: u32, parent: &mut Vec<u32>| {
+                if l != 0 {
+                    cur = if cur == 0 { l } else { unite(parent, cur, l) };
+                }
+            };
+            if x > 0 {
+                take(labels[i - 1], &mut parent);
+            }
+            if y > 0 {
+                let up = i - w;
+                if x > 0 {
+                    take(labels[up - 1], &mut parent);
+                }
+                take(labels[up], &mut parent);
+                if x + 1 < w {
+                    take(labels[up + 1], &mut parent);
+                }
+            }
+            if cur == 0 {
+                cur = parent.len() as u32;
+                parent.push(cur);
+            }
+            labels[i] = cur;
+        }
+    }
+    // Flatten to consecutive labels in raster order of first appearance.
+    let mut final_of = vec![0u32; parent.len()];
+    let mut count = 0u32;
+    for l in labels.iter_mut() {
+        if *l != 0 {
+            let r = find(&mut parent, *l) as usize;
+            if final_of[r] == 0 {
+                count += 1;
+                final_of[r] = count;
+            }
+            *l = final_of[r];
+        }
+    }
+    Components {
+        labels: Grid::from_vec(w, h, labels).expect("same size"),
+        count: count as usize,
+    }
+}
+
+/// Area, bounding box and centroid of every component, without the
+/// skeleton (cheap: one pass).
+pub fn basic_stats(c: &Components) -> Vec<Object> {
+    let w = c.labels.width();
+    let mut objs: Vec<Object> = (1..=c.count as u32)
+        .map(|label| Object {
+            label,
+            area: 0,
+            bbox: BBox { x0: usize::MAX, y0: usize::MAX, x1: 0, y1: 0 },
+            centroid: (0.0, 0.0),
+            length: 0.0,
+            width: 0.0,
+            elongation: 0.0,
+        })
+        .collect();
+    let mut sums = vec![(0f64, 0f64); c.count];
+    for (i, &l) in c.labels.data().iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
+        let (x, y) = (i % w, i / w);
+        let o = &mut objs[l as usize - 1];
+        o.area += 1;
+        o.bbox.x0 = o.bbox.x0.min(x);
+        o.bbox.y0 = o.bbox.y0.min(y);
+        o.bbox.x1 = o.bbox.x1.max(x + 1);
+        o.bbox.y1 = o.bbox.y1.max(y + 1);
+        let s = &mut sums[l as usize - 1];
+        s.0 += x as f64;
+        s.1 += y as f64;
+    }
+    for (o, s) in objs.iter_mut().zip(sums) {
+        o.centroid = ((s.0 / o.area as f64) as f32, (s.1 / o.area as f64) as f32);
+    }
+    objs
+}
+
+/// Components of `mask` with all shape measures.
+pub fn measure(mask: &Mask) -> (Components, Vec<Object>) {
+    let comps = label_components(mask);
+    let mut objs = basic_stats(&comps);
+    for o in objs.iter_mut() {
+        let b = o.bbox;
+        // Crop with one pixel of background around it for the thinning.
+        let crop = Grid::from_fn(b.width() + 2, b.height() + 2, |x, y| {
+            x >= 1
+                && y >= 1
+                && x <= b.width()
+                && y <= b.height()
+                && *comps.labels.get(b.x0 + x - 1, b.y0 + y - 1) == o.label
+        });
+        let skel = skeletonize(&crop);
+        let path = longest_path(&skel) as f64;
+        let area = o.area as f64;
+        // A tube of length L and width W thins to a path of about L − W, so
+        // solve W² + path·W = area for W, then L = path + W.
+        let width = (-path + (path * path + 4.0 * area).sqrt()) / 2.0;
+        let length = path + width;
+        o.width = width as f32;
+        o.length = length as f32;
+        o.elongation = if width > 0.0 { (length / width) as f32 } else { 0.0 };
+    }
+    (comps, objs)
+}
+
+/// Zhang–Suen thinning to a one-pixel-wide, 8-connected skeleton.
+pub fn skeletonize(mask: &Mask) -> Mask {
+    let (w, h) = (mask.width(), mask.height());
+    let mut img: Vec<u8> = mask.data().iter().map(|&v| v as u8).collect();
+    if w < 3 || h < 3 {
+        return mask.clone();
+    }
+    let mut to_clear = Vec::new();
+    loop {
+        let mut changed = false;
+        for step in 0..2 {
+            to_clear.clear();
+            for y in 1..h - 1 {
+                for x in 1..w - 1 {
+                    let i = y * w + x;
+                    if img[i] == 0 {
+                        continue;
+                    }
+                    // P2..P9 clockwise from north.
+                    let p = [
+                        img[i - w],
+                        img[i - w + 1],
+                        img[i + 1],
+                        img[i + w + 1],
+                        img[i + w],
+                        img[i + w - 1],
+                        img[i - 1],
+                        img[i - w - 1],
+                    ];
+                    let b: u8 = p.iter().sum();
+                    if !(2..=6).contains(&b) {
+                        continue;
+                    }
+                    let a = (0..8).filter(|&k| p[k] == 0 && p[(k + 1) % 8] == 1).count();
+                    if a != 1 {
+                        continue;
+                    }
+                    let ok = if step == 0 {
+                        p[0] * p[2] * p[4] == 0 && p[2] * p[4] * p[6] == 0
+                    } else {
+                        p[0] * p[2] * p[6] == 0 && p[0] * p[4] * p[6] == 0
+                    };
+                    if ok {
+                        to_clear.push(i);
+                    }
+                }
+            }
+            for &i in &to_clear {
+                img[i] = 0;
+            }
+            changed |= !to_clear.is_empty();
+        }
+        if !changed {
+            break;
+        }
+    }
+    Mask::from_vec(w, h, img.into_iter().map(|v| v != 0).collect()).expect("same size")
+}
+
+/// Longest shortest path (steps 1 and √2) through the skeleton, found by a
+/// double sweep: exact on trees, which worm skeletons nearly are.
+pub fn longest_path(skel: &Mask) -> f32 {
+    let Some(start) = skel.data().iter().position(|&v| v) else {
+        return 0.0;
+    };
+    let (far, _) = farthest(skel, start);
+    farthest(skel, far).1
+}
+
+fn farthest(skel: &Mask, start: usize) -> (usize, f32) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let (w, h) = (skel.width() as isize, skel.height() as isize);
+    let mut dist = vec![f32::INFINITY; skel.len()];
+    let mut heap = BinaryHeap::new();
+    dist[start] = 0.0;
+    // Distances scaled to integers so the heap needs no float ordering.
+    heap.push(Reverse((0u64, start)));
+    let mut best = (start, 0f32);
+    while let Some(Reverse((d, i))) = heap.pop() {
+        let d = d as f32 / 1000.0;
+        if d > dist[i] + 1e-3 {
+            continue;
+        }
+        if d > best.1 {
+            best = (i, d);
+        }
+        let (x, y) = ((i as isize) % w, (i as isize) / w);
+        for dy in -1..=1 {
+            for dx in -1..=1 {
+                if dx == 0 && dy == 0 {
+                    continue;
+                }
+                let (nx, ny) = (x + dx, y + dy);
+                if nx < 0 || ny < 0 || nx >= w || ny >= h {
+                    continue;
+                }
+                let j = (ny * w + nx) as usize;
+                if !skel.data()[j] {
+                    continue;
+                }
+                let step = if dx != 0 && dy != 0 { std::f32::consts::SQRT_2 } else { 1.0 };
+                let nd = d + step;
+                if nd + 1e-4 < dist[j] {
+                    dist[j] = nd;
+                    heap.push(Reverse(((nd * 1000.0).round() as u64, j)));
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Pixel size, so rules and reports can speak micrometres.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calibration {
+    pub um_per_px: f32,
+}
+
+impl Default for Calibration {
+    /// The synthetic generator's default optics (4 µm per pixel).
+    fn default() -> Self {
+        Calibration { um_per_px: 4.0 }
+    }
+}
+
+/// Shape rules that tell worms, eggs and cysts apart by size and form.
+/// Defaults follow plant-parasitic nematodes: juveniles and adults 0.3–1.5 mm
+/// long and 15–40 µm wide; eggs about 50–120 × 20–50 µm; cysts 0.3–0.8 mm,
+/// lemon-shaped to round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShapeRules {
+    /// Objects at least this elongated and long are worms.
+    pub worm_min_elongation: f32,
+    pub worm_min_length_um: f32,
+    /// Compact objects in this area range are eggs.
+    pub egg_min_area_um2: f32,
+    pub egg_max_area_um2: f32,
+    /// Compact objects at least this large are cysts.
+    pub cyst_min_area_um2: f32,
+}
+
+impl Default for ShapeRules {
+    fn default() -> Self {
+        ShapeRules {
+            worm_min_elongation: 5.0,
+            worm_min_length_um: 150.0,
+            egg_min_area_um2: 600.0,
+            egg_max_area_um2: 9_000.0,
+            cyst_min_area_um2: 30_000.0,
+        }
+    }
+}
+
+impl ShapeRules {
+    /// The class an object's shape says, or `None` for debris-sized or
+    /// in-between shapes.
+    pub fn classify(&self, o: &Object, cal: Calibration) -> Option<Class> {
+        let um = cal.um_per_px;
+        let area = o.area as f32 * um * um;
+        if o.elongation >= self.worm_min_elongation && o.length * um >= self.worm_min_length_um {
+            Some(Class::Worm)
+        } else if area >= self.cyst_min_area_um2 {
+            Some(Class::Cyst)
+        } else if (self.egg_min_area_um2..=self.egg_max_area_um2).contains(&area) {
+            Some(Class::Egg)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn mask_from(rows: &[&str]) -> Mask {
+        let w = rows[0].len();
+        Mask::from_fn(w, rows.len(), |x, y| rows[y].as_bytes()[x] == b'#')
+    }
+
+    #[test]
+    fn eight_connectivity_joins_diagonals() {
+        let m = mask_from(&["#...#", ".#..#", "..#..", ".....", "##..#"]);
+        let c = label_components(&m);
+        // The diagonal is one object (corners touch), the right column is
+        // another (two pixels from the diagonal), then two at the bottom.
+        assert_eq!(c.count, 4);
+        assert_eq!(c.labels.row(0), &[1, 0, 0, 0, 2]);
+        assert_eq!(c.labels.row(2), &[0, 0, 1, 0, 0]);
+        assert_eq!(c.labels.row(4), &[3, 3, 0, 0, 4]);
+    }
+
+    #[test]
+    fn u_shape_merges_into_one_label() {
+        let m = mask_from(&["#...#", "#...#", "#####"]);
+        let c = label_components(&m);
+        assert_eq!(c.count, 1);
+        let s = basic_stats(&c);
+        assert_eq!(s[0].area, 9);
+        assert_eq!(s[0].bbox, BBox { x0: 0, y0: 0, x1: 5, y1: 3 });
+    }
+
+    #[test]
+    fn rectangle_length_and_width_are_recovered() {
+        // 80 × 6 bar: length ≈ 80, width ≈ 6.
+        let m = Mask::from_fn(100, 20, |x, y| (10..90).contains(&x) && (7..13).contains(&y));
+        let (_, objs) = measure(&m);
+        assert_eq!(objs.len(), 1);
+        let o = &objs[0];
+        assert!((o.length - 80.0).abs() < 4.0, "{o:?}");
+        assert!((o.width - 6.0).abs() < 0.5, "{o:?}");
+        assert!(o.elongation > 12.0);
+    }
+
+    #[test]
+    fn disc_is_not_elongated_and_rules_tell_classes_apart() {
+        let disc = Mask::from_fn(200, 200, |x, y| {
+            let (dx, dy) = (x as f32 - 100.0, y as f32 - 100.0);
+            dx * dx + dy * dy <= 55.0 * 55.0
+        });
+        let (_, objs) = measure(&disc);
+        assert!(objs[0].elongation < 1.5, "{:?}", objs[0]);
+        let cal = Calibration { um_per_px: 4.0 };
+        let rules = ShapeRules::default();
+        assert_eq!(rules.classify(&objs[0], cal), Some(Class::Cyst));
+        // Egg: 20 × 9 px ellipse at 4 µm/px = 80 × 36 µm.
+        let egg = Mask::from_fn(40, 30, |x, y| {
+            let (dx, dy) = ((x as f32 - 20.0) / 10.0, (y as f32 - 15.0) / 4.5);
+            dx * dx + dy * dy <= 1.0
+        });
+        let (_, e) = measure(&egg);
+        assert_eq!(rules.classify(&e[0], cal), Some(Class::Egg), "{:?}", e[0]);
+        // Worm: a curved band 6 px wide, ~150 px long.
+        let worm = Mask::from_fn(200, 120, |x, y| {
+            let xc = x as f32;
+            let yc = 60.0 + 30.0 * (xc / 30.0).sin();
+            (20.0..170.0).contains(&xc) && (y as f32 - yc).abs() <= 3.0
+        });
+        let (_, wo) = measure(&worm);
+        assert_eq!(wo.len(), 1);
+        assert_eq!(rules.classify(&wo[0], cal), Some(Class::Worm), "{:?}", wo[0]);
+        // Debris speck: too small for anything.
+        let speck = Mask::from_fn(10, 10, |x, y| (4..7).contains(&x) && (4..7).contains(&y));
+        let (_, s) = measure(&speck);
+        assert_eq!(rules.classify(&s[0], cal), None);
+    }
+
+    proptest! {
+        /// Component labels partition the foreground; every label is
+        /// 8-connected internally and no two labels touch.
+        #[test]
+        fn components_partition_foreground(w in 1usize..16, h in 1usize..16, seed in any::<u64>()) {
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            let m = Mask::from_vec(w, h, (0..w * h).map(|_| next() % 5 < 2).collect()).unwrap();
+            let c = label_components(&m);
+            let stats = basic_stats(&c);
+            prop_assert_eq!(stats.iter().map(|o| o.area).sum::<usize>(), m.count());
+            for y in 0..h {
+                for x in 0..w {
+                    let l = *c.labels.get(x, y);
+                    prop_assert_eq!(l != 0, *m.get(x, y));
+                    prop_assert!(l as usize <= c.count);
+                    for (dx, dy) in [(1isize, 0isize), (0, 1), (1, 1), (-1, 1)] {
+                        let (nx, ny) = (x as isize + dx, y as isize + dy);
+                        if nx >= 0 && ny >= 0 && (nx as usize) < w && (ny as usize) < h {
+                            let l2 = *c.labels.get(nx as usize, ny as usize);
+                            if l != 0 && l2 != 0 { prop_assert_eq!(l, l2); }
+                        }
+                    }
+                }
+            }
+            // Every label is one piece: a flood fill from its first pixel
+            // reaches its whole area.
+            for o in &stats {
+                let start = c.labels.data().iter().position(|&l| l == o.label).unwrap();
+                let mut seen = vec![false; w * h];
+                let mut stack = vec![start];
+                seen[start] = true;
+                let mut n = 0;
+                while let Some(i) = stack.pop() {
+                    n += 1;
+                    let (x, y) = ((i % w) as isize, (i / w) as isize);
+                    for dy in -1..=1 { for dx in -1..=1 {
+                        let (nx, ny) = (x + dx, y + dy);
+                        if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize { continue; }
+                        let j = ny as usize * w + nx as usize;
+                        if !seen[j] && c.labels.data()[j] == o.label { seen[j] = true; stack.push(j); }
+                    }}
+                }
+                prop_assert_eq!(n, o.area);
+            }
+        }
+    }
+}
