@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use nemascope_core::counting::{mean_abs_error, AreaCounter, CountSample};
 use nemascope_core::dataset::{bbbc010, generic, tiles};
 use nemascope_core::felzenszwalb::{self, Params};
-use nemascope_core::imageio::{load_mask, load_plane, stretch};
+use nemascope_core::imageio::{load_mask, load_plane, resize_bilinear, stretch};
 use nemascope_core::objects::{basic_stats, label_components};
 use nemascope_core::synth::{self, SynthConfig};
 use nemascope_core::{npy, Result};
@@ -61,8 +61,18 @@ enum Cmd {
         /// Stretch the 0.5–99.5 % quantiles to 0..1 first (recommended for dim 16-bit images).
         #[arg(long)]
         stretch: bool,
+        /// Resize to WIDTHxHEIGHT (bilinear) before segmenting.
+        #[arg(long, value_parser = parse_size)]
+        resize: Option<(usize, usize)>,
+        /// Write the label map here (.npy, uint32).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write the plane that was segmented here (.npy, float32).
+        #[arg(long)]
+        dump_input: Option<PathBuf>,
+        /// Time this many runs and print the median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// Worm-count error on BBBC010's true masks: plain components vs area splitting
     /// (reference area fitted leave-one-well-out).
@@ -101,15 +111,36 @@ fn run(cli: Cli) -> Result<()> {
                 s.images, s.tiles, s.negatives, s.skipped_ambiguous, out.display()
             );
         }
-        Cmd::Superpixels { image, scale, sigma, min_size, stretch: st, out } => {
+        Cmd::Superpixels { image, scale, sigma, min_size, stretch: st, resize, out, dump_input, repeat } => {
             let mut plane = load_plane(&image)?;
             if st {
                 plane = stretch(&plane, 0.005, 0.995);
             }
-            let t = Instant::now();
-            let seg = felzenszwalb::segment(&plane, &Params { scale, sigma, min_size })?;
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            println!("{} segments in {ms:.2} ms ({}x{})", seg.count, plane.width(), plane.height());
+            if let Some((w, h)) = resize {
+                plane = resize_bilinear(&plane, w, h)?;
+            }
+            if let Some(p) = dump_input {
+                npy::write(&plane, &p)?;
+            }
+            let params = Params { scale, sigma, min_size };
+            let mut times = Vec::new();
+            let mut seg = None;
+            for _ in 0..repeat.max(1) {
+                let t = Instant::now();
+                seg = Some(felzenszwalb::segment(&plane, &params)?);
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let seg = seg.expect("at least one run");
+            println!(
+                "{} segments, median {:.2} ms, min {:.2} ms over {} runs ({}x{})",
+                seg.count,
+                times[times.len() / 2],
+                times[0],
+                times.len(),
+                plane.width(),
+                plane.height()
+            );
             if let Some(out) = out {
                 npy::write(&seg.labels, &out)?;
             }
@@ -142,6 +173,16 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT, e.g. 512x384")?;
+    let w: usize = w.parse().map_err(|_| format!("bad width `{w}`"))?;
+    let h: usize = h.parse().map_err(|_| format!("bad height `{h}`"))?;
+    if w == 0 || h == 0 {
+        return Err("width and height must be > 0".into());
+    }
+    Ok((w, h))
 }
 
 fn main() -> ExitCode {
