@@ -327,10 +327,19 @@ mod tests {
 
     #[test]
     fn min_size_is_respected() {
-        let noise = Plane::from_fn(50, 50, |x, y| (((x * 7919 + y * 104729) % 97) as f32) / 96.0);
+        // Tie-free pseudo-random noise.
+        let noise = Plane::from_fn(50, 50, |x, y| {
+            let mut h = (x as u32).wrapping_mul(0x9e37_79b9) ^ (y as u32).wrapping_mul(0x85eb_ca6b);
+            h ^= h >> 15;
+            h = h.wrapping_mul(0x2c1b_3c6d);
+            h ^= h >> 12;
+            (h >> 8) as f32 / (1u32 << 24) as f32
+        });
         let s = segment(&noise, &Params { scale: 1.0, sigma: 0.0, min_size: 30 }).unwrap();
         assert!(s.sizes().iter().all(|&n| n >= 30), "{:?}", s.sizes());
-        assert!(s.count > 5);
+        assert!(s.count > 5 && s.count <= 2500 / 30, "{}", s.count);
+        let none = segment(&noise, &Params { scale: 1.0, sigma: 0.0, min_size: 1 }).unwrap();
+        assert!(none.count > s.count);
     }
 
     #[test]
