@@ -32,7 +32,9 @@ impl FlatField {
     /// Background estimate: block medians, bilinearly upsampled.
     pub fn background(&self, plane: &Plane) -> Result<Plane> {
         if self.block == 0 || plane.is_empty() {
-            return Err(Error::Invalid("flat field: empty image or zero block".into()));
+            return Err(Error::Invalid(
+                "flat field: empty image or zero block".into(),
+            ));
         }
         let bw = plane.width().div_ceil(self.block);
         let bh = plane.height().div_ceil(self.block);
@@ -51,7 +53,11 @@ impl FlatField {
                 med.push(*m);
             }
         }
-        resize_bilinear(&Plane::from_vec(bw, bh, med)?, plane.width(), plane.height())
+        resize_bilinear(
+            &Plane::from_vec(bw, bh, med)?,
+            plane.width(),
+            plane.height(),
+        )
     }
 
     /// Segments dark objects.
@@ -88,11 +94,17 @@ mod tests {
     fn finds_dark_bar_under_uneven_light() {
         // Illumination falls from 0.9 to 0.5 across the frame; a bar absorbs
         // 40 % of the light, a speck absorbs 40 % but is too small.
-        let truth = Mask::from_fn(128, 96, |x, y| (20..100).contains(&x) && (40..46).contains(&y));
+        let truth = Mask::from_fn(128, 96, |x, y| {
+            (20..100).contains(&x) && (40..46).contains(&y)
+        });
         let plane = Plane::from_fn(128, 96, |x, y| {
             let light = 0.9 - 0.4 * x as f32 / 127.0;
             let speck = (5..7).contains(&x) && (5..7).contains(&y);
-            if *truth.get(x, y) || speck { light * 0.6 } else { light }
+            if *truth.get(x, y) || speck {
+                light * 0.6
+            } else {
+                light
+            }
         });
         let m = FlatField::default().segment(&plane).unwrap();
         assert_eq!(m, truth);

@@ -118,16 +118,29 @@ mod tests {
     fn fit_recovers_the_single_object_area() {
         // Images of objects of ~500 px, some touching in pairs and threes.
         let samples = vec![
-            CountSample { areas: vec![480, 510, 1000, 495], count: 5 },
-            CountSample { areas: vec![520, 1530, 505], count: 5 },
-            CountSample { areas: vec![490, 500], count: 2 },
+            CountSample {
+                areas: vec![480, 510, 1000, 495],
+                count: 5,
+            },
+            CountSample {
+                areas: vec![520, 1530, 505],
+                count: 5,
+            },
+            CountSample {
+                areas: vec![490, 500],
+                count: 2,
+            },
         ];
         let c = AreaCounter::fit(&samples).unwrap();
         assert!((c.reference_area - 500.0).abs() < 60.0, "{c:?}");
         for s in &samples {
             assert_eq!(c.count(&s.areas), s.count);
         }
-        assert!(AreaCounter::fit(&[CountSample { areas: vec![], count: 0 }]).is_err());
+        assert!(AreaCounter::fit(&[CountSample {
+            areas: vec![],
+            count: 0
+        }])
+        .is_err());
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub fn segment(plane: &Plane, params: &Params) -> Result<Segmentation> {
     if plane.len() >= (u32::MAX / 4) as usize {
         return Err(Error::Invalid("felzenszwalb: image too large".into()));
     }
-    if !(params.scale.is_finite() && params.scale >= 0.0) || !(params.sigma.is_finite() && params.sigma >= 0.0) {
+    let valid = |v: f32| v.is_finite() && v >= 0.0;
+    if !valid(params.scale) || !valid(params.sigma) {
         return Err(Error::Invalid(format!(
             "felzenszwalb: scale and sigma must be finite and ≥ 0 (got {}, {})",
             params.scale, params.sigma
@@ -158,22 +159,44 @@ pub fn segment(plane: &Plane, params: &Params) -> Result<Segmentation> {
 /// in), each row as a slice walk the compiler can vectorise.
 fn build_edges(img: &[f32], w: usize, h: usize) -> Vec<u64> {
     let mut edges: Vec<u64> = Vec::with_capacity(w * h * 4);
-    let pack = |a: f32, b: f32, p: usize, d: u64| (((a - b).abs().to_bits() as u64) << 32) | ((p as u64) << 2 | d);
+    let pack = |a: f32, b: f32, p: usize, d: u64| {
+        (((a - b).abs().to_bits() as u64) << 32) | ((p as u64) << 2 | d)
+    };
     for y in 0..h {
         let r = &img[y * w..(y + 1) * w];
-        edges.extend(r.iter().zip(&r[1..]).enumerate().map(|(x, (&a, &b))| pack(a, b, y * w + x, 0)));
+        edges.extend(
+            r.iter()
+                .zip(&r[1..])
+                .enumerate()
+                .map(|(x, (&a, &b))| pack(a, b, y * w + x, 0)),
+        );
     }
     for y in 0..h.saturating_sub(1) {
         let (r, s) = (&img[y * w..(y + 1) * w], &img[(y + 1) * w..(y + 2) * w]);
-        edges.extend(r.iter().zip(s).enumerate().map(|(x, (&a, &b))| pack(a, b, y * w + x, 1)));
+        edges.extend(
+            r.iter()
+                .zip(s)
+                .enumerate()
+                .map(|(x, (&a, &b))| pack(a, b, y * w + x, 1)),
+        );
     }
     for y in 0..h.saturating_sub(1) {
         let (r, s) = (&img[y * w..(y + 1) * w], &img[(y + 1) * w..(y + 2) * w]);
-        edges.extend(r.iter().zip(&s[1..]).enumerate().map(|(x, (&a, &b))| pack(a, b, y * w + x, 2)));
+        edges.extend(
+            r.iter()
+                .zip(&s[1..])
+                .enumerate()
+                .map(|(x, (&a, &b))| pack(a, b, y * w + x, 2)),
+        );
     }
     for y in 1..h {
         let (r, s) = (&img[y * w..(y + 1) * w], &img[(y - 1) * w..y * w]);
-        edges.extend(r.iter().zip(&s[1..]).enumerate().map(|(x, (&a, &b))| pack(a, b, y * w + x, 3)));
+        edges.extend(
+            r.iter()
+                .zip(&s[1..])
+                .enumerate()
+                .map(|(x, (&a, &b))| pack(a, b, y * w + x, 3)),
+        );
     }
     edges
 }
@@ -225,7 +248,10 @@ impl Forest {
     fn union(&mut self, a: u32, b: u32, sa: Set, sb: Set, thr: f32) {
         let (big, small) = if sa.size >= sb.size { (a, b) } else { (b, a) };
         self.parent[small as usize] = big;
-        self.set[big as usize] = Set { size: sa.size + sb.size, thr };
+        self.set[big as usize] = Set {
+            size: sa.size + sb.size,
+            thr,
+        };
     }
 }
 
@@ -296,7 +322,13 @@ mod tests {
     fn mosaic() -> (Plane, Grid<u32>) {
         let (w, h) = (60, 40);
         let truth = Grid::from_fn(w, h, |x, y| {
-            let cx = if x < 20 { 0 } else if x < 45 { 1 } else { 2 };
+            let cx = if x < 20 {
+                0
+            } else if x < 45 {
+                1
+            } else {
+                2
+            };
             let cy = if y < 15 { 0 } else { 1 };
             (cy * 3 + cx) as u32
         });
@@ -309,7 +341,15 @@ mod tests {
     fn recovers_piecewise_constant_regions_exactly() {
         let (plane, truth) = mosaic();
         for (scale, min_size) in [(1.0, 1), (10.0, 5), (50.0, 20)] {
-            let s = segment(&plane, &Params { scale, sigma: 0.0, min_size }).unwrap();
+            let s = segment(
+                &plane,
+                &Params {
+                    scale,
+                    sigma: 0.0,
+                    min_size,
+                },
+            )
+            .unwrap();
             assert_eq!(s.count, 6, "scale {scale}");
             assert_eq!(s.labels, truth, "scale {scale}");
         }
@@ -321,7 +361,15 @@ mod tests {
         let s = segment(&flat, &Params::default()).unwrap();
         assert_eq!(s.count, 1);
         let (plane, _) = mosaic();
-        let s = segment(&plane, &Params { scale: 1e9, sigma: 0.0, min_size: 1 }).unwrap();
+        let s = segment(
+            &plane,
+            &Params {
+                scale: 1e9,
+                sigma: 0.0,
+                min_size: 1,
+            },
+        )
+        .unwrap();
         assert_eq!(s.count, 1);
     }
 
@@ -335,18 +383,48 @@ mod tests {
             h ^= h >> 12;
             (h >> 8) as f32 / (1u32 << 24) as f32
         });
-        let s = segment(&noise, &Params { scale: 1.0, sigma: 0.0, min_size: 30 }).unwrap();
+        let s = segment(
+            &noise,
+            &Params {
+                scale: 1.0,
+                sigma: 0.0,
+                min_size: 30,
+            },
+        )
+        .unwrap();
         assert!(s.sizes().iter().all(|&n| n >= 30), "{:?}", s.sizes());
         assert!(s.count > 5 && s.count <= 2500 / 30, "{}", s.count);
-        let none = segment(&noise, &Params { scale: 1.0, sigma: 0.0, min_size: 1 }).unwrap();
+        let none = segment(
+            &noise,
+            &Params {
+                scale: 1.0,
+                sigma: 0.0,
+                min_size: 1,
+            },
+        )
+        .unwrap();
         assert!(none.count > s.count);
     }
 
     #[test]
     fn rejects_bad_parameters() {
         let p = Plane::filled(4, 4, 0.0);
-        assert!(segment(&p, &Params { scale: f32::NAN, ..Params::default() }).is_err());
-        assert!(segment(&p, &Params { sigma: -1.0, ..Params::default() }).is_err());
+        assert!(segment(
+            &p,
+            &Params {
+                scale: f32::NAN,
+                ..Params::default()
+            }
+        )
+        .is_err());
+        assert!(segment(
+            &p,
+            &Params {
+                sigma: -1.0,
+                ..Params::default()
+            }
+        )
+        .is_err());
         let empty = Plane::from_vec(0, 0, vec![]).unwrap();
         assert!(segment(&empty, &Params::default()).is_err());
     }

@@ -178,7 +178,12 @@ impl Plane {
 
     /// Value at quantile `q` in 0..=1 (nearest rank), `None` when empty.
     pub fn quantile(&self, q: f32) -> Option<f32> {
-        let mut v: Vec<f32> = self.data.iter().copied().filter(|v| v.is_finite()).collect();
+        let mut v: Vec<f32> = self
+            .data
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
         if v.is_empty() {
             return None;
         }

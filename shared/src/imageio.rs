@@ -81,7 +81,9 @@ pub fn decode_frame(bytes: &[u8], name: &Path, limits: LoadLimits) -> Result<Fra
         .with_guessed_format()
         .map_err(|e| Error::image(name, e))?;
     reader.limits(l);
-    let img = reader.decode().map_err(|e| Error::image(name, describe(e)))?;
+    let img = reader
+        .decode()
+        .map_err(|e| Error::image(name, describe(e)))?;
     to_frame(img, name)
 }
 
@@ -97,16 +99,64 @@ fn to_frame(img: DynamicImage, name: &Path) -> Result<Frame> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let luma = |r: f32, g: f32, b: f32| 0.299 * r + 0.587 * g + 0.114 * b;
     let (data, bit_depth, color): (Vec<f32>, u8, bool) = match img {
-        DynamicImage::ImageLuma8(b) => (b.into_raw().iter().map(|&v| v as f32 / 255.0).collect(), 8, false),
-        DynamicImage::ImageLumaA8(b) => (b.pixels().map(|p| p.0[0] as f32 / 255.0).collect(), 8, false),
-        DynamicImage::ImageLuma16(b) => (b.into_raw().iter().map(|&v| v as f32 / 65535.0).collect(), 16, false),
-        DynamicImage::ImageLumaA16(b) => (b.pixels().map(|p| p.0[0] as f32 / 65535.0).collect(), 16, false),
-        DynamicImage::ImageRgb8(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0).collect(), 8, true),
-        DynamicImage::ImageRgba8(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0).collect(), 8, true),
-        DynamicImage::ImageRgb16(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0).collect(), 16, true),
-        DynamicImage::ImageRgba16(b) => (b.pixels().map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0).collect(), 16, true),
-        DynamicImage::ImageRgb32F(b) => (b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(), 32, true),
-        DynamicImage::ImageRgba32F(b) => (b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(), 32, true),
+        DynamicImage::ImageLuma8(b) => (
+            b.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+            8,
+            false,
+        ),
+        DynamicImage::ImageLumaA8(b) => (
+            b.pixels().map(|p| p.0[0] as f32 / 255.0).collect(),
+            8,
+            false,
+        ),
+        DynamicImage::ImageLuma16(b) => (
+            b.into_raw().iter().map(|&v| v as f32 / 65535.0).collect(),
+            16,
+            false,
+        ),
+        DynamicImage::ImageLumaA16(b) => (
+            b.pixels().map(|p| p.0[0] as f32 / 65535.0).collect(),
+            16,
+            false,
+        ),
+        DynamicImage::ImageRgb8(b) => (
+            b.pixels()
+                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0)
+                .collect(),
+            8,
+            true,
+        ),
+        DynamicImage::ImageRgba8(b) => (
+            b.pixels()
+                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0)
+                .collect(),
+            8,
+            true,
+        ),
+        DynamicImage::ImageRgb16(b) => (
+            b.pixels()
+                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0)
+                .collect(),
+            16,
+            true,
+        ),
+        DynamicImage::ImageRgba16(b) => (
+            b.pixels()
+                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0)
+                .collect(),
+            16,
+            true,
+        ),
+        DynamicImage::ImageRgb32F(b) => (
+            b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(),
+            32,
+            true,
+        ),
+        DynamicImage::ImageRgba32F(b) => (
+            b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(),
+            32,
+            true,
+        ),
         other => {
             return Err(Error::image(
                 name,
@@ -195,7 +245,11 @@ pub fn resize_bilinear(src: &Plane, width: usize, height: usize) -> Result<Plane
 }
 
 /// Nearest-neighbour resize for masks and label maps.
-pub fn resize_nearest<T: Clone>(src: &crate::Grid<T>, width: usize, height: usize) -> Result<crate::Grid<T>> {
+pub fn resize_nearest<T: Clone>(
+    src: &crate::Grid<T>,
+    width: usize,
+    height: usize,
+) -> Result<crate::Grid<T>> {
     if src.is_empty() || width == 0 || height == 0 {
         return Err(Error::Invalid(format!(
             "cannot resize {}x{} to {width}x{height}",
@@ -224,7 +278,11 @@ pub fn save_gray8(plane: &Plane, path: &Path) -> Result<()> {
 
 /// Writes a mask as an 8-bit PNG with 0 and 255.
 pub fn save_mask(mask: &Mask, path: &Path) -> Result<()> {
-    let raw: Vec<u8> = mask.data().iter().map(|&v| if v { 255 } else { 0 }).collect();
+    let raw: Vec<u8> = mask
+        .data()
+        .iter()
+        .map(|&v| if v { 255 } else { 0 })
+        .collect();
     save_raw8(raw, mask.width(), mask.height(), path)
 }
 
@@ -255,8 +313,14 @@ mod tests {
         assert_eq!(f.plane.data(), &[0.0, 1.0]);
         assert_eq!(f.bit_depth, 8);
 
-        let g16 = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![0u16, 65535]).unwrap();
-        let f = decode_frame(&png_bytes(DynamicImage::ImageLuma16(g16)), p, LoadLimits::default()).unwrap();
+        let g16 =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![0u16, 65535]).unwrap();
+        let f = decode_frame(
+            &png_bytes(DynamicImage::ImageLuma16(g16)),
+            p,
+            LoadLimits::default(),
+        )
+        .unwrap();
         assert_eq!(f.plane.data(), &[0.0, 1.0]);
         assert_eq!(f.bit_depth, 16);
 
@@ -269,15 +333,22 @@ mod tests {
     #[test]
     fn broken_inputs_are_errors_that_name_the_file() {
         let p = Path::new("broken.png");
-        let e = decode_frame(&[], p, LoadLimits::default()).unwrap_err().to_string();
+        let e = decode_frame(&[], p, LoadLimits::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("broken.png") && e.contains("empty"), "{e}");
-        let e = decode_frame(b"not an image at all", p, LoadLimits::default()).unwrap_err().to_string();
+        let e = decode_frame(b"not an image at all", p, LoadLimits::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unsupported"), "{e}");
         let g8 = image::GrayImage::from_raw(64, 64, vec![7; 64 * 64]).unwrap();
         let bytes = png_bytes(g8.into());
         let e = decode_frame(&bytes[..bytes.len() / 2], p, LoadLimits::default()).unwrap_err();
         assert!(e.to_string().contains("broken.png"), "{e}");
-        let tiny = LoadLimits { max_side: 32, max_alloc: 1 << 20 };
+        let tiny = LoadLimits {
+            max_side: 32,
+            max_alloc: 1 << 20,
+        };
         let e = decode_frame(&bytes, p, tiny).unwrap_err().to_string();
         assert!(e.contains("too large"), "{e}");
     }

@@ -7,7 +7,11 @@ use crate::{Grid, Mask, Result};
 pub fn dice(pred: &Mask, truth: &Mask) -> Result<f64> {
     pred.check_same_size(truth, "dice")?;
     let (i, p, t) = overlap(pred, truth);
-    Ok(if p + t == 0 { 1.0 } else { 2.0 * i as f64 / (p + t) as f64 })
+    Ok(if p + t == 0 {
+        1.0
+    } else {
+        2.0 * i as f64 / (p + t) as f64
+    })
 }
 
 /// Intersection over union; two empty masks score 1.
@@ -63,11 +67,19 @@ pub struct ObjectScores {
 impl ObjectScores {
     pub fn precision(&self) -> f64 {
         let d = self.true_positives + self.false_positives;
-        if d == 0 { 1.0 } else { self.true_positives as f64 / d as f64 }
+        if d == 0 {
+            1.0
+        } else {
+            self.true_positives as f64 / d as f64
+        }
     }
     pub fn recall(&self) -> f64 {
         let d = self.true_positives + self.false_negatives;
-        if d == 0 { 1.0 } else { self.true_positives as f64 / d as f64 }
+        if d == 0 {
+            1.0
+        } else {
+            self.true_positives as f64 / d as f64
+        }
     }
 }
 
@@ -147,7 +159,11 @@ mod tests {
     fn paper_protocol_skips_negative_images() {
         let e = m(&[0, 0], 2);
         let f = m(&[1, 1], 2);
-        let pairs = vec![(f.clone(), f.clone()), (f.clone(), e.clone()), (e.clone(), f.clone())];
+        let pairs = vec![
+            (f.clone(), f.clone()),
+            (f.clone(), e.clone()),
+            (e.clone(), f.clone()),
+        ];
         assert_eq!(mean_dice_positive(&pairs).unwrap(), Some(0.5));
         assert_eq!(mean_dice_positive(&[(f, e)]).unwrap(), None);
     }
@@ -159,9 +175,19 @@ mod tests {
         let t1 = m(&[1, 1, 0, 0, 0, 0], 6);
         let t2 = m(&[0, 0, 0, 1, 0, 0], 6);
         let s = match_objects(&pred, &[t1, t2], 0.5).unwrap();
-        assert_eq!(s, ObjectScores { true_positives: 1, false_positives: 1, false_negatives: 1 });
+        assert_eq!(
+            s,
+            ObjectScores {
+                true_positives: 1,
+                false_positives: 1,
+                false_negatives: 1
+            }
+        );
         assert_eq!(s.precision(), 0.5);
         assert_eq!(s.recall(), 0.5);
-        assert_eq!(accuracy(&[true, false, true], &[true, true, true]), 2.0 / 3.0);
+        assert_eq!(
+            accuracy(&[true, false, true], &[true, true, true]),
+            2.0 / 3.0
+        );
     }
 }

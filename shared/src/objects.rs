@@ -129,7 +129,12 @@ pub fn basic_stats(c: &Components) -> Vec<Object> {
         .map(|label| Object {
             label,
             area: 0,
-            bbox: BBox { x0: usize::MAX, y0: usize::MAX, x1: 0, y1: 0 },
+            bbox: BBox {
+                x0: usize::MAX,
+                y0: usize::MAX,
+                x1: 0,
+                y1: 0,
+            },
             centroid: (0.0, 0.0),
             length: 0.0,
             width: 0.0,
@@ -181,7 +186,11 @@ pub fn measure(mask: &Mask) -> (Components, Vec<Object>) {
         let length = path + width;
         o.width = width as f32;
         o.length = length as f32;
-        o.elongation = if width > 0.0 { (length / width) as f32 } else { 0.0 };
+        o.elongation = if width > 0.0 {
+            (length / width) as f32
+        } else {
+            0.0
+        };
     }
     (comps, objs)
 }
@@ -287,7 +296,11 @@ fn farthest(skel: &Mask, start: usize) -> (usize, f32) {
                 if !skel.data()[j] {
                     continue;
                 }
-                let step = if dx != 0 && dy != 0 { std::f32::consts::SQRT_2 } else { 1.0 };
+                let step = if dx != 0 && dy != 0 {
+                    std::f32::consts::SQRT_2
+                } else {
+                    1.0
+                };
                 let nd = d + step;
                 if nd + 1e-4 < dist[j] {
                     dist[j] = nd;
@@ -387,13 +400,23 @@ mod tests {
         assert_eq!(c.count, 1);
         let s = basic_stats(&c);
         assert_eq!(s[0].area, 9);
-        assert_eq!(s[0].bbox, BBox { x0: 0, y0: 0, x1: 5, y1: 3 });
+        assert_eq!(
+            s[0].bbox,
+            BBox {
+                x0: 0,
+                y0: 0,
+                x1: 5,
+                y1: 3
+            }
+        );
     }
 
     #[test]
     fn rectangle_length_and_width_are_recovered() {
         // 80 × 6 bar: length ≈ 80, width ≈ 6.
-        let m = Mask::from_fn(100, 20, |x, y| (10..90).contains(&x) && (7..13).contains(&y));
+        let m = Mask::from_fn(100, 20, |x, y| {
+            (10..90).contains(&x) && (7..13).contains(&y)
+        });
         let (_, objs) = measure(&m);
         assert_eq!(objs.len(), 1);
         let o = &objs[0];
@@ -428,7 +451,12 @@ mod tests {
         });
         let (_, wo) = measure(&worm);
         assert_eq!(wo.len(), 1);
-        assert_eq!(rules.classify(&wo[0], cal), Some(Class::Worm), "{:?}", wo[0]);
+        assert_eq!(
+            rules.classify(&wo[0], cal),
+            Some(Class::Worm),
+            "{:?}",
+            wo[0]
+        );
         // Debris speck: too small for anything.
         let speck = Mask::from_fn(10, 10, |x, y| (4..7).contains(&x) && (4..7).contains(&y));
         let (_, s) = measure(&speck);

@@ -55,9 +55,18 @@ impl Default for SynthConfig {
             width: 512,
             height: 384,
             um_per_px: 4.0,
-            worms: Occurrence { probability: 0.75, max: 6 },
-            eggs: Occurrence { probability: 0.5, max: 6 },
-            cysts: Occurrence { probability: 0.3, max: 2 },
+            worms: Occurrence {
+                probability: 0.75,
+                max: 6,
+            },
+            eggs: Occurrence {
+                probability: 0.5,
+                max: 6,
+            },
+            cysts: Occurrence {
+                probability: 0.3,
+                max: 2,
+            },
             debris: (3, 14),
             fibres: (0, 3),
             bubbles: (0, 2),
@@ -105,8 +114,18 @@ struct Stamp {
 impl Stamp {
     fn new(x0: f32, y0: f32, x1: f32, y1: f32) -> Stamp {
         let (x0, y0) = (x0.floor() as isize - 2, y0.floor() as isize - 2);
-        let (w, h) = ((x1.ceil() as isize + 2 - x0).max(1) as usize, (y1.ceil() as isize + 2 - y0).max(1) as usize);
-        Stamp { x0, y0, w, h, sd: vec![f32::INFINITY; w * h], trans: vec![1.0; w * h] }
+        let (w, h) = (
+            (x1.ceil() as isize + 2 - x0).max(1) as usize,
+            (y1.ceil() as isize + 2 - y0).max(1) as usize,
+        );
+        Stamp {
+            x0,
+            y0,
+            w,
+            h,
+            sd: vec![f32::INFINITY; w * h],
+            trans: vec![1.0; w * h],
+        }
     }
 
     /// Coverage of pixel i (anti-aliased over one pixel).
@@ -118,7 +137,9 @@ impl Stamp {
 /// Deterministic value noise in -1..1 with feature size `scale` pixels.
 fn value_noise(x: f32, y: f32, scale: f32, seed: u32) -> f32 {
     let hash = |ix: i32, iy: i32| -> f32 {
-        let mut h = (ix as u32).wrapping_mul(0x27d4_eb2d) ^ (iy as u32).wrapping_mul(0x1656_67b1) ^ seed.wrapping_mul(0x9e37_79b9);
+        let mut h = (ix as u32).wrapping_mul(0x27d4_eb2d)
+            ^ (iy as u32).wrapping_mul(0x1656_67b1)
+            ^ seed.wrapping_mul(0x9e37_79b9);
         h ^= h >> 15;
         h = h.wrapping_mul(0x85eb_ca6b);
         h ^= h >> 13;
@@ -152,14 +173,18 @@ fn centreline(rng: &mut ChaCha8Rng, start: (f32, f32), len: f32, amp: f32) -> Ve
         y += a.sin() * step;
     }
     // Centre the path on the start point so it stays near where it was put.
-    let (mx, my) = pts.iter().fold((0.0, 0.0), |(sx, sy), p| (sx + p.0, sy + p.1));
+    let (mx, my) = pts
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), p| (sx + p.0, sy + p.1));
     let (mx, my) = (mx / n as f32 - start.0, my / n as f32 - start.1);
     pts.iter().map(|p| (p.0 - mx, p.1 - my)).collect()
 }
 
 /// A tube along `pts` with half-width `radius(t)`, t in 0..1 along it.
 fn tube(pts: &[(f32, f32)], radius: impl Fn(f32) -> f32) -> Stamp {
-    let rmax = (0..=20).map(|i| radius(i as f32 / 20.0)).fold(0.0f32, f32::max);
+    let rmax = (0..=20)
+        .map(|i| radius(i as f32 / 20.0))
+        .fold(0.0f32, f32::max);
     let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x - rmax);
@@ -172,16 +197,27 @@ fn tube(pts: &[(f32, f32)], radius: impl Fn(f32) -> f32) -> Stamp {
     for (i, &(px, py)) in pts.iter().enumerate() {
         let r = radius(i as f32 / (n - 1) as f32);
         let (lx, ly) = (px - s.x0 as f32, py - s.y0 as f32);
-        let (ax, bx) = ((lx - r - 1.0).floor().max(0.0) as usize, ((lx + r + 2.0).ceil() as usize).min(s.w));
-        let (ay, by) = ((ly - r - 1.0).floor().max(0.0) as usize, ((ly + r + 2.0).ceil() as usize).min(s.h));
+        let (ax, bx) = (
+            (lx - r - 1.0).floor().max(0.0) as usize,
+            ((lx + r + 2.0).ceil() as usize).min(s.w),
+        );
+        let (ay, by) = (
+            (ly - r - 1.0).floor().max(0.0) as usize,
+            ((ly + r + 2.0).ceil() as usize).min(s.h),
+        );
         for yy in ay..by {
             for xx in ax..bx {
-                let d = ((xx as f32 + 0.5 - lx).powi(2) + (yy as f32 + 0.5 - ly).powi(2)).sqrt() - r;
+                let d =
+                    ((xx as f32 + 0.5 - lx).powi(2) + (yy as f32 + 0.5 - ly).powi(2)).sqrt() - r;
                 let k = yy * s.w + xx;
                 if d < s.sd[k] {
                     s.sd[k] = d;
                     // Store the relative depth (0 at the rim, 1 on the axis).
-                    s.trans[k] = if r > 0.0 { (-d / r).clamp(0.0, 1.0) } else { 0.0 };
+                    s.trans[k] = if r > 0.0 {
+                        (-d / r).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -194,12 +230,19 @@ fn radial(cx: f32, cy: f32, rmax: f32, r: impl Fn(f32) -> f32) -> Stamp {
     let mut s = Stamp::new(cx - rmax, cy - rmax, cx + rmax, cy + rmax);
     for yy in 0..s.h {
         for xx in 0..s.w {
-            let (dx, dy) = (s.x0 as f32 + xx as f32 + 0.5 - cx, s.y0 as f32 + yy as f32 + 0.5 - cy);
+            let (dx, dy) = (
+                s.x0 as f32 + xx as f32 + 0.5 - cx,
+                s.y0 as f32 + yy as f32 + 0.5 - cy,
+            );
             let d = (dx * dx + dy * dy).sqrt();
             let rt = r(dy.atan2(dx));
             let k = yy * s.w + xx;
             s.sd[k] = d - rt;
-            s.trans[k] = if rt > 0.0 { (1.0 - d / rt).clamp(0.0, 1.0) } else { 0.0 };
+            s.trans[k] = if rt > 0.0 {
+                (1.0 - d / rt).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
         }
     }
     s
@@ -211,11 +254,18 @@ fn body(cx: f32, cy: f32, angle: f32, a: f32, h: impl Fn(f32) -> f32) -> Stamp {
     let (c, sn) = (angle.cos(), angle.sin());
     for yy in 0..s.h {
         for xx in 0..s.w {
-            let (dx, dy) = (s.x0 as f32 + xx as f32 + 0.5 - cx, s.y0 as f32 + yy as f32 + 0.5 - cy);
+            let (dx, dy) = (
+                s.x0 as f32 + xx as f32 + 0.5 - cx,
+                s.y0 as f32 + yy as f32 + 0.5 - cy,
+            );
             let (u, v) = (dx * c + dy * sn, -dx * sn + dy * c);
             let k = yy * s.w + xx;
             let hu = if u.abs() < a { h(u) } else { 0.0 };
-            s.sd[k] = if u.abs() <= a { v.abs() - hu } else { u.abs() - a + v.abs() };
+            s.sd[k] = if u.abs() <= a {
+                v.abs() - hu
+            } else {
+                u.abs() - a + v.abs()
+            };
             let hm = h(0.0).max(1e-3);
             s.trans[k] = ((hu - v.abs()) / hm).clamp(0.0, 1.0);
         }
@@ -241,11 +291,16 @@ impl Canvas {
                 if s.alpha(yy * s.w + xx) >= 0.5 {
                     total += 1;
                     let (x, y) = (s.x0 + xx as isize, s.y0 + yy as isize);
-                    inside += (x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h) as usize;
+                    inside += (x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h)
+                        as usize;
                 }
             }
         }
-        if total == 0 { 0.0 } else { inside as f32 / total as f32 }
+        if total == 0 {
+            0.0
+        } else {
+            inside as f32 / total as f32
+        }
     }
 
     fn overlaps(&self, s: &Stamp, margin: isize) -> bool {
@@ -255,7 +310,12 @@ impl Canvas {
                     continue;
                 }
                 let (x, y) = (s.x0 + xx as isize, s.y0 + yy as isize);
-                if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h && self.occupied[y as usize * self.w + x as usize] {
+                if x >= 0
+                    && y >= 0
+                    && (x as usize) < self.w
+                    && (y as usize) < self.h
+                    && self.occupied[y as usize * self.w + x as usize]
+                {
                     return true;
                 }
             }
@@ -298,10 +358,20 @@ impl Canvas {
 /// Generates frame `index` of the set seeded by `seed`.
 pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> {
     if cfg.width < 32 || cfg.height < 32 || cfg.width > 8192 || cfg.height > 8192 {
-        return Err(Error::Invalid(format!("synthetic frame size {}x{} must be 32..=8192", cfg.width, cfg.height)));
+        return Err(Error::Invalid(format!(
+            "synthetic frame size {}x{} must be 32..=8192",
+            cfg.width, cfg.height
+        )));
     }
-    if !(cfg.um_per_px > 0.0) || cfg.debris.0 > cfg.debris.1 || cfg.fibres.0 > cfg.fibres.1 || cfg.bubbles.0 > cfg.bubbles.1 {
-        return Err(Error::Invalid("synthetic config: bad pixel size or range".into()));
+    if cfg.um_per_px.is_nan()
+        || cfg.um_per_px <= 0.0
+        || cfg.debris.0 > cfg.debris.1
+        || cfg.fibres.0 > cfg.fibres.1
+        || cfg.bubbles.0 > cfg.bubbles.1
+    {
+        return Err(Error::Invalid(
+            "synthetic config: bad pixel size or range".into(),
+        ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let (w, h) = (cfg.width, cfg.height);
@@ -313,20 +383,38 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
     let ga = rng.random_range(0.0..2.0 * PI);
     let gs = rng.random_range(0.0..0.25f32);
     let vig = rng.random_range(0.0..0.35f32);
-    let (cx, cy, diag) = (w as f32 / 2.0, h as f32 / 2.0, ((w * w + h * h) as f32).sqrt() / 2.0);
+    let (cx, cy, diag) = (
+        w as f32 / 2.0,
+        h as f32 / 2.0,
+        ((w * w + h * h) as f32).sqrt() / 2.0,
+    );
     let light: Vec<f32> = (0..w * h)
         .map(|i| {
             let (x, y) = ((i % w) as f32, (i / w) as f32);
             let (dx, dy) = ((x - cx) / diag, (y - cy) / diag);
             let g = 1.0 + gs * (dx * ga.cos() + dy * ga.sin());
             let v = 1.0 - vig * (dx * dx + dy * dy);
-            let m = 1.0 + 0.04 * value_noise(x, y, 90.0, nseed) + 0.015 * value_noise(x, y, 17.0, nseed ^ 7);
+            let m = 1.0
+                + 0.04 * value_noise(x, y, 90.0, nseed)
+                + 0.015 * value_noise(x, y, 17.0, nseed ^ 7);
             base * g * v * m
         })
         .collect();
-    let mut cv = Canvas { w, h, light, owner: vec![0; w * h], classes: Vec::new(), occupied: vec![false; w * h] };
+    let mut cv = Canvas {
+        w,
+        h,
+        light,
+        owner: vec![0; w * h],
+        classes: Vec::new(),
+        occupied: vec![false; w * h],
+    };
 
-    let rand_pos = |rng: &mut ChaCha8Rng, m: f32| (rng.random_range(m..(w as f32 - m).max(m + 1.0)), rng.random_range(m..(h as f32 - m).max(m + 1.0)));
+    let rand_pos = |rng: &mut ChaCha8Rng, m: f32| {
+        (
+            rng.random_range(m..(w as f32 - m).max(m + 1.0)),
+            rng.random_range(m..(h as f32 - m).max(m + 1.0)),
+        )
+    };
 
     // Confusers first, so the counted objects on top are exactly visible.
     for _ in 0..rng.random_range(cfg.bubbles.0..=cfg.bubbles.1) {
@@ -337,14 +425,36 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         let inner = (r - th) / (r + th);
         let ring_t = rng.random_range(0.45..0.65f32);
         let glow = rng.random_range(1.03..1.12f32);
-        cv.draw(&s, None, |_, _, depth| if depth > 1.0 - inner { glow } else { ring_t });
+        cv.draw(
+            &s,
+            None,
+            |_, _, depth| if depth > 1.0 - inner { glow } else { ring_t },
+        );
     }
     for _ in 0..rng.random_range(cfg.debris.0..=cfg.debris.1) {
         let (bx, by) = rand_pos(&mut rng, 0.0);
         // Mostly small grains, sometimes large organic clumps.
-        let r0 = if rng.random_bool(0.8) { rng.random_range(2.0..9.0f32) } else { rng.random_range(9.0..28.0f32) };
-        let harm: Vec<(f32, f32)> = (2..6).map(|k| (rng.random_range(0.0..0.3 / k as f32), rng.random_range(0.0..2.0 * PI))).collect();
-        let s = radial(bx, by, r0 * 1.6, |t| r0 * (1.0 + harm.iter().enumerate().map(|(k, &(a, p))| a * ((k + 2) as f32 * t + p).cos()).sum::<f32>()));
+        let r0 = if rng.random_bool(0.8) {
+            rng.random_range(2.0..9.0f32)
+        } else {
+            rng.random_range(9.0..28.0f32)
+        };
+        let harm: Vec<(f32, f32)> = (2..6)
+            .map(|k| {
+                (
+                    rng.random_range(0.0..0.3 / k as f32),
+                    rng.random_range(0.0..2.0 * PI),
+                )
+            })
+            .collect();
+        let s = radial(bx, by, r0 * 1.6, |t| {
+            r0 * (1.0
+                + harm
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &(a, p))| a * ((k + 2) as f32 * t + p).cos())
+                    .sum::<f32>())
+        });
         let t0 = rng.random_range(0.25..0.95f32);
         let ts: u32 = rng.random();
         cv.draw(&s, None, |x, y, _| t0 + 0.12 * value_noise(x, y, 2.5, ts));
@@ -357,10 +467,14 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         let r = rng.random_range(1.5..4.5f32);
         let wob: u32 = rng.random();
         // Untapered with blunt, cut ends: the cue that separates fibres from worms.
-        let s = tube(&pts, |t| r * (1.0 + 0.15 * value_noise(t * 40.0, 0.0, 1.0, wob)));
+        let s = tube(&pts, |t| {
+            r * (1.0 + 0.15 * value_noise(t * 40.0, 0.0, 1.0, wob))
+        });
         let t0 = rng.random_range(0.45..0.75f32);
         let ts: u32 = rng.random();
-        cv.draw(&s, None, |x, y, d| t0 + 0.1 * value_noise(x, y, 4.0, ts) + 0.05 * d);
+        cv.draw(&s, None, |x, y, d| {
+            t0 + 0.1 * value_noise(x, y, 4.0, ts) + 0.05 * d
+        });
     }
 
     let negative = rng.random::<f32>() < cfg.negative_fraction;
@@ -386,14 +500,20 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
                 // Lemon: parabolic flanks give pointed poles, plus a short neck.
                 let s = body(px, py, ang, a * (1.0 + neck), |u| {
                     let x = (u / a).abs();
-                    if x < 1.0 { b * (1.0 - x * x).powf(0.8) + b * 0.06 } else { b * 0.06 }
+                    if x < 1.0 {
+                        b * (1.0 - x * x).powf(0.8) + b * 0.06
+                    } else {
+                        b * 0.06
+                    }
                 });
                 if cv.inside_fraction(&s) < 0.85 || cv.overlaps(&s, 3) {
                     continue;
                 }
                 let t0 = rng.random_range(0.18..0.32f32);
                 let ts: u32 = rng.random();
-                cv.draw(&s, Some(Class::Cyst), |x, y, d| t0 * (0.85 + 0.25 * (1.0 - d)) + 0.07 * value_noise(x, y, 3.0, ts));
+                cv.draw(&s, Some(Class::Cyst), |x, y, d| {
+                    t0 * (0.85 + 0.25 * (1.0 - d)) + 0.07 * value_noise(x, y, 3.0, ts)
+                });
                 counts[2] += 1;
                 break;
             }
@@ -404,13 +524,17 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
                 let b = a * rng.random_range(0.4..0.55f32);
                 let (px, py) = rand_pos(&mut rng, a);
                 let ang = rng.random_range(0.0..PI);
-                let s = body(px, py, ang, a, |u| b * (1.0 - (u / a).powi(2)).max(0.0).sqrt());
+                let s = body(px, py, ang, a, |u| {
+                    b * (1.0 - (u / a).powi(2)).max(0.0).sqrt()
+                });
                 if cv.inside_fraction(&s) < 0.95 || cv.overlaps(&s, 2) {
                     continue;
                 }
                 let t0 = rng.random_range(0.5..0.68f32);
                 let ts: u32 = rng.random();
-                cv.draw(&s, Some(Class::Egg), |x, y, d| t0 * (0.8 + 0.2 * d) + 0.14 * value_noise(x, y, 1.3, ts));
+                cv.draw(&s, Some(Class::Egg), |x, y, d| {
+                    t0 * (0.8 + 0.2 * d) + 0.14 * value_noise(x, y, 1.3, ts)
+                });
                 counts[1] += 1;
                 break;
             }
@@ -424,24 +548,41 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
                 let pts = centreline(&mut rng, start, len, amp);
                 // Rounded head, long pointed tail.
                 let s = tube(&pts, |t| {
-                    let head = if t < 0.06 { (0.35 + 0.65 * (t / 0.06).sqrt()).min(1.0) } else { 1.0 };
-                    let tail = if t > 0.72 { 1.0 - 0.85 * ((t - 0.72) / 0.28) } else { 1.0 };
+                    let head = if t < 0.06 {
+                        (0.35 + 0.65 * (t / 0.06).sqrt()).min(1.0)
+                    } else {
+                        1.0
+                    };
+                    let tail = if t > 0.72 {
+                        1.0 - 0.85 * ((t - 0.72) / 0.28)
+                    } else {
+                        1.0
+                    };
                     wid / 2.0 * head * tail
                 });
                 // Worms may cross worms but not sit on eggs or cysts.
-                let blocked = (0..s.h).any(|yy| (0..s.w).any(|xx| {
-                    let (x, y) = (s.x0 + xx as isize, s.y0 + yy as isize);
-                    s.sd[yy * s.w + xx] < 2.0 && x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h && {
-                        let o = cv.owner[y as usize * w + x as usize];
-                        o != 0 && cv.classes[o as usize - 1] != Class::Worm
-                    }
-                }));
+                let blocked = (0..s.h).any(|yy| {
+                    (0..s.w).any(|xx| {
+                        let (x, y) = (s.x0 + xx as isize, s.y0 + yy as isize);
+                        s.sd[yy * s.w + xx] < 2.0
+                            && x >= 0
+                            && y >= 0
+                            && (x as usize) < w
+                            && (y as usize) < h
+                            && {
+                                let o = cv.owner[y as usize * w + x as usize];
+                                o != 0 && cv.classes[o as usize - 1] != Class::Worm
+                            }
+                    })
+                });
                 if cv.inside_fraction(&s) < 0.8 || blocked {
                     continue;
                 }
                 let t0 = rng.random_range(0.38..0.58f32);
                 let ts: u32 = rng.random();
-                cv.draw(&s, Some(Class::Worm), |x, y, d| t0 * (0.75 + 0.35 * d) + 0.08 * value_noise(x, y, 2.0, ts));
+                cv.draw(&s, Some(Class::Worm), |x, y, d| {
+                    t0 * (0.75 + 0.35 * d) + 0.08 * value_noise(x, y, 2.0, ts)
+                });
                 counts[0] += 1;
                 break;
             }
@@ -466,7 +607,13 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         .iter()
         .map(|&c| instances.map(|&o| o != 0 && cv.classes[o as usize - 1] == c))
         .collect();
-    Ok(SynthFrame { image: Plane::from_vec(w, h, noisy)?, masks, counts, instances, instance_class: cv.classes })
+    Ok(SynthFrame {
+        image: Plane::from_vec(w, h, noisy)?,
+        masks,
+        counts,
+        instances,
+        instance_class: cv.classes,
+    })
 }
 
 /// Writes `n` frames to `dir` in the generic layout: `images/`, `masks/`
@@ -497,7 +644,10 @@ pub fn write_dataset(dir: &Path, cfg: &SynthConfig, seed: u64, n: usize) -> Resu
             counts: f.counts.iter().map(|&k| Some(k)).collect(),
         });
     }
-    let ds = Dataset { classes: Class::ALL.iter().map(|c| c.name().to_string()).collect(), samples };
+    let ds = Dataset {
+        classes: Class::ALL.iter().map(|c| c.name().to_string()).collect(),
+        samples,
+    };
     generic::write(dir, &ds)?;
     Ok(ds)
 }
@@ -509,7 +659,11 @@ mod tests {
 
     #[test]
     fn same_seed_same_frame_other_seed_other_frame() {
-        let cfg = SynthConfig { width: 160, height: 120, ..SynthConfig::default() };
+        let cfg = SynthConfig {
+            width: 160,
+            height: 120,
+            ..SynthConfig::default()
+        };
         let a = generate(&cfg, 42, 3).unwrap();
         let b = generate(&cfg, 42, 3).unwrap();
         assert_eq!(a.image, b.image);
@@ -537,11 +691,19 @@ mod tests {
                 let m = f.instance_mask(j as u32 + 1);
                 assert!(m.count() > 10, "instance {j} of frame {i} barely visible");
                 let k = Class::ALL.iter().position(|&x| x == c).unwrap();
-                assert!(m.data().iter().zip(f.masks[k].data()).all(|(a, b)| !a || *b));
+                assert!(m
+                    .data()
+                    .iter()
+                    .zip(f.masks[k].data())
+                    .all(|(a, b)| !a || *b));
             }
             // Eggs and cysts never touch anything: one component each.
             for k in 1..3 {
-                assert_eq!(label_components(&f.masks[k]).count, f.counts[k], "frame {i} class {k}");
+                assert_eq!(
+                    label_components(&f.masks[k]).count,
+                    f.counts[k],
+                    "frame {i} class {k}"
+                );
             }
         }
         assert!(negatives > 0 && negatives < 24);
@@ -550,14 +712,31 @@ mod tests {
 
     #[test]
     fn objects_are_darker_than_their_surroundings() {
-        let f = (0..).map(|i| generate(&SynthConfig::default(), 1, i).unwrap()).find(|f| f.counts[0] > 0).unwrap();
+        let f = (0..)
+            .map(|i| generate(&SynthConfig::default(), 1, i).unwrap())
+            .find(|f| f.counts[0] > 0)
+            .unwrap();
         let fg = Mask::union(&f.masks.iter().collect::<Vec<_>>()).unwrap();
         let (mut a, mut na, mut b, mut nb) = (0.0, 0, 0.0, 0);
         for (&v, &m) in f.image.data().iter().zip(fg.data()) {
-            if m { a += v; na += 1 } else { b += v; nb += 1 }
+            if m {
+                a += v;
+                na += 1
+            } else {
+                b += v;
+                nb += 1
+            }
         }
         assert!(na > 0);
         assert!(a / (na as f32) < 0.85 * b / nb as f32);
-        assert!(generate(&SynthConfig { width: 8, ..SynthConfig::default() }, 1, 0).is_err());
+        assert!(generate(
+            &SynthConfig {
+                width: 8,
+                ..SynthConfig::default()
+            },
+            1,
+            0
+        )
+        .is_err());
     }
 }

@@ -11,9 +11,12 @@ pub const DEFAULT_RATE: f32 = 0.2;
 
 /// Votes `mask` over the superpixels of `seg`.
 pub fn vote(seg: &Segmentation, mask: &Mask, rate: f32) -> Result<Mask> {
-    seg.labels.check_same_size(mask, "vote: superpixels and mask")?;
+    seg.labels
+        .check_same_size(mask, "vote: superpixels and mask")?;
     if !(rate > 0.0 && rate <= 1.0) {
-        return Err(Error::Invalid(format!("vote rate must be in (0, 1], got {rate}")));
+        return Err(Error::Invalid(format!(
+            "vote rate must be in (0, 1], got {rate}"
+        )));
     }
     let mut total = vec![0u32; seg.count];
     let mut fg = vec![0u32; seg.count];
@@ -35,8 +38,15 @@ pub fn vote_map(seg: &Segmentation, map: &Plane, threshold: f32, rate: f32) -> R
 }
 
 /// Votes every class map over the same superpixels.
-pub fn vote_classes(seg: &Segmentation, maps: &[Plane], threshold: f32, rate: f32) -> Result<Vec<Mask>> {
-    maps.iter().map(|m| vote_map(seg, m, threshold, rate)).collect()
+pub fn vote_classes(
+    seg: &Segmentation,
+    maps: &[Plane],
+    threshold: f32,
+    rate: f32,
+) -> Result<Vec<Mask>> {
+    maps.iter()
+        .map(|m| vote_map(seg, m, threshold, rate))
+        .collect()
 }
 
 #[cfg(test)]
@@ -47,7 +57,10 @@ mod tests {
 
     fn seg_of(labels: Vec<u32>, w: usize, h: usize) -> Segmentation {
         let count = labels.iter().max().map_or(0, |&m| m as usize + 1);
-        Segmentation { labels: Grid::from_vec(w, h, labels).unwrap(), count }
+        Segmentation {
+            labels: Grid::from_vec(w, h, labels).unwrap(),
+            count,
+        }
     }
 
     #[test]
@@ -58,7 +71,10 @@ mod tests {
         let mut m = Mask::filled(10, 1, false);
         m.set(2, 0, true);
         let v = vote(&seg, &m, 0.2).unwrap();
-        assert_eq!(v.data(), &[true, true, true, true, true, false, false, false, false, false]);
+        assert_eq!(
+            v.data(),
+            &[true, true, true, true, true, false, false, false, false, false]
+        );
         let v = vote(&seg, &m, 0.21).unwrap();
         assert_eq!(v.count(), 0);
     }

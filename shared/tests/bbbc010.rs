@@ -8,16 +8,22 @@ use nemascope_core::objects::{basic_stats, label_components};
 use nemascope_core::Mask;
 
 fn wells() -> Vec<bbbc010::Well> {
-    bbbc010::open(&bbbc010::default_root()).expect("BBBC010 development set (../shared/data/bbbc010)")
+    bbbc010::open(&bbbc010::default_root())
+        .expect("BBBC010 development set (../shared/data/bbbc010)")
 }
 
 #[test]
 fn layout_is_read_with_all_files() {
     let w = wells();
     assert_eq!(w.len(), 62);
-    assert!(w.iter().all(|w| (11..=15).contains(&w.worm_count) && w.worms.len() == w.worm_count));
+    assert!(w
+        .iter()
+        .all(|w| (11..=15).contains(&w.worm_count) && w.worms.len() == w.worm_count));
     let f = load_frame(&w[0].image, LoadLimits::default()).unwrap();
-    assert_eq!((f.plane.width(), f.plane.height(), f.bit_depth), (696, 520, 16));
+    assert_eq!(
+        (f.plane.width(), f.plane.height(), f.bit_depth),
+        (696, 520, 16)
+    );
 }
 
 /// The two BBBC010 mask sets come from different annotation steps: the
@@ -41,7 +47,10 @@ fn area_split_counts_touching_worms() {
     let samples: Vec<CountSample> = wells
         .iter()
         .map(|w| CountSample {
-            areas: basic_stats(&label_components(&load_mask(&w.mask).unwrap())).iter().map(|o| o.area).collect(),
+            areas: basic_stats(&label_components(&load_mask(&w.mask).unwrap()))
+                .iter()
+                .map(|o| o.area)
+                .collect(),
             count: w.worm_count,
         })
         .collect();
@@ -50,8 +59,14 @@ fn area_split_counts_touching_worms() {
     let counter = AreaCounter::fit(&fit).unwrap();
     let truth: Vec<usize> = val.iter().map(|&i| samples[i].count).collect();
     let plain: Vec<usize> = val.iter().map(|&i| samples[i].areas.len()).collect();
-    let split: Vec<usize> = val.iter().map(|&i| counter.count(&samples[i].areas)).collect();
-    let (e_plain, e_split) = (mean_abs_error(&plain, &truth), mean_abs_error(&split, &truth));
+    let split: Vec<usize> = val
+        .iter()
+        .map(|&i| counter.count(&samples[i].areas))
+        .collect();
+    let (e_plain, e_split) = (
+        mean_abs_error(&plain, &truth),
+        mean_abs_error(&split, &truth),
+    );
     assert!(e_plain > 2.5, "plain {e_plain}");
     assert!(e_split < 0.5, "split {e_split}");
 }
@@ -63,11 +78,17 @@ fn tiles_carry_only_image_level_labels_and_include_negatives() {
     let _ = std::fs::remove_dir_all(&out);
     let ds = bbbc010::to_dataset(w);
     let s = tiles::write_tiles(&ds, tiles::TileSpec::default(), &out).unwrap();
-    assert!(s.tiles > 20 && s.negatives > 0 && s.negatives < s.tiles, "{s:?}");
+    assert!(
+        s.tiles > 20 && s.negatives > 0 && s.negatives < s.tiles,
+        "{s:?}"
+    );
     let csv = std::fs::read_to_string(out.join("labels.csv")).unwrap();
     assert_eq!(csv.lines().next(), Some("image,worm"));
     assert_eq!(csv.lines().count(), s.tiles + 1);
     let back = nemascope_core::dataset::generic::read(&out).unwrap();
-    assert!(back.samples.iter().all(|s| s.masks == vec![None] && s.counts == vec![None]));
+    assert!(back
+        .samples
+        .iter()
+        .all(|s| s.masks == vec![None] && s.counts == vec![None]));
     std::fs::remove_dir_all(&out).unwrap();
 }

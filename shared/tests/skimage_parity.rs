@@ -12,8 +12,17 @@ fn fixture(name: &str) -> (nemascope_core::Plane, Vec<u32>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let img = load_frame(&dir.join(format!("{name}.png")), LoadLimits::default()).unwrap();
     assert_eq!(img.bit_depth, 16);
-    let lab = load_frame(&dir.join(format!("{name}_skimage_labels.png")), LoadLimits::default()).unwrap();
-    let labels = lab.plane.data().iter().map(|&v| (v * 65535.0).round() as u32).collect();
+    let lab = load_frame(
+        &dir.join(format!("{name}_skimage_labels.png")),
+        LoadLimits::default(),
+    )
+    .unwrap();
+    let labels = lab
+        .plane
+        .data()
+        .iter()
+        .map(|&v| (v * 65535.0).round() as u32)
+        .collect();
     (img.plane, labels)
 }
 
@@ -34,7 +43,11 @@ fn agreement(a: &[u32], b: &[u32]) -> f64 {
         for (&i, &j) in x.iter().zip(y) {
             *votes.entry(i).or_default().entry(j).or_default() += 1;
         }
-        votes.values().map(|m| m.values().max().copied().unwrap_or(0)).sum::<usize>() as f64 / x.len() as f64
+        votes
+            .values()
+            .map(|m| m.values().max().copied().unwrap_or(0))
+            .sum::<usize>() as f64
+            / x.len() as f64
     };
     one_way(a, b).min(one_way(b, a))
 }

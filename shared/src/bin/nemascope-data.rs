@@ -14,7 +14,11 @@ use nemascope_core::synth::{self, SynthConfig};
 use nemascope_core::{npy, Result};
 
 #[derive(Parser)]
-#[command(name = "nemascope-data", version, about = "nemascope datasets, tiles and superpixels")]
+#[command(
+    name = "nemascope-data",
+    version,
+    about = "nemascope datasets, tiles and superpixels"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -84,8 +88,18 @@ enum Cmd {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Synth { out, count, seed, width, height } => {
-            let cfg = SynthConfig { width, height, ..SynthConfig::default() };
+        Cmd::Synth {
+            out,
+            count,
+            seed,
+            width,
+            height,
+        } => {
+            let cfg = SynthConfig {
+                width,
+                height,
+                ..SynthConfig::default()
+            };
             let ds = synth::write_dataset(&out, &cfg, seed, count)?;
             let mut totals = vec![0usize; ds.classes.len()];
             let mut negatives = 0;
@@ -95,23 +109,54 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 negatives += s.present.iter().all(|&p| !p) as usize;
             }
-            println!("wrote {count} frames to {} ({negatives} negatives)", out.display());
+            println!(
+                "wrote {count} frames to {} ({negatives} negatives)",
+                out.display()
+            );
             for (c, t) in ds.classes.iter().zip(totals) {
                 println!("  {c:>5}: {t} instances");
             }
         }
-        Cmd::Tiles { dataset, out, size, stride, min_pixels } => {
+        Cmd::Tiles {
+            dataset,
+            out,
+            size,
+            stride,
+            min_pixels,
+        } => {
             let ds = match dataset {
                 Some(d) => generic::read(&d)?,
                 None => bbbc010::to_dataset(&bbbc010::open(&bbbc010::default_root())?),
             };
-            let s = tiles::write_tiles(&ds, tiles::TileSpec { size, stride, min_pixels }, &out)?;
+            let s = tiles::write_tiles(
+                &ds,
+                tiles::TileSpec {
+                    size,
+                    stride,
+                    min_pixels,
+                },
+                &out,
+            )?;
             println!(
                 "{} images -> {} tiles ({} negatives, {} ambiguous skipped) in {}",
-                s.images, s.tiles, s.negatives, s.skipped_ambiguous, out.display()
+                s.images,
+                s.tiles,
+                s.negatives,
+                s.skipped_ambiguous,
+                out.display()
             );
         }
-        Cmd::Superpixels { image, scale, sigma, min_size, stretch: st, resize, out, dump_input, repeat } => {
+        Cmd::Superpixels {
+            image,
+            scale,
+            sigma,
+            min_size,
+            stretch: st,
+            resize,
+            out,
+            dump_input,
+            repeat,
+        } => {
             let mut plane = load_plane(&image)?;
             if st {
                 plane = stretch(&plane, 0.005, 0.995);
@@ -122,7 +167,11 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(p) = dump_input {
                 npy::write(&plane, &p)?;
             }
-            let params = Params { scale, sigma, min_size };
+            let params = Params {
+                scale,
+                sigma,
+                min_size,
+            };
             let mut times = Vec::new();
             let mut seg = None;
             for _ in 0..repeat.max(1) {
@@ -152,23 +201,38 @@ fn run(cli: Cli) -> Result<()> {
             for w in &wells {
                 let comps = label_components(&load_mask(&w.mask)?);
                 let areas = basic_stats(&comps).iter().map(|o| o.area).collect();
-                samples.push(CountSample { areas, count: w.worm_count });
+                samples.push(CountSample {
+                    areas,
+                    count: w.worm_count,
+                });
             }
             let truth: Vec<usize> = samples.iter().map(|s| s.count).collect();
             let plain: Vec<usize> = samples.iter().map(|s| s.areas.len()).collect();
             let mut split = Vec::new();
             let mut refs = Vec::new();
             for i in 0..samples.len() {
-                let rest: Vec<CountSample> = samples.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| s.clone()).collect();
+                let rest: Vec<CountSample> = samples
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, s)| s.clone())
+                    .collect();
                 let c = AreaCounter::fit(&rest)?;
                 refs.push(c.reference_area);
                 split.push(c.count(&samples[i].areas));
             }
             let mean_ref = refs.iter().sum::<f64>() / refs.len() as f64;
-            println!("BBBC010 true masks, {} wells, {} worms", wells.len(), truth.iter().sum::<usize>());
+            println!(
+                "BBBC010 true masks, {} wells, {} worms",
+                wells.len(),
+                truth.iter().sum::<usize>()
+            );
             println!("| method | mean abs count error (worms/well) |");
             println!("|---|---|");
-            println!("| plain 8-connected components | {:.2} |", mean_abs_error(&plain, &truth));
+            println!(
+                "| plain 8-connected components | {:.2} |",
+                mean_abs_error(&plain, &truth)
+            );
             println!("| area split, reference fitted leave-one-well-out (mean {mean_ref:.0} px) | {:.2} |", mean_abs_error(&split, &truth));
         }
     }
@@ -176,7 +240,9 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT, e.g. 512x384")?;
+    let (w, h) = s
+        .split_once('x')
+        .ok_or("expected WIDTHxHEIGHT, e.g. 512x384")?;
     let w: usize = w.parse().map_err(|_| format!("bad width `{w}`"))?;
     let h: usize = h.parse().map_err(|_| format!("bad height `{h}`"))?;
     if w == 0 || h == 0 {

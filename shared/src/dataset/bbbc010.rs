@@ -31,16 +31,29 @@ pub fn default_root() -> PathBuf {
 /// that each well's worm masks match its `worm_count`.
 pub fn open(root: &Path) -> Result<Vec<Well>> {
     let csv_path = root.join("wells.csv");
-    let err = |line: Option<u64>, reason: String| Error::Dataset { path: csv_path.clone(), line, reason };
+    let err = |line: Option<u64>, reason: String| Error::Dataset {
+        path: csv_path.clone(),
+        line,
+        reason,
+    };
     let mut rdr = csv::Reader::from_path(&csv_path).map_err(|e| err(None, e.to_string()))?;
-    let headers = rdr.headers().map_err(|e| err(Some(1), e.to_string()))?.clone();
+    let headers = rdr
+        .headers()
+        .map_err(|e| err(Some(1), e.to_string()))?
+        .clone();
     let col = |name: &str| {
         headers
             .iter()
             .position(|h| h == name)
             .ok_or_else(|| err(Some(1), format!("missing column `{name}`")))
     };
-    let (cw, cc, ci, cm, cn) = (col("well")?, col("condition")?, col("image")?, col("mask")?, col("worm_count")?);
+    let (cw, cc, ci, cm, cn) = (
+        col("well")?,
+        col("condition")?,
+        col("image")?,
+        col("mask")?,
+        col("worm_count")?,
+    );
     let worm_dir = root.join("worms");
     let mut worm_files: Vec<String> = std::fs::read_dir(&worm_dir)
         .map_err(|e| Error::io(&worm_dir, e))?
@@ -64,7 +77,13 @@ pub fn open(root: &Path) -> Result<Vec<Well>> {
             .map(|n| worm_dir.join(n))
             .collect();
         if worms.len() != worm_count {
-            return Err(err(line, format!("well {well}: worm_count {worm_count} but {} worm masks", worms.len())));
+            return Err(err(
+                line,
+                format!(
+                    "well {well}: worm_count {worm_count} but {} worm masks",
+                    worms.len()
+                ),
+            ));
         }
         let w = Well {
             image: root.join(get(ci)),

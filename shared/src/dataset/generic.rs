@@ -29,7 +29,11 @@ enum Col {
 
 /// Reads `dir/labels.csv` (or the CSV file itself when `path` is a file).
 pub fn read(path: &Path) -> Result<Dataset> {
-    let csv_path = if path.is_dir() { path.join(LABELS) } else { path.to_path_buf() };
+    let csv_path = if path.is_dir() {
+        path.join(LABELS)
+    } else {
+        path.to_path_buf()
+    };
     let root = csv_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let err = |line: Option<u64>, reason: String| Error::Dataset {
         path: csv_path.clone(),
@@ -40,7 +44,10 @@ pub fn read(path: &Path) -> Result<Dataset> {
         .trim(csv::Trim::All)
         .from_path(&csv_path)
         .map_err(|e| err(None, e.to_string()))?;
-    let headers = rdr.headers().map_err(|e| err(Some(1), e.to_string()))?.clone();
+    let headers = rdr
+        .headers()
+        .map_err(|e| err(Some(1), e.to_string()))?
+        .clone();
     let mut classes: Vec<String> = Vec::new();
     for h in headers.iter() {
         if h != "image" && !h.ends_with("_mask") && !h.ends_with("_count") {
@@ -54,7 +61,10 @@ pub fn read(path: &Path) -> Result<Dataset> {
         }
     }
     if classes.is_empty() {
-        return Err(err(Some(1), "no class columns (expected e.g. `image,worm`)".into()));
+        return Err(err(
+            Some(1),
+            "no class columns (expected e.g. `image,worm`)".into(),
+        ));
     }
     let class_of = |name: &str| classes.iter().position(|c| c == name);
     let mut cols = Vec::new();
@@ -67,9 +77,15 @@ pub fn read(path: &Path) -> Result<Dataset> {
             has_image = true;
             Col::Image
         } else if let Some(c) = h.strip_suffix("_mask") {
-            Col::Mask(class_of(c).ok_or_else(|| err(Some(1), format!("`{h}` names no class column `{c}`")))?)
+            Col::Mask(
+                class_of(c)
+                    .ok_or_else(|| err(Some(1), format!("`{h}` names no class column `{c}`")))?,
+            )
         } else if let Some(c) = h.strip_suffix("_count") {
-            Col::Count(class_of(c).ok_or_else(|| err(Some(1), format!("`{h}` names no class column `{c}`")))?)
+            Col::Count(
+                class_of(c)
+                    .ok_or_else(|| err(Some(1), format!("`{h}` names no class column `{c}`")))?,
+            )
         } else {
             Col::Class(class_of(h).expect("listed above"))
         };
@@ -107,7 +123,10 @@ pub fn read(path: &Path) -> Result<Dataset> {
                         "1" => true,
                         "0" => false,
                         other => {
-                            return Err(err(line, format!("class `{}` must be 0 or 1, got `{other}`", classes[c])))
+                            return Err(err(
+                                line,
+                                format!("class `{}` must be 0 or 1, got `{other}`", classes[c]),
+                            ))
                         }
                     }
                 }
@@ -116,15 +135,29 @@ pub fn read(path: &Path) -> Result<Dataset> {
                     s.counts[c] = if val.is_empty() {
                         None
                     } else {
-                        Some(val.parse().map_err(|_| err(line, format!("`{}_count` must be a whole number, got `{val}`", classes[c])))?)
+                        Some(val.parse().map_err(|_| {
+                            err(
+                                line,
+                                format!(
+                                    "`{}_count` must be a whole number, got `{val}`",
+                                    classes[c]
+                                ),
+                            )
+                        })?)
                     }
                 }
             }
         }
-        for c in 0..n {
-            if let Some(k) = s.counts[c] {
-                if (k > 0) != s.present[c] {
-                    return Err(err(line, format!("class `{}` is {} but its count is {k}", classes[c], s.present[c] as u8)));
+        for (c, (&count, &present)) in s.counts.iter().zip(&s.present).enumerate() {
+            if let Some(k) = count {
+                if (k > 0) != present {
+                    return Err(err(
+                        line,
+                        format!(
+                            "class `{}` is {} but its count is {k}",
+                            classes[c], present as u8
+                        ),
+                    ));
                 }
             }
         }
@@ -135,7 +168,11 @@ pub fn read(path: &Path) -> Result<Dataset> {
 
 fn resolve(root: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() { p.to_path_buf() } else { root.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
 }
 
 /// Writes `dir/labels.csv` for `ds`, with paths relative to `dir` where they
@@ -143,10 +180,20 @@ fn resolve(root: &Path, p: &str) -> PathBuf {
 /// them.
 pub fn write(dir: &Path, ds: &Dataset) -> Result<PathBuf> {
     let path = dir.join(LABELS);
-    let e = |x: csv::Error| Error::Dataset { path: path.clone(), line: None, reason: x.to_string() };
+    let e = |x: csv::Error| Error::Dataset {
+        path: path.clone(),
+        line: None,
+        reason: x.to_string(),
+    };
     let mut w = csv::Writer::from_path(&path).map_err(e)?;
-    let any_mask = ds.samples.iter().any(|s| s.masks.iter().any(Option::is_some));
-    let any_count = ds.samples.iter().any(|s| s.counts.iter().any(Option::is_some));
+    let any_mask = ds
+        .samples
+        .iter()
+        .any(|s| s.masks.iter().any(Option::is_some));
+    let any_count = ds
+        .samples
+        .iter()
+        .any(|s| s.counts.iter().any(Option::is_some));
     let mut header = vec!["image".to_string()];
     header.extend(ds.classes.iter().cloned());
     if any_mask {
@@ -156,15 +203,28 @@ pub fn write(dir: &Path, ds: &Dataset) -> Result<PathBuf> {
         header.extend(ds.classes.iter().map(|c| format!("{c}_count")));
     }
     w.write_record(&header).map_err(e)?;
-    let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).to_string_lossy().into_owned();
+    let rel = |p: &Path| {
+        p.strip_prefix(dir)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
     for s in &ds.samples {
         let mut row = vec![rel(&s.image)];
         row.extend(s.present.iter().map(|&b| (b as u8).to_string()));
         if any_mask {
-            row.extend(s.masks.iter().map(|m| m.as_deref().map(rel).unwrap_or_default()));
+            row.extend(
+                s.masks
+                    .iter()
+                    .map(|m| m.as_deref().map(rel).unwrap_or_default()),
+            );
         }
         if any_count {
-            row.extend(s.counts.iter().map(|c| c.map(|k| k.to_string()).unwrap_or_default()));
+            row.extend(
+                s.counts
+                    .iter()
+                    .map(|c| c.map(|k| k.to_string()).unwrap_or_default()),
+            );
         }
         w.write_record(&row).map_err(e)?;
     }
@@ -177,7 +237,8 @@ mod tests {
     use super::*;
 
     fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("nemascope-generic-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("nemascope-generic-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -216,7 +277,10 @@ mod tests {
         ] {
             std::fs::write(d.join(LABELS), body).unwrap();
             let e = read(&d).unwrap_err().to_string();
-            assert!(e.contains(want) && e.contains("labels.csv"), "{body:?} -> {e}");
+            assert!(
+                e.contains(want) && e.contains("labels.csv"),
+                "{body:?} -> {e}"
+            );
         }
         let e = read(&d.join("missing")).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");

@@ -50,12 +50,22 @@ fn origins(len: usize, size: usize, stride: usize) -> Vec<usize> {
 }
 
 /// Labels every tile of an image from its per-class masks.
-pub fn tile_labels(masks: &[Mask], width: usize, height: usize, spec: TileSpec) -> Result<Vec<Tile>> {
+pub fn tile_labels(
+    masks: &[Mask],
+    width: usize,
+    height: usize,
+    spec: TileSpec,
+) -> Result<Vec<Tile>> {
     if spec.size == 0 || spec.stride == 0 || spec.min_pixels == 0 {
-        return Err(Error::Invalid("tile size, stride and min_pixels must be > 0".into()));
+        return Err(Error::Invalid(
+            "tile size, stride and min_pixels must be > 0".into(),
+        ));
     }
     if width < spec.size || height < spec.size {
-        return Err(Error::Invalid(format!("image {width}x{height} is smaller than a {} px tile", spec.size)));
+        return Err(Error::Invalid(format!(
+            "image {width}x{height} is smaller than a {} px tile",
+            spec.size
+        )));
     }
     for m in masks {
         if m.width() != width || m.height() != height {
@@ -120,7 +130,8 @@ pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSumma
             });
         }
         let tiles = tile_labels(&masks, w, h, spec)?;
-        let total = origins(h, spec.size, spec.stride).len() * origins(w, spec.size, spec.stride).len();
+        let total =
+            origins(h, spec.size, spec.stride).len() * origins(w, spec.size, spec.stride).len();
         summary.skipped_ambiguous += total - tiles.len();
         summary.images += 1;
         for t in tiles {
@@ -138,7 +149,13 @@ pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSumma
             });
         }
     }
-    generic::write(out, &Dataset { classes: ds.classes.clone(), samples })?;
+    generic::write(
+        out,
+        &Dataset {
+            classes: ds.classes.clone(),
+            samples,
+        },
+    )?;
     Ok(summary)
 }
 
@@ -154,9 +171,27 @@ mod tests {
         for x in 0..3 {
             m.set(x, 1, true);
         }
-        let spec = TileSpec { size: 4, stride: 4, min_pixels: 2 };
+        let spec = TileSpec {
+            size: 4,
+            stride: 4,
+            min_pixels: 2,
+        };
         let t = tile_labels(std::slice::from_ref(&m), 8, 4, spec).unwrap();
-        assert_eq!(t, vec![Tile { x: 0, y: 0, present: vec![true] }, Tile { x: 4, y: 0, present: vec![false] }]);
+        assert_eq!(
+            t,
+            vec![
+                Tile {
+                    x: 0,
+                    y: 0,
+                    present: vec![true]
+                },
+                Tile {
+                    x: 4,
+                    y: 0,
+                    present: vec![false]
+                }
+            ]
+        );
         m.set(5, 2, true);
         let t = tile_labels(&[m], 8, 4, spec).unwrap();
         assert_eq!(t.len(), 1, "the sliver tile is skipped");

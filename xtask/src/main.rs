@@ -1,0 +1,158 @@
+//! `cargo xtask <task>`: the project's automation, one place for what the
+//! README, CI and developers run.
+//!
+//! - `demo`        the main job on its built-in default (synthetic frames)
+//! - `test`        everything CI checks: fmt, clippy, workspace tests, and
+//!   the shared crate's tests for aarch64 under qemu
+//! - `cross-test`  only the aarch64 + qemu part
+//! - `bench`       criterion benches + the side-by-side with scikit-image
+//! - `parity`      nemascope vs scikit-image Felzenszwalb on every BBBC010 well
+//!
+//! System packages are installed by `scripts/setup.sh` (called by `./x`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const AARCH64: &str = "aarch64-unknown-linux-gnu";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({st})"))
+    }
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn cargo() -> Command {
+    Command::new(cargo_bin())
+}
+
+fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A Python venv with the reference packages, made on first use.
+fn venv() -> Result<PathBuf, String> {
+    let dir = root().join(".venv");
+    let py = dir.join("bin/python");
+    if !py.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+    }
+    let ok = Command::new(&py)
+        .args(["-c", "import skimage, tifffile, PIL"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "scikit-image==0.26.0",
+            "tifffile",
+            "pillow",
+        ]))?;
+    }
+    Ok(py)
+}
+
+fn cross_test() -> Result<(), String> {
+    for bin in ["aarch64-linux-gnu-gcc", "qemu-aarch64"] {
+        if !have(bin) {
+            return Err(format!("{bin} not found: run scripts/setup.sh (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"));
+        }
+    }
+    run(Command::new("rustup").args(["target", "add", AARCH64]))?;
+    // Linker and qemu runner come from .cargo/config.toml.
+    run(cargo().args(["test", "-p", "nemascope-core", "--target", AARCH64]))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let r = match task {
+        "demo" => run(cargo()
+            .args(["run", "--release", "-p", "nemascope-edge", "--", "demo"])
+            .args(&args[1..])),
+        "test" => run(cargo().args(["fmt", "--all", "--check"]))
+            .and_then(|_| {
+                run(cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            })
+            .and_then(|_| run(cargo().args(["test", "--workspace", "--all-features"])))
+            .and_then(|_| cross_test()),
+        "cross-test" => cross_test(),
+        "bench" => venv().and_then(|py| {
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "nemascope-core",
+                "--features",
+                "cli",
+            ]))?;
+            run(Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(&py)
+                .args(["tests/reference/superpixels.py", "bench"]))?;
+            run(Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(cargo_bin())
+                .args(["bench", "-p", "nemascope-core", "--bench", "superpixels"]))
+        }),
+        "parity" => venv().and_then(|py| {
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "nemascope-core",
+                "--features",
+                "cli",
+            ]))?;
+            run(Command::new(&py)
+                .args(["tests/reference/superpixels.py", "parity"])
+                .args(&args[1..]))
+        }),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test|cross-test|bench|parity> [args]");
+            if task == "help" {
+                Ok(())
+            } else {
+                Err(format!("unknown task `{task}`"))
+            }
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
