@@ -328,7 +328,8 @@ impl Default for Calibration {
 /// Shape rules that tell worms, eggs and cysts apart by size and form.
 /// Defaults follow plant-parasitic nematodes: juveniles and adults 0.3–1.5 mm
 /// long and 15–40 µm wide; eggs about 50–120 × 20–50 µm; cysts 0.3–0.8 mm,
-/// lemon-shaped to round.
+/// lemon-shaped to round (at least ~0.04 mm² in outline; soil debris clumps
+/// are mostly smaller, which is what keeps them out of the cyst count).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShapeRules {
     /// Objects at least this elongated and long are worms.
@@ -348,7 +349,7 @@ impl Default for ShapeRules {
             worm_min_length_um: 150.0,
             egg_min_area_um2: 600.0,
             egg_max_area_um2: 9_000.0,
-            cyst_min_area_um2: 30_000.0,
+            cyst_min_area_um2: 36_000.0,
         }
     }
 }

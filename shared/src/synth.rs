@@ -437,7 +437,7 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         let r0 = if rng.random_bool(0.8) {
             rng.random_range(2.0..9.0f32)
         } else {
-            rng.random_range(9.0..28.0f32)
+            rng.random_range(9.0..22.0f32)
         };
         let harm: Vec<(f32, f32)> = (2..6)
             .map(|k| {
@@ -492,8 +492,8 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         // Cysts first (largest), then eggs, then worms, which may cross each other.
         for _ in 0..want[2] {
             for _try in 0..40 {
-                let a = rng.random_range(175.0..340.0f32) / um; // half length
-                let b = a * rng.random_range(0.62..0.85f32);
+                let a = rng.random_range(200.0..360.0f32) / um; // half length
+                let b = a * rng.random_range(0.7..0.9f32);
                 let neck = rng.random_range(0.05..0.12f32);
                 let (px, py) = rand_pos(&mut rng, a * 0.6);
                 let ang = rng.random_range(0.0..PI);
