@@ -32,8 +32,8 @@ fn counts_clean_frames_after_calibration() {
     for i in 0..10 {
         let f = generate(&cfg, 7, i).unwrap();
         let r = pipe.process(&f.image).unwrap();
-        for k in 0..3 {
-            err[k] += r.counts[k].abs_diff(f.counts[k]);
+        for (e, (&found, &want)) in err.iter_mut().zip(r.counts.iter().zip(&f.counts)) {
+            *e += found.abs_diff(want);
         }
         let truth = Mask::union(&f.masks.iter().collect::<Vec<_>>()).unwrap();
         dsum += dice(&r.foreground, &truth).unwrap();
