@@ -276,6 +276,38 @@ pub fn save_gray8(plane: &Plane, path: &Path) -> Result<()> {
     save_raw8(raw, plane.width(), plane.height(), path)
 }
 
+/// Writes a plane in 0..1 as a 16-bit grayscale PNG: keeps the precision of
+/// 16-bit sources (BBBC010 uses only ~3 000 of 65 535 levels, which 8 bits
+/// would crush to a dozen).
+pub fn save_gray16(plane: &Plane, path: &Path) -> Result<()> {
+    let raw: Vec<u16> = plane
+        .data()
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
+        .collect();
+    let (w, h) = (plane.width(), plane.height());
+    let buf = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w as u32, h as u32, raw)
+        .ok_or_else(|| Error::Invalid(format!("buffer does not fit {w}x{h}")))?;
+    create_parent(path)?;
+    buf.save(path).map_err(|e| Error::image(path, e))
+}
+
+/// Writes a plane as 8-bit when `bit_depth` is 8, else as 16-bit.
+pub fn save_gray(plane: &Plane, bit_depth: u8, path: &Path) -> Result<()> {
+    if bit_depth <= 8 {
+        save_gray8(plane, path)
+    } else {
+        save_gray16(plane, path)
+    }
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
 /// Writes a mask as an 8-bit PNG with 0 and 255.
 pub fn save_mask(mask: &Mask, path: &Path) -> Result<()> {
     let raw: Vec<u8> = mask
@@ -289,9 +321,7 @@ pub fn save_mask(mask: &Mask, path: &Path) -> Result<()> {
 fn save_raw8(raw: Vec<u8>, w: usize, h: usize, path: &Path) -> Result<()> {
     let buf = image::GrayImage::from_raw(w as u32, h as u32, raw)
         .ok_or_else(|| Error::Invalid(format!("buffer does not fit {w}x{h}")))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
+    create_parent(path)?;
     buf.save(path).map_err(|e| Error::image(path, e))
 }
 
@@ -351,6 +381,20 @@ mod tests {
         };
         let e = decode_frame(&bytes, p, tiny).unwrap_err().to_string();
         assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn sixteen_bit_round_trip_keeps_precision() {
+        let dir = std::env::temp_dir().join(format!("nemascope-io-{}", std::process::id()));
+        let p = Plane::from_fn(5, 3, |x, y| (x * 3 + y * 17 + 87) as f32 / 65535.0);
+        let path = dir.join("p16.png");
+        save_gray(&p, 16, &path).unwrap();
+        let back = load_frame(&path, LoadLimits::default()).unwrap();
+        assert_eq!(back.bit_depth, 16);
+        for (a, b) in back.plane.data().iter().zip(p.data()) {
+            assert!((a - b).abs() < 0.5 / 65535.0);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use super::{generic, Dataset, Sample};
-use crate::imageio::{load_mask, load_plane, save_gray8};
+use crate::imageio::{load_frame, load_mask, save_gray, LoadLimits};
 use crate::{Error, Mask, Result};
 
 /// How tiles are cut and labelled.
@@ -105,7 +105,8 @@ pub struct TileSummary {
 }
 
 /// Cuts every sample of `ds` (all classes need masks, or an absent label,
-/// which means an empty mask) into tiles written as 8-bit PNGs under
+/// which means an empty mask) into tiles written as PNGs (16-bit where the
+/// source was) under
 /// `out/tiles/`, with `out/labels.csv` holding image-level labels only.
 pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSummary> {
     let tile_dir = out.join("tiles");
@@ -113,7 +114,8 @@ pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSumma
     let mut summary = TileSummary::default();
     let mut samples = Vec::new();
     for s in &ds.samples {
-        let plane = load_plane(&s.image)?;
+        let frame = load_frame(&s.image, LoadLimits::default())?;
+        let plane = frame.plane;
         let (w, h) = (plane.width(), plane.height());
         let mut masks = Vec::with_capacity(ds.classes.len());
         for (c, m) in s.masks.iter().enumerate() {
@@ -137,7 +139,11 @@ pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSumma
         for t in tiles {
             let name = format!("{}_x{:04}_y{:04}.png", s.id, t.x, t.y);
             let path = tile_dir.join(&name);
-            save_gray8(&plane.crop(t.x, t.y, spec.size, spec.size), &path)?;
+            save_gray(
+                &plane.crop(t.x, t.y, spec.size, spec.size),
+                frame.bit_depth,
+                &path,
+            )?;
             summary.tiles += 1;
             summary.negatives += t.present.iter().all(|&p| !p) as usize;
             samples.push(Sample {
