@@ -327,19 +327,23 @@ impl Default for Calibration {
 
 /// Shape rules that tell worms, eggs and cysts apart by size and form.
 /// Defaults follow plant-parasitic nematodes: juveniles and adults 0.3–1.5 mm
-/// long and 15–40 µm wide; eggs about 50–120 × 20–50 µm; cysts 0.3–0.8 mm,
-/// lemon-shaped to round (at least ~0.04 mm² in outline; soil debris clumps
-/// are mostly smaller, which is what keeps them out of the cyst count).
+/// long and 15–40 µm wide (touching worms stay that wide: area/length);
+/// eggs about 50–120 × 20–50 µm, elliptical; cysts 0.3–0.8 mm, lemon-shaped
+/// to round, far wider than any worm. Round soil grains of egg size are the
+/// commonest confuser, hence the minimum egg elongation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShapeRules {
     /// Objects at least this elongated and long are worms.
     pub worm_min_elongation: f32,
     pub worm_min_length_um: f32,
-    /// Compact objects in this area range are eggs.
+    /// Compact objects in this area and elongation range are eggs.
     pub egg_min_area_um2: f32,
     pub egg_max_area_um2: f32,
-    /// Compact objects at least this large are cysts.
+    pub egg_min_elongation: f32,
+    pub egg_max_elongation: f32,
+    /// Objects at least this large and this wide are cysts.
     pub cyst_min_area_um2: f32,
+    pub cyst_min_width_um: f32,
 }
 
 impl Default for ShapeRules {
@@ -349,22 +353,29 @@ impl Default for ShapeRules {
             worm_min_length_um: 150.0,
             egg_min_area_um2: 600.0,
             egg_max_area_um2: 9_000.0,
+            egg_min_elongation: 1.3,
+            egg_max_elongation: 4.0,
             cyst_min_area_um2: 36_000.0,
+            cyst_min_width_um: 100.0,
         }
     }
 }
 
 impl ShapeRules {
-    /// The class an object's shape says, or `None` for debris-sized or
+    /// The class an object's shape says, or `None` for debris-like or
     /// in-between shapes.
     pub fn classify(&self, o: &Object, cal: Calibration) -> Option<Class> {
         let um = cal.um_per_px;
         let area = o.area as f32 * um * um;
-        if o.elongation >= self.worm_min_elongation && o.length * um >= self.worm_min_length_um {
-            Some(Class::Worm)
-        } else if area >= self.cyst_min_area_um2 {
+        if area >= self.cyst_min_area_um2 && o.width * um >= self.cyst_min_width_um {
             Some(Class::Cyst)
-        } else if (self.egg_min_area_um2..=self.egg_max_area_um2).contains(&area) {
+        } else if o.elongation >= self.worm_min_elongation
+            && o.length * um >= self.worm_min_length_um
+        {
+            Some(Class::Worm)
+        } else if (self.egg_min_area_um2..=self.egg_max_area_um2).contains(&area)
+            && (self.egg_min_elongation..=self.egg_max_elongation).contains(&o.elongation)
+        {
             Some(Class::Egg)
         } else {
             None
@@ -458,6 +469,13 @@ mod tests {
             "{:?}",
             wo[0]
         );
+        // A round grain of egg size is not an egg.
+        let grain = Mask::from_fn(40, 30, |x, y| {
+            let (dx, dy) = (x as f32 - 20.0, y as f32 - 15.0);
+            dx * dx + dy * dy <= 7.0 * 7.0
+        });
+        let (_, g) = measure(&grain);
+        assert_eq!(rules.classify(&g[0], cal), None, "{:?}", g[0]);
         // Debris speck: too small for anything.
         let speck = Mask::from_fn(10, 10, |x, y| (4..7).contains(&x) && (4..7).contains(&y));
         let (_, s) = measure(&speck);
