@@ -69,21 +69,18 @@ pub fn decode_frame(bytes: &[u8], name: &Path, limits: LoadLimits) -> Result<Fra
     l.max_image_width = Some(limits.max_side);
     l.max_image_height = Some(limits.max_side);
     l.max_alloc = Some(limits.max_alloc);
-    reader.limits(l.clone());
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| Error::image(name, describe(e)))?;
-    if w == 0 || h == 0 {
-        return Err(Error::image(name, format!("image has no pixels ({w}x{h})")));
-    }
-    // into_dimensions consumed the reader; decode with a fresh one.
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::image(name, e))?;
+    // The decoder checks the header's size against the limits before it
+    // allocates pixels, so a decompression bomb is refused cheaply.
     reader.limits(l);
     let img = reader
         .decode()
         .map_err(|e| Error::image(name, describe(e)))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::image(
+            name,
+            format!("image has no pixels ({}x{})", img.width(), img.height()),
+        ));
+    }
     to_frame(img, name)
 }
 
@@ -95,68 +92,39 @@ fn describe(e: image::ImageError) -> String {
     }
 }
 
+/// Luma of every pixel divided by `max`: the first channel for gray
+/// images, Rec. 601 luma for colour ones (alpha ignored).
+fn luma_of<P>(buf: &image::ImageBuffer<P, Vec<P::Subpixel>>, max: f32) -> Vec<f32>
+where
+    P: image::Pixel,
+    P::Subpixel: Into<f32>,
+{
+    buf.pixels()
+        .map(|p| {
+            let c = p.channels();
+            let v = if P::CHANNEL_COUNT >= 3 {
+                0.299 * c[0].into() + 0.587 * c[1].into() + 0.114 * c[2].into()
+            } else {
+                c[0].into()
+            };
+            v / max
+        })
+        .collect()
+}
+
 fn to_frame(img: DynamicImage, name: &Path) -> Result<Frame> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let luma = |r: f32, g: f32, b: f32| 0.299 * r + 0.587 * g + 0.114 * b;
-    let (data, bit_depth, color): (Vec<f32>, u8, bool) = match img {
-        DynamicImage::ImageLuma8(b) => (
-            b.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
-            8,
-            false,
-        ),
-        DynamicImage::ImageLumaA8(b) => (
-            b.pixels().map(|p| p.0[0] as f32 / 255.0).collect(),
-            8,
-            false,
-        ),
-        DynamicImage::ImageLuma16(b) => (
-            b.into_raw().iter().map(|&v| v as f32 / 65535.0).collect(),
-            16,
-            false,
-        ),
-        DynamicImage::ImageLumaA16(b) => (
-            b.pixels().map(|p| p.0[0] as f32 / 65535.0).collect(),
-            16,
-            false,
-        ),
-        DynamicImage::ImageRgb8(b) => (
-            b.pixels()
-                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0)
-                .collect(),
-            8,
-            true,
-        ),
-        DynamicImage::ImageRgba8(b) => (
-            b.pixels()
-                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 255.0)
-                .collect(),
-            8,
-            true,
-        ),
-        DynamicImage::ImageRgb16(b) => (
-            b.pixels()
-                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0)
-                .collect(),
-            16,
-            true,
-        ),
-        DynamicImage::ImageRgba16(b) => (
-            b.pixels()
-                .map(|p| luma(p.0[0] as f32, p.0[1] as f32, p.0[2] as f32) / 65535.0)
-                .collect(),
-            16,
-            true,
-        ),
-        DynamicImage::ImageRgb32F(b) => (
-            b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(),
-            32,
-            true,
-        ),
-        DynamicImage::ImageRgba32F(b) => (
-            b.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(),
-            32,
-            true,
-        ),
+    let (data, bit_depth, color) = match &img {
+        DynamicImage::ImageLuma8(b) => (luma_of(b, 255.0), 8, false),
+        DynamicImage::ImageLumaA8(b) => (luma_of(b, 255.0), 8, false),
+        DynamicImage::ImageLuma16(b) => (luma_of(b, 65535.0), 16, false),
+        DynamicImage::ImageLumaA16(b) => (luma_of(b, 65535.0), 16, false),
+        DynamicImage::ImageRgb8(b) => (luma_of(b, 255.0), 8, true),
+        DynamicImage::ImageRgba8(b) => (luma_of(b, 255.0), 8, true),
+        DynamicImage::ImageRgb16(b) => (luma_of(b, 65535.0), 16, true),
+        DynamicImage::ImageRgba16(b) => (luma_of(b, 65535.0), 16, true),
+        DynamicImage::ImageRgb32F(b) => (luma_of(b, 1.0), 32, true),
+        DynamicImage::ImageRgba32F(b) => (luma_of(b, 1.0), 32, true),
         other => {
             return Err(Error::image(
                 name,

@@ -75,6 +75,18 @@ fn venv() -> Result<PathBuf, String> {
     Ok(py)
 }
 
+/// The release `nemascope-data` the reference script drives.
+fn build_data_cli() -> Result<(), String> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nemascope-core",
+        "--features",
+        "cli",
+    ]))
+}
+
 fn cross_test() -> Result<(), String> {
     for bin in ["aarch64-linux-gnu-gcc", "qemu-aarch64"] {
         if !have(bin) {
@@ -109,14 +121,7 @@ fn main() -> ExitCode {
             .and_then(|_| cross_test()),
         "cross-test" => cross_test(),
         "bench" => venv().and_then(|py| {
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "nemascope-core",
-                "--features",
-                "cli",
-            ]))?;
+            build_data_cli()?;
             run(Command::new("taskset")
                 .args(["-c", "0"])
                 .arg(&py)
@@ -127,14 +132,7 @@ fn main() -> ExitCode {
                 .args(["bench", "-p", "nemascope-core", "--bench", "superpixels"]))
         }),
         "parity" => venv().and_then(|py| {
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "nemascope-core",
-                "--features",
-                "cli",
-            ]))?;
+            build_data_cli()?;
             run(Command::new(&py)
                 .args(["tests/reference/superpixels.py", "parity"])
                 .args(&args[1..]))
