@@ -94,8 +94,16 @@ fn cross_test() -> Result<(), String> {
         }
     }
     run(Command::new("rustup").args(["target", "add", AARCH64]))?;
-    // Linker and qemu runner come from .cargo/config.toml.
-    run(cargo().args(["test", "-p", "nemascope-core", "--target", AARCH64]))
+    // Linker and qemu runner come from .cargo/config.toml. Doc-tests are not
+    // run for a cross target, so `--tests` leaves them out explicitly.
+    run(cargo().args([
+        "test",
+        "-p",
+        "nemascope-core",
+        "--target",
+        AARCH64,
+        "--tests",
+    ]))
 }
 
 fn main() -> ExitCode {
