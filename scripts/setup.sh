@@ -28,3 +28,11 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
     rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 fi
+
+# libtorch for the host trainer (tch 0.26 pins torch 2.13.0), from PyPI into
+# a venv; cargo xtask points LIBTORCH_USE_PYTORCH and LD_LIBRARY_PATH at it.
+if ! .venv-torch/bin/python -c "import torch" >/dev/null 2>&1; then
+    echo "setup: installing torch==2.13.0 into .venv-torch (large download)" >&2
+    python3 -m venv .venv-torch
+    .venv-torch/bin/pip install -q torch==2.13.0
+fi

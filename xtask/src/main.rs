@@ -39,8 +39,36 @@ fn cargo_bin() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// cargo, with libtorch from `.venv-torch` (made by scripts/setup.sh) when
+/// it is there: tch builds against the `torch` package
+/// (`LIBTORCH_USE_PYTORCH=1`, its python first on PATH) and its programs
+/// find `torch/lib` through `LD_LIBRARY_PATH`.
 fn cargo() -> Command {
-    Command::new(cargo_bin())
+    let mut cmd = Command::new(cargo_bin());
+    if let Some(lib) = torch_lib() {
+        let bin = root().join(".venv-torch/bin");
+        let path = std::env::var("PATH").unwrap_or_default();
+        let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+        cmd.env("LIBTORCH_USE_PYTORCH", "1")
+            .env("PATH", format!("{}:{path}", bin.display()))
+            .env("LD_LIBRARY_PATH", format!("{}:{ld}", lib.display()));
+    }
+    cmd
+}
+
+/// `torch/lib` inside `.venv-torch`, if torch is installed there.
+fn torch_lib() -> Option<PathBuf> {
+    let py = root().join(".venv-torch/bin/python");
+    let out = Command::new(py)
+        .args([
+            "-c",
+            "import os, torch; print(os.path.dirname(torch.__file__))",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("lib"))
 }
 
 fn have(bin: &str) -> bool {
@@ -113,7 +141,11 @@ fn main() -> ExitCode {
         "demo" => run(cargo()
             .args(["run", "--release", "-p", "nemascope-edge", "--", "demo"])
             .args(&args[1..])),
-        "test" => run(cargo().args(["fmt", "--all", "--check"]))
+        "test" => torch_lib()
+            .ok_or_else(|| {
+                "libtorch not found in .venv-torch: run scripts/setup.sh (or ./x test)".to_string()
+            })
+            .and_then(|_| run(cargo().args(["fmt", "--all", "--check"])))
             .and_then(|_| {
                 run(cargo().args([
                     "clippy",
