@@ -9,4 +9,5 @@
 
 pub mod batch;
 pub mod pooling;
+pub mod stages;
 pub mod unet;

@@ -61,3 +61,68 @@ fn unet_gives_one_probability_map_per_class_at_input_size() {
     let v = to_vec(&y);
     assert!(v.iter().all(|&p| p > 0.0 && p < 1.0));
 }
+
+#[test]
+fn dice_loss_reference_values() {
+    use nemascope_train::stages::dice_loss;
+    let p = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 0.0]).reshape([1, 1, 2, 2]);
+    let t = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 0.0]).reshape([1, 1, 2, 2]);
+    // 1 − (2·1 + 1)/(2 + 1 + 1) = 0.25
+    assert!((dice_loss(&p, &t).double_value(&[]) - 0.25).abs() < 1e-6);
+    assert!(dice_loss(&t, &t).double_value(&[]).abs() < 1e-6);
+    let z = Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu));
+    assert!(dice_loss(&z, &z).double_value(&[]).abs() < 1e-6);
+}
+
+#[test]
+fn voting_turns_a_coarse_map_into_the_object_and_negatives_into_nothing() {
+    use nemascope_core::{Mask, Plane};
+    use nemascope_train::stages::{masks_tensor, voted_masks, VoteParams};
+    // A dark bar; the map is a coarse box around its left part.
+    let truth = Mask::from_fn(64, 48, |x, y| {
+        (10..50).contains(&x) && (20..26).contains(&y)
+    });
+    let img = truth.map(|&t| if t { 0.3f32 } else { 0.8 });
+    let map = Tensor::from_slice(
+        &Plane::from_fn(64, 48, |x, y| {
+            if (6..30).contains(&x) && (16..30).contains(&y) {
+                0.9f32
+            } else {
+                0.1
+            }
+        })
+        .into_vec(),
+    )
+    .reshape([1, 1, 48, 64]);
+    let maps = Tensor::cat(&[map.shallow_clone(), map], 0);
+    let masks = voted_masks(
+        &maps,
+        &[&img, &img],
+        &[vec![true], vec![false]],
+        &VoteParams::default(),
+    )
+    .unwrap();
+    // Voting snaps the coarse box to the bar (plus the one-pixel halo of
+    // blurred-edge superpixels around it): the whole bar is kept and the
+    // Dice with the truth rises well above the raw thresholded map's.
+    let raw = Mask::from_fn(64, 48, |x, y| (6..30).contains(&x) && (16..30).contains(&y));
+    let dice = |m: &Mask| nemascope_core::metrics::dice(m, &truth).unwrap();
+    let (d_raw, d_voted) = (dice(&raw), dice(&masks[0][0]));
+    let kept = truth
+        .data()
+        .iter()
+        .zip(masks[0][0].data())
+        .filter(|(t, v)| **t && **v)
+        .count();
+    assert!(
+        kept as f64 >= 0.95 * truth.count() as f64,
+        "kept {kept} of {}",
+        truth.count()
+    );
+    assert!(
+        d_voted > d_raw + 0.1,
+        "Dice raw {d_raw:.3}, voted {d_voted:.3}"
+    );
+    assert_eq!(masks[1][0].count(), 0);
+    assert_eq!(masks_tensor(&masks).unwrap().size(), vec![2, 1, 48, 64]);
+}

@@ -1,0 +1,101 @@
+//! Stages 2 and 3 of the weakly supervised method: superpixel voting on the
+//! network's maps, and the Dice loss the refinement rounds train with.
+
+use nemascope_core::felzenszwalb::{self, Params};
+use nemascope_core::imageio::stretch;
+use nemascope_core::voting::vote_map;
+use nemascope_core::{Error, Mask, Plane, Result};
+use tch::{Kind, Tensor};
+
+/// How maps become training masks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoteParams {
+    /// Map threshold before voting.
+    pub threshold: f32,
+    /// The paper's 20 % rule.
+    pub rate: f32,
+    pub superpixels: Params,
+}
+
+impl Default for VoteParams {
+    fn default() -> Self {
+        VoteParams {
+            threshold: 0.5,
+            rate: nemascope_core::voting::DEFAULT_RATE,
+            superpixels: Params::default(),
+        }
+    }
+}
+
+/// Map `[B, C, H, W]` row `b`, class `c`, as a plane.
+pub fn map_plane(maps: &Tensor, b: i64, c: i64) -> Result<Plane> {
+    let m = maps.get(b).get(c).to_kind(Kind::Float).contiguous();
+    let size = m.size();
+    let data = Vec::<f32>::try_from(m.flatten(0, -1))
+        .map_err(|e| Error::Invalid(format!("map to plane: {e}")))?;
+    Plane::from_vec(size[1] as usize, size[0] as usize, data)
+}
+
+/// Stage 2: for each image and class, the thresholded map voted over the
+/// image's Felzenszwalb superpixels (after the 0.5–99.5 % stretch); images
+/// whose label says the class is absent get an empty mask.
+pub fn voted_masks(
+    maps: &Tensor,
+    images: &[&Plane],
+    labels: &[Vec<bool>],
+    p: &VoteParams,
+) -> Result<Vec<Vec<Mask>>> {
+    let size = maps.size();
+    if size.len() != 4 || size[0] as usize != images.len() || labels.len() != images.len() {
+        return Err(Error::Invalid(format!(
+            "voted_masks: {} maps for {} images and {} label rows",
+            size.first().copied().unwrap_or(0),
+            images.len(),
+            labels.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(images.len());
+    for (b, (img, lab)) in images.iter().zip(labels).enumerate() {
+        let seg = felzenszwalb::segment(&stretch(img, 0.005, 0.995), &p.superpixels)?;
+        let mut per_class = Vec::with_capacity(size[1] as usize);
+        for c in 0..size[1] {
+            let present = lab.get(c as usize).copied().unwrap_or(false);
+            per_class.push(if present {
+                vote_map(&seg, &map_plane(maps, b as i64, c)?, p.threshold, p.rate)?
+            } else {
+                Mask::filled(img.width(), img.height(), false)
+            });
+        }
+        out.push(per_class);
+    }
+    Ok(out)
+}
+
+/// Masks `[B][C]` as a `[B, C, H, W]` float tensor of 0/1.
+pub fn masks_tensor(masks: &[Vec<Mask>]) -> Result<Tensor> {
+    let first = masks
+        .first()
+        .and_then(|m| m.first())
+        .ok_or_else(|| Error::Invalid("no masks".into()))?;
+    let (w, h) = (first.width() as i64, first.height() as i64);
+    let c = masks[0].len() as i64;
+    let mut data = Vec::with_capacity(masks.len() * (c * w * h) as usize);
+    for row in masks {
+        for m in row {
+            first.check_same_size(m, "masks_tensor")?;
+            data.extend(m.data().iter().map(|&v| v as u8 as f32));
+        }
+    }
+    Ok(Tensor::from_slice(&data).reshape([masks.len() as i64, c, h, w]))
+}
+
+/// Soft Dice loss `1 − (2Σpt + s)/(Σp + Σt + s)`, per image and class, then
+/// averaged; the smoothing `s = 1` makes an empty target with an empty
+/// prediction cost nothing.
+pub fn dice_loss(pred: &Tensor, target: &Tensor) -> Tensor {
+    let dims: &[i64] = &[2, 3];
+    let inter = (pred * target).sum_dim_intlist(dims, false, Kind::Float);
+    let total = pred.sum_dim_intlist(dims, false, Kind::Float)
+        + target.sum_dim_intlist(dims, false, Kind::Float);
+    (-((inter * 2.0 + 1.0) / (total + 1.0)) + 1.0).mean(Kind::Float)
+}
