@@ -54,10 +54,6 @@ pub struct FrameResult {
     pub counts: [usize; 3],
 }
 
-fn index(c: Class) -> usize {
-    Class::ALL.iter().position(|&x| x == c).expect("listed")
-}
-
 impl Pipeline {
     /// Segments, votes over superpixels, measures and counts one frame
     /// (intensities in 0..1, any bit depth).
@@ -71,7 +67,7 @@ impl Pipeline {
         let mut counts = [0usize; 3];
         for o in objs {
             if let Some(c) = self.rules.classify(&o, self.calibration) {
-                let k = index(c);
+                let k = c.index();
                 let n = match &self.counters[k] {
                     Some(counter) => counter.count_component(o.area).max(1),
                     None => 1,

@@ -96,11 +96,6 @@ impl UNet {
             head,
         }
     }
-
-    /// Inputs must have sides divisible by `2^depth`.
-    pub fn required_multiple(&self) -> i64 {
-        1 << self.config.depth
-    }
 }
 
 impl ModuleT for UNet {

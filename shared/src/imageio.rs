@@ -395,6 +395,16 @@ mod tests {
     }
 
     #[test]
+    fn nearest_resize_picks_source_cells() {
+        let g = crate::Grid::from_vec(2, 2, vec![1u32, 2, 3, 4]).unwrap();
+        let r = resize_nearest(&g, 4, 4).unwrap();
+        assert_eq!(r.row(0), &[1, 1, 2, 2]);
+        assert_eq!(r.row(3), &[3, 3, 4, 4]);
+        assert_eq!(resize_nearest(&r, 2, 2).unwrap(), g);
+        assert!(resize_nearest(&g, 0, 1).is_err());
+    }
+
+    #[test]
     fn stretch_maps_quantiles_to_unit_range() {
         let p = Plane::from_fn(101, 1, |x, _| x as f32 * 0.01 + 0.2);
         let s = stretch(&p, 0.0, 1.0);

@@ -47,6 +47,11 @@ impl Class {
         }
     }
 
+    /// Position in [`Class::ALL`] (model-output and mask order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn from_name(name: &str) -> Option<Class> {
         Class::ALL.into_iter().find(|c| c.name() == name)
     }
@@ -55,5 +60,19 @@ impl Class {
 impl std::fmt::Display for Class {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Class;
+
+    #[test]
+    fn class_index_and_names_follow_all() {
+        for (i, c) in Class::ALL.into_iter().enumerate() {
+            assert_eq!(c.index(), i);
+            assert_eq!(Class::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Class::from_name("debris"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Segmentation, classification and counting scores.
 
 use crate::objects::label_components;
-use crate::{Grid, Mask, Result};
+use crate::{Mask, Result};
 
 /// Dice `2|P∩T| / (|P|+|T|)`; two empty masks score 1.
 pub fn dice(pred: &Mask, truth: &Mask) -> Result<f64> {
@@ -128,11 +128,6 @@ pub fn match_objects(pred: &Mask, truth: &[Mask], min_iou: f64) -> Result<Object
         false_positives: comps.count - tp,
         false_negatives: truth.len() - tp,
     })
-}
-
-/// A binary mask from a label map: foreground where the label is non-zero.
-pub fn nonzero(labels: &Grid<u32>) -> Mask {
-    labels.map(|&l| l != 0)
 }
 
 #[cfg(test)]
