@@ -1,13 +1,23 @@
 //! nemascope-train: the host half. A U-Net with one sigmoid map per class,
 //! trained as an image classifier through global pooling of its maps (GAP,
-//! GMP or GWP), as in Chen et al.; later stages (voting, refinement,
-//! evaluation, export) build on these pieces.
+//! GMP or GWP), then refined on its own maps voted over superpixels, as in
+//! Chen et al.; evaluation, reports and the `nemascope-train` CLI.
+//!
+//! Data flow: images → [`data`] (working size, standardised, crops) →
+//! [`unet`] maps → [`pooling`] scores (stage 1) → [`stages`] voted masks
+//! (stage 2) → Dice refinement (stage 3), all driven by [`train`]; [`eval`]
+//! scores, [`report`] writes.
 //!
 //! Build with libtorch from the `torch` Python package:
 //! `LIBTORCH_USE_PYTORCH=1` and `torch/lib` on `LD_LIBRARY_PATH` at run
 //! time (`cargo xtask` sets both from `.venv-torch`).
 
 pub mod batch;
+pub mod config;
+pub mod data;
+pub mod eval;
 pub mod pooling;
+pub mod report;
 pub mod stages;
+pub mod train;
 pub mod unet;

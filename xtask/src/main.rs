@@ -7,6 +7,10 @@
 //! - `cross-test`  only the aarch64 + qemu part
 //! - `bench`       criterion benches + the side-by-side with scikit-image
 //! - `parity`      nemascope vs scikit-image Felzenszwalb on every BBBC010 well
+//! - `train`       the host trainer (`nemascope-train`, release build); no
+//!   arguments = the default weak run on BBBC010 into `out/train-bbbc010`
+//! - `bench-step`  seconds per training step, Rust/tch vs PyTorch (Python),
+//!   same network, same machine
 //!
 //! System packages are installed by `scripts/setup.sh` (called by `./x`).
 
@@ -160,6 +164,34 @@ fn main() -> ExitCode {
             .and_then(|_| run(cargo().args(["test", "--workspace", "--all-features"])))
             .and_then(|_| cross_test()),
         "cross-test" => cross_test(),
+        "train" => torch_lib()
+            .ok_or_else(|| "libtorch not found in .venv-torch: run ./x train".to_string())
+            .and_then(|_| {
+                let rest: Vec<&str> = if args.len() > 1 {
+                    args[1..].iter().map(String::as_str).collect()
+                } else {
+                    vec!["train", "--out", "out/train-bbbc010"]
+                };
+                run(cargo()
+                    .args(["run", "--release", "-p", "nemascope-train", "--"])
+                    .args(rest))
+            }),
+        "bench-step" => torch_lib()
+            .ok_or_else(|| "libtorch not found in .venv-torch: run ./x bench-step".to_string())
+            .and_then(|_| {
+                run(cargo().args(["build", "--release", "-p", "nemascope-train"]))?;
+                for _ in 0..2 {
+                    run(cargo()
+                        .args(["run", "--release", "-q", "-p", "nemascope-train", "--"])
+                        .args(["bench-step", "--steps", "20"]))?;
+                    run(Command::new(root().join(".venv-torch/bin/python")).args([
+                        "tests/reference/unet_step.py",
+                        "--steps",
+                        "20",
+                    ]))?;
+                }
+                Ok(())
+            }),
         "bench" => venv().and_then(|py| {
             build_data_cli()?;
             run(Command::new("taskset")
@@ -178,7 +210,9 @@ fn main() -> ExitCode {
                 .args(&args[1..]))
         }),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|cross-test|bench|parity> [args]");
+            eprintln!(
+                "usage: cargo xtask <demo|test|cross-test|bench|parity|train|bench-step> [args]"
+            );
             if task == "help" {
                 Ok(())
             } else {

@@ -1,0 +1,350 @@
+//! The training configuration, read from TOML. Every field has a default, so
+//! a config file holds only what differs; unknown keys are refused so a typo
+//! never silently trains with a default.
+
+use std::path::{Path, PathBuf};
+
+use nemascope_core::felzenszwalb::Params;
+use nemascope_core::pooling::Pooling;
+use nemascope_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::stages::VoteParams;
+use crate::unet::UNetConfig;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub pooling: PoolingConfig,
+    pub train: TrainConfig,
+    pub vote: VoteConfig,
+    pub augment: AugmentConfig,
+}
+
+/// Where images come from and how they become training inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `bbbc010`, `generic` (a `labels.csv` layout) or `synth`.
+    pub kind: String,
+    /// Dataset folder; empty means the BBBC010 default location.
+    pub root: PathBuf,
+    /// Working size: every image is resized to it (the paper: 512×384).
+    pub width: usize,
+    pub height: usize,
+    /// Fraction of images (wells) held out for validation.
+    pub val_fraction: f64,
+    pub seed: u64,
+    /// Side of the square tiles stage 1 trains on, labelled from the masks
+    /// as a person labelling a tile grid would (present ≥ `min_pixels`,
+    /// absent = 0, slivers in between skipped); 0 trains on whole images
+    /// with their own labels (needed when there are no masks).
+    pub crop: usize,
+    /// Step between tiles of the labelled grid (0 = ¾ of `crop`).
+    pub stride: usize,
+    pub min_pixels: usize,
+    /// Frames generated when `kind = "synth"`.
+    pub synth_frames: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub base: i64,
+    pub depth: usize,
+}
+
+/// `gap`, `gmp` or `gwp` with its `r`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolingConfig {
+    pub kind: String,
+    pub r: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Train on the true masks with Dice loss (the fully supervised
+    /// baseline) instead of stages 1–3; same network and step budget.
+    pub supervised: bool,
+    pub lr: f64,
+    pub batch: usize,
+    pub steps_per_epoch: usize,
+    pub classify_epochs: usize,
+    pub refine_epochs: usize,
+    /// Refinement rounds (stage 3).
+    pub rounds: usize,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// libtorch threads; 0 keeps libtorch's choice.
+    pub threads: i32,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoteConfig {
+    pub threshold: f32,
+    pub rate: f32,
+    pub scale: f32,
+    pub sigma: f32,
+    pub min_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    pub flips: bool,
+    pub rot90: bool,
+    /// Added offset drawn from ±brightness (in standard deviations).
+    pub brightness: f32,
+    /// Gain drawn from 1 ± contrast.
+    pub contrast: f32,
+}
+
+// The defaults are the BBBC010 weak run that `nemascope-train train` does
+// with no arguments; docs/trainer.md says where and why they differ from
+// the paper's.
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            kind: "bbbc010".into(),
+            root: PathBuf::new(),
+            // BBBC010's own size: its worms are ~8 px wide, and at the
+            // paper's 512×384 superpixels can no longer follow them.
+            width: 696,
+            height: 520,
+            val_fraction: 0.1,
+            seed: 7,
+            crop: 96,
+            stride: 48,
+            min_pixels: 60,
+            synth_frames: 128,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { base: 8, depth: 4 }
+    }
+}
+
+impl Default for PoolingConfig {
+    fn default() -> Self {
+        PoolingConfig {
+            kind: "gwp".into(),
+            r: 7.0,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            supervised: false,
+            // The paper's 1e-4 is too slow for a 30-minute CPU budget.
+            lr: 1e-3,
+            batch: 16,
+            steps_per_epoch: 100,
+            classify_epochs: 12,
+            refine_epochs: 5,
+            rounds: 3,
+            device: "cpu".into(),
+            threads: 0,
+            seed: 7,
+        }
+    }
+}
+
+impl Default for VoteConfig {
+    fn default() -> Self {
+        VoteConfig {
+            threshold: 0.5,
+            // Majority vote: these maps over-cover thin worms, and at the
+            // paper's 20 % the background beside them is voted in.
+            rate: 0.5,
+            // Finer superpixels than the paper's scale 100 / sigma 0.8 /
+            // min_size 20, which merge 8-px worms into the background.
+            scale: 25.0,
+            sigma: 0.5,
+            min_size: 10,
+        }
+    }
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            flips: true,
+            rot90: true,
+            brightness: 0.1,
+            contrast: 0.1,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Config::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| Error::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Refuses values that would train nothing or crash later.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        let d = &self.data;
+        if !["bbbc010", "generic", "synth"].contains(&d.kind.as_str()) {
+            return bad(format!(
+                "data.kind `{}`: expected bbbc010, generic or synth",
+                d.kind
+            ));
+        }
+        let multiple = 1usize << self.model.depth;
+        if d.width == 0 || d.height == 0 || d.width > 4096 || d.height > 4096 {
+            return bad(format!(
+                "data.width/height {}x{} out of 1..=4096",
+                d.width, d.height
+            ));
+        }
+        if d.crop > 0 && (d.crop > d.width.min(d.height) || d.crop % multiple != 0) {
+            return bad(format!(
+                "data.crop {} must fit {}x{} and be a multiple of 2^depth = {multiple}",
+                d.crop, d.width, d.height
+            ));
+        }
+        if d.crop == 0 && (d.width % multiple != 0 || d.height % multiple != 0) {
+            return bad(format!(
+                "data.width/height {}x{} must be multiples of 2^depth = {multiple} when crop = 0",
+                d.width, d.height
+            ));
+        }
+        if !(0.0..1.0).contains(&d.val_fraction) || d.val_fraction == 0.0 {
+            return bad(format!(
+                "data.val_fraction {} must be in (0, 1)",
+                d.val_fraction
+            ));
+        }
+        if d.crop > 0 && d.min_pixels == 0 {
+            return bad("data.min_pixels must be > 0".into());
+        }
+        if self.model.base < 1 || self.model.base > 256 || self.model.depth > 6 {
+            return bad(format!(
+                "model.base {} (1..=256) / model.depth {} (0..=6)",
+                self.model.base, self.model.depth
+            ));
+        }
+        self.pooling()?;
+        let t = &self.train;
+        if !(t.lr.is_finite() && t.lr > 0.0) || t.batch == 0 || t.steps_per_epoch == 0 {
+            return bad("train.lr, train.batch and train.steps_per_epoch must be > 0".into());
+        }
+        if !["cpu", "cuda"].contains(&t.device.as_str()) {
+            return bad(format!("train.device `{}`: expected cpu or cuda", t.device));
+        }
+        let v = &self.vote;
+        if !(0.0..=1.0).contains(&v.threshold) || !(0.0..=1.0).contains(&v.rate) {
+            return bad("vote.threshold and vote.rate must be in 0..=1".into());
+        }
+        if !(v.scale > 0.0 && v.sigma >= 0.0) {
+            return bad("vote.scale must be > 0 and vote.sigma ≥ 0".into());
+        }
+        let a = &self.augment;
+        if !(0.0..=1.0).contains(&a.brightness) || !(0.0..1.0).contains(&a.contrast) {
+            return bad("augment.brightness in 0..=1, augment.contrast in 0..1".into());
+        }
+        Ok(())
+    }
+
+    pub fn pooling(&self) -> Result<Pooling> {
+        match self.pooling.kind.as_str() {
+            "gap" => Ok(Pooling::Gap),
+            "gmp" => Ok(Pooling::Gmp),
+            "gwp" if self.pooling.r.is_finite() && self.pooling.r >= 0.0 => {
+                Ok(Pooling::Gwp { r: self.pooling.r })
+            }
+            "gwp" => Err(Error::Invalid(format!(
+                "pooling.r {} must be ≥ 0",
+                self.pooling.r
+            ))),
+            k => Err(Error::Invalid(format!(
+                "pooling.kind `{k}`: expected gap, gmp or gwp"
+            ))),
+        }
+    }
+
+    /// The tile-grid step.
+    pub fn stride(&self) -> usize {
+        if self.data.stride > 0 {
+            self.data.stride
+        } else {
+            (self.data.crop * 3 / 4).max(1)
+        }
+    }
+
+    pub fn vote_params(&self) -> VoteParams {
+        VoteParams {
+            threshold: self.vote.threshold,
+            rate: self.vote.rate,
+            superpixels: Params {
+                scale: self.vote.scale,
+                sigma: self.vote.sigma,
+                min_size: self.vote.min_size,
+            },
+        }
+    }
+
+    pub fn unet(&self, classes: usize) -> UNetConfig {
+        UNetConfig {
+            in_channels: 1,
+            classes: classes as i64,
+            base: self.model.base,
+            depth: self.model.depth,
+        }
+    }
+}
+
+/// A short name for a pooling, used in tables and file names.
+pub fn pooling_name(p: Pooling) -> String {
+    match p {
+        Pooling::Gap => "GAP".into(),
+        Pooling::Gmp => "GMP".into(),
+        Pooling::Gwp { r } => format!("GWP r={r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_typos_are_refused() {
+        let c = Config::default();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        assert_eq!(Config::parse("").unwrap(), c);
+        let e = Config::parse("[train]\nlearning_rate = 0.1\n").unwrap_err();
+        assert!(e.to_string().contains("learning_rate"), "{e}");
+        let e = Config::parse("[pooling]\nkind = \"gwp\"\nr = -1.0\n").unwrap_err();
+        assert!(e.to_string().contains("pooling.r"), "{e}");
+        let e = Config::parse("[data]\ncrop = 100\n").unwrap_err();
+        assert!(e.to_string().contains("multiple"), "{e}");
+        let e = Config::parse("[data]\nval_fraction = 0.0\n").unwrap_err();
+        assert!(e.to_string().contains("val_fraction"), "{e}");
+        let e = Config::parse("[train]\ndevice = \"tpu\"\n").unwrap_err();
+        assert!(e.to_string().contains("tpu"), "{e}");
+    }
+}

@@ -1,0 +1,483 @@
+//! Images in memory at the working size, the split by image (well), and the
+//! random augmented crops every training step draws.
+//!
+//! Inputs are standardised over the whole image before cropping, so a crop
+//! holds the same values it will have when the network later sees the whole
+//! frame (standardising each crop on its own would not).
+
+use std::path::Path;
+
+use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Dataset};
+use nemascope_core::imageio::{
+    load_frame, load_mask, resize_bilinear, resize_nearest, standardise, stretch, LoadLimits,
+};
+use nemascope_core::synth::{self, SynthConfig};
+use nemascope_core::{Class, Error, Grid, Mask, Plane, Result};
+use rand::Rng;
+use tch::Tensor;
+
+use crate::config::{AugmentConfig, Config};
+
+/// One image at the working size.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: String,
+    /// Standardised intensities (the network input).
+    pub input: Plane,
+    /// 0.5–99.5 % stretch, for superpixels and overlays.
+    pub stretched: Plane,
+    /// Image-level labels, one per class.
+    pub present: Vec<bool>,
+    /// True masks at the working size, where the dataset has them.
+    pub truth: Option<Vec<Mask>>,
+    /// True masks at the file's own size, for scoring.
+    pub native: Option<Vec<Mask>>,
+    pub native_size: (usize, usize),
+    /// The file's intensities (0..1) at its own size, for the classical
+    /// baseline.
+    pub raw: Plane,
+    pub counts: Vec<Option<usize>>,
+}
+
+/// The loaded set and its split.
+#[derive(Debug)]
+pub struct Data {
+    pub classes: Vec<String>,
+    pub items: Vec<Item>,
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+}
+
+/// Turns a decoded plane (0..1) into an item.
+pub fn item_from_plane(
+    id: String,
+    plane: &Plane,
+    present: Vec<bool>,
+    native: Option<Vec<Mask>>,
+    counts: Vec<Option<usize>>,
+    width: usize,
+    height: usize,
+) -> Result<Item> {
+    let work = if plane.width() == width && plane.height() == height {
+        plane.clone()
+    } else {
+        resize_bilinear(plane, width, height)?
+    };
+    let stretched = stretch(&work, 0.005, 0.995);
+    let mut input = work;
+    standardise(&mut input);
+    let truth = match &native {
+        Some(ms) => Some(
+            ms.iter()
+                .map(|m| {
+                    plane.check_same_size(m, &format!("mask of {id}"))?;
+                    resize_nearest(m, width, height)
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    Ok(Item {
+        id,
+        input,
+        stretched,
+        present,
+        truth,
+        native,
+        native_size: (plane.width(), plane.height()),
+        raw: plane.clone(),
+        counts,
+    })
+}
+
+/// Loads the configured data set and splits it by image.
+pub fn load(cfg: &Config) -> Result<Data> {
+    let d = &cfg.data;
+    let (classes, items) = match d.kind.as_str() {
+        "synth" => synth_items(cfg)?,
+        kind => {
+            let ds = if kind == "bbbc010" {
+                let root = if d.root.as_os_str().is_empty() {
+                    bbbc010::default_root()
+                } else {
+                    d.root.clone()
+                };
+                bbbc010::to_dataset(&bbbc010::open(&root)?)
+            } else {
+                generic::read(&d.root)?
+            };
+            (ds.classes.clone(), dataset_items(&ds, d.width, d.height)?)
+        }
+    };
+    if d.crop > 0 && items.iter().any(|i| i.truth.is_none()) {
+        return Err(Error::Invalid(
+            "data.crop > 0 labels crops from masks, but some images have no masks; \
+             set data.crop = 0 to train on whole images with their own labels"
+                .into(),
+        ));
+    }
+    let (train, val) = split_indices(items.len(), d.val_fraction, d.seed);
+    if train.is_empty() || val.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} images cannot be split into training and validation",
+            items.len()
+        )));
+    }
+    Ok(Data {
+        classes,
+        items,
+        train,
+        val,
+    })
+}
+
+/// Reads every sample; a class whose mask column is empty counts as an empty
+/// mask when the label says absent, and as unknown otherwise.
+pub fn dataset_items(ds: &Dataset, width: usize, height: usize) -> Result<Vec<Item>> {
+    ds.samples
+        .iter()
+        .map(|s| {
+            let frame = load_frame(&s.image, LoadLimits::default())?;
+            let plane = frame.plane;
+            let mut masks = Vec::with_capacity(ds.classes.len());
+            for (c, m) in s.masks.iter().enumerate() {
+                masks.push(match m {
+                    Some(p) => Some(load_mask(p)?),
+                    None if !s.present[c] => {
+                        Some(Mask::filled(plane.width(), plane.height(), false))
+                    }
+                    None => None,
+                });
+            }
+            let native: Option<Vec<Mask>> = masks.into_iter().collect();
+            item_from_plane(
+                s.id.clone(),
+                &plane,
+                s.present.clone(),
+                native,
+                s.counts.clone(),
+                width,
+                height,
+            )
+        })
+        .collect()
+}
+
+/// Frames from the seeded generator, three classes, with exact masks.
+fn synth_items(cfg: &Config) -> Result<(Vec<String>, Vec<Item>)> {
+    let sc = SynthConfig {
+        width: cfg.data.width,
+        height: cfg.data.height,
+        ..SynthConfig::default()
+    };
+    let items = (0..cfg.data.synth_frames as u64)
+        .map(|i| {
+            let f = synth::generate(&sc, cfg.data.seed, i)?;
+            let present = f.masks.iter().map(|m| m.count() > 0).collect();
+            let counts = f.counts.iter().map(|&c| Some(c)).collect();
+            item_from_plane(
+                format!("synth{i:04}"),
+                &f.image,
+                present,
+                Some(f.masks),
+                counts,
+                cfg.data.width,
+                cfg.data.height,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Class::ALL.iter().map(|c| c.name().into()).collect(), items))
+}
+
+/// A region of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub item: usize,
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+}
+
+/// A batch: inputs `[B,1,S,S]`, labels `[B,C]`, and mask targets
+/// `[B,C,S,S]` when targets were given.
+pub struct Batch {
+    pub x: Tensor,
+    pub labels: Tensor,
+    pub masks: Option<Tensor>,
+}
+
+/// The labelled regions of `items`: a grid of `crop`-sized tiles every
+/// `stride` pixels, labelled from the masks as a person labelling tiles
+/// would (present ≥ `min_pixels`, absent = none, slivers skipped), or the
+/// whole images with their own labels when `crop` is 0. These are the only
+/// labels the weak stages see.
+pub fn grid_regions(
+    data: &Data,
+    items: &[usize],
+    crop: usize,
+    stride: usize,
+    min_pixels: usize,
+) -> Result<Vec<(Region, Vec<bool>)>> {
+    let mut out = Vec::new();
+    for &i in items {
+        let it = &data.items[i];
+        let (w, h) = (it.input.width(), it.input.height());
+        if crop == 0 {
+            out.push((
+                Region {
+                    item: i,
+                    x: 0,
+                    y: 0,
+                    w,
+                    h,
+                },
+                it.present.clone(),
+            ));
+            continue;
+        }
+        let truth = it
+            .truth
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("{}: tile labels need masks", it.id)))?;
+        let spec = tiles::TileSpec {
+            size: crop,
+            stride: stride.max(1),
+            min_pixels,
+        };
+        for t in tiles::tile_labels(truth, w, h, spec)? {
+            out.push((
+                Region {
+                    item: i,
+                    x: t.x,
+                    y: t.y,
+                    w: crop,
+                    h: crop,
+                },
+                t.present,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Per class, the pixels of item `item` that lie in a region labelled
+/// absent for that class: known background, which voting must not claim.
+pub fn known_absent(data: &Data, item: usize, regions: &[(Region, Vec<bool>)]) -> Vec<Mask> {
+    let it = &data.items[item];
+    let (w, h) = (it.input.width(), it.input.height());
+    let mut out = vec![Mask::filled(w, h, false); data.classes.len()];
+    for (r, labels) in regions.iter().filter(|(r, _)| r.item == item) {
+        for (c, &present) in labels.iter().enumerate() {
+            if present {
+                continue;
+            }
+            for y in r.y..r.y + r.h {
+                for x in r.x..r.x + r.w {
+                    out[c].set(x, y, true);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A geometric augmentation: transpose, then flips (8 possibilities for
+/// square regions; non-square regions skip the transpose).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Geometry {
+    pub transpose: bool,
+    pub flip_x: bool,
+    pub flip_y: bool,
+}
+
+impl Geometry {
+    pub fn draw(a: &AugmentConfig, square: bool, rng: &mut impl Rng) -> Geometry {
+        Geometry {
+            transpose: a.rot90 && square && rng.random_bool(0.5),
+            flip_x: (a.flips || a.rot90) && rng.random_bool(0.5),
+            flip_y: (a.flips || a.rot90) && rng.random_bool(0.5),
+        }
+    }
+
+    /// Copies region `r` of `g` into `out`, transformed.
+    pub fn apply<T: Copy>(&self, g: &Grid<T>, r: Region, out: &mut Vec<T>) {
+        let (w, h) = (r.w, r.h);
+        let (ow, oh) = if self.transpose { (h, w) } else { (w, h) };
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut sx, mut sy) = if self.transpose { (oy, ox) } else { (ox, oy) };
+                if self.flip_x {
+                    sx = w - 1 - sx;
+                }
+                if self.flip_y {
+                    sy = h - 1 - sy;
+                }
+                out.push(*g.get(r.x + sx, r.y + sy));
+            }
+        }
+    }
+}
+
+/// Builds a batch from regions. `targets[item][class]` are the masks to
+/// learn (true or voted); a class absent from a region's labels gets an
+/// empty target whatever the mask holds, as the paper's negatives do.
+pub fn make_batch(
+    data: &Data,
+    regions: &[(Region, Vec<bool>)],
+    targets: Option<&[Option<Vec<Mask>>]>,
+    augment: Option<(&AugmentConfig, &mut dyn rand::RngCore)>,
+) -> Result<Batch> {
+    let (r0, _) = regions
+        .first()
+        .ok_or_else(|| Error::Invalid("empty batch".into()))?;
+    let classes = data.classes.len();
+    let (mut xs, mut ls, mut ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut augment = augment;
+    let mut out_shape = (r0.w, r0.h);
+    for (k, (r, labels)) in regions.iter().enumerate() {
+        if (r.w, r.h) != (r0.w, r0.h) {
+            return Err(Error::Invalid("regions of one batch differ in size".into()));
+        }
+        let it = &data.items[r.item];
+        let (geo, gain, offset) = match augment.as_mut() {
+            Some((a, rng)) => {
+                let geo = Geometry::draw(a, r.w == r.h, rng);
+                let gain = 1.0 + a.contrast * (rng.random::<f32>() * 2.0 - 1.0);
+                let offset = a.brightness * (rng.random::<f32>() * 2.0 - 1.0);
+                (geo, gain, offset)
+            }
+            None => (Geometry::default(), 1.0, 0.0),
+        };
+        if k == 0 && geo.transpose {
+            out_shape = (r0.h, r0.w);
+        }
+        let start = xs.len();
+        geo.apply(&it.input, *r, &mut xs);
+        for v in &mut xs[start..] {
+            *v = *v * gain + offset;
+        }
+        ls.extend(labels.iter().map(|&b| b as u8 as f32));
+        if let Some(t) = targets {
+            let masks = t[r.item]
+                .as_ref()
+                .ok_or_else(|| Error::Invalid(format!("{}: no target masks", it.id)))?;
+            for (c, m) in masks.iter().enumerate().take(classes) {
+                let start = ms.len();
+                geo.apply(m, *r, &mut ms);
+                if !labels[c] {
+                    ms[start..].iter_mut().for_each(|v| *v = false);
+                }
+            }
+        }
+    }
+    let b = regions.len() as i64;
+    let (w, h) = (out_shape.0 as i64, out_shape.1 as i64);
+    // With transposes mixed in, square regions keep one shape; non-square
+    // regions never transpose.
+    let x = Tensor::from_slice(&xs).reshape([b, 1, h, w]);
+    let labels = Tensor::from_slice(&ls).reshape([b, classes as i64]);
+    let masks = targets.map(|_| {
+        let f: Vec<f32> = ms.iter().map(|&v| v as u8 as f32).collect();
+        Tensor::from_slice(&f).reshape([b, classes as i64, h, w])
+    });
+    Ok(Batch { x, labels, masks })
+}
+
+/// Reads one image for prediction, resized to the working size.
+pub fn load_for_prediction(path: &Path, width: usize, height: usize) -> Result<Item> {
+    let frame = load_frame(path, LoadLimits::default())?;
+    let id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    item_from_plane(
+        id,
+        &frame.plane,
+        Vec::new(),
+        None,
+        Vec::new(),
+        width,
+        height,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_transposes_and_flips() {
+        let g = Grid::from_fn(3, 3, |x, y| (x, y));
+        let r = Region {
+            item: 0,
+            x: 0,
+            y: 0,
+            w: 3,
+            h: 3,
+        };
+        let mut out = Vec::new();
+        Geometry {
+            transpose: true,
+            flip_x: false,
+            flip_y: false,
+        }
+        .apply(&g, r, &mut out);
+        assert_eq!(out[1], (0, 1));
+        out.clear();
+        Geometry {
+            transpose: false,
+            flip_x: true,
+            flip_y: true,
+        }
+        .apply(&g, r, &mut out);
+        assert_eq!(out[0], (2, 2));
+        assert_eq!(out[8], (0, 0));
+    }
+
+    #[test]
+    fn tile_grid_labels_and_known_absent_pixels() {
+        // A 64×32 image with one 4×20 bar at x = 40..44, y = 6..26.
+        let plane = Plane::from_fn(64, 32, |x, _| if (40..44).contains(&x) { 0.2 } else { 0.9 });
+        let truth = Mask::from_fn(64, 32, |x, y| (40..44).contains(&x) && (6..26).contains(&y));
+        let item = item_from_plane(
+            "bar".into(),
+            &plane,
+            vec![true],
+            Some(vec![truth]),
+            vec![Some(1)],
+            64,
+            32,
+        )
+        .unwrap();
+        let data = Data {
+            classes: vec!["worm".into()],
+            items: vec![item],
+            train: vec![0],
+            val: vec![],
+        };
+        let regions = grid_regions(&data, &[0], 16, 16, 10).unwrap();
+        // Columns 0..16, 16..32 are empty; 32..48 holds the bar; 48..64 is
+        // empty. Rows 0..16 hold 40 bar pixels, 16..32 hold 40.
+        let labels: Vec<(usize, usize, bool)> =
+            regions.iter().map(|(r, l)| (r.x, r.y, l[0])).collect();
+        assert_eq!(labels.len(), 8);
+        assert!(labels.contains(&(32, 0, true)) && labels.contains(&(32, 16, true)));
+        assert!(labels.contains(&(48, 16, false)) && labels.contains(&(0, 0, false)));
+        let absent = known_absent(&data, 0, &regions);
+        assert!(*absent[0].get(10, 10) && *absent[0].get(60, 30));
+        assert!(!*absent[0].get(41, 10) && !*absent[0].get(33, 2));
+        // Slivers are skipped: with min_pixels 50 the bar tiles (40 px) carry
+        // no label, so nothing near the bar is called absent.
+        let strict = grid_regions(&data, &[0], 16, 16, 50).unwrap();
+        assert_eq!(strict.len(), 6);
+        assert!(!*known_absent(&data, 0, &strict)[0].get(41, 10));
+        // Whole-image mode keeps the image's own labels.
+        let whole = grid_regions(&data, &[0], 0, 0, 10).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(
+            (whole[0].0.w, whole[0].0.h, whole[0].1.clone()),
+            (64, 32, vec![true])
+        );
+    }
+}

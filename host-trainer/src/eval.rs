@@ -1,0 +1,258 @@
+//! Whole-image prediction and the scores the reports hold: Dice per image
+//! (the paper's protocol: images with objects), image-level accuracy, and
+//! worm counts per image.
+
+use nemascope_core::classical::FlatField;
+use nemascope_core::counting::{AreaCounter, CountSample};
+use nemascope_core::felzenszwalb;
+use nemascope_core::imageio::resize_bilinear;
+use nemascope_core::metrics::{dice, mean_dice_positive};
+use nemascope_core::objects::{basic_stats, label_components};
+use nemascope_core::pooling::Pooling;
+use nemascope_core::voting::vote;
+use nemascope_core::{Error, Mask, Plane, Result};
+use serde::Serialize;
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{make_batch, Data, Item, Region};
+use crate::pooling::pool;
+use crate::stages::{map_plane, VoteParams};
+use crate::unet::UNet;
+
+/// Per-class probability maps of one image at the working size. The input
+/// is padded by repeating its edge pixels up to a multiple of 2^depth and
+/// the maps cropped back (zero padding drew a false edge, and false
+/// objects along it, where the image border is dark).
+pub fn predict_maps(net: &UNet, input: &Plane, device: Device) -> Result<Vec<Plane>> {
+    let m = 1i64 << net.config.depth;
+    let (w, h) = (input.width() as i64, input.height() as i64);
+    let (pw, ph) = ((m - w % m) % m, (m - h % m) % m);
+    let x = Tensor::from_slice(input.data())
+        .reshape([1, 1, h, w])
+        .replication_pad2d([0, pw, 0, ph])
+        .to_device(device);
+    let maps = tch::no_grad(|| net.forward_t(&x, false))
+        .narrow(2, 0, h)
+        .narrow(3, 0, w)
+        .to_device(Device::Cpu);
+    (0..net.config.classes)
+        .map(|c| map_plane(&maps, 0, c))
+        .collect()
+}
+
+/// A working-size map as a mask at the file's size: bilinear upsampling of
+/// the map, then the threshold (smoother edges than upsampling the mask).
+pub fn native_mask(map: &Plane, size: (usize, usize), threshold: f32) -> Result<Mask> {
+    if (map.width(), map.height()) == size {
+        return Ok(map.threshold(threshold));
+    }
+    Ok(resize_bilinear(map, size.0, size.1)?.threshold(threshold))
+}
+
+/// Maps voted over the image's superpixels, at the working size. Pixels in
+/// `absent[c]` (tiles labelled without class c) are cleared before the vote,
+/// so a large background superpixel cannot be claimed by map noise there.
+pub fn voted(
+    item: &Item,
+    maps: &[Plane],
+    p: &VoteParams,
+    absent: Option<&[Mask]>,
+) -> Result<Vec<Mask>> {
+    let seg = felzenszwalb::segment(&item.stretched, &p.superpixels)?;
+    maps.iter()
+        .enumerate()
+        .map(|(c, m)| {
+            let mut fg = m.threshold(p.threshold);
+            if let Some(a) = absent.and_then(|a| a.get(c)) {
+                fg.check_same_size(a, "known-absent mask")?;
+                for (f, &no) in fg.data_mut().iter_mut().zip(a.data()) {
+                    *f &= !no;
+                }
+            }
+            vote(&seg, &fg, p.rate)
+        })
+        .collect()
+}
+
+/// Scores of one way of segmenting the validation images.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SegScores {
+    /// Mean Dice over images that contain the class, per class.
+    pub dice: Vec<Option<f64>>,
+    /// Per image and class (None where the class is absent).
+    pub per_image: Vec<Vec<Option<f64>>>,
+    /// Worm-count mean absolute error per image, where counts are known.
+    pub count_mae: Option<f64>,
+    pub counts: Vec<(String, usize, usize)>,
+}
+
+/// Scores native-size masks against the items' true masks; counts come from
+/// the first class with an area counter fitted on training images.
+pub fn score(
+    data: &Data,
+    items: &[usize],
+    preds: &[Vec<Mask>],
+    counter: Option<&AreaCounter>,
+) -> Result<SegScores> {
+    let classes = data.classes.len();
+    let mut per_image = Vec::new();
+    let mut pairs: Vec<Vec<(Mask, Mask)>> = vec![Vec::new(); classes];
+    let mut counts = Vec::new();
+    for (&i, pred) in items.iter().zip(preds) {
+        let it = &data.items[i];
+        let truth = it
+            .native
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("{}: no true masks to score", it.id)))?;
+        let mut row = Vec::new();
+        for c in 0..classes {
+            row.push(if truth[c].count() > 0 {
+                Some(dice(&pred[c], &truth[c])?)
+            } else {
+                None
+            });
+            pairs[c].push((pred[c].clone(), truth[c].clone()));
+        }
+        per_image.push(row);
+        if let (Some(counter), Some(Some(n))) = (counter, it.counts.first()) {
+            let areas: Vec<usize> = basic_stats(&label_components(&pred[0]))
+                .iter()
+                .map(|o| o.area)
+                .collect();
+            counts.push((it.id.clone(), counter.count(&areas), *n));
+        }
+    }
+    let dice = pairs
+        .iter()
+        .map(|p| mean_dice_positive(p))
+        .collect::<Result<Vec<_>>>()?;
+    let count_mae = (!counts.is_empty()).then(|| {
+        counts
+            .iter()
+            .map(|(_, p, t)| (*p as f64 - *t as f64).abs())
+            .sum::<f64>()
+            / counts.len() as f64
+    });
+    Ok(SegScores {
+        dice,
+        per_image,
+        count_mae,
+        counts,
+    })
+}
+
+/// An area counter for class 0 fitted on the true masks of `items`.
+pub fn fit_counter(data: &Data, items: &[usize]) -> Option<AreaCounter> {
+    let samples: Vec<CountSample> = items
+        .iter()
+        .filter_map(|&i| {
+            let it = &data.items[i];
+            let n = (*it.counts.first()?)?;
+            let m = &it.native.as_ref()?[0];
+            Some(CountSample {
+                areas: basic_stats(&label_components(m))
+                    .iter()
+                    .map(|o| o.area)
+                    .collect(),
+                count: n,
+            })
+        })
+        .collect();
+    AreaCounter::fit(&samples).ok()
+}
+
+/// The classical flat-field threshold (class 0) on the images at their own
+/// size. Its background (block medians, or a sliding median of radius 15)
+/// and dark-pixel ratio are tuned on `tune` (the training images) for the
+/// best mean Dice, so the baseline is as good as it honestly can be.
+/// Returns the chosen settings and the masks of `items`.
+pub fn classical(
+    data: &Data,
+    tune: &[usize],
+    items: &[usize],
+) -> Result<(FlatField, Vec<Vec<Mask>>)> {
+    let ratios: Vec<f32> = (0..=24).map(|k| 0.70 + 0.0125 * k as f32).collect();
+    let kinds = [
+        FlatField::default(),
+        FlatField {
+            median_radius: 15,
+            ..FlatField::default()
+        },
+    ];
+    let mut best = (f64::NEG_INFINITY, kinds[0]);
+    for kind in kinds {
+        let mut sums = vec![(0.0f64, 0usize); ratios.len()];
+        for &i in tune {
+            let it = &data.items[i];
+            let Some(truth) = it.native.as_ref().map(|t| &t[0]) else {
+                continue;
+            };
+            if truth.count() == 0 {
+                continue;
+            }
+            let bg = kind.background(&it.raw)?;
+            for (k, &r) in ratios.iter().enumerate() {
+                let m = FlatField {
+                    dark_ratio: r,
+                    ..kind
+                }
+                .segment_with(&it.raw, &bg)?;
+                sums[k].0 += dice(&m, truth)?;
+                sums[k].1 += 1;
+            }
+        }
+        for (s, &r) in sums.iter().zip(&ratios) {
+            if s.1 > 0 && s.0 / s.1 as f64 > best.0 {
+                best = (
+                    s.0 / s.1 as f64,
+                    FlatField {
+                        dark_ratio: r,
+                        ..kind
+                    },
+                );
+            }
+        }
+    }
+    let ff = best.1;
+    let masks = items
+        .iter()
+        .map(|&i| {
+            let it = &data.items[i];
+            let mut row = vec![ff.segment(&it.raw)?];
+            for _ in 1..data.classes.len() {
+                row.push(Mask::filled(it.native_size.0, it.native_size.1, false));
+            }
+            Ok(row)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((ff, masks))
+}
+
+/// Image-level accuracy on regions: pooled map scores above 0.5 against
+/// the labels, over all classes.
+pub fn accuracy(
+    net: &UNet,
+    data: &Data,
+    regions: &[(Region, Vec<bool>)],
+    pooling: Pooling,
+    batch: usize,
+    device: Device,
+) -> Result<f64> {
+    let (mut right, mut total) = (0usize, 0usize);
+    for chunk in regions.chunks(batch.max(1)) {
+        let b = make_batch(data, chunk, None, None)?;
+        let scores = tch::no_grad(|| pool(&net.forward_t(&b.x.to_device(device), false), pooling))
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float);
+        let s = Vec::<f32>::try_from(scores.flatten(0, -1))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        for (k, (_, labels)) in chunk.iter().enumerate() {
+            for (c, &l) in labels.iter().enumerate() {
+                right += ((s[k * labels.len() + c] > 0.5) == l) as usize;
+                total += 1;
+            }
+        }
+    }
+    Ok(right as f64 / total.max(1) as f64)
+}

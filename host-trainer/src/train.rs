@@ -1,0 +1,618 @@
+//! The training driver: stage 1 (classification through global pooling),
+//! stage 2 (superpixel voting of the maps) and stage 3 (refinement rounds
+//! with Dice loss), or the fully supervised baseline, with a checkpoint and
+//! state file after every epoch so a crash or Ctrl-C loses at most the
+//! current epoch.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use nemascope_core::counting::AreaCounter;
+use nemascope_core::imageio::{load_mask, resize_nearest, save_mask};
+use nemascope_core::metrics::mean_dice_positive;
+use nemascope_core::{Error, Mask, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::config::Config;
+use crate::data::{self, grid_regions, known_absent, make_batch, Data, Region};
+use crate::eval::{self, SegScores};
+use crate::pooling::pool;
+use crate::stages::dice_loss;
+use crate::unet::UNet;
+use rand::Rng;
+
+/// Set by the Ctrl-C handler; checked between steps.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// One phase of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Classify,
+    Refine(usize),
+    Supervised,
+}
+
+impl Phase {
+    pub fn name(self) -> String {
+        match self {
+            Phase::Classify => "classify".into(),
+            Phase::Refine(k) => format!("refine{k}"),
+            Phase::Supervised => "supervised".into(),
+        }
+    }
+}
+
+/// The phases a config asks for.
+pub fn phases(cfg: &Config) -> Vec<Phase> {
+    if cfg.train.supervised {
+        vec![Phase::Supervised]
+    } else {
+        std::iter::once(Phase::Classify)
+            .chain((1..=cfg.train.rounds).map(Phase::Refine))
+            .collect()
+    }
+}
+
+fn epochs(cfg: &Config, p: Phase) -> usize {
+    match p {
+        Phase::Classify => cfg.train.classify_epochs,
+        Phase::Refine(_) => cfg.train.refine_epochs,
+        // The same number of steps as the weak run.
+        Phase::Supervised => cfg.train.classify_epochs + cfg.train.rounds * cfg.train.refine_epochs,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    pub phase: String,
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub seconds: f64,
+}
+
+/// Scores of one way of segmenting the validation images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageResult {
+    /// `classical`, `raw maps`, `voting`, `refine k`, `supervised`.
+    pub stage: String,
+    pub dice: Vec<Option<f64>>,
+    pub per_image: Vec<Vec<Option<f64>>>,
+    /// Image-level accuracy of the pooled maps on validation regions.
+    pub accuracy: Option<f64>,
+    pub count_mae: Option<f64>,
+    pub counts: Vec<(String, usize, usize)>,
+    /// Dice of the voted training masks against the truth (what the
+    /// refinement round learned from), where known.
+    pub target_dice: Option<f64>,
+}
+
+/// What survives a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// Class names, in model-output order.
+    pub classes: Vec<String>,
+    /// Index of the phase in progress.
+    pub phase: usize,
+    /// Epochs finished in that phase.
+    pub epoch: usize,
+    pub best_val: Option<f64>,
+    pub history: Vec<EpochLog>,
+    pub results: Vec<StageResult>,
+    /// Training seconds and steps so far (all phases).
+    pub seconds: f64,
+    pub steps: usize,
+    pub done: bool,
+}
+
+impl State {
+    /// Reads `dir/state.json`.
+    pub fn load(dir: &Path) -> Result<State> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Dataset {
+            path: path.clone(),
+            line: Some(e.line() as u64),
+            reason: e.to_string(),
+        })
+    }
+}
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const STATE_FILE: &str = "state.json";
+pub const LAST: &str = "last.safetensors";
+pub const BEST: &str = "best.safetensors";
+/// The final model: best of the last phase.
+pub const MODEL: &str = "model.safetensors";
+
+/// The device a config names; `cuda` must exist.
+pub fn device(cfg: &Config) -> Result<Device> {
+    match cfg.train.device.as_str() {
+        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        "cuda" => Err(Error::Invalid(
+            "train.device = cuda but libtorch sees no CUDA device".into(),
+        )),
+        _ => Ok(Device::Cpu),
+    }
+}
+
+/// A run directory with its model, data and state.
+pub struct Trainer {
+    pub cfg: Config,
+    pub dir: PathBuf,
+    pub data: Data,
+    pub device: Device,
+    pub vs: nn::VarStore,
+    pub net: UNet,
+    pub state: State,
+    /// The labelled tiles (or whole images) of the training and validation
+    /// images.
+    pub train_regions: Vec<(Region, Vec<bool>)>,
+    pub val: Vec<(Region, Vec<bool>)>,
+    counter: Option<AreaCounter>,
+    /// Log one line per epoch to stderr.
+    pub verbose: bool,
+    /// Score the classical baseline before training (sweeps skip it).
+    pub classical: bool,
+    /// Stop (as a crash would) after this many epochs in this process;
+    /// tests use it to check resuming.
+    pub stop_after: Option<usize>,
+}
+
+fn torch_err(e: tch::TchError) -> Error {
+    Error::Invalid(format!("libtorch: {e}"))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+impl Trainer {
+    /// Starts a new run in `dir` (refused if it already holds one) or, with
+    /// `resume`, continues the run there from its last checkpoint.
+    pub fn open(dir: &Path, cfg: Option<Config>, resume: bool) -> Result<Trainer> {
+        let state_path = dir.join(STATE_FILE);
+        let (cfg, state) = if resume {
+            (Config::load(&dir.join(CONFIG_FILE))?, State::load(dir)?)
+        } else {
+            if state_path.exists() {
+                return Err(Error::Invalid(format!(
+                    "{} already holds a run; pass --resume to continue it or choose another --out",
+                    dir.display()
+                )));
+            }
+            let cfg = cfg.unwrap_or_default();
+            cfg.validate()?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+            (cfg, State::default())
+        };
+        if cfg.train.threads > 0 {
+            tch::set_num_threads(cfg.train.threads);
+        }
+        let device = device(&cfg)?;
+        let data = data::load(&cfg)?;
+        let mut state = state;
+        if state.classes.is_empty() {
+            state.classes = data.classes.clone();
+        } else if state.classes != data.classes {
+            return Err(Error::Invalid(format!(
+                "the run was trained on classes {:?}, the data now has {:?}",
+                state.classes, data.classes
+            )));
+        }
+        tch::manual_seed(cfg.train.seed as i64);
+        let mut vs = nn::VarStore::new(device);
+        let net = UNet::new(&vs.root(), cfg.unet(data.classes.len()));
+        if resume && state.epoch + state.phase > 0 {
+            vs.load(dir.join(LAST)).map_err(torch_err)?;
+        }
+        let (crop, min) = (cfg.data.crop, cfg.data.min_pixels);
+        let train_regions = grid_regions(&data, &data.train, crop, cfg.stride(), min)?;
+        let val = grid_regions(&data, &data.val, crop, crop, min)?;
+        if train_regions.is_empty() || val.is_empty() {
+            return Err(Error::Invalid(
+                "no labelled tiles: lower data.min_pixels or data.crop".into(),
+            ));
+        }
+        let counter = eval::fit_counter(&data, &data.train);
+        Ok(Trainer {
+            cfg,
+            dir: dir.to_path_buf(),
+            data,
+            device,
+            vs,
+            net,
+            state,
+            train_regions,
+            val,
+            counter,
+            verbose: true,
+            classical: true,
+            stop_after: None,
+        })
+    }
+
+    fn save_state(&self) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&self.state).expect("state serialises");
+        write_atomic(&self.dir.join(STATE_FILE), &json)
+    }
+
+    fn save_weights(&self, name: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("tmp-{name}"));
+        self.vs.save(&tmp).map_err(torch_err)?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Runs (or continues) every phase to the end.
+    pub fn run(&mut self) -> Result<()> {
+        let phases = phases(&self.cfg);
+        let mut epochs_here = 0;
+        if self.classical
+            && self.state.phase == 0
+            && self.state.epoch == 0
+            && self.state.results.is_empty()
+        {
+            let (ff, preds) = eval::classical(&self.data, &self.data.train, &self.data.val)?;
+            let s = eval::score(&self.data, &self.data.val, &preds, self.counter.as_ref())?;
+            let bg = if ff.median_radius > 0 {
+                format!("median r={}", ff.median_radius)
+            } else {
+                format!("blocks {}", ff.block)
+            };
+            self.state.results.push(result(
+                &format!("classical ({bg}, ratio {:.3})", ff.dark_ratio),
+                s,
+                None,
+                None,
+            ));
+            self.save_state()?;
+        }
+        while self.state.phase < phases.len() {
+            let phase = phases[self.state.phase];
+            let targets = self.targets(phase)?;
+            let mut opt = nn::RmsProp::default()
+                .build(&self.vs, self.cfg.train.lr)
+                .map_err(torch_err)?;
+            while self.state.epoch < epochs(&self.cfg, phase) {
+                let log = self.epoch(phase, targets.as_deref(), &mut opt)?;
+                let best = self.state.best_val.is_none_or(|b| log.val_loss < b);
+                if best {
+                    self.state.best_val = Some(log.val_loss);
+                    self.save_weights(BEST)?;
+                }
+                self.save_weights(LAST)?;
+                if self.verbose {
+                    eprintln!(
+                        "{} epoch {}/{}: train loss {:.4}, val loss {:.4}{} ({:.0} s)",
+                        log.phase,
+                        log.epoch + 1,
+                        epochs(&self.cfg, phase),
+                        log.train_loss,
+                        log.val_loss,
+                        if best { " (best)" } else { "" },
+                        log.seconds
+                    );
+                }
+                self.state.seconds += log.seconds;
+                self.state.steps += self.cfg.train.steps_per_epoch;
+                self.state.history.push(log);
+                self.state.epoch += 1;
+                self.save_state()?;
+                epochs_here += 1;
+                if INTERRUPTED.load(Ordering::SeqCst) || self.stop_after == Some(epochs_here) {
+                    return Err(interrupted(&self.dir));
+                }
+            }
+            if self.dir.join(BEST).exists() {
+                self.vs.load(self.dir.join(BEST)).map_err(torch_err)?;
+            }
+            self.finish_phase(phase, targets.as_deref())?;
+            self.save_weights(&format!("{}.safetensors", phase.name()))?;
+            self.save_weights(MODEL)?;
+            self.save_weights(LAST)?;
+            self.state.phase += 1;
+            self.state.epoch = 0;
+            self.state.best_val = None;
+            self.save_state()?;
+        }
+        self.state.done = true;
+        self.save_state()
+    }
+
+    /// Mask targets of a phase: none for classification, the truth for the
+    /// supervised baseline, and for refinement round k the maps of the
+    /// newest network voted over superpixels (made once at the start of the
+    /// round and kept on disk, so a resumed round learns the same masks).
+    fn targets(&mut self, phase: Phase) -> Result<Option<Vec<Option<Vec<Mask>>>>> {
+        match phase {
+            Phase::Classify => Ok(None),
+            Phase::Supervised => Ok(Some(
+                self.data.items.iter().map(|i| i.truth.clone()).collect(),
+            )),
+            Phase::Refine(k) => {
+                let dir = self.dir.join("masks").join(format!("refine{k}"));
+                let classes = self.data.classes.clone();
+                let file = |id: &str, c: &str| dir.join(format!("{id}_{c}.png"));
+                let complete = dir.join("complete");
+                let mut out = Vec::with_capacity(self.data.items.len());
+                if complete.exists() {
+                    for it in &self.data.items {
+                        let ms = classes
+                            .iter()
+                            .map(|c| load_mask(&file(&it.id, c)))
+                            .collect::<Result<Vec<_>>>()?;
+                        out.push(Some(ms));
+                    }
+                    return Ok(Some(out));
+                }
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let bar = self.bar(self.data.items.len(), &format!("voting for refine{k}"));
+                let vote = self.cfg.vote_params();
+                let regions: Vec<(Region, Vec<bool>)> = self
+                    .train_regions
+                    .iter()
+                    .chain(&self.val)
+                    .cloned()
+                    .collect();
+                for (i, it) in self.data.items.iter().enumerate() {
+                    let maps = eval::predict_maps(&self.net, &it.input, self.device)?;
+                    let absent = known_absent(&self.data, i, &regions);
+                    let mut ms = eval::voted(it, &maps, &vote, Some(&absent))?;
+                    for (c, m) in ms.iter_mut().enumerate() {
+                        // Whole-image labels: absent classes get empty masks.
+                        if self.cfg.data.crop == 0 && !it.present[c] {
+                            *m = Mask::filled(m.width(), m.height(), false);
+                        }
+                        save_mask(m, &file(&it.id, &classes[c]))?;
+                    }
+                    out.push(Some(ms));
+                    bar.inc(1);
+                }
+                bar.finish_and_clear();
+                write_atomic(&complete, b"")?;
+                Ok(Some(out))
+            }
+        }
+    }
+
+    fn bar(&self, len: usize, what: &str) -> ProgressBar {
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        bar
+    }
+
+    /// One epoch: `steps_per_epoch` steps on random augmented regions, then
+    /// the validation loss.
+    fn epoch(
+        &mut self,
+        phase: Phase,
+        targets: Option<&[Option<Vec<Mask>>]>,
+        opt: &mut nn::Optimizer,
+    ) -> Result<EpochLog> {
+        let t = &self.cfg.train;
+        let start = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            t.seed ^ ((self.state.phase as u64) << 32) ^ ((self.state.epoch as u64 + 1) * 0x9e37),
+        );
+        let bar = self.bar(
+            t.steps_per_epoch,
+            &format!("{} epoch {}", phase.name(), self.state.epoch + 1),
+        );
+        let mut sum = 0.0;
+        for step in 0..t.steps_per_epoch {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                bar.abandon();
+                return Err(interrupted(&self.dir));
+            }
+            let regions: Vec<(Region, Vec<bool>)> = (0..t.batch)
+                .map(|_| self.train_regions[rng.random_range(0..self.train_regions.len())].clone())
+                .collect();
+            let b = make_batch(
+                &self.data,
+                &regions,
+                targets,
+                Some((&self.cfg.augment, &mut rng)),
+            )?;
+            let loss = self.loss(phase, &b, true)?;
+            opt.backward_step(&loss);
+            let l = loss.double_value(&[]);
+            if !l.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "{} loss became {l} at step {step}; lower train.lr",
+                    phase.name()
+                )));
+            }
+            sum += l;
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", sum / (step + 1) as f64));
+        }
+        bar.finish_and_clear();
+        let val_loss = self.val_loss(phase, targets)?;
+        Ok(EpochLog {
+            phase: phase.name(),
+            epoch: self.state.epoch,
+            train_loss: sum / t.steps_per_epoch as f64,
+            val_loss,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn loss(&self, phase: Phase, b: &data::Batch, train: bool) -> Result<Tensor> {
+        let maps = self.net.forward_t(&b.x.to_device(self.device), train);
+        Ok(match phase {
+            Phase::Classify => {
+                let s = pool(&maps, self.cfg.pooling()?).clamp(1e-6, 1.0 - 1e-6);
+                s.binary_cross_entropy::<Tensor>(
+                    &b.labels.to_device(self.device),
+                    None,
+                    tch::Reduction::Mean,
+                )
+            }
+            _ => {
+                let m = b
+                    .masks
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("no mask targets".into()))?;
+                dice_loss(&maps, &m.to_device(self.device))
+            }
+        })
+    }
+
+    /// The phase's loss on the fixed validation regions (weak targets in
+    /// the weak phases: nothing here looks at true masks unless supervised).
+    fn val_loss(&self, phase: Phase, targets: Option<&[Option<Vec<Mask>>]>) -> Result<f64> {
+        let (mut sum, mut n) = (0.0, 0usize);
+        for chunk in self.val.chunks(self.cfg.train.batch.max(1)) {
+            let b = make_batch(&self.data, chunk, targets, None)?;
+            let l = tch::no_grad(|| self.loss(phase, &b, false))?;
+            sum += l.to_kind(Kind::Double).double_value(&[]) * chunk.len() as f64;
+            n += chunk.len();
+        }
+        Ok(sum / n.max(1) as f64)
+    }
+
+    /// Scores the phase's best network on the validation images.
+    fn finish_phase(&mut self, phase: Phase, targets: Option<&[Option<Vec<Mask>>]>) -> Result<()> {
+        let val = self.data.val.clone();
+        let vote = self.cfg.vote_params();
+        let mut raw = Vec::new();
+        let mut voted = Vec::new();
+        for &i in &val {
+            let it = &self.data.items[i];
+            let maps = eval::predict_maps(&self.net, &it.input, self.device)?;
+            raw.push(
+                maps.iter()
+                    .map(|m| eval::native_mask(m, it.native_size, vote.threshold))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            if phase == Phase::Classify {
+                let absent = known_absent(&self.data, i, &self.val);
+                voted.push(
+                    eval::voted(it, &maps, &vote, Some(&absent))?
+                        .iter()
+                        .map(|m| resize_nearest(m, it.native_size.0, it.native_size.1))
+                        .collect::<Result<Vec<_>>>()?,
+                );
+            }
+        }
+        let acc = eval::accuracy(
+            &self.net,
+            &self.data,
+            &self.val,
+            self.cfg.pooling()?,
+            self.cfg.train.batch,
+            self.device,
+        )?;
+        let target_dice = match (phase, targets) {
+            (Phase::Refine(_), Some(t)) => self.target_dice(t)?,
+            _ => None,
+        };
+        let counter = self.counter;
+        let s = eval::score(&self.data, &val, &raw, counter.as_ref())?;
+        let name = match phase {
+            Phase::Classify => "raw maps".to_string(),
+            Phase::Refine(k) => format!("refine {k}"),
+            Phase::Supervised => "supervised".into(),
+        };
+        self.state
+            .results
+            .push(result(&name, s, Some(acc), target_dice));
+        if phase == Phase::Classify {
+            let s = eval::score(&self.data, &val, &voted, counter.as_ref())?;
+            self.state
+                .results
+                .push(result("voting", s, Some(acc), None));
+        }
+        Ok(())
+    }
+
+    /// Dice of the training targets against the true masks, class 0, images
+    /// with objects.
+    fn target_dice(&self, targets: &[Option<Vec<Mask>>]) -> Result<Option<f64>> {
+        let pairs: Vec<(Mask, Mask)> = self
+            .data
+            .train
+            .iter()
+            .filter_map(|&i| {
+                let truth = self.data.items[i].truth.as_ref()?;
+                Some((targets[i].as_ref()?[0].clone(), truth[0].clone()))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        mean_dice_positive(&pairs)
+    }
+}
+
+fn result(
+    stage: &str,
+    s: SegScores,
+    accuracy: Option<f64>,
+    target_dice: Option<f64>,
+) -> StageResult {
+    StageResult {
+        stage: stage.into(),
+        dice: s.dice,
+        per_image: s.per_image,
+        accuracy,
+        count_mae: s.count_mae,
+        counts: s.counts,
+        target_dice,
+    }
+}
+
+fn interrupted(dir: &Path) -> Error {
+    Error::Invalid(format!(
+        "interrupted; the last finished epoch is saved: continue with `nemascope-train train --resume --out {}`",
+        dir.display()
+    ))
+}
+
+/// Loads a finished (or checkpointed) run's network for prediction.
+/// `weights` names a phase's file (`classify`, `refine1`, …) or, when
+/// `None`, the final model (else the newest checkpoint).
+pub fn load_model(
+    dir: &Path,
+    weights: Option<&str>,
+) -> Result<(Config, State, nn::VarStore, UNet)> {
+    let cfg = Config::load(&dir.join(CONFIG_FILE))?;
+    let state = State::load(dir)?;
+    let classes = state.classes.len();
+    let device = device(&cfg)?;
+    let mut vs = nn::VarStore::new(device);
+    let net = UNet::new(&vs.root(), cfg.unet(classes));
+    let path = match weights {
+        Some(w) => {
+            let p = dir.join(format!("{w}.safetensors"));
+            if !p.exists() {
+                return Err(Error::Invalid(format!("{}: no such weights", p.display())));
+            }
+            p
+        }
+        None => [MODEL, BEST, LAST]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::Invalid(format!("{}: no model weights", dir.display())))?,
+    };
+    vs.load(&path).map_err(torch_err)?;
+    Ok((cfg, state, vs, net))
+}
