@@ -34,7 +34,7 @@ fi
 # a venv; cargo xtask points LIBTORCH_USE_PYTORCH and LD_LIBRARY_PATH at it.
 # Tasks that build nothing of the trainer skip the ~4.7 GB download.
 case "${1:-}" in
-    demo | cross-test | bench | parity) exit 0 ;;
+    demo | cross-test | bench | parity | onnx-check) exit 0 ;;
 esac
 if ! .venv-torch/bin/python -c "import torch" >/dev/null 2>&1; then
     echo "setup: installing torch==2.13.0 into .venv-torch (large download)" >&2

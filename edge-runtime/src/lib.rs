@@ -5,4 +5,5 @@
 //! the pipeline (superpixel voting, components, shape classes, cluster-aware
 //! counting) is the one the model will feed.
 
+pub mod model;
 pub mod pipeline;

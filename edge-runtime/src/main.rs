@@ -10,6 +10,7 @@ use nemascope_core::imageio::{save_gray8, save_mask};
 use nemascope_core::metrics::{dice, mean_dice_positive};
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_core::{Class, Mask, Result};
+use nemascope_edge::model::Model;
 use nemascope_edge::pipeline::Pipeline;
 
 #[derive(Parser)]
@@ -39,6 +40,38 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check a model bundle: signature under the public key, model hash,
+    /// manifest values, and that tract loads and runs the model.
+    CheckModel {
+        bundle: PathBuf,
+        /// The unit's configured public key (hex, from `nemascope-train keygen`).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+}
+
+fn check_model(bundle: &std::path::Path, key: &std::path::Path) -> std::result::Result<(), String> {
+    let m = Model::open(bundle, key).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let input = vec![0f32; m.runner.input_len()];
+    m.runner
+        .maps(&input)
+        .map_err(|e| format!("bundle refused: {e}"))?;
+    let mf = &m.manifest;
+    println!("{}: accepted", bundle.display());
+    println!(
+        "  name {}, {} model, classes {:?}",
+        mf.name, mf.precision, mf.classes
+    );
+    println!(
+        "  input {:?}, pixel scale {}, threshold {}",
+        mf.input, mf.pixel_scale, mf.threshold
+    );
+    for (k, v) in &mf.metrics {
+        println!("  {k} = {v:.4}");
+    }
+    println!("  one inference {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    Ok(())
 }
 
 fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf>) -> Result<()> {
@@ -133,6 +166,9 @@ fn main() -> ExitCode {
             calibration_frames,
             out,
         } => demo(frames.max(1), seed, calibration_frames, out),
+        Cmd::CheckModel { bundle, public_key } => {
+            check_model(&bundle, &public_key).map_err(nemascope_core::Error::Invalid)
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

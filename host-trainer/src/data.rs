@@ -334,8 +334,7 @@ pub fn make_batch(
     let classes = data.classes.len();
     let (mut xs, mut ls, mut ms) = (Vec::new(), Vec::new(), Vec::new());
     let mut augment = augment;
-    let mut out_shape = (r0.w, r0.h);
-    for (k, (r, labels)) in regions.iter().enumerate() {
+    for (r, labels) in regions {
         if (r.w, r.h) != (r0.w, r0.h) {
             return Err(Error::Invalid("regions of one batch differ in size".into()));
         }
@@ -349,9 +348,6 @@ pub fn make_batch(
             }
             None => (Geometry::default(), 1.0, 0.0),
         };
-        if k == 0 && geo.transpose {
-            out_shape = (r0.h, r0.w);
-        }
         let start = xs.len();
         geo.apply(&it.input, *r, &mut xs);
         for v in &mut xs[start..] {
@@ -372,9 +368,9 @@ pub fn make_batch(
         }
     }
     let b = regions.len() as i64;
-    let (w, h) = (out_shape.0 as i64, out_shape.1 as i64);
-    // With transposes mixed in, square regions keep one shape; non-square
-    // regions never transpose.
+    // Only square regions transpose (Geometry::draw), so every region keeps
+    // the first one's shape.
+    let (w, h) = (r0.w as i64, r0.h as i64);
     let x = Tensor::from_slice(&xs).reshape([b, 1, h, w]);
     let labels = Tensor::from_slice(&ls).reshape([b, classes as i64]);
     let masks = targets.map(|_| {

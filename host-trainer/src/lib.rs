@@ -6,7 +6,8 @@
 //! Data flow: images → [`data`] (working size, standardised, crops) →
 //! [`unet`] maps → [`pooling`] scores (stage 1) → [`stages`] voted masks
 //! (stage 2) → Dice refinement (stage 3), all driven by [`train`]; [`eval`]
-//! scores, [`report`] writes.
+//! scores, [`report`] writes; [`distill`] trains a smaller student and
+//! [`export`] writes a signed ONNX bundle (fp32 or int8).
 //!
 //! Build with libtorch from the `torch` Python package:
 //! `LIBTORCH_USE_PYTORCH=1` and `torch/lib` on `LD_LIBRARY_PATH` at run
@@ -15,7 +16,9 @@
 pub mod batch;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod pooling;
 pub mod report;
 pub mod stages;

@@ -13,6 +13,7 @@ use nemascope_train::config::{pooling_name, Config};
 use nemascope_train::eval;
 use nemascope_train::report;
 use nemascope_train::train::{self, Trainer, INTERRUPTED};
+use nemascope_train::{distill, export};
 use tch::nn::{ModuleT, OptimizerConfig};
 
 #[derive(Parser)]
@@ -100,6 +101,63 @@ enum Cmd {
         steps: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+    },
+    /// Train a smaller student U-Net on a finished run's soft maps and
+    /// refined masks; writes a run folder of its own.
+    Distill {
+        /// The teacher run.
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Student width of the first level (teacher: model.base).
+        #[arg(long, default_value_t = 4)]
+        base: i64,
+        /// Student depth (number of poolings).
+        #[arg(long, default_value_t = 4)]
+        depth: usize,
+        #[arg(long, default_value_t = 1500)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Weight of the soft-map loss (BCE) beside the Dice loss on masks.
+        #[arg(long, default_value_t = 1.0)]
+        soft_weight: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Make an ed25519 key pair for signing bundles: <STEM>.key (keep it)
+    /// and <STEM>.pub (configure it on the edge units).
+    Keygen {
+        #[arg(long, default_value = "nemascope-signing")]
+        out: PathBuf,
+    },
+    /// Export a run as a signed bundle (model.onnx + manifest.json +
+    /// manifest.sig); the exported file is scored with tract on the
+    /// validation images and the scores go into the manifest.
+    Export {
+        #[arg(long)]
+        run: PathBuf,
+        /// Signing key from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// New bundle folder.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_parser = ["fp32", "int8"], default_value = "fp32")]
+        precision: String,
+        /// Model input HEIGHTxWIDTH (multiples of 2^depth); default: the
+        /// working size rounded up, one tile per image.
+        #[arg(long)]
+        input: Option<String>,
+        /// Training images used to calibrate int8 activation ranges.
+        #[arg(long, default_value_t = 16)]
+        calibration: usize,
+        /// Name shown on the unit's display; default: the bundle folder's name.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Print the built-in default config as TOML.
     Config {
@@ -206,6 +264,99 @@ fn run() -> Result<()> {
         } => bench_step(&load_config(&config)?, steps, warmup),
         Cmd::Config { config } => {
             print!("{}", load_config(&config)?.to_toml());
+            Ok(())
+        }
+        Cmd::Distill {
+            run,
+            out,
+            base,
+            depth,
+            steps,
+            batch,
+            lr,
+            soft_weight,
+            seed,
+        } => {
+            install_ctrlc();
+            let o = distill::DistillOptions {
+                base,
+                depth,
+                steps,
+                batch,
+                lr,
+                soft_weight,
+                seed,
+            };
+            let (tp, tm) = {
+                let (cfg, _, _, _) = train::load_model(&run, None)?;
+                distill::size_of(cfg.model.base, cfg.model.depth, 1)
+            };
+            let (sp, sm) = distill::size_of(base, depth, 1);
+            let r = distill::distill(&run, &out, &o)?;
+            println!(
+                "teacher: {tp} parameters, {:.3} G multiply-adds per 384x512 frame",
+                tm as f64 / 1e9
+            );
+            println!(
+                "student: {sp} parameters, {:.3} G multiply-adds per 384x512 frame",
+                sm as f64 / 1e9
+            );
+            for (c, d) in r.dice.iter().enumerate() {
+                println!(
+                    "student class {c}: validation Dice {}",
+                    d.map_or("–".into(), |d| format!("{d:.4}"))
+                );
+            }
+            if let Some(m) = r.count_mae {
+                println!("student count error {m:.2} per image");
+            }
+            Ok(())
+        }
+        Cmd::Keygen { out } => {
+            let (s, p) = nemascope_bundle::generate_keys(&out)?;
+            println!("signing key {} (keep it private)", s.display());
+            println!("public key  {} (configure it on edge units)", p.display());
+            Ok(())
+        }
+        Cmd::Export {
+            run,
+            key,
+            out,
+            precision,
+            input,
+            calibration,
+            name,
+        } => {
+            let key = nemascope_bundle::read_signing_key(&key)?;
+            let input = input.map(|s| parse_size(&s)).transpose()?;
+            let opts = export::ExportOptions {
+                name: name.unwrap_or_else(|| {
+                    out.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "model".into())
+                }),
+                precision: if precision == "int8" {
+                    export::Precision::Int8
+                } else {
+                    export::Precision::Fp32
+                },
+                input,
+                calibration_images: calibration,
+            };
+            let t = Instant::now();
+            let e = export::export_run(&run, &out, &key, &opts)?;
+            let m = &e.bundle.manifest;
+            println!(
+                "{}: {} input {:?}, sha256 {}",
+                out.display(),
+                m.precision,
+                m.input,
+                m.model_sha256
+            );
+            for (k, v) in &m.metrics {
+                println!("  {k} = {v:.4}");
+            }
+            eprintln!("exported and scored in {:.0} s", t.elapsed().as_secs_f64());
             Ok(())
         }
     }
@@ -354,18 +505,21 @@ fn predict(
     Ok(())
 }
 
-fn parse_pooling(s: &str) -> Result<(String, f32)> {
-    match s {
-        "gap" => Ok(("gap".into(), 0.0)),
-        "gmp" => Ok(("gmp".into(), 0.0)),
-        _ => {
-            let r: f32 = s
-                .strip_prefix("gwp")
-                .and_then(|r| r.parse().ok())
-                .with_context(|| format!("pooling `{s}`: expected gap, gmp or gwp<r>"))?;
-            Ok(("gwp".into(), r))
-        }
-    }
+/// `384x512` → input size (height × width).
+fn parse_size(s: &str) -> Result<nemascope_onnx::InputSize> {
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .with_context(|| format!("--input {s}: expected HEIGHTxWIDTH, e.g. 384x512"))?;
+    Ok(nemascope_onnx::InputSize {
+        height: h
+            .trim()
+            .parse()
+            .with_context(|| format!("--input {s}: height"))?,
+        width: w
+            .trim()
+            .parse()
+            .with_context(|| format!("--input {s}: width"))?,
+    })
 }
 
 fn sweep(base: &Config, out: &Path, poolings: &[String]) -> Result<()> {
@@ -374,10 +528,8 @@ fn sweep(base: &Config, out: &Path, poolings: &[String]) -> Result<()> {
     );
     let mut all = serde_json::Map::new();
     for p in poolings {
-        let (kind, r) = parse_pooling(p)?;
         let mut cfg = base.clone();
-        cfg.pooling.kind = kind;
-        cfg.pooling.r = r;
+        cfg.pooling = Config::pooling_section(p)?;
         cfg.train.supervised = false;
         let dir = out.join(p);
         let resume = dir.join(train::STATE_FILE).exists();

@@ -165,11 +165,11 @@ pub struct Trainer {
     pub stop_after: Option<usize>,
 }
 
-fn torch_err(e: tch::TchError) -> Error {
+pub(crate) fn torch_err(e: tch::TchError) -> Error {
     Error::Invalid(format!("libtorch: {e}"))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))

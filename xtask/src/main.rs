@@ -11,6 +11,9 @@
 //!   arguments = the default weak run on BBBC010 into `out/train-bbbc010`
 //! - `bench-step`  seconds per training step, Rust/tch vs PyTorch (Python),
 //!   same network, same machine
+//! - `onnx-check`  written ONNX files (test models + any given) through the
+//!   official checker and onnxruntime vs tract, latencies on one core
+//! - `bundles`     rebuilds the shipped model bundles (`--key` signs them)
 //!
 //! System packages are installed by `scripts/setup.sh` (called by `./x`).
 
@@ -48,7 +51,11 @@ fn cargo_bin() -> String {
 /// (`LIBTORCH_USE_PYTORCH=1`, its python first on PATH) and its programs
 /// find `torch/lib` through `LD_LIBRARY_PATH`.
 fn cargo() -> Command {
-    let mut cmd = Command::new(cargo_bin());
+    with_torch(Command::new(cargo_bin()))
+}
+
+/// `cmd` with the libtorch environment described at [`cargo`].
+fn with_torch(mut cmd: Command) -> Command {
     if let Some(lib) = torch_lib() {
         let bin = root().join(".venv-torch/bin");
         let path = std::env::var("PATH").unwrap_or_default();
@@ -105,6 +112,152 @@ fn venv() -> Result<PathBuf, String> {
         ]))?;
     }
     Ok(py)
+}
+
+/// The reference venv with the ONNX checker and onnxruntime added.
+fn onnx_venv() -> Result<PathBuf, String> {
+    let py = venv()?;
+    let ok = Command::new(&py)
+        .args(["-c", "import onnx, onnxruntime"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        run(Command::new(&py).args(["-m", "pip", "install", "-q", "onnx", "onnxruntime"]))?;
+    }
+    Ok(py)
+}
+
+/// `onnx-check [MODEL.onnx...]`: seeded test models plus the given ones,
+/// run by tract on core 0 (`onnx_io`), then checked and timed with
+/// onnxruntime on the same core.
+fn onnx_check(models: &[String]) -> Result<(), String> {
+    let py = onnx_venv()?;
+    let dir = root().join("out/onnx-check");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nemascope-onnx",
+        "--example",
+        "onnx_io",
+    ]))?;
+    let mut files = vec![
+        dir.join("unet_fp32.onnx").display().to_string(),
+        dir.join("unet_int8.onnx").display().to_string(),
+    ];
+    // Given models are copied next to the test models: onnx_io writes its
+    // input/output files beside each model and a bundle stays untouched.
+    for (i, m) in models.iter().enumerate() {
+        let name = Path::new(m)
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("model{i}"));
+        let dst = dir.join(format!("{name}.onnx"));
+        std::fs::copy(m, &dst).map_err(|e| format!("{m}: {e}"))?;
+        files.push(dst.display().to_string());
+    }
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(root().join("target/release/examples/onnx_io"))
+        .args(["--repeat", "7", "--write-test-models"])
+        .arg(&dir)
+        .args(&files[2..])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("onnx_io: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "onnx_io failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let json = dir.join("tract.jsonl");
+    std::fs::write(&json, &out.stdout).map_err(|e| format!("{}: {e}", json.display()))?;
+    run(Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(&py)
+        .arg("tests/reference/onnx_check.py")
+        .arg("--tract-json")
+        .arg(&json)
+        .args(&files))
+}
+
+/// `bundles --key KEY`: rebuilds the two shipped bundles from scratch into
+/// `models/` (each only if its folder is absent): the BBBC010 worm student
+/// (default weak run → distilled student, base 4 → fp32 export; fp32 because
+/// tract runs int8 far slower, docs/models.md) and the synthetic
+/// worm/egg/cyst model. Runs whose folders exist under `out/` are reused.
+fn bundles(args: &[String]) -> Result<(), String> {
+    let key = match args {
+        [flag, key] if flag == "--key" => key.clone(),
+        _ => return Err("usage: cargo xtask bundles --key SIGNING.key (make one with `cargo xtask train keygen --out keys/lab`)".into()),
+    };
+    torch_lib().ok_or("libtorch not found in .venv-torch: run scripts/setup.sh")?;
+    run(cargo().args(["build", "--release", "-p", "nemascope-train"]))?;
+    let train = |a: &[&str]| {
+        run(with_torch(Command::new(root().join("target/release/nemascope-train"))).args(a))
+    };
+    let done = |dir: &str| root().join(dir).join("state.json").exists();
+    if !done("out/train-bbbc010") {
+        train(&["train", "--out", "out/train-bbbc010"])?;
+    }
+    if !done("out/student-bbbc010") {
+        train(&[
+            "distill",
+            "--run",
+            "out/train-bbbc010",
+            "--out",
+            "out/student-bbbc010",
+            "--base",
+            "4",
+            "--depth",
+            "4",
+            "--steps",
+            "1500",
+        ])?;
+    }
+    if !root().join("models/bbbc010-worm").exists() {
+        train(&[
+            "export",
+            "--run",
+            "out/student-bbbc010",
+            "--key",
+            &key,
+            "--out",
+            "models/bbbc010-worm",
+            "--precision",
+            "int8",
+            "--name",
+            "bbbc010-worm-int8",
+        ])?;
+    }
+    if !done("out/train-synth") {
+        train(&[
+            "train",
+            "--config",
+            "host-trainer/configs/synth.toml",
+            "--out",
+            "out/train-synth",
+        ])?;
+    }
+    if !root().join("models/synth-worm-egg-cyst").exists() {
+        train(&[
+            "export",
+            "--run",
+            "out/train-synth",
+            "--key",
+            &key,
+            "--out",
+            "models/synth-worm-egg-cyst",
+            "--precision",
+            "int8",
+            "--name",
+            "synth-worm-egg-cyst-int8",
+        ])?;
+    }
+    Ok(())
 }
 
 /// The release `nemascope-data` the reference script drives.
@@ -203,6 +356,8 @@ fn main() -> ExitCode {
                 .arg(cargo_bin())
                 .args(["bench", "-p", "nemascope-core", "--bench", "superpixels"]))
         }),
+        "onnx-check" => onnx_check(&args[1..]),
+        "bundles" => bundles(&args[1..]),
         "parity" => venv().and_then(|py| {
             build_data_cli()?;
             run(Command::new(&py)
@@ -211,7 +366,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|cross-test|bench|parity|train|bench-step> [args]"
+                "usage: cargo xtask <demo|test|cross-test|bench|parity|train|bench-step|onnx-check|bundles> [args]"
             );
             if task == "help" {
                 Ok(())

@@ -1,0 +1,183 @@
+//! What a bundle says about its model. Everything the edge runtime needs to
+//! feed the model and read its output travels here, so a unit never guesses.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Manifest format version; a runtime refuses formats it does not know.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    /// Short name shown on the display, e.g. "bbbc010-worm-student-int8".
+    pub name: String,
+    /// One sigmoid map per class, in output-channel order.
+    pub classes: Vec<String>,
+    /// Fixed model input `[channels, height, width]`; frames are tiled.
+    pub input: [usize; 3],
+    /// Frames are resized so that one pixel matches the training data's
+    /// pixel: `frame pixels × scale` (1.0 = same magnification).
+    pub pixel_scale: f32,
+    /// Input normalisation; only "per-image-standardise" (zero mean, unit
+    /// standard deviation over the whole frame) exists.
+    pub normalisation: String,
+    /// Probability above which a pixel is foreground.
+    pub threshold: f32,
+    /// On-device superpixel voting, if the model is meant to be used with it.
+    pub voting: Option<Voting>,
+    /// Global weighted pooling parameter the teacher was trained with.
+    pub gwp_r: f32,
+    /// "fp32" or "int8".
+    pub precision: String,
+    /// Training data and stages, free text per key.
+    pub training: BTreeMap<String, String>,
+    /// Validation metrics, e.g. "dice_worm".
+    pub metrics: BTreeMap<String, f64>,
+    /// SHA-256 of model.onnx, lower-case hex.
+    pub model_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Voting {
+    pub scale: f32,
+    pub sigma: f32,
+    pub min_size: usize,
+    pub rate: f32,
+}
+
+impl Manifest {
+    /// Checks every value a runtime relies on; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "format {} (this build reads format {FORMAT})",
+                self.format
+            ));
+        }
+        if self.classes.is_empty() || self.classes.len() > 8 {
+            return Err(format!(
+                "classes: {} given, 1 to 8 allowed",
+                self.classes.len()
+            ));
+        }
+        for (i, c) in self.classes.iter().enumerate() {
+            if c.is_empty() || self.classes[..i].contains(c) {
+                return Err(format!("classes: empty or repeated name {c:?}"));
+            }
+        }
+        let [c, h, w] = self.input;
+        if !(c == 1 || c == 3) || h == 0 || w == 0 || h > 8192 || w > 8192 {
+            return Err(format!(
+                "input: {:?} is not [1 or 3, 1..8192, 1..8192]",
+                self.input
+            ));
+        }
+        if !(self.pixel_scale.is_finite() && self.pixel_scale > 0.01 && self.pixel_scale <= 100.0) {
+            return Err(format!(
+                "pixel_scale: {} not in (0.01, 100]",
+                self.pixel_scale
+            ));
+        }
+        if self.normalisation != "per-image-standardise" {
+            return Err(format!("normalisation: unknown {:?}", self.normalisation));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(format!("threshold: {} not in (0, 1)", self.threshold));
+        }
+        if let Some(v) = &self.voting {
+            let ok = v.scale > 0.0
+                && v.scale.is_finite()
+                && (0.0..10.0).contains(&v.sigma)
+                && v.rate > 0.0
+                && v.rate <= 1.0;
+            if !ok {
+                return Err(format!(
+                    "voting: scale {} sigma {} rate {} out of range",
+                    v.scale, v.sigma, v.rate
+                ));
+            }
+        }
+        if !(self.gwp_r >= 0.0 && self.gwp_r.is_finite()) {
+            return Err(format!("gwp_r: {}", self.gwp_r));
+        }
+        if self.precision != "fp32" && self.precision != "int8" {
+            return Err(format!(
+                "precision: {:?} is not fp32 or int8",
+                self.precision
+            ));
+        }
+        if self.model_sha256.len() != 64
+            || !self.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err("model_sha256: not 64 hex digits".into());
+        }
+        Ok(())
+    }
+
+    /// A complete manifest for tests and tools.
+    pub fn example() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            name: "example".into(),
+            classes: vec!["worm".into()],
+            input: [1, 64, 64],
+            pixel_scale: 1.0,
+            normalisation: "per-image-standardise".into(),
+            threshold: 0.5,
+            voting: None,
+            gwp_r: 7.0,
+            precision: "fp32".into(),
+            training: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            model_sha256: "0".repeat(64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_is_valid_and_each_bad_field_is_named() {
+        Manifest::example().validate().unwrap();
+        type Edit = fn(&mut Manifest);
+        let cases: Vec<(Edit, &str)> = vec![
+            (|m| m.format = 9, "format"),
+            (|m| m.classes = vec!["a".into(), "a".into()], "classes"),
+            (|m| m.input = [2, 64, 64], "input"),
+            (|m| m.pixel_scale = f32::NAN, "pixel_scale"),
+            (|m| m.normalisation = "none".into(), "normalisation"),
+            (|m| m.threshold = 1.0, "threshold"),
+            (|m| m.precision = "int4".into(), "precision"),
+            (|m| m.model_sha256 = "zz".into(), "model_sha256"),
+            (
+                |m| {
+                    m.voting = Some(Voting {
+                        scale: 25.0,
+                        sigma: 0.5,
+                        min_size: 10,
+                        rate: 0.0,
+                    })
+                },
+                "voting",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut m = Manifest::example();
+            edit(&mut m);
+            let e = m.validate().unwrap_err();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut v = serde_json::to_value(Manifest::example()).unwrap();
+        v["extra"] = 1.into();
+        assert!(serde_json::from_value::<Manifest>(v).is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The unit runs a bundle only when it is signed by the configured key and
+//! tract can run it as the manifest describes; otherwise it says why.
+
+use nemascope_bundle::{Bundle, Manifest, SigningKey};
+use nemascope_edge::model::{Model, ModelError};
+use nemascope_onnx::export::{self, InputSize};
+use nemascope_onnx::graph::encode;
+use nemascope_onnx::UNetWeights;
+
+fn model_bytes(h: usize, w: usize) -> Vec<u8> {
+    let net = UNetWeights::random(1, 1, 2, 2, 9);
+    encode(
+        &export::fp32(
+            &net,
+            InputSize {
+                height: h,
+                width: w,
+            },
+            false,
+        )
+        .unwrap(),
+    )
+}
+
+fn write_key(dir: &std::path::Path, name: &str, key: &SigningKey) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, hex(&key.verifying_key().to_bytes())).unwrap();
+    p
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn signed_bundle_runs_and_others_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = SigningKey::from_bytes(&[7; 32]);
+    let theirs = SigningKey::from_bytes(&[8; 32]);
+    let pub_ours = write_key(tmp.path(), "ours.pub", &ours);
+    let mut m = Manifest::example();
+    m.input = [1, 32, 48];
+    let good = tmp.path().join("good");
+    Bundle::write(&good, m.clone(), &model_bytes(32, 48), &ours).unwrap();
+    let model = Model::open(&good, &pub_ours).unwrap();
+    let maps = model.runner.maps(&vec![0.5; 32 * 48]).unwrap();
+    assert_eq!(maps.len(), 32 * 48);
+
+    // signed by another key
+    let other = tmp.path().join("other");
+    Bundle::write(&other, m.clone(), &model_bytes(32, 48), &theirs).unwrap();
+    let e = Model::open(&other, &pub_ours).unwrap_err();
+    assert!(matches!(
+        e,
+        ModelError::Bundle(nemascope_bundle::Error::SignatureMismatch(_))
+    ));
+    assert!(
+        e.to_string()
+            .contains("does not match the configured public key"),
+        "{e}"
+    );
+
+    // manifest says one input size, the model takes another
+    let lying = tmp.path().join("lying");
+    Bundle::write(&lying, m.clone(), &model_bytes(16, 16), &ours).unwrap();
+    let e = Model::open(&lying, &pub_ours).unwrap_err();
+    assert!(matches!(e, ModelError::InputMismatch { .. }), "{e}");
+
+    // signed garbage: the signature is fine but tract cannot read it
+    let junk = tmp.path().join("junk");
+    Bundle::write(&junk, m, b"not onnx", &ours).unwrap();
+    let e = Model::open(&junk, &pub_ours).unwrap_err();
+    assert!(matches!(e, ModelError::Onnx(_)), "{e}");
+
+    // no key configured where the config points
+    let e = Model::open(&good, &tmp.path().join("missing.pub")).unwrap_err();
+    assert!(matches!(e, ModelError::Key(_)), "{e}");
+}
+
+/// The bundle the repository ships passes the unit's checks under the
+/// shipped public key, and its manifest carries its validation scores.
+#[test]
+fn shipped_bbbc010_bundle_is_accepted() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let m = Model::open(&root.join("bbbc010-worm"), &root.join("nemascope-dev.pub")).unwrap();
+    assert_eq!(m.manifest.classes, ["worm"]);
+    assert_eq!(m.runner.input_shape, [1, 1, 528, 704]);
+    assert!(m.manifest.metrics["val_dice_worm"] > 0.8);
+}

@@ -1,0 +1,315 @@
+//! From a trained run to a signed bundle: the tch weights as plain arrays
+//! (BatchNorm folded), the ONNX graph (fp32 or int8 calibrated on training
+//! images), the exported file scored with tract on the validation images,
+//! and the manifest that records all of it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nemascope_bundle::{manifest::Voting, Bundle, Manifest, FORMAT};
+use nemascope_core::{Error, Mask, Plane, Result};
+use nemascope_onnx::{
+    export as onnx, graph::encode, BatchNorm, Conv, InputSize, Runner, UNetWeights,
+};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::Config;
+use crate::data::Data;
+use crate::eval;
+use crate::train::State;
+use crate::unet::UNetConfig;
+
+fn onnx_err(e: nemascope_onnx::Error) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+fn values(vars: &std::collections::HashMap<String, Tensor>, name: &str) -> Result<Vec<f32>> {
+    let t = vars
+        .get(name)
+        .ok_or_else(|| Error::Invalid(format!("weights have no `{name}`")))?;
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+        .map_err(|e| Error::Invalid(format!("{name}: {e}")))
+}
+
+fn conv(vars: &std::collections::HashMap<String, Tensor>, name: &str, bias: bool) -> Result<Conv> {
+    let w = vars
+        .get(&format!("{name}.weight"))
+        .ok_or_else(|| Error::Invalid(format!("weights have no `{name}.weight`")))?;
+    let s: Vec<usize> = w.size().iter().map(|&d| d as usize).collect();
+    if s.len() != 4 || s[2] != s[3] {
+        return Err(Error::Invalid(format!("{name}: kernel shape {s:?}")));
+    }
+    let b = if bias {
+        values(vars, &format!("{name}.bias"))?
+    } else {
+        vec![0.0; s[0]]
+    };
+    Conv::new(
+        s[0],
+        s[1],
+        s[2],
+        values(vars, &format!("{name}.weight"))?,
+        b,
+    )
+    .map_err(onnx_err)
+}
+
+fn folded(vars: &std::collections::HashMap<String, Tensor>, block: &str, i: usize) -> Result<Conv> {
+    let bn = |f: &str| values(vars, &format!("{block}.b{i}.{f}"));
+    let norm = BatchNorm {
+        gamma: bn("weight")?,
+        beta: bn("bias")?,
+        mean: bn("running_mean")?,
+        var: bn("running_var")?,
+        // tch's batch_norm2d default.
+        eps: 1e-5,
+    };
+    conv(vars, &format!("{block}.c{i}"), false)?
+        .fold(&norm)
+        .map_err(onnx_err)
+}
+
+/// The trained network's weights as plain arrays, BatchNorm folded.
+pub fn unet_weights(vs: &nn::VarStore, cfg: UNetConfig) -> Result<UNetWeights> {
+    let vars = vs.variables();
+    let block = |name: String| -> Result<[Conv; 2]> {
+        Ok([folded(&vars, &name, 1)?, folded(&vars, &name, 2)?])
+    };
+    let down = (0..=cfg.depth)
+        .map(|l| block(format!("down{l}")))
+        .collect::<Result<Vec<_>>>()?;
+    let up = (0..cfg.depth)
+        .rev()
+        .map(|l| block(format!("up{l}")))
+        .collect::<Result<Vec<_>>>()?;
+    let w = UNetWeights {
+        depth: cfg.depth,
+        down,
+        up,
+        head: conv(&vars, "head", true)?,
+    };
+    w.check().map_err(onnx_err)?;
+    Ok(w)
+}
+
+/// Working size rounded up to a multiple of `2^depth`: one tile per image.
+pub fn default_input(cfg: &Config) -> InputSize {
+    let m = 1usize << cfg.model.depth;
+    InputSize {
+        height: cfg.data.height.div_ceil(m) * m,
+        width: cfg.data.width.div_ceil(m) * m,
+    }
+}
+
+/// fp32 or int8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// The ONNX bytes of `w` at `size`; int8 is calibrated on `calibration`
+/// (working-size inputs of training images).
+pub fn onnx_bytes(
+    w: &UNetWeights,
+    size: InputSize,
+    precision: Precision,
+    calibration: &[&Plane],
+) -> Result<Vec<u8>> {
+    let model = match precision {
+        Precision::Fp32 => onnx::fp32(w, size, false).map_err(onnx_err)?,
+        Precision::Int8 => {
+            // Calibration tiles are the images edge-padded to the input size
+            // (what `Runner::predict` feeds for a one-tile image).
+            let tiles: Vec<Vec<f32>> = calibration.iter().map(|p| pad_to(p, size)).collect();
+            let cal = nemascope_onnx::run::calibrate(w, size, &tiles).map_err(onnx_err)?;
+            onnx::int8(w, size, &cal).map_err(onnx_err)?
+        }
+    };
+    Ok(encode(&model))
+}
+
+/// The top-left `size` window of `p`, edge pixels repeated past its end.
+fn pad_to(p: &Plane, size: InputSize) -> Vec<f32> {
+    let (w, h) = (p.width(), p.height());
+    let mut out = Vec::with_capacity(size.height * size.width);
+    for y in 0..size.height {
+        for x in 0..size.width {
+            out.push(p.data()[y.min(h - 1) * w + x.min(w - 1)]);
+        }
+    }
+    out
+}
+
+/// Native-size masks of the validation images from an ONNX model run by
+/// tract (tiles as on the edge unit).
+pub fn onnx_val_masks(runner: &Runner, data: &Data, threshold: f32) -> Result<Vec<Vec<Mask>>> {
+    let mut preds = Vec::new();
+    for &i in &data.val {
+        let it = &data.items[i];
+        let (w, h) = (it.input.width(), it.input.height());
+        let maps = runner
+            .predict(it.input.data(), h, w, 32)
+            .map_err(onnx_err)?;
+        let classes = maps.len() / (w * h);
+        preds.push(
+            (0..classes)
+                .map(|c| {
+                    let plane = Plane::from_vec(w, h, maps[c * w * h..(c + 1) * w * h].to_vec())?;
+                    eval::native_mask(&plane, it.native_size, threshold)
+                })
+                .collect::<Result<Vec<_>>>()?,
+        );
+    }
+    Ok(preds)
+}
+
+/// What `export` measured of the file it wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub bundle: Bundle,
+    pub dice: Vec<Option<f64>>,
+    pub count_mae: Option<f64>,
+}
+
+/// Options of one export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub name: String,
+    pub precision: Precision,
+    pub input: Option<InputSize>,
+    pub calibration_images: usize,
+}
+
+/// Writes a signed bundle for a finished run, scoring the exported file
+/// itself (tract, validation images) for the manifest's metrics.
+pub fn export_run(
+    run: &Path,
+    out: &Path,
+    key: &nemascope_bundle::SigningKey,
+    opts: &ExportOptions,
+) -> Result<Exported> {
+    let (cfg, state, vs, net) = crate::train::load_model(run, None)?;
+    let w = unet_weights(&vs, net.config)?;
+    let size = opts.input.unwrap_or_else(|| default_input(&cfg));
+    let data = crate::data::load(&cfg)?;
+    let n = opts.calibration_images.clamp(1, data.train.len().max(1));
+    let calib: Vec<&Plane> = data
+        .train
+        .iter()
+        .take(n)
+        .map(|&i| &data.items[i].input)
+        .collect();
+    let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
+    let runner = Runner::load(&bytes).map_err(onnx_err)?;
+    let preds = onnx_val_masks(&runner, &data, cfg.vote.threshold)?;
+    let counter = eval::fit_counter(&data, &data.train);
+    let s = eval::score(&data, &data.val, &preds, counter.as_ref())?;
+    let manifest = manifest(&cfg, &state, &data, &w, size, opts, &s)?;
+    let bundle =
+        Bundle::write(out, manifest, &bytes, key).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(Exported {
+        bundle,
+        dice: s.dice,
+        count_mae: s.count_mae,
+    })
+}
+
+fn manifest(
+    cfg: &Config,
+    state: &State,
+    data: &Data,
+    w: &UNetWeights,
+    size: InputSize,
+    opts: &ExportOptions,
+    s: &eval::SegScores,
+) -> Result<Manifest> {
+    let mut training = BTreeMap::new();
+    let kind = if cfg.train.supervised {
+        "fully supervised (true masks)"
+    } else {
+        "image-level labels only"
+    };
+    training.insert("supervision".into(), kind.into());
+    training.insert(
+        "data".into(),
+        format!("{} {}", cfg.data.kind, cfg.data.root.display()),
+    );
+    training.insert(
+        "images".into(),
+        format!(
+            "{} training, {} validation (split seed {})",
+            data.train.len(),
+            data.val.len(),
+            cfg.data.seed
+        ),
+    );
+    training.insert(
+        "working_size".into(),
+        format!("{}x{}", cfg.data.width, cfg.data.height),
+    );
+    training.insert(
+        "stages".into(),
+        state
+            .results
+            .iter()
+            .map(|r| r.stage.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    training.insert("steps".into(), state.steps.to_string());
+    training.insert(
+        "network".into(),
+        format!(
+            "U-Net depth {} widths {:?}, {} parameters, {:.2} G multiply-adds per 384x512",
+            w.depth,
+            w.widths(),
+            w.params(),
+            w.macs(384, 512) as f64 / 1e9
+        ),
+    );
+    let mut metrics = BTreeMap::new();
+    for (c, d) in data.classes.iter().zip(&s.dice) {
+        if let Some(d) = d {
+            metrics.insert(format!("val_dice_{c}"), *d);
+        }
+    }
+    if let Some(m) = s.count_mae {
+        metrics.insert("val_count_mae".into(), m);
+    }
+    // Pixel scale: the model saw images resized to the working size.
+    let pixel_scale = data
+        .items
+        .first()
+        .map(|it| it.input.width() as f32 / it.native_size.0 as f32)
+        .unwrap_or(1.0);
+    Ok(Manifest {
+        format: FORMAT,
+        name: opts.name.clone(),
+        classes: data.classes.clone(),
+        input: [w.in_channels(), size.height, size.width],
+        pixel_scale,
+        normalisation: "per-image-standardise".into(),
+        threshold: cfg.vote.threshold,
+        voting: Some(Voting {
+            scale: cfg.vote.scale,
+            sigma: cfg.vote.sigma,
+            min_size: cfg.vote.min_size,
+            rate: cfg.vote.rate,
+        }),
+        gwp_r: cfg.pooling.r,
+        precision: opts.precision.name().into(),
+        training,
+        metrics,
+        model_sha256: String::new(),
+    })
+}

@@ -1,0 +1,162 @@
+//! From tch to ONNX: the exported fp32 graph gives tch's output within 1e-4
+//! (BatchNorm folded, Resize for the upsampling), int8 stays close, and a
+//! tiny trained run is distilled, exported, signed and scored end to end.
+
+use nemascope_bundle::{Bundle, SigningKey};
+use nemascope_onnx::export::{self as onnx, InputSize};
+use nemascope_onnx::graph::encode;
+use nemascope_onnx::Runner;
+use nemascope_train::config::Config;
+use nemascope_train::distill::{distill, DistillOptions};
+use nemascope_train::export::{export_run, unet_weights, ExportOptions, Precision};
+use nemascope_train::train::Trainer;
+use nemascope_train::unet::{UNet, UNetConfig};
+use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor};
+
+#[test]
+fn tch_and_tract_agree_within_1e_4() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let cfg = UNetConfig {
+        in_channels: 1,
+        classes: 2,
+        base: 4,
+        depth: 2,
+    };
+    let net = UNet::new(&vs.root(), cfg);
+    // Training-mode passes move BatchNorm's running statistics away from
+    // 0/1, so folding them is really tested.
+    for _ in 0..5 {
+        let x = Tensor::randn([2, 1, 32, 48], (Kind::Float, tch::Device::Cpu)) * 2.0 + 0.5;
+        let _ = net.forward_t(&x, true);
+    }
+    let x = Tensor::randn([1, 1, 32, 48], (Kind::Float, tch::Device::Cpu));
+    let want: Vec<f32> =
+        Vec::try_from(tch::no_grad(|| net.forward_t(&x, false)).flatten(0, -1)).unwrap();
+    let w = unet_weights(&vs, cfg).unwrap();
+    let size = InputSize {
+        height: 32,
+        width: 48,
+    };
+    let runner = Runner::load(&encode(&onnx::fp32(&w, size, false).unwrap())).unwrap();
+    let input: Vec<f32> = Vec::try_from(x.flatten(0, -1)).unwrap();
+    let got = runner.maps(&input).unwrap();
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err < 1e-4, "max |tract − tch| = {err}");
+
+    let cal = nemascope_onnx::run::calibrate(&w, size, std::slice::from_ref(&input)).unwrap();
+    let q = Runner::load(&encode(&onnx::int8(&w, size, &cal).unwrap())).unwrap();
+    let qo = q.maps(&input).unwrap();
+    let mean = qo
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / want.len() as f32;
+    assert!(mean < 0.03, "mean |int8 − tch| = {mean}");
+}
+
+#[test]
+fn a_tiny_run_is_distilled_exported_signed_and_scored() {
+    tch::manual_seed(1);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut c = Config::default();
+    c.data.kind = "synth".into();
+    c.data.width = 128;
+    c.data.height = 96;
+    c.data.crop = 0;
+    c.data.synth_frames = 16;
+    c.data.val_fraction = 0.25;
+    c.model.base = 4;
+    c.model.depth = 2;
+    c.train.lr = 3e-3;
+    c.train.batch = 4;
+    c.train.steps_per_epoch = 6;
+    c.train.classify_epochs = 2;
+    c.train.refine_epochs = 1;
+    c.train.rounds = 1;
+    c.train.threads = 1;
+    let mut t = Trainer::open(&run, Some(c), false).unwrap();
+    t.verbose = false;
+    t.classical = false;
+    t.run().unwrap();
+    drop(t);
+
+    let student = dir.path().join("student");
+    let o = DistillOptions {
+        base: 2,
+        depth: 2,
+        steps: 12,
+        batch: 4,
+        lr: 3e-3,
+        soft_weight: 1.0,
+        seed: 1,
+    };
+    let r = distill(&run, &student, &o).unwrap();
+    assert!(r.stage.starts_with("student"));
+    assert_eq!(r.dice.len(), 3);
+    // the student folder is a run: a second distill into it is refused
+    assert!(distill(&run, &student, &o).is_err());
+
+    let key = SigningKey::from_bytes(&[5; 32]);
+    let mut dice = Vec::new();
+    for p in [Precision::Fp32, Precision::Int8] {
+        let out = dir.path().join(format!("bundle-{}", p.name()));
+        let opts = ExportOptions {
+            name: "tiny".into(),
+            precision: p,
+            input: None,
+            calibration_images: 4,
+        };
+        let e = export_run(&student, &out, &key, &opts).unwrap();
+        let b = Bundle::open(&out, &key.verifying_key()).unwrap();
+        assert_eq!(b.manifest.precision, p.name());
+        assert_eq!(b.manifest.classes, ["worm", "egg", "cyst"]);
+        // working size 128×96 is already a multiple of 4
+        assert_eq!(b.manifest.input, [1, 96, 128]);
+        assert!(b.manifest.training["supervision"].contains("image-level"));
+        let ops: Vec<String> = {
+            use prost::Message;
+            let m = tract_onnx::pb::ModelProto::decode(&b.model[..]).unwrap();
+            m.graph
+                .unwrap()
+                .node
+                .into_iter()
+                .map(|n| n.op_type)
+                .collect()
+        };
+        assert_eq!(ops.iter().any(|o| o == "QLinearConv"), p == Precision::Int8);
+        dice.push(e.dice.clone());
+        // the manifest's metrics are the scores export measured
+        for (c, d) in ["worm", "egg", "cyst"].iter().zip(&e.dice) {
+            assert_eq!(
+                b.manifest.metrics.get(&format!("val_dice_{c}")).copied(),
+                *d
+            );
+        }
+    }
+    // the fp32 export scores what the student scored in tch
+    for (a, b) in dice[0].iter().zip(&r.dice) {
+        if let (Some(a), Some(b)) = (a, b) {
+            assert!((a - b).abs() < 1e-3, "fp32 export {a} vs tch {b}");
+        }
+    }
+    // an existing bundle folder is never overwritten
+    let e = export_run(
+        &student,
+        &dir.path().join("bundle-fp32"),
+        &key,
+        &ExportOptions {
+            name: "again".into(),
+            precision: Precision::Fp32,
+            input: None,
+            calibration_images: 1,
+        },
+    );
+    assert!(e.is_err());
+}

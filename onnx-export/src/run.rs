@@ -1,0 +1,211 @@
+//! Running an ONNX model with tract: loaded and optimised once, the plan
+//! reused for every frame.
+
+use crate::export::{self, Calibration, InputSize};
+use crate::weights::UNetWeights;
+use crate::Error;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+
+/// One output of a run: its shape and its values, row-major.
+pub type Output = (Vec<usize>, Vec<f32>);
+
+/// An optimised tract plan for a model with one `[1, C, H, W]` f32 input.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    plan: Arc<TypedSimplePlan>,
+    /// `[1, C, H, W]` as the model declares it.
+    pub input_shape: [usize; 4],
+}
+
+impl Runner {
+    /// Parses, type-checks and optimises `bytes` (an ONNX model).
+    pub fn load(bytes: &[u8]) -> Result<Self, Error> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| Error::Model(format!("not a model tract can read: {e:#}")))?;
+        let fact = model
+            .input_fact(0)
+            .map_err(|e| Error::Model(format!("{e:#}")))?
+            .clone();
+        let shape: Vec<usize> = fact
+            .shape
+            .as_concrete_finite()
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::Model("the model's input has no fixed shape".into()))?
+            .to_vec();
+        let input_shape: [usize; 4] = shape.as_slice().try_into().map_err(|_| {
+            Error::Model(format!("the model's input is {shape:?}, not [1, C, H, W]"))
+        })?;
+        if input_shape[0] != 1 {
+            return Err(Error::Model(format!(
+                "batch {} instead of 1",
+                input_shape[0]
+            )));
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| Error::Model(format!("tract cannot run the model: {e:#}")))?;
+        Ok(Runner { plan, input_shape })
+    }
+
+    /// Number of input values the model takes.
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+
+    /// Runs one input (row-major `[1, C, H, W]`), returns every output
+    /// flattened, each with its shape.
+    pub fn run(&self, input: &[f32]) -> Result<Vec<Output>, Error> {
+        if input.len() != self.input_len() {
+            return Err(Error::Shape(format!(
+                "input has {} values, the model takes {:?}",
+                input.len(),
+                self.input_shape
+            )));
+        }
+        let t = Tensor::from_shape(&self.input_shape, input)
+            .map_err(|e| Error::Model(e.to_string()))?;
+        let out = self
+            .plan
+            .run(tvec!(t.into()))
+            .map_err(|e| Error::Model(format!("inference failed: {e:#}")))?;
+        out.iter()
+            .map(|t| {
+                let t = t
+                    .cast_to::<f32>()
+                    .map_err(|e| Error::Model(e.to_string()))?;
+                let v = t
+                    .try_as_plain_ram()
+                    .and_then(|p| p.as_slice::<f32>().map(|s| s.to_vec()))
+                    .map_err(|e| Error::Model(e.to_string()))?;
+                Ok((t.shape().to_vec(), v))
+            })
+            .collect()
+    }
+
+    /// The first output only (the class maps).
+    pub fn maps(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
+        Ok(self.run(input)?.swap_remove(0).1)
+    }
+}
+
+/// Tile origins along one axis: one tile (padded) when `len ≤ tile`, else
+/// tiles `overlap` apart from their neighbours, the last flush with the end.
+pub fn tile_starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
+    if len <= tile {
+        return vec![0];
+    }
+    let step = tile.saturating_sub(overlap).max(1);
+    let mut s: Vec<usize> = (0..)
+        .map(|i| i * step)
+        .take_while(|&p| p + tile < len)
+        .collect();
+    s.push(len - tile);
+    s
+}
+
+impl Runner {
+    /// Class maps `[classes, h, w]` of an image `[C, h, w]` of any size: the
+    /// image is cut into model-sized tiles overlapping by `overlap` pixels
+    /// (edge pixels repeated where it is smaller than a tile) and
+    /// overlapping predictions are averaged.
+    pub fn predict(
+        &self,
+        image: &[f32],
+        h: usize,
+        w: usize,
+        overlap: usize,
+    ) -> Result<Vec<f32>, Error> {
+        let [_, c, th, tw] = self.input_shape;
+        if h == 0 || w == 0 || image.len() != c * h * w {
+            return Err(Error::Shape(format!(
+                "image of {} values is not {c}×{h}×{w}",
+                image.len()
+            )));
+        }
+        let mut acc: Vec<f32> = Vec::new();
+        let mut hits = vec![0u16; h * w];
+        let mut tile = vec![0f32; c * th * tw];
+        for &y0 in &tile_starts(h, th, overlap) {
+            for &x0 in &tile_starts(w, tw, overlap) {
+                for ch in 0..c {
+                    for ty in 0..th {
+                        let sy = (y0 + ty).min(h - 1);
+                        for tx in 0..tw {
+                            let sx = (x0 + tx).min(w - 1);
+                            tile[(ch * th + ty) * tw + tx] = image[(ch * h + sy) * w + sx];
+                        }
+                    }
+                }
+                let (shape, maps) = self.run(&tile)?.swap_remove(0);
+                let classes = shape.get(1).copied().unwrap_or(0);
+                if shape != [1, classes, th, tw] {
+                    return Err(Error::Model(format!(
+                        "output shape {shape:?} does not match the input tile"
+                    )));
+                }
+                if acc.is_empty() {
+                    acc = vec![0.0; classes * h * w];
+                }
+                for ty in 0..th.min(h - y0) {
+                    for tx in 0..tw.min(w - x0) {
+                        let (y, x) = (y0 + ty, x0 + tx);
+                        hits[y * w + x] += 1;
+                        for k in 0..classes {
+                            acc[(k * h + y) * w + x] += maps[(k * th + ty) * tw + tx];
+                        }
+                    }
+                }
+            }
+        }
+        let n = hits.len();
+        for (i, v) in acc.iter_mut().enumerate() {
+            *v /= hits[i % n] as f32;
+        }
+        Ok(acc)
+    }
+}
+
+/// Activation ranges of `w` over `images` (each `[C, H, W]` at `size`),
+/// measured with tract on the tapped fp32 graph.
+pub fn calibrate(
+    w: &UNetWeights,
+    size: InputSize,
+    images: &[Vec<f32>],
+) -> Result<Calibration, Error> {
+    if images.is_empty() {
+        return Err(Error::Shape("calibration needs at least one image".into()));
+    }
+    let model = export::fp32(w, size, true)?;
+    let runner = Runner::load(&crate::graph::encode(&model))?;
+    let taps = export::tap_names(w).len();
+    let mut cal: Option<Calibration> = None;
+    for img in images {
+        let out = runner.run(img)?;
+        if out.len() != taps + 1 {
+            return Err(Error::Model(format!(
+                "tapped model gave {} outputs",
+                out.len()
+            )));
+        }
+        let range = |v: &[f32]| {
+            v.iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                })
+        };
+        let this = Calibration {
+            input: range(img),
+            relu_max: out[1..taps].iter().map(|(_, v)| range(v).1).collect(),
+            logits: range(&out[taps].1),
+        };
+        match &mut cal {
+            Some(c) => c.merge(&this),
+            None => cal = Some(this),
+        }
+    }
+    Ok(cal.expect("at least one image"))
+}

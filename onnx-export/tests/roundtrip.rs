@@ -1,0 +1,257 @@
+//! Written graphs run in tract and give what a direct evaluation of the same
+//! weights gives: fp32 within 1e-4, int8 close to fp32, and the int8 file
+//! really holds integer convolutions.
+
+use nemascope_onnx::export::{self, InputSize};
+use nemascope_onnx::graph::encode;
+use nemascope_onnx::run::{calibrate, Runner};
+use nemascope_onnx::{Conv, UNetWeights};
+use prost::Message;
+
+/// `[C, H, W]` → `[cout, H, W]`, zero padding, then optional ReLU.
+fn conv(x: &[f32], c: usize, h: usize, w: usize, k: &Conv, relu: bool) -> Vec<f32> {
+    assert_eq!(c, k.cin);
+    let p = (k.k / 2) as isize;
+    let mut out = vec![0f32; k.cout * h * w];
+    for o in 0..k.cout {
+        for y in 0..h {
+            for xx in 0..w {
+                let mut s = k.bias[o];
+                for i in 0..c {
+                    for dy in 0..k.k {
+                        for dx in 0..k.k {
+                            let (sy, sx) =
+                                (y as isize + dy as isize - p, xx as isize + dx as isize - p);
+                            if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                                continue;
+                            }
+                            s += k.weight[((o * c + i) * k.k + dy) * k.k + dx]
+                                * x[(i * h + sy as usize) * w + sx as usize];
+                        }
+                    }
+                }
+                out[(o * h + y) * w + xx] = if relu { s.max(0.0) } else { s };
+            }
+        }
+    }
+    out
+}
+
+fn pool(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(c * h * w / 4);
+    for i in 0..c {
+        for y in 0..h / 2 {
+            for xx in 0..w / 2 {
+                let at = |dy: usize, dx: usize| x[(i * h + 2 * y + dy) * w + 2 * xx + dx];
+                out.push(at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1)));
+            }
+        }
+    }
+    out
+}
+
+fn up(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(c * h * w * 4);
+    for i in 0..c {
+        for y in 0..2 * h {
+            for xx in 0..2 * w {
+                out.push(x[(i * h + y / 2) * w + xx / 2]);
+            }
+        }
+    }
+    out
+}
+
+fn forward(net: &UNetWeights, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let mut x = x.to_vec();
+    let mut c = net.in_channels();
+    let mut skips = Vec::new();
+    for (l, [a, b]) in net.down.iter().enumerate() {
+        if l > 0 {
+            x = pool(&x, c, h >> (l - 1), w >> (l - 1));
+        }
+        x = conv(&x, c, h >> l, w >> l, a, true);
+        x = conv(&x, a.cout, h >> l, w >> l, b, true);
+        c = b.cout;
+        skips.push((x.clone(), c));
+    }
+    skips.pop();
+    for (i, [a, b]) in net.up.iter().enumerate() {
+        let l = net.depth - 1 - i;
+        let (s, sc) = skips.pop().unwrap();
+        let mut cat = up(&x, c, h >> (l + 1), w >> (l + 1));
+        cat.extend(s);
+        x = conv(&cat, c + sc, h >> l, w >> l, a, true);
+        x = conv(&x, a.cout, h >> l, w >> l, b, true);
+        c = b.cout;
+    }
+    conv(&x, c, h, w, &net.head, false)
+        .into_iter()
+        .map(|v| 1.0 / (1.0 + (-v).exp()))
+        .collect()
+}
+
+/// A smooth image with a bright blob, standardised-looking values.
+fn image(h: usize, w: usize, seed: usize) -> Vec<f32> {
+    (0..h * w)
+        .map(|i| {
+            let (y, x) = ((i / w) as f32, (i % w) as f32);
+            let d = ((y - (h / 3 + seed) as f32).powi(2) + (x - (w / 2) as f32).powi(2)).sqrt();
+            (x * 0.13 + y * 0.07 + seed as f32).sin() + 2.0 * (-d / 4.0).exp()
+        })
+        .collect()
+}
+
+#[test]
+fn fp32_export_matches_direct_evaluation() {
+    let (h, w) = (16, 24);
+    let net = UNetWeights::random(1, 2, 3, 3, 11);
+    let model = export::fp32(
+        &net,
+        InputSize {
+            height: h,
+            width: w,
+        },
+        false,
+    )
+    .unwrap();
+    let runner = Runner::load(&encode(&model)).unwrap();
+    assert_eq!(runner.input_shape, [1, 1, h, w]);
+    for seed in 0..2 {
+        let x = image(h, w, seed);
+        let got = runner.maps(&x).unwrap();
+        let want = forward(&net, &x, h, w);
+        assert_eq!(got.len(), 2 * h * w);
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1e-4, "max |tract − direct| = {err}");
+        // the maps are not constant, so the comparison means something
+        let spread =
+            want.iter().fold(0f32, |m, v| m.max(*v)) - want.iter().fold(1f32, |m, v| m.min(*v));
+        assert!(spread > 0.01, "spread {spread}");
+    }
+}
+
+#[test]
+fn int8_export_is_integer_and_close_to_fp32() {
+    let (h, w) = (32, 32);
+    let size = InputSize {
+        height: h,
+        width: w,
+    };
+    let net = UNetWeights::random(1, 1, 4, 2, 3);
+    let images: Vec<Vec<f32>> = (0..3).map(|s| image(h, w, s)).collect();
+    let cal = calibrate(&net, size, &images).unwrap();
+    let q = export::int8(&net, size, &cal).unwrap();
+    let ops: Vec<&str> = q
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert_eq!(
+        ops.iter().filter(|o| **o == "QLinearConv").count(),
+        2 * 3 + 2 * 2 + 1
+    );
+    assert!(!ops.contains(&"Conv"), "no float convolution left: {ops:?}");
+    let bytes = encode(&q);
+    // decodes back to the same graph
+    let back = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+    assert_eq!(back, q);
+    let fp = Runner::load(&encode(&export::fp32(&net, size, false).unwrap())).unwrap();
+    let i8r = Runner::load(&bytes).unwrap();
+    let mut worst = 0f32;
+    for x in images.iter().chain(std::iter::once(&image(h, w, 7))) {
+        let a = fp.maps(x).unwrap();
+        let b = i8r.maps(x).unwrap();
+        let mean = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).sum::<f32>() / a.len() as f32;
+        worst = worst.max(mean);
+        assert!(
+            a != b,
+            "int8 output equal to fp32 bit for bit: not quantised"
+        );
+    }
+    assert!(worst < 0.02, "mean |int8 − fp32| = {worst}");
+}
+
+#[test]
+fn runner_refuses_wrong_input_and_garbage() {
+    let net = UNetWeights::random(1, 1, 2, 1, 1);
+    let r = Runner::load(&encode(
+        &export::fp32(
+            &net,
+            InputSize {
+                height: 8,
+                width: 8,
+            },
+            false,
+        )
+        .unwrap(),
+    ))
+    .unwrap();
+    let e = r.maps(&[0.0; 10]).unwrap_err().to_string();
+    assert!(e.contains("10 values"), "{e}");
+    assert!(Runner::load(b"not an onnx file").is_err());
+    assert!(Runner::load(&[]).is_err());
+}
+
+#[test]
+fn tiles_cover_the_frame() {
+    use nemascope_onnx::run::tile_starts;
+    assert_eq!(tile_starts(10, 16, 4), vec![0]);
+    assert_eq!(tile_starts(16, 16, 4), vec![0]);
+    assert_eq!(tile_starts(40, 16, 4), vec![0, 12, 24]);
+    assert_eq!(tile_starts(30, 16, 4), vec![0, 12, 14]);
+    for len in [17, 33, 100, 4112] {
+        let s = tile_starts(len, 16, 4);
+        assert_eq!(*s.last().unwrap(), len - 16);
+        assert!(s.windows(2).all(|p| p[1] > p[0] && p[1] - p[0] <= 12));
+    }
+}
+
+#[test]
+fn predict_pads_small_images_and_tiles_large_ones() {
+    let (th, tw) = (16, 16);
+    let net = UNetWeights::random(1, 1, 2, 2, 4);
+    let r = Runner::load(&encode(
+        &export::fp32(
+            &net,
+            InputSize {
+                height: th,
+                width: tw,
+            },
+            false,
+        )
+        .unwrap(),
+    ))
+    .unwrap();
+    // exact size: the plain output
+    let x = image(th, tw, 1);
+    assert_eq!(r.predict(&x, th, tw, 4).unwrap(), r.maps(&x).unwrap());
+    // smaller: the output of the edge-padded image, cropped
+    let small = image(10, 12, 2);
+    let mut padded = vec![0f32; th * tw];
+    for y in 0..th {
+        for xx in 0..tw {
+            padded[y * tw + xx] = small[y.min(9) * 12 + xx.min(11)];
+        }
+    }
+    let full = r.maps(&padded).unwrap();
+    let got = r.predict(&small, 10, 12, 4).unwrap();
+    for y in 0..10 {
+        for xx in 0..12 {
+            assert_eq!(got[y * 12 + xx], full[y * tw + xx]);
+        }
+    }
+    // larger: every pixel gets a probability, and a tile-sized window at a
+    // tile origin that no other tile overlaps equals that tile's output
+    let big = image(40, 24, 3);
+    let got = r.predict(&big, 40, 24, 4).unwrap();
+    assert_eq!(got.len(), 40 * 24);
+    assert!(got.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(r.predict(&big, 40, 25, 4).is_err());
+}
