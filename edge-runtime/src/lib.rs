@@ -5,5 +5,7 @@
 //! the pipeline (superpixel voting, components, shape classes, cluster-aware
 //! counting) is the one the model will feed.
 
+pub mod journal;
 pub mod model;
 pub mod pipeline;
+pub mod protocol;

@@ -10,6 +10,7 @@ use nemascope_core::imageio::{save_gray8, save_mask};
 use nemascope_core::metrics::{dice, mean_dice_positive};
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_core::{Class, Mask, Result};
+use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::model::Model;
 use nemascope_edge::pipeline::Pipeline;
 
@@ -39,6 +40,15 @@ enum Cmd {
         /// Write each frame, its truth and the found masks here.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Append `count` made-up records to the journal in DIR as fast as it
+    /// can, printing each sequence number once it is durable (the journal's
+    /// kill test drives this; hidden from help).
+    #[command(hide = true)]
+    JournalWriter {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
     },
     /// Check a model bundle: signature under the public key, model hash,
     /// manifest values, and that tract loads and runs the model.
@@ -157,6 +167,28 @@ fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf
     Ok(())
 }
 
+fn journal_writer(dir: &std::path::Path, count: u64) -> std::result::Result<(), String> {
+    use std::io::Write;
+    let mut j = Journal::open(dir).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    for i in 0..count {
+        let seq = j
+            .append(&Record {
+                time_ms: i,
+                sample: "kill-test".into(),
+                source: format!("frame{i}"),
+                counts: [i as u32, (i % 7) as u32, (i % 3) as u32],
+                frame_ms: 1,
+                model: "none".into(),
+                warnings: 0,
+            })
+            .map_err(|e| e.to_string())?;
+        writeln!(out, "{seq}").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -166,6 +198,9 @@ fn main() -> ExitCode {
             calibration_frames,
             out,
         } => demo(frames.max(1), seed, calibration_frames, out),
+        Cmd::JournalWriter { dir, count } => {
+            journal_writer(&dir, count).map_err(nemascope_core::Error::Invalid)
+        }
         Cmd::CheckModel { bundle, public_key } => {
             check_model(&bundle, &public_key).map_err(nemascope_core::Error::Invalid)
         }

@@ -82,6 +82,10 @@ pub struct TrainConfig {
     /// libtorch threads; 0 keeps libtorch's choice.
     pub threads: i32,
     pub seed: u64,
+    /// Dice loss form: `per-tile` (per tile and class, the paper's) or
+    /// `batch` (per class over the batch; needed with several classes that
+    /// most tiles lack, see `stages::dice_loss`).
+    pub dice: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +162,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             threads: 0,
             seed: 7,
+            dice: "per-tile".into(),
         }
     }
 }
@@ -208,7 +213,20 @@ impl Config {
     }
 
     /// Refuses values that would train nothing or crash later.
+    /// The configured Dice loss form.
+    pub fn dice_kind(&self) -> Result<crate::stages::DiceKind> {
+        use crate::stages::DiceKind;
+        match self.train.dice.as_str() {
+            "per-tile" => Ok(DiceKind::PerTile),
+            "batch" => Ok(DiceKind::Batch),
+            d => Err(Error::Invalid(format!(
+                "train.dice `{d}`: expected per-tile or batch"
+            ))),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.dice_kind()?;
         let bad = |m: String| Err(Error::Invalid(m));
         let d = &self.data;
         if !["bbbc010", "generic", "synth"].contains(&d.kind.as_str()) {

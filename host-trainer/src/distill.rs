@@ -16,21 +16,40 @@ use tch::Tensor;
 
 use crate::data::{grid_regions, make_batch, Data, Geometry, Region};
 use crate::eval;
-use crate::stages::dice_loss;
+use crate::stages::dice_loss_of;
 use crate::train::{self, StageResult, State};
 use crate::unet::UNet;
 
-/// The student and its training budget.
-#[derive(Debug, Clone)]
+/// The student and its training budget (also the `distill` command's
+/// options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DistillOptions {
+    /// Student width of the first level (teacher: model.base).
+    #[arg(long, default_value_t = 4)]
     pub base: i64,
+    /// Student depth (number of poolings).
+    #[arg(long, default_value_t = 4)]
     pub depth: usize,
+    #[arg(long, default_value_t = 2000)]
     pub steps: usize,
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    /// Weight of the soft-map loss against the Dice loss on the masks.
+    /// Weight of the soft-map loss (BCE) beside the Dice loss on the masks.
+    #[arg(long, default_value_t = 1.0)]
     pub soft_weight: f64,
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
+}
+
+/// What [`distill`] made: the student's validation scores and the sizes
+/// (parameters, multiply-adds per 384×512 frame) of both networks.
+#[derive(Debug, Clone)]
+pub struct Distilled {
+    pub result: StageResult,
+    pub teacher: (usize, usize),
+    pub student: (usize, usize),
 }
 
 /// The teacher run's last refined (voted) masks, if it kept them.
@@ -70,7 +89,7 @@ fn soft_batch(soft: &[Vec<Plane>], regions: &[(Region, Vec<bool>)], classes: usi
 }
 
 /// Trains a student of `teacher_run` into `out` (a new run folder).
-pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<StageResult> {
+pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Distilled> {
     if out.join(train::STATE_FILE).exists() {
         return Err(Error::Invalid(format!(
             "{} already holds a run",
@@ -114,6 +133,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Sta
     if regions.is_empty() || val.is_empty() {
         return Err(Error::Invalid("no labelled tiles to distil on".into()));
     }
+    let dice = cfg.dice_kind()?;
     let loss = |net: &UNet,
                 rs: &[(Region, Vec<bool>)],
                 flip: (bool, bool),
@@ -135,7 +155,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Sta
             .clamp(1e-6, 1.0 - 1e-6);
         let bce =
             p.binary_cross_entropy::<Tensor>(&s.to_device(device), None, tch::Reduction::Mean);
-        Ok(bce * o.soft_weight + dice_loss(&p, &m.to_device(device)))
+        Ok(bce * o.soft_weight + dice_loss_of(dice, &p, &m.to_device(device)))
     };
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
     let start = Instant::now();
@@ -218,7 +238,11 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Sta
     };
     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
     train::write_atomic(&out.join(train::STATE_FILE), &json)?;
-    Ok(result)
+    Ok(Distilled {
+        result,
+        teacher: size_of(cfg.model.base, cfg.model.depth, classes),
+        student: size_of(o.base, o.depth, classes),
+    })
 }
 
 fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {

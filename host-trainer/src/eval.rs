@@ -59,7 +59,19 @@ pub fn voted(
     p: &VoteParams,
     absent: Option<&[Mask]>,
 ) -> Result<Vec<Mask>> {
-    let seg = felzenszwalb::segment(&item.stretched, &p.superpixels)?;
+    vote_planes(&item.stretched, maps, p, absent)
+}
+
+/// [`voted`] for any image: `stretched` is the image after the 0.5–99.5 %
+/// stretch the superpixels are computed on. The one voting path of the
+/// trainer.
+pub fn vote_planes(
+    stretched: &Plane,
+    maps: &[Plane],
+    p: &VoteParams,
+    absent: Option<&[Mask]>,
+) -> Result<Vec<Mask>> {
+    let seg = felzenszwalb::segment(stretched, &p.superpixels)?;
     maps.iter()
         .enumerate()
         .map(|(c, m)| {

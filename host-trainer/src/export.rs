@@ -9,7 +9,8 @@ use std::path::Path;
 use nemascope_bundle::{manifest::Voting, Bundle, Manifest, FORMAT};
 use nemascope_core::{Error, Mask, Plane, Result};
 use nemascope_onnx::{
-    export as onnx, graph::encode, BatchNorm, Conv, InputSize, Runner, UNetWeights,
+    export as onnx, graph::encode, run::edge_window, BatchNorm, Conv, InputSize, Runner,
+    UNetWeights,
 };
 use tch::{nn, Device, Kind, Tensor};
 
@@ -140,13 +141,14 @@ pub fn onnx_bytes(
 
 /// The top-left `size` window of `p`, edge pixels repeated past its end.
 fn pad_to(p: &Plane, size: InputSize) -> Vec<f32> {
-    let (w, h) = (p.width(), p.height());
-    let mut out = Vec::with_capacity(size.height * size.width);
-    for y in 0..size.height {
-        for x in 0..size.width {
-            out.push(p.data()[y.min(h - 1) * w + x.min(w - 1)]);
-        }
-    }
+    let mut out = vec![0f32; size.height * size.width];
+    edge_window(
+        p.data(),
+        [1, p.height(), p.width()],
+        (0, 0),
+        (size.height, size.width),
+        &mut out,
+    );
     out
 }
 
@@ -240,10 +242,17 @@ fn manifest(
         "image-level labels only"
     };
     training.insert("supervision".into(), kind.into());
-    training.insert(
-        "data".into(),
-        format!("{} {}", cfg.data.kind, cfg.data.root.display()),
-    );
+    let source = if cfg.data.kind == "synth" {
+        format!(
+            "synthetic generator, seed {}, {} frames",
+            cfg.data.seed, cfg.data.synth_frames
+        )
+    } else if cfg.data.root.as_os_str().is_empty() {
+        format!("{} (default location)", cfg.data.kind)
+    } else {
+        format!("{} at {}", cfg.data.kind, cfg.data.root.display())
+    };
+    training.insert("data".into(), source);
     training.insert(
         "images".into(),
         format!(

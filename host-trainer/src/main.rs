@@ -110,23 +110,8 @@ enum Cmd {
         run: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// Student width of the first level (teacher: model.base).
-        #[arg(long, default_value_t = 4)]
-        base: i64,
-        /// Student depth (number of poolings).
-        #[arg(long, default_value_t = 4)]
-        depth: usize,
-        #[arg(long, default_value_t = 1500)]
-        steps: usize,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        /// Weight of the soft-map loss (BCE) beside the Dice loss on masks.
-        #[arg(long, default_value_t = 1.0)]
-        soft_weight: f64,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+        #[command(flatten)]
+        student: distill::DistillOptions,
     },
     /// Make an ed25519 key pair for signing bundles: <STEM>.key (keep it)
     /// and <STEM>.pub (configure it on the edge units).
@@ -266,41 +251,16 @@ fn run() -> Result<()> {
             print!("{}", load_config(&config)?.to_toml());
             Ok(())
         }
-        Cmd::Distill {
-            run,
-            out,
-            base,
-            depth,
-            steps,
-            batch,
-            lr,
-            soft_weight,
-            seed,
-        } => {
+        Cmd::Distill { run, out, student } => {
             install_ctrlc();
-            let o = distill::DistillOptions {
-                base,
-                depth,
-                steps,
-                batch,
-                lr,
-                soft_weight,
-                seed,
-            };
-            let (tp, tm) = {
-                let (cfg, _, _, _) = train::load_model(&run, None)?;
-                distill::size_of(cfg.model.base, cfg.model.depth, 1)
-            };
-            let (sp, sm) = distill::size_of(base, depth, 1);
-            let r = distill::distill(&run, &out, &o)?;
-            println!(
-                "teacher: {tp} parameters, {:.3} G multiply-adds per 384x512 frame",
-                tm as f64 / 1e9
-            );
-            println!(
-                "student: {sp} parameters, {:.3} G multiply-adds per 384x512 frame",
-                sm as f64 / 1e9
-            );
+            let d = distill::distill(&run, &out, &student)?;
+            for (who, (p, m)) in [("teacher", d.teacher), ("student", d.student)] {
+                println!(
+                    "{who}: {p} parameters, {:.3} G multiply-adds per 384x512 frame",
+                    m as f64 / 1e9
+                );
+            }
+            let r = d.result;
             for (c, d) in r.dice.iter().enumerate() {
                 println!(
                     "student class {c}: validation Dice {}",

@@ -1,9 +1,8 @@
 //! Stages 2 and 3 of the weakly supervised method: superpixel voting on the
 //! network's maps, and the Dice loss the refinement rounds train with.
 
-use nemascope_core::felzenszwalb::{self, Params};
+use nemascope_core::felzenszwalb::Params;
 use nemascope_core::imageio::stretch;
-use nemascope_core::voting::vote_map;
 use nemascope_core::{Error, Mask, Plane, Result};
 use tch::{Kind, Tensor};
 
@@ -54,21 +53,24 @@ pub fn voted_masks(
             labels.len()
         )));
     }
-    let mut out = Vec::with_capacity(images.len());
-    for (b, (img, lab)) in images.iter().zip(labels).enumerate() {
-        let seg = felzenszwalb::segment(&stretch(img, 0.005, 0.995), &p.superpixels)?;
-        let mut per_class = Vec::with_capacity(size[1] as usize);
-        for c in 0..size[1] {
-            let present = lab.get(c as usize).copied().unwrap_or(false);
-            per_class.push(if present {
-                vote_map(&seg, &map_plane(maps, b as i64, c)?, p.threshold, p.rate)?
-            } else {
-                Mask::filled(img.width(), img.height(), false)
-            });
-        }
-        out.push(per_class);
-    }
-    Ok(out)
+    images
+        .iter()
+        .zip(labels)
+        .enumerate()
+        .map(|(b, (img, lab))| {
+            let planes = (0..size[1])
+                .map(|c| map_plane(maps, b as i64, c))
+                .collect::<Result<Vec<_>>>()?;
+            // A class the label says is absent is cleared everywhere.
+            let absent: Vec<Mask> = (0..planes.len())
+                .map(|c| {
+                    let present = lab.get(c).copied().unwrap_or(false);
+                    Mask::filled(img.width(), img.height(), !present)
+                })
+                .collect();
+            crate::eval::vote_planes(&stretch(img, 0.005, 0.995), &planes, p, Some(&absent))
+        })
+        .collect()
 }
 
 /// Masks `[B][C]` as a `[B, C, H, W]` float tensor of 0/1.
@@ -92,8 +94,43 @@ pub fn masks_tensor(masks: &[Vec<Mask>]) -> Result<Tensor> {
 /// Soft Dice loss `1 − (2Σpt + s)/(Σp + Σt + s)`, per image and class, then
 /// averaged; the smoothing `s = 1` makes an empty target with an empty
 /// prediction cost nothing.
+///
+/// Its gradient on an empty target is `1/(Σp + 1)²`: a class whose map is
+/// high everywhere on tiles without it is hardly pushed down. With several
+/// classes, most of them absent from most tiles, a network can stay stuck
+/// there (seen on the synthetic data: one class at 1 everywhere);
+/// [`dice_loss_batch`] avoids it.
 pub fn dice_loss(pred: &Tensor, target: &Tensor) -> Tensor {
-    let dims: &[i64] = &[2, 3];
+    dice_over(pred, target, &[2, 3])
+}
+
+/// Soft Dice per class over the whole batch (`Σ` over images and pixels),
+/// averaged over classes: empty tiles still add their false positives to
+/// the denominator of a class other tiles hold, so their gradient does not
+/// vanish.
+pub fn dice_loss_batch(pred: &Tensor, target: &Tensor) -> Tensor {
+    dice_over(pred, target, &[0, 2, 3])
+}
+
+/// The Dice loss of the configured kind (`train.dice`).
+pub fn dice_loss_of(kind: DiceKind, pred: &Tensor, target: &Tensor) -> Tensor {
+    match kind {
+        DiceKind::PerTile => dice_loss(pred, target),
+        DiceKind::Batch => dice_loss_batch(pred, target),
+    }
+}
+
+/// How the Dice loss of the refinement (and supervised) phases sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiceKind {
+    /// Per tile and class, then averaged (the paper's form; the default).
+    #[default]
+    PerTile,
+    /// Per class over the batch.
+    Batch,
+}
+
+fn dice_over(pred: &Tensor, target: &Tensor, dims: &[i64]) -> Tensor {
     let inter = (pred * target).sum_dim_intlist(dims, false, Kind::Float);
     let total = pred.sum_dim_intlist(dims, false, Kind::Float)
         + target.sum_dim_intlist(dims, false, Kind::Float);

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::data::{self, grid_regions, known_absent, make_batch, Data, Region};
 use crate::eval::{self, SegScores};
 use crate::pooling::pool;
-use crate::stages::dice_loss;
+use crate::stages::dice_loss_of;
 use crate::unet::UNet;
 use rand::Rng;
 
@@ -470,7 +470,7 @@ impl Trainer {
                     .masks
                     .as_ref()
                     .ok_or_else(|| Error::Invalid("no mask targets".into()))?;
-                dice_loss(&maps, &m.to_device(self.device))
+                dice_loss_of(self.cfg.dice_kind()?, &maps, &m.to_device(self.device))
             }
         })
     }

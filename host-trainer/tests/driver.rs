@@ -5,28 +5,10 @@
 
 use nemascope_core::imageio::{load_mask, save_gray8};
 use nemascope_core::synth::{self, SynthConfig};
-use nemascope_train::config::Config;
 use nemascope_train::train::{Trainer, LAST, MODEL};
 
-fn tiny_config() -> Config {
-    let mut c = Config::default();
-    c.data.kind = "synth".into();
-    c.data.width = 128;
-    c.data.height = 96;
-    c.data.crop = 0;
-    c.data.synth_frames = 24;
-    c.data.val_fraction = 0.25;
-    c.model.base = 4;
-    c.model.depth = 2;
-    c.train.lr = 3e-3;
-    c.train.batch = 4;
-    c.train.steps_per_epoch = 8;
-    c.train.classify_epochs = 3;
-    c.train.refine_epochs = 1;
-    c.train.rounds = 2;
-    c.train.threads = 1;
-    c
-}
+mod common;
+use common::tiny_config;
 
 #[test]
 fn stages_run_resume_and_report() {

@@ -6,13 +6,15 @@ use nemascope_bundle::{Bundle, SigningKey};
 use nemascope_onnx::export::{self as onnx, InputSize};
 use nemascope_onnx::graph::encode;
 use nemascope_onnx::Runner;
-use nemascope_train::config::Config;
 use nemascope_train::distill::{distill, DistillOptions};
 use nemascope_train::export::{export_run, unet_weights, ExportOptions, Precision};
 use nemascope_train::train::Trainer;
 use nemascope_train::unet::{UNet, UNetConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
+
+mod common;
+use common::tiny_config;
 
 #[test]
 fn tch_and_tract_agree_within_1e_4() {
@@ -65,22 +67,11 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
     tch::manual_seed(1);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut c = Config::default();
-    c.data.kind = "synth".into();
-    c.data.width = 128;
-    c.data.height = 96;
-    c.data.crop = 0;
+    let mut c = tiny_config();
     c.data.synth_frames = 16;
-    c.data.val_fraction = 0.25;
-    c.model.base = 4;
-    c.model.depth = 2;
-    c.train.lr = 3e-3;
-    c.train.batch = 4;
     c.train.steps_per_epoch = 6;
     c.train.classify_epochs = 2;
-    c.train.refine_epochs = 1;
     c.train.rounds = 1;
-    c.train.threads = 1;
     let mut t = Trainer::open(&run, Some(c), false).unwrap();
     t.verbose = false;
     t.classical = false;
@@ -97,7 +88,9 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         soft_weight: 1.0,
         seed: 1,
     };
-    let r = distill(&run, &student, &o).unwrap();
+    let d = distill(&run, &student, &o).unwrap();
+    assert!(d.student.0 < d.teacher.0 && d.student.1 < d.teacher.1);
+    let r = d.result;
     assert!(r.stage.starts_with("student"));
     assert_eq!(r.dice.len(), 3);
     // the student folder is a run: a second distill into it is refused

@@ -75,6 +75,31 @@ fn dice_loss_reference_values() {
 }
 
 #[test]
+fn batch_dice_keeps_a_gradient_on_empty_tiles() {
+    use nemascope_train::stages::{dice_loss, dice_loss_batch};
+    // Tile 0 holds the class in one pixel; tile 1 lacks it and the
+    // prediction is 1 everywhere there.
+    let t = Tensor::from_slice(&[1.0f32, 0., 0., 0., 0., 0., 0., 0.]).reshape([2, 1, 2, 2]);
+    let mut p = Tensor::from_slice(&[1.0f32, 0., 0., 0., 1., 1., 1., 1.])
+        .reshape([2, 1, 2, 2])
+        .set_requires_grad(true);
+    // batch: 1 − (2·1 + 1)/(5 + 1 + 1) = 4/7
+    let l = dice_loss_batch(&p, &t);
+    assert!((l.double_value(&[]) - 4.0 / 7.0).abs() < 1e-6);
+    l.backward();
+    let g_batch = p.grad().get(1).sum(Kind::Float).double_value(&[]);
+    p.zero_grad();
+    // per tile: (0 + (1 − 1/5)) / 2 = 0.4
+    let l = dice_loss(&p, &t);
+    assert!((l.double_value(&[]) - 0.4).abs() < 1e-6);
+    l.backward();
+    let g_tile = p.grad().get(1).sum(Kind::Float).double_value(&[]);
+    // both push the empty tile down; per tile the push is 1/(Σp+1)² per pixel
+    assert!(g_tile > 0.0 && g_batch > 0.0);
+    assert!((g_tile - 4.0 * 0.5 / 25.0).abs() < 1e-6, "{g_tile}");
+}
+
+#[test]
 fn voting_turns_a_coarse_map_into_the_object_and_negatives_into_nothing() {
     use nemascope_core::{Mask, Plane};
     use nemascope_train::stages::{masks_tensor, voted_masks, VoteParams};

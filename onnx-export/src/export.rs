@@ -121,18 +121,7 @@ pub fn fp32(w: &UNetWeights, size: InputSize, taps: bool) -> Result<ModelProto, 
     for (i, [a, b]) in w.up.iter().enumerate() {
         let l = w.depth - 1 - i;
         let skip = skips.pop().expect("one skip per level");
-        let u = g.node(
-            "Resize",
-            &[&x, "", &scales],
-            &format!("resize{l}"),
-            &resize_attrs(),
-        );
-        let cat = g.node(
-            "Concat",
-            &[&u, &skip],
-            &format!("cat{l}"),
-            &[("axis", Attr::Int(1))],
-        );
+        let cat = upsample_concat(&mut g, &x, &skip, &scales, l);
         x = conv_relu(&mut g, &cat, a, &format!("up{l}.0"), &mut tapped, l);
         x = conv_relu(&mut g, &x, b, &format!("up{l}.1"), &mut tapped, l);
         debug_assert_eq!(b.cout, widths[l]);
@@ -286,18 +275,7 @@ pub fn int8(w: &UNetWeights, size: InputSize, cal: &Calibration) -> Result<Model
         if (ss.2 - xs.2).abs() > ss.2 * 1e-6 {
             return Err(Error::Shape(format!("concat at level {l}: scales differ")));
         }
-        let u = g.node(
-            "Resize",
-            &[&x, "", &up_scales],
-            &format!("resize{l}"),
-            &resize_attrs(),
-        );
-        let cat = g.node(
-            "Concat",
-            &[&u, &skip],
-            &format!("cat{l}"),
-            &[("axis", Attr::Int(1))],
-        );
+        let cat = upsample_concat(&mut g, &x, &skip, &up_scales, l);
         (x, xs) = relu(&mut g, &cat, &xs, a, &format!("up{l}.0"));
         (x, xs) = relu(&mut g, &x, &xs, b, &format!("up{l}.1"));
     }
@@ -316,6 +294,24 @@ pub fn int8(w: &UNetWeights, size: InputSize, cal: &Calibration) -> Result<Model
     let maps = g.node("Sigmoid", &[&logits], OUTPUT, &[]);
     g.output(&maps, Elem::F32, &[1, w.classes() as i64, h, wd]);
     Ok(g.model("nemascope U-Net, int8 (QLinearConv, per-channel weight scales)"))
+}
+
+/// The decoder's join at level `l`: `x` repeated ×2 (`Resize`), then
+/// concatenated with the encoder's `skip` along channels. The same in fp32
+/// and int8 (both only move values).
+fn upsample_concat(g: &mut Graph, x: &str, skip: &str, scales: &str, l: usize) -> String {
+    let u = g.node(
+        "Resize",
+        &[x, "", scales],
+        &format!("resize{l}"),
+        &resize_attrs(),
+    );
+    g.node(
+        "Concat",
+        &[&u, skip],
+        &format!("cat{l}"),
+        &[("axis", Attr::Int(1))],
+    )
 }
 
 fn dims(c: &Conv) -> [i64; 4] {

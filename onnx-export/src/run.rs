@@ -131,15 +131,7 @@ impl Runner {
         let mut tile = vec![0f32; c * th * tw];
         for &y0 in &tile_starts(h, th, overlap) {
             for &x0 in &tile_starts(w, tw, overlap) {
-                for ch in 0..c {
-                    for ty in 0..th {
-                        let sy = (y0 + ty).min(h - 1);
-                        for tx in 0..tw {
-                            let sx = (x0 + tx).min(w - 1);
-                            tile[(ch * th + ty) * tw + tx] = image[(ch * h + sy) * w + sx];
-                        }
-                    }
-                }
+                edge_window(image, [c, h, w], (y0, x0), (th, tw), &mut tile);
                 let (shape, maps) = self.run(&tile)?.swap_remove(0);
                 let classes = shape.get(1).copied().unwrap_or(0);
                 if shape != [1, classes, th, tw] {
@@ -166,6 +158,33 @@ impl Runner {
             *v /= hits[i % n] as f32;
         }
         Ok(acc)
+    }
+}
+
+/// The `th×tw` window of the `[c, h, w]` `image` at `(y0, x0)` into `out`
+/// (`[c, th, tw]`), repeating edge pixels where the window passes the
+/// image's end: frames smaller than the model input and the last tiles of
+/// a frame are padded the same way.
+pub fn edge_window(
+    image: &[f32],
+    [c, h, w]: [usize; 3],
+    (y0, x0): (usize, usize),
+    (th, tw): (usize, usize),
+    out: &mut [f32],
+) {
+    debug_assert_eq!(image.len(), c * h * w);
+    debug_assert_eq!(out.len(), c * th * tw);
+    for ch in 0..c {
+        for ty in 0..th {
+            let sy = (y0 + ty).min(h - 1);
+            let row = &image[(ch * h + sy) * w..(ch * h + sy + 1) * w];
+            for (tx, o) in out[(ch * th + ty) * tw..(ch * th + ty + 1) * tw]
+                .iter_mut()
+                .enumerate()
+            {
+                *o = row[(x0 + tx).min(w - 1)];
+            }
+        }
     }
 }
 

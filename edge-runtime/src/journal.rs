@@ -1,0 +1,400 @@
+//! The journal: every count result is appended here, with its sequence
+//! number, and made durable (fsync) before it is shown or sent. After a
+//! crash or power cut at any moment no result is lost or duplicated: a torn
+//! last record is cut off when the journal is opened again, and sequence
+//! numbers continue from the last whole record.
+//!
+//! File layout (`journal.bin`): an 8-byte magic, then records of
+//! `len u32 | crc32 u32 | payload` (little-endian), the payload being
+//! `seq u64 | JSON of the Record`. The highest sequence number the serial
+//! peer acknowledged is kept beside it in `acked` (written atomically).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const MAGIC: &[u8; 8] = b"NEMJRNL1";
+/// No record is this long; a larger length field means damage.
+const MAX_RECORD: usize = 1 << 20;
+const HEADER: usize = 8;
+
+/// One counted frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Sample the frame belongs to (folder name, barcode, operator's id).
+    pub sample: String,
+    /// Where the frame came from (file name, camera frame number).
+    pub source: String,
+    /// Worms, eggs, cysts.
+    pub counts: [u32; 3],
+    pub frame_ms: u32,
+    /// Name of the model bundle that counted it.
+    pub model: String,
+    /// Warning bits (`protocol::warn`).
+    pub warnings: u8,
+}
+
+/// A record with the sequence number the journal gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub seq: u64,
+    pub record: Record,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("journal {0}: not a nemascope journal (wrong magic); it was left untouched")]
+    NotAJournal(PathBuf),
+    #[error("journal record {seq}: {msg}")]
+    Record { seq: u64, msg: String },
+}
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+/// What opening found and mended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes of a torn last record that were cut off.
+    pub torn_bytes: u64,
+    /// Where a damaged journal was copied before its undamaged prefix was
+    /// kept (damage before the end, not a torn write).
+    pub damaged_copy: Option<PathBuf>,
+}
+
+/// An open journal.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    file: File,
+    /// Start offset of each record; entry `i` holds sequence number `i + 1`.
+    offsets: Vec<u64>,
+    end: u64,
+    acked: u64,
+    pub recovery: Recovery,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old or the new
+/// content, never a mix: temporary file, fsync, rename, fsync the folder.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    sync_dir(path)
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Checks the records in `bytes` (after the magic): the offsets of the whole
+/// ones and where the last whole one ends.
+fn scan(bytes: &[u8]) -> (Vec<u64>, usize) {
+    let mut offsets = Vec::new();
+    let mut at = HEADER;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4"));
+        if !(8..=MAX_RECORD).contains(&len) || at + 8 + len > bytes.len() {
+            break;
+        }
+        let payload = &bytes[at + 8..at + 8 + len];
+        let seq = u64::from_le_bytes(payload[..8].try_into().expect("8"));
+        if crc32fast::hash(payload) != crc || seq != offsets.len() as u64 + 1 {
+            break;
+        }
+        offsets.push(at as u64);
+        at += 8 + len;
+    }
+    (offsets, at)
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`, cutting off a torn last
+    /// record. Damage before the end (a bad record followed by more data)
+    /// is not silently dropped: the whole file is first copied to
+    /// `journal.bin.damaged-<n>`, then the undamaged prefix is kept.
+    pub fn open(dir: &Path) -> Result<Journal> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("journal.bin");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        let mut recovery = Recovery::default();
+        if bytes.len() < HEADER {
+            if !MAGIC.starts_with(&bytes) {
+                return Err(JournalError::NotAJournal(path));
+            }
+            // New, or torn while its magic was written.
+            file.set_len(0).map_err(io(&path))?;
+            file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
+            file.write_all(MAGIC).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+            sync_dir(&path)?;
+            bytes = MAGIC.to_vec();
+        } else if &bytes[..HEADER] != MAGIC {
+            return Err(JournalError::NotAJournal(path));
+        }
+        let (offsets, end) = scan(&bytes);
+        if end < bytes.len() {
+            let rest = (bytes.len() - end) as u64;
+            // A torn append leaves at most one partial record at the end;
+            // anything longer than the longest record is damage.
+            let torn = rest < 8 + MAX_RECORD as u64 && Self::is_torn_tail(&bytes[end..]);
+            if !torn {
+                let copy = (0..)
+                    .map(|n| dir.join(format!("journal.bin.damaged-{n}")))
+                    .find(|p| !p.exists())
+                    .expect("a free name");
+                std::fs::write(&copy, &bytes).map_err(io(&copy))?;
+                File::open(&copy)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(&copy))?;
+                recovery.damaged_copy = Some(copy);
+            }
+            recovery.torn_bytes = rest;
+            file.set_len(end as u64).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+        }
+        let acked = match std::fs::read_to_string(dir.join("acked")) {
+            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io(&dir.join("acked"))(e)),
+        };
+        let mut j = Journal {
+            dir: dir.to_path_buf(),
+            file,
+            offsets,
+            end: end as u64,
+            acked: 0,
+            recovery,
+        };
+        // An acknowledgement never runs ahead of what is on disk.
+        j.acked = acked.min(j.last_seq());
+        Ok(j)
+    }
+
+    /// Whether `tail` (bytes after the last whole record) is what an
+    /// interrupted append leaves: a record header whose length runs past
+    /// the end, or fewer bytes than a header.
+    fn is_torn_tail(tail: &[u8]) -> bool {
+        if tail.len() < 8 {
+            return true;
+        }
+        let len = u32::from_le_bytes(tail[..4].try_into().expect("4")) as usize;
+        (8..=MAX_RECORD).contains(&len) && 8 + len > tail.len()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("journal.bin")
+    }
+
+    /// Sequence number of the last record (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    /// Highest sequence number the serial peer acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Appends `record` and makes it durable; returns its sequence number.
+    /// On a failed write (a full disk) the journal is cut back to where it
+    /// was, so no partial record stays behind.
+    pub fn append(&mut self, record: &Record) -> Result<u64> {
+        let seq = self.last_seq() + 1;
+        let mut payload = seq.to_le_bytes().to_vec();
+        serde_json::to_writer(&mut payload, record).expect("records serialise");
+        if payload.len() > MAX_RECORD {
+            return Err(JournalError::Record {
+                seq,
+                msg: format!(
+                    "{} bytes is over the {MAX_RECORD}-byte limit",
+                    payload.len()
+                ),
+            });
+        }
+        let mut buf = Vec::with_capacity(8 + payload.len());
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+        let path = self.path();
+        let write = (|| {
+            self.file.seek(SeekFrom::Start(self.end))?;
+            self.file.write_all(&buf)?;
+            self.file.sync_data()
+        })();
+        if let Err(e) = write {
+            // Best effort: the next open cuts a torn record anyway.
+            let _ = self.file.set_len(self.end);
+            return Err(io(&path)(e));
+        }
+        self.offsets.push(self.end);
+        self.end += buf.len() as u64;
+        Ok(seq)
+    }
+
+    /// The record with sequence number `seq`.
+    pub fn get(&mut self, seq: u64) -> Result<Entry> {
+        let i = seq
+            .checked_sub(1)
+            .filter(|&i| i < self.last_seq())
+            .ok_or_else(|| JournalError::Record {
+                seq,
+                msg: format!("not in the journal (1..={})", self.last_seq()),
+            })? as usize;
+        let start = self.offsets[i];
+        let stop = self.offsets.get(i + 1).copied().unwrap_or(self.end);
+        let mut buf = vec![0u8; (stop - start) as usize];
+        let path = self.path();
+        self.file
+            .seek(SeekFrom::Start(start))
+            .and_then(|_| self.file.read_exact(&mut buf))
+            .map_err(io(&path))?;
+        let record = serde_json::from_slice(&buf[16..]).map_err(|e| JournalError::Record {
+            seq,
+            msg: e.to_string(),
+        })?;
+        Ok(Entry { seq, record })
+    }
+
+    /// Records from `seq` on (for a resend).
+    pub fn from(&mut self, seq: u64) -> Result<Vec<Entry>> {
+        (seq.max(1)..=self.last_seq())
+            .map(|s| self.get(s))
+            .collect()
+    }
+
+    /// Records the peer acknowledged everything up to `seq`. Acks beyond
+    /// the last record, or behind the current one, change nothing.
+    pub fn ack(&mut self, seq: u64) -> Result<()> {
+        let seq = seq.min(self.last_seq());
+        if seq <= self.acked {
+            return Ok(());
+        }
+        write_atomic(&self.dir.join("acked"), format!("{seq}\n").as_bytes())?;
+        self.acked = seq;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u32) -> Record {
+        Record {
+            time_ms: 1_764_000_000_000 + i as u64,
+            sample: "soil-7".into(),
+            source: format!("frame{i:04}.png"),
+            counts: [i, 2 * i, 0],
+            frame_ms: 60,
+            model: "synth-worm-egg-cyst".into(),
+            warnings: 0,
+        }
+    }
+
+    #[test]
+    fn appends_survive_reopening_and_seqs_continue() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path()).unwrap();
+        assert_eq!(j.last_seq(), 0);
+        for i in 1..=5 {
+            assert_eq!(j.append(&rec(i)).unwrap(), i as u64);
+        }
+        j.ack(3).unwrap();
+        drop(j);
+        let mut j = Journal::open(d.path()).unwrap();
+        assert_eq!((j.last_seq(), j.acked()), (5, 3));
+        assert_eq!(j.recovery, Recovery::default());
+        assert_eq!(j.append(&rec(6)).unwrap(), 6);
+        let all = j.from(4).unwrap();
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!(all[2].record, rec(6));
+        assert!(j.get(7).is_err() && j.get(0).is_err());
+        // acks never go back nor past the end
+        j.ack(2).unwrap();
+        j.ack(99).unwrap();
+        assert_eq!(j.acked(), 6);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_at_every_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path()).unwrap();
+        for i in 1..=3 {
+            j.append(&rec(i)).unwrap();
+        }
+        let full = std::fs::read(j.path()).unwrap();
+        let third = j.offsets[2] as usize;
+        drop(j);
+        // A power cut after any prefix of the third record's bytes.
+        for cut in third..full.len() {
+            let d2 = tempfile::tempdir().unwrap();
+            std::fs::write(d2.path().join("journal.bin"), &full[..cut]).unwrap();
+            let mut j = Journal::open(d2.path()).unwrap();
+            assert_eq!(j.last_seq(), 2, "cut at {cut}");
+            assert_eq!(j.recovery.torn_bytes, (cut - third) as u64);
+            assert_eq!(j.recovery.damaged_copy, None);
+            assert_eq!(j.append(&rec(9)).unwrap(), 3);
+            drop(j);
+            let mut j = Journal::open(d2.path()).unwrap();
+            assert_eq!(j.get(3).unwrap().record, rec(9));
+        }
+    }
+
+    #[test]
+    fn damage_before_the_end_is_copied_aside_not_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path()).unwrap();
+        for i in 1..=4 {
+            j.append(&rec(i)).unwrap();
+        }
+        let mut bytes = std::fs::read(j.path()).unwrap();
+        let second = j.offsets[1] as usize;
+        drop(j);
+        bytes[second + 20] ^= 0x40; // bit rot inside record 2
+        std::fs::write(d.path().join("journal.bin"), &bytes).unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        assert_eq!(j.last_seq(), 1);
+        let copy = j.recovery.damaged_copy.clone().expect("copied aside");
+        assert_eq!(std::fs::read(copy).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("journal.bin"), b"hello, this is not it").unwrap();
+        let e = Journal::open(d.path()).unwrap_err();
+        assert!(e.to_string().contains("not a nemascope journal"), "{e}");
+        assert_eq!(
+            std::fs::read(d.path().join("journal.bin")).unwrap(),
+            b"hello, this is not it"
+        );
+    }
+}
