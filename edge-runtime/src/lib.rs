@@ -6,6 +6,7 @@
 //! counting) is the one the model will feed.
 
 pub mod journal;
+pub mod link;
 pub mod model;
 pub mod pipeline;
 pub mod protocol;
