@@ -12,6 +12,23 @@ use std::time::Duration;
 
 use nemascope_edge::journal::Journal;
 
+/// The writer program; under a cross target's emulator (no binfmt here),
+/// `NEMASCOPE_TEST_RUNNER` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`,
+/// set by `cargo xtask cross-test`) runs it.
+fn writer() -> Command {
+    let exe = env!("CARGO_BIN_EXE_nemascope-edge");
+    let runner = std::env::var("NEMASCOPE_TEST_RUNNER").unwrap_or_default();
+    let mut parts = runner.split_whitespace();
+    match parts.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(parts).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
 #[test]
 fn no_record_is_lost_or_duplicated_across_kills() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,24 +44,36 @@ fn no_record_is_lost_or_duplicated_across_kills() {
     let mut confirmed = 0u64;
     let kills = 25;
     for round in 0..kills {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nemascope-edge"))
+        let mut child = writer()
             .arg("journal-writer")
             .arg(&journal)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut last = None;
             for line in BufReader::new(stdout).lines() {
                 match line {
-                    Ok(l) => last = Some(l.trim().parse::<u64>().unwrap()),
+                    Ok(l) => {
+                        let seq = l.trim().parse::<u64>().unwrap();
+                        last = Some(seq);
+                        let _ = tx.send(seq);
+                    }
                     Err(_) => break,
                 }
             }
             last
         });
-        std::thread::sleep(Duration::from_millis(5 + next() % 60));
+        // Odd rounds kill at a random time after the start (possibly while
+        // the journal is being opened and repaired); even rounds first wait
+        // for the writer to be appending (slow under an emulator).
+        if round % 2 == 0 {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the writer appends");
+        }
+        std::thread::sleep(Duration::from_millis(next() % 60));
         child.kill().unwrap();
         child.wait().unwrap();
         let printed = reader.join().unwrap();

@@ -3,7 +3,7 @@
 //!
 //! - `demo`        the main job on its built-in default (synthetic frames)
 //! - `test`        everything CI checks: fmt, clippy, workspace tests, and
-//!   the shared crate's tests for aarch64 under qemu
+//!   the shared and edge crates' tests for aarch64 under qemu
 //! - `cross-test`  only the aarch64 + qemu part
 //! - `bench`       criterion benches + the side-by-side with scikit-image
 //! - `parity`      nemascope vs scikit-image Felzenszwalb on every BBBC010 well
@@ -276,15 +276,24 @@ fn cross_test() -> Result<(), String> {
     }
     run(Command::new("rustup").args(["target", "add", AARCH64]))?;
     // Linker and qemu runner come from .cargo/config.toml. Doc-tests are not
-    // run for a cross target, so `--tests` leaves them out explicitly.
-    run(cargo().args([
-        "test",
-        "-p",
-        "nemascope-core",
-        "--target",
-        AARCH64,
-        "--tests",
-    ]))
+    // run for a cross target, so `--tests` leaves them out explicitly. The
+    // edge crate's tests start its own binary (journal kill test): without
+    // binfmt that needs the emulator named, hence NEMASCOPE_TEST_RUNNER.
+    run(cargo()
+        .env(
+            "NEMASCOPE_TEST_RUNNER",
+            "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+        )
+        .args([
+            "test",
+            "-p",
+            "nemascope-core",
+            "-p",
+            "nemascope-edge",
+            "--target",
+            AARCH64,
+            "--tests",
+        ]))
 }
 
 fn main() -> ExitCode {
