@@ -31,13 +31,24 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 # libtorch for the host trainer (tch 0.26 pins torch 2.13.0), from PyPI into
-# a venv; cargo xtask points LIBTORCH_USE_PYTORCH and LD_LIBRARY_PATH at it.
-# Tasks that build nothing of the trainer skip the ~4.7 GB download.
+# a venv; cargo xtask points LIBTORCH and LD_LIBRARY_PATH at its torch/lib.
+# By default only what libtorch's CPU path loads (the torch wheel, the CUDA
+# runtime and CUPTI it links, ~1.2 GB, no pip cache): the full CUDA stack is
+# ~4.7 GB plus a pip cache as large, which filled CI's disk.
+# NEMASCOPE_TORCH=full installs everything (training on a GPU, and the
+# Python reference that `bench-step` compares against).
+# Tasks that build nothing of the trainer skip it.
 case "${1:-}" in
     demo | cross-test | bench | parity | onnx-check) exit 0 ;;
+    bench-step) NEMASCOPE_TORCH=full ;;
 esac
-if ! .venv-torch/bin/python -c "import torch" >/dev/null 2>&1; then
-    echo "setup: installing torch==2.13.0 into .venv-torch (large download)" >&2
+pip=(.venv-torch/bin/pip install -q --no-cache-dir)
+if ! ls .venv-torch/lib/python3*/site-packages/torch/lib/libtorch_cpu.so >/dev/null 2>&1; then
+    echo "setup: installing libtorch (torch==2.13.0, CPU libraries) into .venv-torch" >&2
     python3 -m venv .venv-torch
-    .venv-torch/bin/pip install -q torch==2.13.0
+    "${pip[@]}" --no-deps torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+fi
+if [ "${NEMASCOPE_TORCH:-}" = full ] && ! .venv-torch/bin/python -c "import torch" >/dev/null 2>&1; then
+    echo "setup: installing torch==2.13.0 with CUDA and its Python packages (~4.7 GB)" >&2
+    "${pip[@]}" torch==2.13.0
 fi

@@ -54,6 +54,8 @@ pub struct DataConfig {
 pub struct ModelConfig {
     pub base: i64,
     pub depth: usize,
+    /// Depthwise-separable 3×3 convolutions (small students).
+    pub separable: bool,
 }
 
 /// `gap`, `gmp` or `gwp` with its `r`.
@@ -133,7 +135,11 @@ impl Default for DataConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { base: 8, depth: 4 }
+        ModelConfig {
+            base: 8,
+            depth: 4,
+            separable: false,
+        }
     }
 }
 
@@ -361,6 +367,7 @@ impl Config {
             classes: classes as i64,
             base: self.model.base,
             depth: self.model.depth,
+            separable: self.model.separable,
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct DistillOptions {
     /// Student depth (number of poolings).
     #[arg(long, default_value_t = 4)]
     pub depth: usize,
+    /// Depthwise-separable 3×3 convolutions (depthwise 3×3 + pointwise 1×1).
+    #[arg(long)]
+    pub separable: bool,
     #[arg(long, default_value_t = 2000)]
     pub steps: usize,
     #[arg(long, default_value_t = 16)]
@@ -118,6 +121,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
     let mut scfg = cfg.clone();
     scfg.model.base = o.base;
     scfg.model.depth = o.depth;
+    scfg.model.separable = o.separable;
     scfg.validate()?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     train::write_atomic(&out.join(train::CONFIG_FILE), scfg.to_toml().as_bytes())?;
@@ -215,7 +219,12 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
     let counter = eval::fit_counter(&data, &data.train);
     let s = eval::score(&data, &data.val, &preds, counter.as_ref())?;
     let result = StageResult {
-        stage: format!("student (base {}, depth {})", o.base, o.depth),
+        stage: format!(
+            "student (base {}, depth {}{})",
+            o.base,
+            o.depth,
+            if o.separable { ", separable" } else { "" }
+        ),
         dice: s.dice,
         per_image: s.per_image,
         accuracy: None,
@@ -240,8 +249,8 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
     train::write_atomic(&out.join(train::STATE_FILE), &json)?;
     Ok(Distilled {
         result,
-        teacher: size_of(cfg.model.base, cfg.model.depth, classes),
-        student: size_of(o.base, o.depth, classes),
+        teacher: size_of(&cfg.unet(classes)),
+        student: size_of(&scfg.unet(classes)),
     })
 }
 
@@ -253,7 +262,14 @@ fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {
 }
 
 /// Parameters and multiply-adds per 384×512 frame of a network shape.
-pub fn size_of(base: i64, depth: usize, classes: usize) -> (usize, usize) {
-    let w = nemascope_onnx::UNetWeights::random(1, classes, base as usize, depth, 0);
+pub fn size_of(c: &crate::unet::UNetConfig) -> (usize, usize) {
+    let w = nemascope_onnx::UNetWeights::random_shaped(
+        c.in_channels as usize,
+        c.classes as usize,
+        c.base as usize,
+        c.depth,
+        c.separable,
+        0,
+    );
     (w.params(), w.macs(384, 512))
 }

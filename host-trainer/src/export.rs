@@ -24,7 +24,9 @@ fn onnx_err(e: nemascope_onnx::Error) -> Error {
     Error::Invalid(e.to_string())
 }
 
-fn values(vars: &std::collections::HashMap<String, Tensor>, name: &str) -> Result<Vec<f32>> {
+type Vars = std::collections::HashMap<String, Tensor>;
+
+fn values(vars: &Vars, name: &str) -> Result<Vec<f32>> {
     let t = vars
         .get(name)
         .ok_or_else(|| Error::Invalid(format!("weights have no `{name}`")))?;
@@ -32,7 +34,8 @@ fn values(vars: &std::collections::HashMap<String, Tensor>, name: &str) -> Resul
         .map_err(|e| Error::Invalid(format!("{name}: {e}")))
 }
 
-fn conv(vars: &std::collections::HashMap<String, Tensor>, name: &str, bias: bool) -> Result<Conv> {
+/// Convolution `name`; a depthwise one has weight `[c, 1, k, k]`.
+fn conv(vars: &Vars, name: &str, bias: bool, depthwise: bool) -> Result<Conv> {
     let w = vars
         .get(&format!("{name}.weight"))
         .ok_or_else(|| Error::Invalid(format!("weights have no `{name}.weight`")))?;
@@ -45,18 +48,22 @@ fn conv(vars: &std::collections::HashMap<String, Tensor>, name: &str, bias: bool
     } else {
         vec![0.0; s[0]]
     };
-    Conv::new(
+    let groups = if depthwise { s[0] } else { 1 };
+    Conv::grouped(
         s[0],
-        s[1],
+        s[1] * groups,
         s[2],
+        groups,
         values(vars, &format!("{name}.weight"))?,
         b,
     )
     .map_err(onnx_err)
 }
 
-fn folded(vars: &std::collections::HashMap<String, Tensor>, block: &str, i: usize) -> Result<Conv> {
-    let bn = |f: &str| values(vars, &format!("{block}.b{i}.{f}"));
+/// Convolution `{block}.c{unit}` folded with BatchNorm `{block}.b{unit}`;
+/// units named `…d` are depthwise (unet.rs).
+fn folded(vars: &Vars, block: &str, unit: &str) -> Result<Conv> {
+    let bn = |f: &str| values(vars, &format!("{block}.b{unit}.{f}"));
     let norm = BatchNorm {
         gamma: bn("weight")?,
         beta: bn("bias")?,
@@ -65,16 +72,28 @@ fn folded(vars: &std::collections::HashMap<String, Tensor>, block: &str, i: usiz
         // tch's batch_norm2d default.
         eps: 1e-5,
     };
-    conv(vars, &format!("{block}.c{i}"), false)?
-        .fold(&norm)
-        .map_err(onnx_err)
+    conv(
+        vars,
+        &format!("{block}.c{unit}"),
+        false,
+        unit.ends_with('d'),
+    )?
+    .fold(&norm)
+    .map_err(onnx_err)
 }
 
 /// The trained network's weights as plain arrays, BatchNorm folded.
 pub fn unet_weights(vs: &nn::VarStore, cfg: UNetConfig) -> Result<UNetWeights> {
     let vars = vs.variables();
-    let block = |name: String| -> Result<[Conv; 2]> {
-        Ok([folded(&vars, &name, 1)?, folded(&vars, &name, 2)?])
+    let block = |name: String| -> Result<Vec<Conv>> {
+        let mut b = Vec::new();
+        for i in 1..=2 {
+            if vars.contains_key(&format!("{name}.c{i}d.weight")) {
+                b.push(folded(&vars, &name, &format!("{i}d"))?);
+            }
+            b.push(folded(&vars, &name, &i.to_string())?);
+        }
+        Ok(b)
     };
     let down = (0..=cfg.depth)
         .map(|l| block(format!("down{l}")))
@@ -87,9 +106,16 @@ pub fn unet_weights(vs: &nn::VarStore, cfg: UNetConfig) -> Result<UNetWeights> {
         depth: cfg.depth,
         down,
         up,
-        head: conv(&vars, "head", true)?,
+        head: conv(&vars, "head", true, false)?,
     };
     w.check().map_err(onnx_err)?;
+    if w.separable() != cfg.separable {
+        return Err(Error::Invalid(format!(
+            "weights are {}separable but the config says separable = {}",
+            if w.separable() { "" } else { "not " },
+            cfg.separable
+        )));
+    }
     Ok(w)
 }
 
@@ -279,7 +305,12 @@ fn manifest(
     training.insert(
         "network".into(),
         format!(
-            "U-Net depth {} widths {:?}, {} parameters, {:.2} G multiply-adds per 384x512",
+            "U-Net{} depth {} widths {:?}, {} parameters, {:.2} G multiply-adds per 384x512",
+            if w.separable() {
+                " (depthwise-separable)"
+            } else {
+                ""
+            },
             w.depth,
             w.widths(),
             w.params(),

@@ -9,9 +9,9 @@
 //! scores, [`report`] writes; [`distill`] trains a smaller student and
 //! [`export`] writes a signed ONNX bundle (fp32 or int8).
 //!
-//! Build with libtorch from the `torch` Python package:
-//! `LIBTORCH_USE_PYTORCH=1` and `torch/lib` on `LD_LIBRARY_PATH` at run
-//! time (`cargo xtask` sets both from `.venv-torch`).
+//! Build with libtorch from the `torch` wheel: `LIBTORCH=<…/torch>`,
+//! `LIBTORCH_CXX11_ABI=1`, and `torch/lib` on `LD_LIBRARY_PATH` at run time
+//! (`cargo xtask` sets all three from `.venv-torch`).
 
 pub mod batch;
 pub mod config;

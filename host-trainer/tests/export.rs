@@ -18,6 +18,15 @@ use common::tiny_config;
 
 #[test]
 fn tch_and_tract_agree_within_1e_4() {
+    agree(false);
+}
+
+#[test]
+fn separable_tch_and_tract_agree_within_1e_4() {
+    agree(true);
+}
+
+fn agree(separable: bool) {
     tch::manual_seed(3);
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let cfg = UNetConfig {
@@ -25,6 +34,7 @@ fn tch_and_tract_agree_within_1e_4() {
         classes: 2,
         base: 4,
         depth: 2,
+        separable,
     };
     let net = UNet::new(&vs.root(), cfg);
     // Training-mode passes move BatchNorm's running statistics away from
@@ -37,6 +47,16 @@ fn tch_and_tract_agree_within_1e_4() {
     let want: Vec<f32> =
         Vec::try_from(tch::no_grad(|| net.forward_t(&x, false)).flatten(0, -1)).unwrap();
     let w = unet_weights(&vs, cfg).unwrap();
+    assert_eq!(w.separable(), separable);
+    // a config that disagrees with the weights is refused
+    assert!(unet_weights(
+        &vs,
+        UNetConfig {
+            separable: !separable,
+            ..cfg
+        }
+    )
+    .is_err());
     let size = InputSize {
         height: 32,
         width: 48,
@@ -82,6 +102,9 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
     let o = DistillOptions {
         base: 2,
         depth: 2,
+        // separable, so the grouped convolutions go through export and
+        // both tract graphs (the dense path is the teacher's)
+        separable: true,
         steps: 12,
         batch: 4,
         lr: 3e-3,
@@ -113,6 +136,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         // working size 128×96 is already a multiple of 4
         assert_eq!(b.manifest.input, [1, 96, 128]);
         assert!(b.manifest.training["supervision"].contains("image-level"));
+        assert!(b.manifest.training["network"].contains("depthwise-separable"));
         let ops: Vec<String> = {
             use prost::Message;
             let m = tract_onnx::pb::ModelProto::decode(&b.model[..]).unwrap();

@@ -51,6 +51,7 @@ fn unet_gives_one_probability_map_per_class_at_input_size() {
             classes: 3,
             base: 4,
             depth: 3,
+            separable: false,
         },
     );
     let y = net.forward_t(

@@ -106,6 +106,7 @@ fn image_level_labels_train_maps_that_localise() {
             classes: 1,
             base: 8,
             depth: 3,
+            separable: false,
         },
     );
     let mut opt = nn::RmsProp::default().build(&vs, 1e-3).unwrap();

@@ -1,6 +1,6 @@
 //! The U-Net as an ONNX graph, fp32 or int8.
 //!
-//! fp32: Conv → Relu pairs, MaxPool, `Resize` (nearest ×2, opset 13, no
+//! fp32: Conv → Relu pairs (grouped for depthwise layers), MaxPool, `Resize` (nearest ×2, opset 13, no
 //! `Upsample`), Concat, a 1×1 head and Sigmoid.
 //!
 //! int8: every convolution is a `QLinearConv` (uint8 activations, int8
@@ -69,11 +69,12 @@ impl Calibration {
 /// output then the logits; [`crate::run::calibrate`] reads them back.
 pub fn tap_names(w: &UNetWeights) -> Vec<String> {
     let mut names = Vec::new();
-    for l in 0..=w.depth {
-        names.extend([format!("down{l}.0"), format!("down{l}.1")]);
+    for (l, b) in w.down.iter().enumerate() {
+        names.extend((0..b.len()).map(|j| format!("down{l}.{j}")));
     }
-    for l in (0..w.depth).rev() {
-        names.extend([format!("up{l}.0"), format!("up{l}.1")]);
+    for (i, b) in w.up.iter().enumerate() {
+        let l = w.depth - 1 - i;
+        names.extend((0..b.len()).map(|j| format!("up{l}.{j}")));
     }
     names.push("logits".into());
     names
@@ -103,32 +104,34 @@ pub fn fp32(w: &UNetWeights, size: InputSize, taps: bool) -> Result<ModelProto, 
             "Conv",
             &[x, &wt, &b],
             &format!("{name}.conv"),
-            &conv_attrs(c.k),
+            &conv_attrs(c),
         );
         let y = g.node("Relu", &[&y], name, &[]);
         tapped.push((y.clone(), c.cout as i64, h >> lv, wd >> lv));
         y
     };
-    for (l, [a, b]) in w.down.iter().enumerate() {
+    for (l, block) in w.down.iter().enumerate() {
         if l > 0 {
             x = g.node("MaxPool", &[&x], &format!("pool{l}"), &pool_attrs());
         }
-        x = conv_relu(&mut g, &x, a, &format!("down{l}.0"), &mut tapped, l);
-        x = conv_relu(&mut g, &x, b, &format!("down{l}.1"), &mut tapped, l);
+        for (j, c) in block.iter().enumerate() {
+            x = conv_relu(&mut g, &x, c, &format!("down{l}.{j}"), &mut tapped, l);
+        }
         skips.push(x.clone());
     }
     skips.pop();
-    for (i, [a, b]) in w.up.iter().enumerate() {
+    for (i, block) in w.up.iter().enumerate() {
         let l = w.depth - 1 - i;
         let skip = skips.pop().expect("one skip per level");
-        let cat = upsample_concat(&mut g, &x, &skip, &scales, l);
-        x = conv_relu(&mut g, &cat, a, &format!("up{l}.0"), &mut tapped, l);
-        x = conv_relu(&mut g, &x, b, &format!("up{l}.1"), &mut tapped, l);
-        debug_assert_eq!(b.cout, widths[l]);
+        x = upsample_concat(&mut g, &x, &skip, &scales, l);
+        for (j, c) in block.iter().enumerate() {
+            x = conv_relu(&mut g, &x, c, &format!("up{l}.{j}"), &mut tapped, l);
+        }
+        debug_assert_eq!(block.last().map(|c| c.cout), Some(widths[l]));
     }
     let hw = g.f32s("head.w", &dims(&w.head), &w.head.weight);
     let hb = g.f32s("head.b", &[w.head.cout as i64], &w.head.bias);
-    let logits = g.node("Conv", &[&x, &hw, &hb], "logits", &conv_attrs(1));
+    let logits = g.node("Conv", &[&x, &hw, &hb], "logits", &conv_attrs(&w.head));
     let maps = g.node("Sigmoid", &[&logits], OUTPUT, &[]);
     let classes = w.classes() as i64;
     g.output(&maps, Elem::F32, &[1, classes, h, wd]);
@@ -164,7 +167,7 @@ pub fn affine_u8(min: f32, max: f32) -> (f32, u8) {
 
 /// Symmetric int8 weights with one scale per output channel.
 pub fn quantize_weights(c: &Conv) -> (Vec<i8>, Vec<f32>) {
-    let per = c.cin * c.k * c.k;
+    let per = c.per_output();
     let mut q = Vec::with_capacity(c.weight.len());
     let mut scales = Vec::with_capacity(c.cout);
     for ch in c.weight.chunks(per) {
@@ -182,7 +185,7 @@ pub fn quantize_weights(c: &Conv) -> (Vec<i8>, Vec<f32>) {
 /// The output scale of every ReLU convolution, the two inputs of each
 /// Concat made equal (the larger range wins) so it needs no requantising.
 fn relu_scales(w: &UNetWeights, cal: &Calibration) -> Result<Vec<f32>, Error> {
-    let n = 2 * (w.depth + 1) + 2 * w.depth;
+    let n = w.convs().count() - 1;
     if cal.relu_max.len() != n {
         return Err(Error::Shape(format!(
             "calibration has {} ReLU ranges, the network {n}",
@@ -190,9 +193,19 @@ fn relu_scales(w: &UNetWeights, cal: &Calibration) -> Result<Vec<f32>, Error> {
         )));
     }
     let mut max = cal.relu_max.clone();
-    // Index of down[l].1 and of the value that is upsampled into level l.
-    let down_out = |l: usize| 2 * l + 1;
-    let up_out = |l: usize| 2 * (w.depth + 1) + 2 * (w.depth - 1 - l) + 1;
+    // Index (in `convs` order) of each block's last ReLU: the output of
+    // down[l], and of the value that is upsampled into level l.
+    let ends: Vec<usize> = w
+        .down
+        .iter()
+        .chain(&w.up)
+        .scan(0, |at, b| {
+            *at += b.len();
+            Some(*at - 1)
+        })
+        .collect();
+    let down_out = |l: usize| ends[l];
+    let up_out = |l: usize| ends[w.depth + 1 + (w.depth - 1 - l)];
     for l in (0..w.depth).rev() {
         let from = if l + 1 == w.depth {
             down_out(w.depth)
@@ -249,7 +262,7 @@ pub fn int8(w: &UNetWeights, size: InputSize, cal: &Calibration) -> Result<Model
             "QLinearConv",
             &[x, &xs.0, &xs.1, &wq, &wsn, &wz, &ys.0, &ys.1, &bq],
             name,
-            &conv_attrs(c.k),
+            &conv_attrs(c),
         )
     };
     let mut relu = |g: &mut Graph, x: &str, xs: &(String, String, f32), c: &Conv, name: &str| {
@@ -260,24 +273,26 @@ pub fn int8(w: &UNetWeights, size: InputSize, cal: &Calibration) -> Result<Model
         (y, (sn, zero_u8.clone(), sc))
     };
     let mut skips = Vec::new();
-    for (l, [a, b]) in w.down.iter().enumerate() {
+    for (l, block) in w.down.iter().enumerate() {
         if l > 0 {
             x = g.node("MaxPool", &[&x], &format!("pool{l}"), &pool_attrs());
         }
-        (x, xs) = relu(&mut g, &x, &xs, a, &format!("down{l}.0"));
-        (x, xs) = relu(&mut g, &x, &xs, b, &format!("down{l}.1"));
+        for (j, c) in block.iter().enumerate() {
+            (x, xs) = relu(&mut g, &x, &xs, c, &format!("down{l}.{j}"));
+        }
         skips.push((x.clone(), xs.clone()));
     }
     skips.pop();
-    for (i, [a, b]) in w.up.iter().enumerate() {
+    for (i, block) in w.up.iter().enumerate() {
         let l = w.depth - 1 - i;
         let (skip, ss) = skips.pop().expect("one skip per level");
         if (ss.2 - xs.2).abs() > ss.2 * 1e-6 {
             return Err(Error::Shape(format!("concat at level {l}: scales differ")));
         }
-        let cat = upsample_concat(&mut g, &x, &skip, &up_scales, l);
-        (x, xs) = relu(&mut g, &cat, &xs, a, &format!("up{l}.0"));
-        (x, xs) = relu(&mut g, &x, &xs, b, &format!("up{l}.1"));
+        x = upsample_concat(&mut g, &x, &skip, &up_scales, l);
+        for (j, c) in block.iter().enumerate() {
+            (x, xs) = relu(&mut g, &x, &xs, c, &format!("up{l}.{j}"));
+        }
     }
     let (ls, lz) = affine_u8(cal.logits.0, cal.logits.1);
     let lsn = g.f32s("logits.ys", &[], &[ls]);
@@ -315,15 +330,17 @@ fn upsample_concat(g: &mut Graph, x: &str, skip: &str, scales: &str, l: usize) -
 }
 
 fn dims(c: &Conv) -> [i64; 4] {
-    [c.cout as i64, c.cin as i64, c.k as i64, c.k as i64]
+    let k = c.k as i64;
+    [c.cout as i64, (c.cin / c.groups) as i64, k, k]
 }
 
-fn conv_attrs(k: usize) -> Vec<(&'static str, Attr)> {
-    let p = (k / 2) as i64;
+fn conv_attrs(c: &Conv) -> Vec<(&'static str, Attr)> {
+    let (k, p) = (c.k as i64, (c.k / 2) as i64);
     vec![
-        ("kernel_shape", Attr::Ints(vec![k as i64, k as i64])),
+        ("kernel_shape", Attr::Ints(vec![k, k])),
         ("pads", Attr::Ints(vec![p, p, p, p])),
         ("strides", Attr::Ints(vec![1, 1])),
+        ("group", Attr::Int(c.groups as i64)),
     ]
 }
 

@@ -8,16 +8,20 @@ use nemascope_onnx::run::{calibrate, Runner};
 use nemascope_onnx::{Conv, UNetWeights};
 use prost::Message;
 
-/// `[C, H, W]` → `[cout, H, W]`, zero padding, then optional ReLU.
+/// `[C, H, W]` → `[cout, H, W]`, zero padding, then optional ReLU. Output
+/// channel `o` reads the `cin / groups` input channels of its group.
 fn conv(x: &[f32], c: usize, h: usize, w: usize, k: &Conv, relu: bool) -> Vec<f32> {
     assert_eq!(c, k.cin);
     let p = (k.k / 2) as isize;
+    let (gin, gout) = (c / k.groups, k.cout / k.groups);
     let mut out = vec![0f32; k.cout * h * w];
     for o in 0..k.cout {
+        let first = o / gout * gin;
         for y in 0..h {
             for xx in 0..w {
                 let mut s = k.bias[o];
-                for i in 0..c {
+                for gi in 0..gin {
+                    let i = first + gi;
                     for dy in 0..k.k {
                         for dx in 0..k.k {
                             let (sy, sx) =
@@ -25,7 +29,7 @@ fn conv(x: &[f32], c: usize, h: usize, w: usize, k: &Conv, relu: bool) -> Vec<f3
                             if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
                                 continue;
                             }
-                            s += k.weight[((o * c + i) * k.k + dy) * k.k + dx]
+                            s += k.weight[((o * gin + gi) * k.k + dy) * k.k + dx]
                                 * x[(i * h + sy as usize) * w + sx as usize];
                         }
                     }
@@ -66,24 +70,27 @@ fn forward(net: &UNetWeights, x: &[f32], h: usize, w: usize) -> Vec<f32> {
     let mut x = x.to_vec();
     let mut c = net.in_channels();
     let mut skips = Vec::new();
-    for (l, [a, b]) in net.down.iter().enumerate() {
+    for (l, block) in net.down.iter().enumerate() {
         if l > 0 {
             x = pool(&x, c, h >> (l - 1), w >> (l - 1));
         }
-        x = conv(&x, c, h >> l, w >> l, a, true);
-        x = conv(&x, a.cout, h >> l, w >> l, b, true);
-        c = b.cout;
+        for k in block {
+            x = conv(&x, c, h >> l, w >> l, k, true);
+            c = k.cout;
+        }
         skips.push((x.clone(), c));
     }
     skips.pop();
-    for (i, [a, b]) in net.up.iter().enumerate() {
+    for (i, block) in net.up.iter().enumerate() {
         let l = net.depth - 1 - i;
         let (s, sc) = skips.pop().unwrap();
-        let mut cat = up(&x, c, h >> (l + 1), w >> (l + 1));
-        cat.extend(s);
-        x = conv(&cat, c + sc, h >> l, w >> l, a, true);
-        x = conv(&x, a.cout, h >> l, w >> l, b, true);
-        c = b.cout;
+        x = up(&x, c, h >> (l + 1), w >> (l + 1));
+        x.extend(s);
+        c += sc;
+        for k in block {
+            x = conv(&x, c, h >> l, w >> l, k, true);
+            c = k.cout;
+        }
     }
     conv(&x, c, h, w, &net.head, false)
         .into_iter()
@@ -104,8 +111,18 @@ fn image(h: usize, w: usize, seed: usize) -> Vec<f32> {
 
 #[test]
 fn fp32_export_matches_direct_evaluation() {
+    fp32_matches(UNetWeights::random(1, 2, 3, 3, 11));
+}
+
+#[test]
+fn separable_fp32_export_matches_direct_evaluation() {
+    let net = UNetWeights::random_shaped(1, 2, 4, 3, true, 12);
+    assert!(net.separable());
+    fp32_matches(net);
+}
+
+fn fp32_matches(net: UNetWeights) {
     let (h, w) = (16, 24);
-    let net = UNetWeights::random(1, 2, 3, 3, 11);
     let model = export::fp32(
         &net,
         InputSize {
@@ -136,12 +153,21 @@ fn fp32_export_matches_direct_evaluation() {
 
 #[test]
 fn int8_export_is_integer_and_close_to_fp32() {
+    int8_close(UNetWeights::random(1, 1, 4, 2, 3));
+}
+
+#[test]
+fn separable_int8_export_is_integer_and_close_to_fp32() {
+    // seed 4: a random net whose ReLUs are not all dead (its maps vary)
+    int8_close(UNetWeights::random_shaped(1, 1, 4, 2, true, 4));
+}
+
+fn int8_close(net: UNetWeights) {
     let (h, w) = (32, 32);
     let size = InputSize {
         height: h,
         width: w,
     };
-    let net = UNetWeights::random(1, 1, 4, 2, 3);
     let images: Vec<Vec<f32>> = (0..3).map(|s| image(h, w, s)).collect();
     let cal = calibrate(&net, size, &images).unwrap();
     let q = export::int8(&net, size, &cal).unwrap();
@@ -155,7 +181,18 @@ fn int8_export_is_integer_and_close_to_fp32() {
         .collect();
     assert_eq!(
         ops.iter().filter(|o| **o == "QLinearConv").count(),
-        2 * 3 + 2 * 2 + 1
+        net.convs().count()
+    );
+    let grouped = q
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.attribute.iter().any(|a| a.name == "group" && a.i > 1));
+    assert_eq!(
+        grouped.count(),
+        net.convs().filter(|c| c.groups > 1).count()
     );
     assert!(!ops.contains(&"Conv"), "no float convolution left: {ops:?}");
     let bytes = encode(&q);
@@ -168,6 +205,11 @@ fn int8_export_is_integer_and_close_to_fp32() {
     for x in images.iter().chain(std::iter::once(&image(h, w, 7))) {
         let a = fp.maps(x).unwrap();
         let b = i8r.maps(x).unwrap();
+        let spread = a.iter().fold(0f32, |m, v| m.max(*v)) - a.iter().fold(1f32, |m, v| m.min(*v));
+        assert!(
+            spread > 0.005,
+            "fp32 maps nearly constant ({spread}): pick another seed"
+        );
         let mean = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).sum::<f32>() / a.len() as f32;
         worst = worst.max(mean);
         assert!(

@@ -47,39 +47,39 @@ fn cargo_bin() -> String {
 }
 
 /// cargo, with libtorch from `.venv-torch` (made by scripts/setup.sh) when
-/// it is there: tch builds against the `torch` package
-/// (`LIBTORCH_USE_PYTORCH=1`, its python first on PATH) and its programs
-/// find `torch/lib` through `LD_LIBRARY_PATH`.
+/// it is there: tch builds against the `torch` package's libraries
+/// (`LIBTORCH`, no Python import, so the CPU-only install works) and its
+/// programs find `torch/lib` through `LD_LIBRARY_PATH`.
 fn cargo() -> Command {
     with_torch(Command::new(cargo_bin()))
 }
 
 /// `cmd` with the libtorch environment described at [`cargo`].
 fn with_torch(mut cmd: Command) -> Command {
-    if let Some(lib) = torch_lib() {
-        let bin = root().join(".venv-torch/bin");
-        let path = std::env::var("PATH").unwrap_or_default();
+    if let Some(torch) = torch_dir() {
         let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-        cmd.env("LIBTORCH_USE_PYTORCH", "1")
-            .env("PATH", format!("{}:{path}", bin.display()))
-            .env("LD_LIBRARY_PATH", format!("{}:{ld}", lib.display()));
+        // The full install has the CUDA libraries beside torch (host-trainer/build.rs).
+        let cuda = torch.join("../nvidia/cudnn/lib").exists();
+        cmd.env("LIBTORCH", &torch)
+            .env("NEMASCOPE_TORCH_CUDA", if cuda { "1" } else { "0" })
+            .env("LIBTORCH_CXX11_ABI", "1")
+            .env_remove("LIBTORCH_USE_PYTORCH")
+            .env(
+                "LD_LIBRARY_PATH",
+                format!("{}:{ld}", torch.join("lib").display()),
+            );
     }
     cmd
 }
 
-/// `torch/lib` inside `.venv-torch`, if torch is installed there.
-fn torch_lib() -> Option<PathBuf> {
-    let py = root().join(".venv-torch/bin/python");
-    let out = Command::new(py)
-        .args([
-            "-c",
-            "import os, torch; print(os.path.dirname(torch.__file__))",
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("lib"))
+/// The `torch` package inside `.venv-torch`, if its libtorch is there.
+fn torch_dir() -> Option<PathBuf> {
+    let lib = root().join(".venv-torch/lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages/torch"))
+        .find(|t| t.join("lib/libtorch_cpu.so").exists())
 }
 
 fn have(bin: &str) -> bool {
@@ -195,7 +195,7 @@ fn bundles(args: &[String]) -> Result<(), String> {
         [flag, key] if flag == "--key" => key.clone(),
         _ => return Err("usage: cargo xtask bundles --key SIGNING.key (make one with `cargo xtask train keygen --out keys/lab`)".into()),
     };
-    torch_lib().ok_or("libtorch not found in .venv-torch: run scripts/setup.sh")?;
+    torch_dir().ok_or("libtorch not found in .venv-torch: run scripts/setup.sh")?;
     run(cargo().args(["build", "--release", "-p", "nemascope-train"]))?;
     let train = |a: &[&str]| {
         run(with_torch(Command::new(root().join("target/release/nemascope-train"))).args(a))
@@ -303,7 +303,7 @@ fn main() -> ExitCode {
         "demo" => run(cargo()
             .args(["run", "--release", "-p", "nemascope-edge", "--", "demo"])
             .args(&args[1..])),
-        "test" => torch_lib()
+        "test" => torch_dir()
             .ok_or_else(|| {
                 "libtorch not found in .venv-torch: run scripts/setup.sh (or ./x test)".to_string()
             })
@@ -322,7 +322,7 @@ fn main() -> ExitCode {
             .and_then(|_| run(cargo().args(["test", "--workspace", "--all-features"])))
             .and_then(|_| cross_test()),
         "cross-test" => cross_test(),
-        "train" => torch_lib()
+        "train" => torch_dir()
             .ok_or_else(|| "libtorch not found in .venv-torch: run ./x train".to_string())
             .and_then(|_| {
                 let rest: Vec<&str> = if args.len() > 1 {
@@ -334,7 +334,7 @@ fn main() -> ExitCode {
                     .args(["run", "--release", "-p", "nemascope-train", "--"])
                     .args(rest))
             }),
-        "bench-step" => torch_lib()
+        "bench-step" => torch_dir()
             .ok_or_else(|| "libtorch not found in .venv-torch: run ./x bench-step".to_string())
             .and_then(|_| {
                 run(cargo().args(["build", "--release", "-p", "nemascope-train"]))?;
