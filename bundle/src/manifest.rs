@@ -35,6 +35,12 @@ pub struct Manifest {
     pub training: BTreeMap<String, String>,
     /// Validation metrics, e.g. "dice_worm".
     pub metrics: BTreeMap<String, f64>,
+    /// Typical area of one object per class, in pixels of the training
+    /// images' own resolution, fitted on their masks and counts: the
+    /// runtime counts a component of touching objects by its area. Classes
+    /// without one count one object per component.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub object_area_px: BTreeMap<String, f64>,
     /// SHA-256 of model.onnx, lower-case hex.
     pub model_sha256: String,
 }
@@ -109,6 +115,11 @@ impl Manifest {
                 self.precision
             ));
         }
+        for (c, a) in &self.object_area_px {
+            if !(self.classes.contains(c) && a.is_finite() && *a > 0.0) {
+                return Err(format!("object_area_px: {c:?} = {a}"));
+            }
+        }
         if self.model_sha256.len() != 64
             || !self.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
         {
@@ -132,6 +143,7 @@ impl Manifest {
             precision: "fp32".into(),
             training: BTreeMap::new(),
             metrics: BTreeMap::new(),
+            object_area_px: BTreeMap::new(),
             model_sha256: "0".repeat(64),
         }
     }
@@ -148,6 +160,18 @@ mod tests {
         let cases: Vec<(Edit, &str)> = vec![
             (|m| m.format = 9, "format"),
             (|m| m.classes = vec!["a".into(), "a".into()], "classes"),
+            (
+                |m| {
+                    m.object_area_px.insert("worm".into(), -1.0);
+                },
+                "object_area_px",
+            ),
+            (
+                |m| {
+                    m.object_area_px.insert("cyst".into(), 50.0);
+                },
+                "object_area_px",
+            ),
             (|m| m.input = [2, 64, 64], "input"),
             (|m| m.pixel_scale = f32::NAN, "pixel_scale"),
             (|m| m.normalisation = "none".into(), "normalisation"),

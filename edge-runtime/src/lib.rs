@@ -1,12 +1,15 @@
 //! nemascope-edge: frames → maps → masks → objects → counts on the board.
 //!
-//! Until a trained model bundle ships (issues 3–4), the foreground map comes
-//! from the classical flat-field segmenter of `nemascope-core`; the rest of
-//! the pipeline (superpixel voting, components, shape classes, cluster-aware
-//! counting) is the one the model will feed.
+//! [`count`] runs a signed model bundle ([`model`]) over a frame; [`inputs`]
+//! and [`report`] are the batch `count` command's ends. [`pipeline`] is the
+//! classical flat-field segmenter path the demo still uses. [`journal`],
+//! [`protocol`] and [`link`] keep results and report them over serial.
 
+pub mod count;
+pub mod inputs;
 pub mod journal;
 pub mod link;
 pub mod model;
 pub mod pipeline;
 pub mod protocol;
+pub mod report;

@@ -6,13 +6,21 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use nemascope_core::counting::mean_abs_error;
+use nemascope_core::imageio::{load_frame, stretch, LoadLimits};
 use nemascope_core::imageio::{save_gray8, save_mask};
 use nemascope_core::metrics::{dice, mean_dice_positive};
+use nemascope_core::objects::Calibration;
 use nemascope_core::synth::{generate, SynthConfig};
-use nemascope_core::{Class, Mask, Result};
+use nemascope_core::{Class, Error, Mask, Result};
+use nemascope_edge::count::{count_frame, CountSettings};
+use nemascope_edge::inputs::{check_unique_stems, expand, Input};
 use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::model::Model;
 use nemascope_edge::pipeline::Pipeline;
+use nemascope_edge::report::{
+    check_free, csv as report_csv, overlay, samples, write_file, ImageReport, ObjectReport,
+    RunReport,
+};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +58,47 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
     },
+    /// Count the objects of every class in images with a signed model
+    /// bundle: per-image and per-sample counts (a folder is a sample), and
+    /// optionally masks, overlays, CSV and JSON.
+    Count {
+        /// Image files, or folders of images (PNG, TIFF, JPEG).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Model bundle folder (default: the shipped BBBC010 worm model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Public key the bundle must be signed with (default: the
+        /// shipped development key).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Sample name for every input (default: the folder's name).
+        #[arg(long)]
+        sample: Option<String>,
+        /// Write `<stem>.png` per image, non-zero where any class was found.
+        #[arg(long)]
+        masks: Option<PathBuf>,
+        /// Write `<stem>.png` per image: the frame with each class outlined.
+        #[arg(long)]
+        overlays: Option<PathBuf>,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The camera's pixel size in µm, for the measurements.
+        #[arg(long, default_value_t = 4.0)]
+        um_per_px: f32,
+        /// Objects smaller than this (µm²) are not counted.
+        #[arg(long, default_value_t = 0.0)]
+        min_area_um2: f32,
+        /// Superpixel voting of the maps (the manifest's settings); off by
+        /// default, the network alone segments.
+        #[arg(long)]
+        vote: bool,
+        /// Replace output files that already exist.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Check a model bundle: signature under the public key, model hash,
     /// manifest values, and that tract loads and runs the model.
     CheckModel {
@@ -82,6 +131,165 @@ fn check_model(bundle: &std::path::Path, key: &std::path::Path) -> std::result::
     }
     println!("  one inference {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     Ok(())
+}
+
+/// Where the shipped bundles are: `NEMASCOPE_MODELS`, else the source
+/// tree's `models/` (a unit's install sets the variable; hardware/).
+fn models_dir() -> PathBuf {
+    std::env::var_os("NEMASCOPE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models")))
+}
+
+/// The `count` command's options.
+struct CountArgs {
+    inputs: Vec<PathBuf>,
+    model: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    sample: Option<String>,
+    masks: Option<PathBuf>,
+    overlays: Option<PathBuf>,
+    csv: Option<PathBuf>,
+    json: Option<PathBuf>,
+    settings: CountSettings,
+    overwrite: bool,
+}
+
+/// Counts every input; an image that cannot be read or counted is reported
+/// and skipped, and makes the command fail at the end.
+fn count(a: CountArgs) -> Result<()> {
+    let model_dir = a.model.unwrap_or_else(|| models_dir().join("bbbc010-worm"));
+    let key = a
+        .public_key
+        .unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
+    let um = a.settings.calibration.um_per_px;
+    let min = a.settings.min_area_um2;
+    let valid = um.is_finite() && um > 0.0 && min.is_finite() && min >= 0.0;
+    if !valid {
+        return Err(Error::Invalid(format!(
+            "--um-per-px must be > 0 and --min-area-um2 ≥ 0 (got {um} and {})",
+            a.settings.min_area_um2
+        )));
+    }
+    let model = Model::open(&model_dir, &key).map_err(|e| Error::Invalid(e.to_string()))?;
+    let inputs = expand(&a.inputs, a.sample.as_deref())?;
+    // Refuse before any work: clashing names, files that would be replaced.
+    if a.masks.is_some() || a.overlays.is_some() {
+        check_unique_stems(&inputs)?;
+    }
+    let stem = |i: &Input| {
+        format!(
+            "{}.png",
+            i.path.file_stem().unwrap_or_default().to_string_lossy()
+        )
+    };
+    for dir in [&a.masks, &a.overlays].into_iter().flatten() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for i in &inputs {
+            check_free(&dir.join(stem(i)), a.overwrite)?;
+        }
+    }
+    for f in [&a.csv, &a.json].into_iter().flatten() {
+        check_free(f, a.overwrite)?;
+    }
+    let classes = model.manifest.classes.clone();
+    println!(
+        "model {} ({}), {} images, {} µm per pixel",
+        model.manifest.name,
+        classes.join("/"),
+        inputs.len(),
+        a.settings.calibration.um_per_px
+    );
+    println!("| image | sample | {} | ms |", classes.join(" | "));
+    println!("|---|---|{}---|", "---|".repeat(classes.len()));
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for i in &inputs {
+        let t = Instant::now();
+        let r = load_frame(&i.path, LoadLimits::default())
+            .and_then(|f| count_frame(&model, &f.plane, &a.settings).map(|c| (f.plane, c)));
+        let (frame, counted) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("nemascope-edge: {}: {e}", i.path.display());
+                failed.push((i.path.display().to_string(), e.to_string()));
+                continue;
+            }
+        };
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if let Some(dir) = &a.masks {
+            let any = counted.any().expect("a model has at least one class");
+            save_mask(&any, &dir.join(stem(i)))?;
+        }
+        if let Some(dir) = &a.overlays {
+            let p = dir.join(stem(i));
+            overlay(&stretch(&frame, 0.005, 0.995), &counted.masks)
+                .save(&p)
+                .map_err(|e| Error::image(&p, e))?;
+        }
+        println!(
+            "| {} | {} | {} | {ms:.0} |",
+            i.path.display(),
+            i.sample,
+            counted
+                .counts
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        reports.push(ImageReport {
+            image: i.path.display().to_string(),
+            sample: i.sample.clone(),
+            counts: counted.counts.clone(),
+            objects: counted
+                .objects
+                .iter()
+                .map(|o| ObjectReport::new(o, &classes))
+                .collect(),
+            ms,
+        });
+    }
+    let totals = samples(&reports);
+    println!();
+    println!("| sample | images | {} |", classes.join(" | "));
+    println!("|---|---|{}", "---|".repeat(classes.len()));
+    for s in &totals {
+        println!(
+            "| {} | {} | {} |",
+            s.sample,
+            s.images,
+            s.counts
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    if let Some(p) = &a.csv {
+        write_file(p, &report_csv(&classes, &reports)?)?;
+    }
+    if let Some(p) = &a.json {
+        let run = RunReport {
+            model: &model.manifest.name,
+            classes: &classes,
+            um_per_px: a.settings.calibration.um_per_px,
+            images: &reports,
+            samples: totals,
+            failed: &failed,
+        };
+        let bytes = serde_json::to_vec_pretty(&run).expect("report serialises");
+        write_file(p, &bytes)?;
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{} of {} images could not be counted (listed above)",
+            failed.len(),
+            inputs.len()
+        )))
+    }
 }
 
 fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf>) -> Result<()> {
@@ -198,6 +406,36 @@ fn main() -> ExitCode {
             calibration_frames,
             out,
         } => demo(frames.max(1), seed, calibration_frames, out),
+        Cmd::Count {
+            inputs,
+            model,
+            public_key,
+            sample,
+            masks,
+            overlays,
+            csv,
+            json,
+            um_per_px,
+            min_area_um2,
+            vote,
+            overwrite,
+        } => count(CountArgs {
+            inputs,
+            model,
+            public_key,
+            sample,
+            masks,
+            overlays,
+            csv,
+            json,
+            settings: CountSettings {
+                vote,
+                min_area_um2,
+                calibration: Calibration { um_per_px },
+                ..CountSettings::default()
+            },
+            overwrite,
+        }),
         Cmd::JournalWriter { dir, count } => {
             journal_writer(&dir, count).map_err(nemascope_core::Error::Invalid)
         }

@@ -242,7 +242,13 @@ pub fn export_run(
     let preds = onnx_val_masks(&runner, &data, cfg.vote.threshold)?;
     let counter = eval::fit_counter(&data, &data.train);
     let s = eval::score(&data, &data.val, &preds, counter.as_ref())?;
-    let manifest = manifest(&cfg, &state, &data, &w, size, opts, &s)?;
+    let mut manifest = manifest(&cfg, &state, &data, &w, size, opts, &s)?;
+    if let Some(c) = &counter {
+        // fit_counter fits the first class (the one with counts).
+        manifest
+            .object_area_px
+            .insert(data.classes[0].clone(), c.reference_area);
+    }
     let bundle =
         Bundle::write(out, manifest, &bytes, key).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(Exported {
@@ -350,6 +356,7 @@ fn manifest(
         precision: opts.precision.name().into(),
         training,
         metrics,
+        object_area_px: BTreeMap::new(),
         model_sha256: String::new(),
     })
 }

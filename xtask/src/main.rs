@@ -186,7 +186,7 @@ fn onnx_check(models: &[String]) -> Result<(), String> {
 
 /// `bundles --key KEY`: rebuilds the two shipped bundles from scratch into
 /// `models/` (each only if its folder is absent): the BBBC010 worm student
-/// (default weak run → distilled student, base 4 → fp32 export; fp32 because
+/// (default weak run → distilled separable student, base 4 → fp32 export; fp32 because
 /// tract runs int8 far slower, docs/models.md) and the synthetic
 /// worm/egg/cyst model (host-trainer/configs/synth.toml, already small).
 /// Finished runs under `out/` and existing bundle folders are kept.
@@ -205,14 +205,15 @@ fn bundles(args: &[String]) -> Result<(), String> {
         train(&["train", "--out", "out/train-bbbc010"])?;
     }
     if !done("out/student-bbbc010") {
-        // The student's defaults (base 4, depth 4, 2000 steps) are the
-        // shipped ones (docs/models.md).
+        // The shipped student: base 4, depth 4 (the defaults), 2000 steps,
+        // depthwise-separable (docs/models.md).
         train(&[
             "distill",
             "--run",
             "out/train-bbbc010",
             "--out",
             "out/student-bbbc010",
+            "--separable",
         ])?;
     }
     let export = |run: &str, bundle: &str, name: &str| -> Result<(), String> {

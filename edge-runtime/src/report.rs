@@ -1,0 +1,212 @@
+//! What `count` writes: per-image and per-sample counts as CSV and JSON,
+//! and overlays that outline each class's objects on the frame.
+
+use std::path::Path;
+
+use nemascope_core::{Error, Mask, Plane, Result};
+use serde::Serialize;
+
+use crate::count::Measured;
+
+/// One counted image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    pub image: String,
+    pub sample: String,
+    /// Per class, in the model's class order.
+    pub counts: Vec<usize>,
+    pub objects: Vec<ObjectReport>,
+    /// Decode to counts.
+    pub ms: f64,
+}
+
+/// One object as reported: class name and measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectReport {
+    pub class: String,
+    /// Objects in this component (touching ones count by area).
+    pub count: usize,
+    pub area_um2: f32,
+    pub length_um: f32,
+    pub width_um: f32,
+    pub x: f32,
+    pub y: f32,
+}
+
+impl ObjectReport {
+    pub fn new(m: &Measured, classes: &[String]) -> Self {
+        ObjectReport {
+            class: classes.get(m.class).cloned().unwrap_or_default(),
+            count: m.count,
+            area_um2: m.area_um2,
+            length_um: m.length_um,
+            width_um: m.width_um,
+            x: m.centroid.0,
+            y: m.centroid.1,
+        }
+    }
+}
+
+/// Counts summed over a sample's images.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampleTotal {
+    pub sample: String,
+    pub images: usize,
+    pub counts: Vec<usize>,
+}
+
+/// Per-sample totals, samples in order of first appearance.
+pub fn samples(reports: &[ImageReport]) -> Vec<SampleTotal> {
+    let mut out: Vec<SampleTotal> = Vec::new();
+    for r in reports {
+        match out.iter_mut().find(|s| s.sample == r.sample) {
+            Some(s) => {
+                s.images += 1;
+                for (t, c) in s.counts.iter_mut().zip(&r.counts) {
+                    *t += c;
+                }
+            }
+            None => out.push(SampleTotal {
+                sample: r.sample.clone(),
+                images: 1,
+                counts: r.counts.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// One row per image: `image,sample,<class>…,ms`.
+pub fn csv(classes: &[String], reports: &[ImageReport]) -> Result<Vec<u8>> {
+    let err = |e: csv::Error| Error::Invalid(format!("csv: {e}"));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut head = vec!["image".to_string(), "sample".into()];
+    head.extend(classes.iter().cloned());
+    head.push("ms".into());
+    w.write_record(&head).map_err(err)?;
+    for r in reports {
+        let mut row = vec![r.image.clone(), r.sample.clone()];
+        row.extend(r.counts.iter().map(usize::to_string));
+        row.push(format!("{:.1}", r.ms));
+        w.write_record(&row).map_err(err)?;
+    }
+    w.into_inner()
+        .map_err(|e| Error::Invalid(format!("csv: {e}")))
+}
+
+/// The whole run: model, calibration, images, sample totals, and the
+/// inputs that could not be counted with the reason.
+#[derive(Debug, Serialize)]
+pub struct RunReport<'a> {
+    pub model: &'a str,
+    pub classes: &'a [String],
+    pub um_per_px: f32,
+    pub images: &'a [ImageReport],
+    pub samples: Vec<SampleTotal>,
+    pub failed: &'a [(String, String)],
+}
+
+/// Outlines each class's objects in its colour on the gray frame (pass it
+/// contrast-stretched: camera frames are often dark).
+pub fn overlay(frame: &Plane, masks: &[Mask]) -> image::RgbImage {
+    const COLOURS: [[u8; 3]; 4] = [[255, 48, 48], [255, 220, 0], [0, 220, 255], [160, 255, 96]];
+    let (w, h) = (frame.width(), frame.height());
+    let mut img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let v = (frame.get(x as usize, y as usize).clamp(0.0, 1.0) * 255.0).round() as u8;
+        image::Rgb([v, v, v])
+    });
+    for (c, m) in masks.iter().enumerate() {
+        let colour = image::Rgb(COLOURS[c % COLOURS.len()]);
+        for y in 0..h {
+            for x in 0..w {
+                if !*m.get(x, y) {
+                    continue;
+                }
+                let edge = x == 0
+                    || y == 0
+                    || x + 1 == w
+                    || y + 1 == h
+                    || !*m.get(x - 1, y)
+                    || !*m.get(x + 1, y)
+                    || !*m.get(x, y - 1)
+                    || !*m.get(x, y + 1);
+                if edge {
+                    img.put_pixel(x as u32, y as u32, colour);
+                }
+            }
+        }
+    }
+    img
+}
+
+/// Refuses to start when an output file is already there, so a run never
+/// replaces what the user had (`--overwrite` allows it).
+pub fn check_free(path: &Path, overwrite: bool) -> Result<()> {
+    if !overwrite && path.exists() {
+        return Err(Error::Invalid(format!(
+            "{} already exists; pass --overwrite to replace it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` through a temporary file and a rename, so a crash leaves
+/// either the old file or the whole new one.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(image: &str, sample: &str, counts: Vec<usize>) -> ImageReport {
+        ImageReport {
+            image: image.into(),
+            sample: sample.into(),
+            counts,
+            objects: vec![],
+            ms: 1.25,
+        }
+    }
+
+    #[test]
+    fn samples_sum_their_images_in_first_seen_order() {
+        let r = [
+            rep("a1", "A", vec![2, 0]),
+            rep("b1", "B", vec![1, 1]),
+            rep("a2", "A", vec![3, 4]),
+        ];
+        let s = samples(&r);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].sample.as_str(), s[0].images, &s[0].counts[..]),
+            ("A", 2, &[5, 4][..])
+        );
+        assert_eq!(
+            (s[1].sample.as_str(), s[1].images, &s[1].counts[..]),
+            ("B", 1, &[1, 1][..])
+        );
+    }
+
+    #[test]
+    fn csv_quotes_awkward_names() {
+        let classes = vec!["worm".to_string(), "egg".into()];
+        let out = csv(&classes, &[rep("x, y.png", "S", vec![3, 0])]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "image,sample,worm,egg,ms\n\"x, y.png\",S,3,0,1.2\n");
+    }
+
+    #[test]
+    fn overlay_outlines_only_the_edge() {
+        let frame = Plane::filled(5, 5, 0.5);
+        let m = Mask::from_fn(5, 5, |x, y| (1..4).contains(&x) && (1..4).contains(&y));
+        let img = overlay(&frame, &[m]);
+        assert_eq!(img.get_pixel(1, 1).0, [255, 48, 48]);
+        assert_eq!(img.get_pixel(2, 2).0, [128, 128, 128]); // inside stays gray
+        assert_eq!(img.get_pixel(0, 0).0, [128, 128, 128]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Counting with the shipped synthetic worm/egg/cyst bundle on fresh
+//! synthetic frames (a seed never used in training) with exact counts, and
+//! the `count` command's files and refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nemascope_core::counting::mean_abs_error;
+use nemascope_core::imageio::save_gray16;
+use nemascope_core::synth::{generate, SynthConfig};
+use nemascope_edge::count::{count_frame, CountSettings};
+use nemascope_edge::model::Model;
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn synth_model() -> Model {
+    Model::open(
+        &models().join("synth-worm-egg-cyst"),
+        &models().join("nemascope-dev.pub"),
+    )
+    .unwrap()
+}
+
+/// Measured on 24 frames of seed 515 (docs/edge.md): per-frame count error
+/// worm 1.00, egg 5.50, cyst 0.00. The tolerances are those with headroom,
+/// so a real regression fails. Eggs are the synthetic model's weak class
+/// (validation Dice 0.21, docs/models.md) and are counted badly.
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "24 inferences take minutes under qemu; the same code runs natively"
+)]
+fn counts_fresh_synthetic_frames_within_tolerance() {
+    let model = synth_model();
+    let cfg = SynthConfig::default();
+    let s = CountSettings::default();
+    let (mut truth, mut found) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    for i in 0..24 {
+        let f = generate(&cfg, 515, i).unwrap();
+        let c = count_frame(&model, &f.image, &s).unwrap();
+        assert_eq!(c.masks.len(), 3);
+        assert_eq!(c.masks[0].width(), f.image.width());
+        for k in 0..3 {
+            truth[k].push(f.counts[k]);
+            found[k].push(c.counts[k]);
+        }
+        // every object's measurements are in µm and positive
+        assert!(c
+            .objects
+            .iter()
+            .all(|o| o.area_um2 >= 600.0 && o.length_um > 0.0 && o.width_um > 0.0));
+    }
+    let mae: Vec<f64> = (0..3)
+        .map(|k| mean_abs_error(&found[k], &truth[k]))
+        .collect();
+    assert!(mae[0] <= 1.5, "worm count error {}", mae[0]);
+    assert!(mae[1] <= 7.0, "egg count error {}", mae[1]);
+    assert!(mae[2] <= 0.5, "cyst count error {}", mae[2]);
+    eprintln!(
+        "per-frame count MAE worm/egg/cyst {:.2}/{:.2}/{:.2}; totals true {:?} found {:?}",
+        mae[0],
+        mae[1],
+        mae[2],
+        truth
+            .iter()
+            .map(|t| t.iter().sum::<usize>())
+            .collect::<Vec<_>>(),
+        found
+            .iter()
+            .map(|t| t.iter().sum::<usize>())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The program; under a cross target's emulator `NEMASCOPE_TEST_RUNNER`
+/// runs it (as in journal_kill.rs).
+fn edge() -> Command {
+    let exe = env!("CARGO_BIN_EXE_nemascope-edge");
+    let runner = std::env::var("NEMASCOPE_TEST_RUNNER").unwrap_or_default();
+    let mut parts = runner.split_whitespace();
+    match parts.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(parts).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
+/// `count` over a folder: the table, CSV and JSON agree with the library,
+/// one mask and one overlay per image; existing outputs are never replaced;
+/// a broken image is reported, the others are still counted, and the
+/// command fails.
+#[test]
+fn count_command_writes_its_files_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = tmp.path().join("plot-7");
+    std::fs::create_dir(&sample).unwrap();
+    let model = synth_model();
+    let mut want = Vec::new();
+    for i in 0..2 {
+        let f = generate(&SynthConfig::default(), 616, i).unwrap();
+        let p = sample.join(format!("f{i}.png"));
+        save_gray16(&f.image, &p).unwrap();
+        // what the library counts on the same (16-bit rounded) file
+        let plane = nemascope_core::imageio::load_plane(&p).unwrap();
+        want.push(
+            count_frame(&model, &plane, &CountSettings::default())
+                .unwrap()
+                .counts,
+        );
+    }
+    let out = tmp.path().join("out");
+    let args = |c: &mut Command| {
+        c.arg("count")
+            .arg("--model")
+            .arg(models().join("synth-worm-egg-cyst"))
+            .arg("--public-key")
+            .arg(models().join("nemascope-dev.pub"))
+            .arg("--masks")
+            .arg(out.join("masks"))
+            .arg("--overlays")
+            .arg(out.join("overlays"))
+            .arg("--csv")
+            .arg(out.join("counts.csv"))
+            .arg("--json")
+            .arg(out.join("counts.json"))
+            .arg(&sample);
+    };
+    let mut c = edge();
+    args(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("counts.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "image,sample,worm,egg,cyst,ms");
+    for (i, w) in want.iter().enumerate() {
+        let cells: Vec<&str> = rows[i + 1].split(',').collect();
+        assert!(cells[0].ends_with(&format!("f{i}.png")));
+        assert_eq!(cells[1], "plot-7");
+        let got: Vec<usize> = cells[2..5].iter().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(&got, w);
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("counts.json")).unwrap()).unwrap();
+    let total: Vec<usize> = (0..3).map(|k| want[0][k] + want[1][k]).collect();
+    assert_eq!(json["samples"][0]["sample"], "plot-7");
+    assert_eq!(json["samples"][0]["images"], 2);
+    assert_eq!(
+        json["samples"][0]["counts"],
+        serde_json::to_value(&total).unwrap()
+    );
+    for d in ["masks", "overlays"] {
+        for i in 0..2 {
+            assert!(out.join(d).join(format!("f{i}.png")).exists(), "{d} f{i}");
+        }
+    }
+    // the same command again: refused, the first run's files untouched
+    let mut c = edge();
+    args(&mut c);
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("already exists") && e.contains("--overwrite"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("counts.csv")).unwrap(),
+        csv
+    );
+    // a broken image beside good ones: reported, the rest counted, failure
+    std::fs::write(sample.join("f2.png"), b"not a png").unwrap();
+    let o = edge()
+        .arg("count")
+        .arg("--model")
+        .arg(models().join("synth-worm-egg-cyst"))
+        .arg("--public-key")
+        .arg(models().join("nemascope-dev.pub"))
+        .arg("--csv")
+        .arg(tmp.path().join("again.csv"))
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("f2.png") && e.contains("1 of 3 images"), "{e}");
+    let again = std::fs::read_to_string(tmp.path().join("again.csv")).unwrap();
+    assert_eq!(again.lines().count(), 3);
+}
