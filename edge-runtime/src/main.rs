@@ -99,6 +99,24 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Time decode-to-counts on an image file, or a seeded synthetic frame
+    /// of the given size (16-bit PNG in memory), and report the peak
+    /// resident memory: run it pinned to one core (`taskset -c 0`) to
+    /// measure one core.
+    Bench {
+        /// Image to count (its bytes are read once, decoded every run).
+        #[arg(long, conflicts_with = "size")]
+        image: Option<PathBuf>,
+        /// Frame size WIDTHxHEIGHT (the paper's camera: 4112x3008).
+        #[arg(long, default_value = "512x384")]
+        size: String,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
     /// Check a model bundle: signature under the public key, model hash,
     /// manifest values, and that tract loads and runs the model.
     CheckModel {
@@ -292,6 +310,85 @@ fn count(a: CountArgs) -> Result<()> {
     }
 }
 
+/// Peak resident memory of this process (Linux `VmHWM`), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn bench(
+    image: Option<PathBuf>,
+    size: &str,
+    runs: usize,
+    model: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+) -> Result<()> {
+    let model_dir = model.unwrap_or_else(|| models_dir().join("bbbc010-worm"));
+    let key = public_key.unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
+    let model = Model::open(&model_dir, &key).map_err(|e| Error::Invalid(e.to_string()))?;
+    let (name, bytes) = match image {
+        Some(p) => (p.clone(), std::fs::read(&p).map_err(|e| Error::io(&p, e))?),
+        None => (
+            PathBuf::from(format!("synthetic {size}")),
+            synthetic_png(size)?,
+        ),
+    };
+    let before = peak_rss_mib();
+    let mut times = Vec::new();
+    let mut counts = Vec::new();
+    let mut dims = (0, 0);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let f = nemascope_core::imageio::decode_frame(&bytes, &name, LoadLimits::default())?;
+        let c = count_frame(&model, &f.plane, &CountSettings::default())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        counts = c.counts;
+        dims = (f.plane.width(), f.plane.height());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{} on {} ({}x{}, model input {:?}): decode to counts median {:.1} ms (min {:.1}, max {:.1}, {} runs); counts {counts:?}",
+        model.manifest.name,
+        name.display(),
+        dims.0,
+        dims.1,
+        model.runner.input_shape,
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        times.len()
+    );
+    if let (Some(b), Some(p)) = (before, peak_rss_mib()) {
+        println!("peak resident memory {p:.1} MiB (before the first frame {b:.1} MiB)");
+    }
+    Ok(())
+}
+
+/// A seeded synthetic frame of `size` (WIDTHxHEIGHT) as 16-bit PNG bytes.
+fn synthetic_png(size: &str) -> Result<Vec<u8>> {
+    let bad = || Error::Invalid(format!("--size {size}: expected WIDTHxHEIGHT"));
+    let (w, h) = size.split_once('x').ok_or_else(bad)?;
+    let (w, h): (usize, usize) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    let cfg = SynthConfig {
+        width: w,
+        height: h,
+        ..SynthConfig::default()
+    };
+    let tmp = std::env::temp_dir().join(format!("nemascope-bench-{}.png", std::process::id()));
+    nemascope_core::imageio::save_gray16(&generate(&cfg, 1, 0)?.image, &tmp)?;
+    let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
+    let _ = std::fs::remove_file(&tmp);
+    bytes
+}
+
 fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf>) -> Result<()> {
     let cfg = SynthConfig::default();
     let mut pipe = Pipeline::default();
@@ -436,6 +533,13 @@ fn main() -> ExitCode {
             },
             overwrite,
         }),
+        Cmd::Bench {
+            image,
+            size,
+            runs,
+            model,
+            public_key,
+        } => bench(image, &size, runs, model, public_key),
         Cmd::JournalWriter { dir, count } => {
             journal_writer(&dir, count).map_err(nemascope_core::Error::Invalid)
         }
