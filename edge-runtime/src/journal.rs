@@ -89,15 +89,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old or the new
-/// content, never a mix: temporary file, fsync, rename, fsync the folder.
+/// [`nemascope_core::files::write_atomic`] (old or new content after a
+/// crash, never a mix) with the journal's error.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(path)
+    nemascope_core::files::write_atomic(path, bytes).map_err(|e| match e {
+        nemascope_core::Error::Io { path, source } => JournalError::Io { path, source },
+        other => JournalError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 fn sync_dir(path: &Path) -> Result<()> {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use nemascope_core::counting::mean_abs_error;
+use nemascope_core::files::write_atomic;
 use nemascope_core::imageio::{load_frame, stretch, LoadLimits};
 use nemascope_core::imageio::{save_gray8, save_mask};
 use nemascope_core::metrics::{dice, mean_dice_positive};
@@ -18,8 +19,7 @@ use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::model::Model;
 use nemascope_edge::pipeline::Pipeline;
 use nemascope_edge::report::{
-    check_free, csv as report_csv, overlay, samples, write_file, ImageReport, ObjectReport,
-    RunReport,
+    check_free, csv as report_csv, overlay, samples, ImageReport, ObjectReport, RunReport,
 };
 
 #[derive(Parser)]
@@ -61,44 +61,9 @@ enum Cmd {
     /// Count the objects of every class in images with a signed model
     /// bundle: per-image and per-sample counts (a folder is a sample), and
     /// optionally masks, overlays, CSV and JSON.
-    Count {
-        /// Image files, or folders of images (PNG, TIFF, JPEG).
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
-        /// Model bundle folder (default: the shipped BBBC010 worm model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Public key the bundle must be signed with (default: the
-        /// shipped development key).
-        #[arg(long)]
-        public_key: Option<PathBuf>,
-        /// Sample name for every input (default: the folder's name).
-        #[arg(long)]
-        sample: Option<String>,
-        /// Write `<stem>.png` per image, non-zero where any class was found.
-        #[arg(long)]
-        masks: Option<PathBuf>,
-        /// Write `<stem>.png` per image: the frame with each class outlined.
-        #[arg(long)]
-        overlays: Option<PathBuf>,
-        #[arg(long)]
-        csv: Option<PathBuf>,
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// The camera's pixel size in µm, for the measurements.
-        #[arg(long, default_value_t = 4.0)]
-        um_per_px: f32,
-        /// Objects smaller than this (µm²) are not counted.
-        #[arg(long, default_value_t = 0.0)]
-        min_area_um2: f32,
-        /// Superpixel voting of the maps (the manifest's settings); off by
-        /// default, the network alone segments.
-        #[arg(long)]
-        vote: bool,
-        /// Replace output files that already exist.
-        #[arg(long)]
-        overwrite: bool,
-    },
+    Count(CountArgs),
+    /// Render the unit's screen to a PNG, as the panel would show it.
+    Preview(PreviewArgs),
     /// Time decode-to-counts on an image file, or a seeded synthetic frame
     /// of the given size (16-bit PNG in memory), and report the peak
     /// resident memory: run it pinned to one core (`taskset -c 0`) to
@@ -160,17 +125,150 @@ fn models_dir() -> PathBuf {
 }
 
 /// The `count` command's options.
+#[derive(clap::Args)]
 struct CountArgs {
+    /// Image files, or folders of images (PNG, TIFF, JPEG).
+    #[arg(required = true)]
     inputs: Vec<PathBuf>,
+    /// Model bundle folder (default: the shipped BBBC010 worm model).
+    #[arg(long)]
     model: Option<PathBuf>,
+    /// Public key the bundle must be signed with (default: the
+    /// shipped development key).
+    #[arg(long)]
     public_key: Option<PathBuf>,
+    /// Sample name for every input (default: the folder's name).
+    #[arg(long)]
     sample: Option<String>,
+    /// Write `<stem>.png` per image, non-zero where any class was found.
+    #[arg(long)]
     masks: Option<PathBuf>,
+    /// Write `<stem>.png` per image: the frame with each class outlined.
+    #[arg(long)]
     overlays: Option<PathBuf>,
+    #[arg(long)]
     csv: Option<PathBuf>,
+    #[arg(long)]
     json: Option<PathBuf>,
-    settings: CountSettings,
+    /// The camera's pixel size in µm, for the measurements.
+    #[arg(long, default_value_t = 4.0)]
+    um_per_px: f32,
+    /// Objects smaller than this (µm²) are not counted.
+    #[arg(long, default_value_t = 0.0)]
+    min_area_um2: f32,
+    /// Superpixel voting of the maps (the manifest's settings); off by
+    /// default, the network alone segments.
+    #[arg(long)]
+    vote: bool,
+    /// Replace output files that already exist.
+    #[arg(long)]
     overwrite: bool,
+}
+
+/// The `preview` command's options: what the screen shows.
+#[derive(clap::Args)]
+struct PreviewArgs {
+    /// PNG to write (refused if it exists, unless --overwrite).
+    #[arg(long)]
+    out: PathBuf,
+    /// `color` (240×320 ST7789) or `mono` (128×64 SSD1306).
+    #[arg(long, default_value = "color")]
+    panel: String,
+    /// Each panel pixel as N×N PNG pixels, for viewing.
+    #[arg(long, default_value_t = 2)]
+    scale: u32,
+    #[arg(long, default_value = "plot-7")]
+    sample: String,
+    #[arg(long, default_value = "worm,egg,cyst")]
+    classes: String,
+    #[arg(long, default_value = "12,3,0")]
+    counts: String,
+    #[arg(long, default_value_t = 51)]
+    frame_ms: u32,
+    #[arg(long, default_value = "bbbc010-worm-student")]
+    model: String,
+    /// `up`, `down`, `off`, or the number of unsent reports.
+    #[arg(long, default_value = "up")]
+    link: String,
+    /// Warning bits (1 frame quality, 2 model, 4 disk, 8 backlog).
+    #[arg(long, default_value_t = 0)]
+    warnings: u8,
+    #[arg(long)]
+    overwrite: bool,
+}
+
+fn preview(a: PreviewArgs) -> Result<()> {
+    use nemascope_edge::display::{
+        draw_color, draw_mono, LinkState, MonoBuffer, Rgb565Buffer, Screen,
+    };
+    let classes: Vec<&str> = a.classes.split(',').map(str::trim).collect();
+    let counts = a
+        .counts
+        .split(',')
+        .map(|c| c.trim().parse::<u32>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| {
+            Error::Invalid(format!(
+                "--counts {}: expected numbers like 12,3,0",
+                a.counts
+            ))
+        })?;
+    if counts.len() != classes.len() {
+        return Err(Error::Invalid(format!(
+            "{} classes but {} counts",
+            classes.len(),
+            counts.len()
+        )));
+    }
+    let link = match a.link.as_str() {
+        "up" => LinkState::Up,
+        "down" => LinkState::Down,
+        "off" => LinkState::Off,
+        n => LinkState::Backlog(n.parse().map_err(|_| {
+            Error::Invalid(format!("--link {n}: expected up, down, off or a number"))
+        })?),
+    };
+    if !(1..=8).contains(&a.scale) {
+        return Err(Error::Invalid(format!("--scale {}: 1 to 8", a.scale)));
+    }
+    check_free(&a.out, a.overwrite)?;
+    let screen = Screen {
+        sample: a.sample,
+        counts: classes.iter().map(|c| c.to_string()).zip(counts).collect(),
+        frame_ms: a.frame_ms,
+        model: a.model,
+        link,
+        warnings: a.warnings,
+    };
+    let img: image::DynamicImage = match a.panel.as_str() {
+        "color" => {
+            let mut b = Rgb565Buffer::new(240, 320);
+            draw_color(&screen, &mut b).expect("in-memory drawing cannot fail");
+            b.to_image().into()
+        }
+        "mono" => {
+            let mut b = MonoBuffer::new(128, 64);
+            draw_mono(&screen, &mut b).expect("in-memory drawing cannot fail");
+            b.to_image().into()
+        }
+        p => {
+            return Err(Error::Invalid(format!(
+                "--panel {p}: expected color or mono"
+            )))
+        }
+    };
+    let (w, h) = (img.width() * a.scale, img.height() * a.scale);
+    img.resize(w, h, image::imageops::FilterType::Nearest)
+        .save(&a.out)
+        .map_err(|e| Error::image(&a.out, e))?;
+    println!(
+        "{}: {}x{} preview of the {} panel",
+        a.out.display(),
+        w,
+        h,
+        a.panel
+    );
+    Ok(())
 }
 
 /// Counts every input; an image that cannot be read or counted is reported
@@ -180,13 +278,20 @@ fn count(a: CountArgs) -> Result<()> {
     let key = a
         .public_key
         .unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
-    let um = a.settings.calibration.um_per_px;
-    let min = a.settings.min_area_um2;
+    let settings = CountSettings {
+        vote: a.vote,
+        min_area_um2: a.min_area_um2,
+        calibration: Calibration {
+            um_per_px: a.um_per_px,
+        },
+        ..CountSettings::default()
+    };
+    let (um, min) = (a.um_per_px, a.min_area_um2);
     let valid = um.is_finite() && um > 0.0 && min.is_finite() && min >= 0.0;
     if !valid {
         return Err(Error::Invalid(format!(
             "--um-per-px must be > 0 and --min-area-um2 ≥ 0 (got {um} and {})",
-            a.settings.min_area_um2
+            a.min_area_um2
         )));
     }
     let model = Model::open(&model_dir, &key).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -216,7 +321,7 @@ fn count(a: CountArgs) -> Result<()> {
         model.manifest.name,
         classes.join("/"),
         inputs.len(),
-        a.settings.calibration.um_per_px
+        a.um_per_px
     );
     println!("| image | sample | {} | ms |", classes.join(" | "));
     println!("|---|---|{}---|", "---|".repeat(classes.len()));
@@ -225,7 +330,7 @@ fn count(a: CountArgs) -> Result<()> {
     for i in &inputs {
         let t = Instant::now();
         let r = load_frame(&i.path, LoadLimits::default())
-            .and_then(|f| count_frame(&model, &f.plane, &a.settings).map(|c| (f.plane, c)));
+            .and_then(|f| count_frame(&model, &f.plane, &settings).map(|c| (f.plane, c)));
         let (frame, counted) = match r {
             Ok(v) => v,
             Err(e) => {
@@ -285,19 +390,19 @@ fn count(a: CountArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.csv {
-        write_file(p, &report_csv(&classes, &reports)?)?;
+        write_atomic(p, &report_csv(&classes, &reports)?)?;
     }
     if let Some(p) = &a.json {
         let run = RunReport {
             model: &model.manifest.name,
             classes: &classes,
-            um_per_px: a.settings.calibration.um_per_px,
+            um_per_px: a.um_per_px,
             images: &reports,
             samples: totals,
             failed: &failed,
         };
         let bytes = serde_json::to_vec_pretty(&run).expect("report serialises");
-        write_file(p, &bytes)?;
+        write_atomic(p, &bytes)?;
     }
     if failed.is_empty() {
         Ok(())
@@ -503,36 +608,8 @@ fn main() -> ExitCode {
             calibration_frames,
             out,
         } => demo(frames.max(1), seed, calibration_frames, out),
-        Cmd::Count {
-            inputs,
-            model,
-            public_key,
-            sample,
-            masks,
-            overlays,
-            csv,
-            json,
-            um_per_px,
-            min_area_um2,
-            vote,
-            overwrite,
-        } => count(CountArgs {
-            inputs,
-            model,
-            public_key,
-            sample,
-            masks,
-            overlays,
-            csv,
-            json,
-            settings: CountSettings {
-                vote,
-                min_area_um2,
-                calibration: Calibration { um_per_px },
-                ..CountSettings::default()
-            },
-            overwrite,
-        }),
+        Cmd::Count(a) => count(a),
+        Cmd::Preview(a) => preview(a),
         Cmd::Bench {
             image,
             size,

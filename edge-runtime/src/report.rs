@@ -151,14 +151,6 @@ pub fn check_free(path: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` through a temporary file and a rename, so a crash leaves
-/// either the old file or the whole new one.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,9 @@ use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_edge::count::{count_frame, CountSettings};
 use nemascope_edge::model::Model;
 
+mod common;
+use common::edge;
+
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
@@ -72,22 +75,6 @@ fn counts_fresh_synthetic_frames_within_tolerance() {
             .map(|t| t.iter().sum::<usize>())
             .collect::<Vec<_>>()
     );
-}
-
-/// The program; under a cross target's emulator `NEMASCOPE_TEST_RUNNER`
-/// runs it (as in journal_kill.rs).
-fn edge() -> Command {
-    let exe = env!("CARGO_BIN_EXE_nemascope-edge");
-    let runner = std::env::var("NEMASCOPE_TEST_RUNNER").unwrap_or_default();
-    let mut parts = runner.split_whitespace();
-    match parts.next() {
-        Some(prog) => {
-            let mut c = Command::new(prog);
-            c.args(parts).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    }
 }
 
 /// `count` over a folder: the table, CSV and JSON agree with the library,

@@ -7,27 +7,13 @@
 //! by hand in the unit tests for every cut position.)
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nemascope_edge::journal::Journal;
 
-/// The writer program; under a cross target's emulator (no binfmt here),
-/// `NEMASCOPE_TEST_RUNNER` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`,
-/// set by `cargo xtask cross-test`) runs it.
-fn writer() -> Command {
-    let exe = env!("CARGO_BIN_EXE_nemascope-edge");
-    let runner = std::env::var("NEMASCOPE_TEST_RUNNER").unwrap_or_default();
-    let mut parts = runner.split_whitespace();
-    match parts.next() {
-        Some(prog) => {
-            let mut c = Command::new(prog);
-            c.args(parts).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    }
-}
+mod common;
+use common::edge;
 
 #[test]
 fn no_record_is_lost_or_duplicated_across_kills() {
@@ -44,7 +30,7 @@ fn no_record_is_lost_or_duplicated_across_kills() {
     let mut confirmed = 0u64;
     let kills = 25;
     for round in 0..kills {
-        let mut child = writer()
+        let mut child = edge()
             .arg("journal-writer")
             .arg(&journal)
             .stdout(Stdio::piped())

@@ -169,11 +169,8 @@ pub(crate) fn torch_err(e: tch::TchError) -> Error {
     Error::Invalid(format!("libtorch: {e}"))
 }
 
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+/// Checkpoints, configs and states are written durably (fsync + rename).
+pub(crate) use nemascope_core::files::write_atomic;
 
 impl Trainer {
     /// Starts a new run in `dir` (refused if it already holds one) or, with

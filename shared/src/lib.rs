@@ -15,6 +15,7 @@ pub mod counting;
 pub mod dataset;
 pub mod error;
 pub mod felzenszwalb;
+pub mod files;
 pub mod grid;
 pub mod imageio;
 pub mod metrics;

@@ -1,0 +1,20 @@
+//! Helpers shared by the edge tests.
+
+use std::process::Command;
+
+/// The `nemascope-edge` program; under a cross target's emulator (no
+/// binfmt here), `NEMASCOPE_TEST_RUNNER` (e.g. `qemu-aarch64 -L
+/// /usr/aarch64-linux-gnu`, set by `cargo xtask cross-test`) runs it.
+pub fn edge() -> Command {
+    let exe = env!("CARGO_BIN_EXE_nemascope-edge");
+    let runner = std::env::var("NEMASCOPE_TEST_RUNNER").unwrap_or_default();
+    let mut parts = runner.split_whitespace();
+    match parts.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(parts).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}

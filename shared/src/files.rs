@@ -1,0 +1,88 @@
+//! Writing files so that a crash or power cut leaves either the old content
+//! or the whole new one: what every result, checkpoint and report uses.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// The temporary name beside `path`: hidden, and named so it cannot be a
+/// file of the user's (`counts.csv` → `.counts.csv.nemascope-tmp`).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.nemascope-tmp"))
+}
+
+/// Writes `bytes` to `path` through a temporary file: write, fsync, rename
+/// over `path`, fsync the folder. A failure removes the temporary file and
+/// leaves `path` as it was.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(|e| Error::io(&tmp, e));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_and_leaves_no_temporary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("counts.csv");
+        write_atomic(&p, b"old").unwrap();
+        // a user's file that a naive `with_extension("tmp")` would clobber
+        std::fs::write(tmp.path().join("counts.tmp"), b"mine").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(tmp.path().join("counts.tmp")).unwrap(),
+            b"mine"
+        );
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("state.json");
+        write_atomic(&p, b"old").unwrap();
+        // the target is a folder: rename fails, nothing changes
+        let d = tmp.path().join("dir");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("x"), b"x").unwrap();
+        assert!(write_atomic(&d, b"new").is_err());
+        assert!(!temp_path(&d).exists());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        // a folder that does not exist: a clear error naming it
+        let e = write_atomic(&tmp.path().join("nope/a.json"), b"x").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}
