@@ -210,27 +210,35 @@ pub fn draw_mono<D: DrawTarget<Color = BinaryColor>>(
     Ok(())
 }
 
-/// An in-memory RGB565 panel.
+/// An in-memory panel of any colour type: previews, and the bytes a
+/// framebuffer takes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rgb565Buffer {
+pub struct Panel<C> {
     pub width: u32,
     pub height: u32,
-    pub pixels: Vec<Rgb565>,
+    pub pixels: Vec<C>,
 }
 
-impl Rgb565Buffer {
+/// The 240×320 colour panel's buffer.
+pub type Rgb565Buffer = Panel<Rgb565>;
+/// The 128×64 monochrome panel's buffer.
+pub type MonoBuffer = Panel<BinaryColor>;
+
+impl<C: PixelColor + Default> Panel<C> {
     pub fn new(width: u32, height: u32) -> Self {
-        Rgb565Buffer {
+        Panel {
             width,
             height,
-            pixels: vec![Rgb565::BLACK; (width * height) as usize],
+            pixels: vec![C::default(); (width * height) as usize],
         }
     }
 
-    pub fn get(&self, x: u32, y: u32) -> Rgb565 {
+    pub fn get(&self, x: u32, y: u32) -> C {
         self.pixels[(y * self.width + x) as usize]
     }
+}
 
+impl Rgb565Buffer {
     /// The bytes a Linux framebuffer in RGB565 takes (little-endian).
     pub fn to_fb_bytes(&self) -> Vec<u8> {
         self.pixels
@@ -248,75 +256,32 @@ impl Rgb565Buffer {
     }
 }
 
-impl OriginDimensions for Rgb565Buffer {
+impl MonoBuffer {
+    /// White on black, as the OLED looks.
+    pub fn to_image(&self) -> image::GrayImage {
+        image::GrayImage::from_fn(self.width, self.height, |x, y| {
+            image::Luma([if self.get(x, y).is_on() { 255 } else { 0 }])
+        })
+    }
+}
+
+impl<C: PixelColor> OriginDimensions for Panel<C> {
     fn size(&self) -> Size {
         Size::new(self.width, self.height)
     }
 }
 
-impl DrawTarget for Rgb565Buffer {
-    type Color = Rgb565;
+impl<C: PixelColor> DrawTarget for Panel<C> {
+    type Color = C;
     type Error = core::convert::Infallible;
 
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb565>>>(
+    fn draw_iter<I: IntoIterator<Item = Pixel<C>>>(
         &mut self,
         pixels: I,
     ) -> Result<(), Self::Error> {
         for Pixel(p, c) in pixels {
             if p.x >= 0 && p.y >= 0 && (p.x as u32) < self.width && (p.y as u32) < self.height {
                 self.pixels[(p.y as u32 * self.width + p.x as u32) as usize] = c;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// An in-memory monochrome panel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MonoBuffer {
-    pub width: u32,
-    pub height: u32,
-    pub on: Vec<bool>,
-}
-
-impl MonoBuffer {
-    pub fn new(width: u32, height: u32) -> Self {
-        MonoBuffer {
-            width,
-            height,
-            on: vec![false; (width * height) as usize],
-        }
-    }
-
-    pub fn get(&self, x: u32, y: u32) -> bool {
-        self.on[(y * self.width + x) as usize]
-    }
-
-    /// White on black, as the OLED looks.
-    pub fn to_image(&self) -> image::GrayImage {
-        image::GrayImage::from_fn(self.width, self.height, |x, y| {
-            image::Luma([if self.get(x, y) { 255 } else { 0 }])
-        })
-    }
-}
-
-impl OriginDimensions for MonoBuffer {
-    fn size(&self) -> Size {
-        Size::new(self.width, self.height)
-    }
-}
-
-impl DrawTarget for MonoBuffer {
-    type Color = BinaryColor;
-    type Error = core::convert::Infallible;
-
-    fn draw_iter<I: IntoIterator<Item = Pixel<BinaryColor>>>(
-        &mut self,
-        pixels: I,
-    ) -> Result<(), Self::Error> {
-        for Pixel(p, c) in pixels {
-            if p.x >= 0 && p.y >= 0 && (p.x as u32) < self.width && (p.y as u32) < self.height {
-                self.on[(p.y as u32 * self.width + p.x as u32) as usize] = c.is_on();
             }
         }
         Ok(())
@@ -389,13 +354,13 @@ mod tests {
     fn mono_screen_fits_and_inverts_on_warnings() {
         let mut b = MonoBuffer::new(128, 64);
         draw_mono(&screen(), &mut b).unwrap();
-        let header_on = |b: &MonoBuffer| (0..128).filter(|&x| b.get(x, 0)).count();
+        let header_on = |b: &MonoBuffer| (0..128).filter(|&x| b.get(x, 0).is_on()).count();
         assert_eq!(header_on(&b), 0);
         // every count line has ink
         for i in 0..3u32 {
             let y0 = 13 + i * 18;
             assert!(
-                (y0..y0 + 15).any(|y| (0..128).any(|x| b.get(x, y))),
+                (y0..y0 + 15).any(|y| (0..128).any(|x| b.get(x, y).is_on())),
                 "line {i}"
             );
         }

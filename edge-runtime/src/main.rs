@@ -124,6 +124,14 @@ fn models_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models")))
 }
 
+/// The bundle in `model` under `public_key`, each defaulting to the
+/// shipped BBBC010 worm model and the shipped development key.
+fn open_model(model: Option<PathBuf>, public_key: Option<PathBuf>) -> Result<Model> {
+    let dir = model.unwrap_or_else(|| models_dir().join("bbbc010-worm"));
+    let key = public_key.unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
+    Model::open(&dir, &key).map_err(|e| Error::Invalid(e.to_string()))
+}
+
 /// The `count` command's options.
 #[derive(clap::Args)]
 struct CountArgs {
@@ -274,10 +282,6 @@ fn preview(a: PreviewArgs) -> Result<()> {
 /// Counts every input; an image that cannot be read or counted is reported
 /// and skipped, and makes the command fail at the end.
 fn count(a: CountArgs) -> Result<()> {
-    let model_dir = a.model.unwrap_or_else(|| models_dir().join("bbbc010-worm"));
-    let key = a
-        .public_key
-        .unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
     let settings = CountSettings {
         vote: a.vote,
         min_area_um2: a.min_area_um2,
@@ -294,7 +298,7 @@ fn count(a: CountArgs) -> Result<()> {
             a.min_area_um2
         )));
     }
-    let model = Model::open(&model_dir, &key).map_err(|e| Error::Invalid(e.to_string()))?;
+    let model = open_model(a.model, a.public_key)?;
     let inputs = expand(&a.inputs, a.sample.as_deref())?;
     // Refuse before any work: clashing names, files that would be replaced.
     if a.masks.is_some() || a.overlays.is_some() {
@@ -436,9 +440,7 @@ fn bench(
     model: Option<PathBuf>,
     public_key: Option<PathBuf>,
 ) -> Result<()> {
-    let model_dir = model.unwrap_or_else(|| models_dir().join("bbbc010-worm"));
-    let key = public_key.unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
-    let model = Model::open(&model_dir, &key).map_err(|e| Error::Invalid(e.to_string()))?;
+    let model = open_model(model, public_key)?;
     let (name, bytes) = match image {
         Some(p) => (p.clone(), std::fs::read(&p).map_err(|e| Error::io(&p, e))?),
         None => (
