@@ -213,20 +213,20 @@ pub fn draw_mono<D: DrawTarget<Color = BinaryColor>>(
 /// An in-memory panel of any colour type: previews, and the bytes a
 /// framebuffer takes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Panel<C> {
+pub struct Buffer<C> {
     pub width: u32,
     pub height: u32,
     pub pixels: Vec<C>,
 }
 
 /// The 240×320 colour panel's buffer.
-pub type Rgb565Buffer = Panel<Rgb565>;
+pub type Rgb565Buffer = Buffer<Rgb565>;
 /// The 128×64 monochrome panel's buffer.
-pub type MonoBuffer = Panel<BinaryColor>;
+pub type MonoBuffer = Buffer<BinaryColor>;
 
-impl<C: PixelColor + Default> Panel<C> {
+impl<C: PixelColor + Default> Buffer<C> {
     pub fn new(width: u32, height: u32) -> Self {
-        Panel {
+        Buffer {
             width,
             height,
             pixels: vec![C::default(); (width * height) as usize],
@@ -265,13 +265,13 @@ impl MonoBuffer {
     }
 }
 
-impl<C: PixelColor> OriginDimensions for Panel<C> {
+impl<C: PixelColor> OriginDimensions for Buffer<C> {
     fn size(&self) -> Size {
         Size::new(self.width, self.height)
     }
 }
 
-impl<C: PixelColor> DrawTarget for Panel<C> {
+impl<C: PixelColor> DrawTarget for Buffer<C> {
     type Color = C;
     type Error = core::convert::Infallible;
 

@@ -284,6 +284,14 @@ impl Journal {
         Ok(Entry { seq, record })
     }
 
+    /// The `source` of every record: frames already counted, which a
+    /// restarted unit must not count again.
+    pub fn sources(&mut self) -> Result<std::collections::HashSet<String>> {
+        (1..=self.last_seq())
+            .map(|s| self.get(s).map(|e| e.record.source))
+            .collect()
+    }
+
     /// Records from `seq` on (for a resend).
     pub fn from(&mut self, seq: u64) -> Result<Vec<Entry>> {
         (seq.max(1)..=self.last_seq())

@@ -6,12 +6,20 @@
 //! draws the unit's screens. [`journal`],
 //! [`protocol`] and [`link`] keep results and report them over serial.
 
+#[cfg(feature = "v4l2")]
+pub mod camera;
+pub mod config;
 pub mod count;
 pub mod display;
 pub mod inputs;
 pub mod journal;
 pub mod link;
+pub mod listener;
 pub mod model;
+pub mod panels;
 pub mod pipeline;
 pub mod protocol;
 pub mod report;
+pub mod serial;
+pub mod service;
+pub mod source;

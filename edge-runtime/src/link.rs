@@ -40,6 +40,8 @@ pub struct UnitLink {
     pub heartbeat_every: Duration,
     pub model: String,
     pub warnings: u8,
+    /// When a valid message last came from the host.
+    pub last_heard: Option<Instant>,
 }
 
 fn report(e: &Entry) -> Message {
@@ -67,6 +69,7 @@ impl UnitLink {
             heartbeat_every: Duration::from_secs(10),
             model: model.into(),
             warnings: 0,
+            last_heard: None,
         }
     }
 
@@ -123,6 +126,9 @@ impl UnitLink {
     ) -> Result<(), LinkError> {
         let mut msgs = Vec::new();
         self.decoder.feed(bytes, |m| msgs.push(m));
+        if !msgs.is_empty() {
+            self.last_heard = Some(now);
+        }
         for m in msgs {
             match m {
                 Message::Ack { seq } => {

@@ -13,14 +13,17 @@ use nemascope_core::metrics::{dice, mean_dice_positive};
 use nemascope_core::objects::Calibration;
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_core::{Class, Error, Mask, Result};
+use nemascope_edge::config::{Config, PanelKind};
 use nemascope_edge::count::{count_frame, CountSettings};
 use nemascope_edge::inputs::{check_unique_stems, expand, Input};
 use nemascope_edge::journal::{Journal, Record};
+use nemascope_edge::listener::ListenOptions;
 use nemascope_edge::model::Model;
 use nemascope_edge::pipeline::Pipeline;
 use nemascope_edge::report::{
     check_free, csv as report_csv, overlay, samples, ImageReport, ObjectReport, RunReport,
 };
+use nemascope_edge::service::Service;
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +84,34 @@ enum Cmd {
         model: Option<PathBuf>,
         #[arg(long)]
         public_key: Option<PathBuf>,
+    },
+    /// The unit's service: count frames from the configured source,
+    /// journal each result, show it on the panel and report it over the
+    /// serial link (hardware/edge.toml; hardware/nemascope-edge.service).
+    Run {
+        /// The unit's configuration file.
+        #[arg(long, default_value = "/etc/nemascope/edge.toml")]
+        config: PathBuf,
+        /// Stop once the source is used up and every report is
+        /// acknowledged (a list of files, synthetic frames); a watched
+        /// folder or camera runs for ever.
+        #[arg(long)]
+        until_done: bool,
+    },
+    /// The host's end of the serial link: store every report the unit
+    /// sends, once, in a JSON-lines file (durable before acknowledged).
+    Listen {
+        /// Serial port to the unit (e.g. /dev/ttyUSB0).
+        #[arg(long)]
+        port: PathBuf,
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// Report file; reopened where it stopped.
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop once report number N is stored.
+        #[arg(long)]
+        until: Option<u64>,
     },
     /// Check a model bundle: signature under the public key, model hash,
     /// manifest values, and that tract loads and runs the model.
@@ -206,9 +237,7 @@ struct PreviewArgs {
 }
 
 fn preview(a: PreviewArgs) -> Result<()> {
-    use nemascope_edge::display::{
-        draw_color, draw_mono, LinkState, MonoBuffer, Rgb565Buffer, Screen,
-    };
+    use nemascope_edge::display::{LinkState, Screen};
     let classes: Vec<&str> = a.classes.split(',').map(str::trim).collect();
     let counts = a
         .counts
@@ -248,27 +277,18 @@ fn preview(a: PreviewArgs) -> Result<()> {
         link,
         warnings: a.warnings,
     };
-    let img: image::DynamicImage = match a.panel.as_str() {
-        "color" => {
-            let mut b = Rgb565Buffer::new(240, 320);
-            draw_color(&screen, &mut b).expect("in-memory drawing cannot fail");
-            b.to_image().into()
-        }
-        "mono" => {
-            let mut b = MonoBuffer::new(128, 64);
-            draw_mono(&screen, &mut b).expect("in-memory drawing cannot fail");
-            b.to_image().into()
-        }
+    let kind = match a.panel.as_str() {
+        "color" => PanelKind::Color,
+        "mono" => PanelKind::Mono,
         p => {
             return Err(Error::Invalid(format!(
                 "--panel {p}: expected color or mono"
             )))
         }
     };
-    let (w, h) = (img.width() * a.scale, img.height() * a.scale);
-    img.resize(w, h, image::imageops::FilterType::Nearest)
-        .save(&a.out)
-        .map_err(|e| Error::image(&a.out, e))?;
+    let img = nemascope_edge::panels::render(&screen, kind, a.scale);
+    let (w, h) = (img.width(), img.height());
+    img.save(&a.out).map_err(|e| Error::image(&a.out, e))?;
     println!(
         "{}: {}x{} preview of the {} panel",
         a.out.display(),
@@ -579,6 +599,23 @@ fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf
     Ok(())
 }
 
+/// The service loop on the configured unit.
+fn run(config: &std::path::Path, until_done: bool) -> Result<()> {
+    let cfg = Config::load(config).map_err(|e| Error::Invalid(e.to_string()))?;
+    let model = open_model(cfg.model.bundle.clone(), cfg.model.public_key.clone())?;
+    eprintln!(
+        "nemascope-edge {}: model {} ({}), journal {}",
+        env!("CARGO_PKG_VERSION"),
+        model.manifest.name,
+        model.manifest.classes.join("/"),
+        cfg.journal.dir.display()
+    );
+    let mut service = Service::open(&cfg, model).map_err(|e| Error::Invalid(e.to_string()))?;
+    service
+        .run(until_done)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
 fn journal_writer(dir: &std::path::Path, count: u64) -> std::result::Result<(), String> {
     use std::io::Write;
     let mut j = Journal::open(dir).map_err(|e| e.to_string())?;
@@ -621,6 +658,29 @@ fn main() -> ExitCode {
         } => bench(image, &size, runs, model, public_key),
         Cmd::JournalWriter { dir, count } => {
             journal_writer(&dir, count).map_err(nemascope_core::Error::Invalid)
+        }
+        Cmd::Run { config, until_done } => run(&config, until_done),
+        Cmd::Listen {
+            port,
+            baud,
+            out,
+            until,
+        } => {
+            if !nemascope_edge::config::BAUDS.contains(&baud) {
+                Err(Error::Invalid(format!(
+                    "--baud {baud}: one of {:?}",
+                    nemascope_edge::config::BAUDS
+                )))
+            } else {
+                nemascope_edge::listener::listen(&ListenOptions {
+                    port,
+                    baud,
+                    out,
+                    until,
+                    reopen: std::time::Duration::from_secs(2),
+                })
+                .map_err(|e| Error::Invalid(e.to_string()))
+            }
         }
         Cmd::CheckModel { bundle, public_key } => {
             check_model(&bundle, &public_key).map_err(nemascope_core::Error::Invalid)

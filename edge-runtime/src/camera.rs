@@ -1,0 +1,152 @@
+//! A V4L2 camera as a frame source (feature `v4l2`; building it needs
+//! `libclang-dev` for the v4l crate's bindings). Takes one frame every
+//! `interval` in 8-bit grey (GREY), 16-bit grey (Y16) or YUYV (its luma).
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nemascope_core::Plane;
+use v4l::buffer::Type;
+use v4l::io::mmap::Stream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
+use v4l::{Device, Format, FourCC};
+
+use crate::source::{Frame, FrameSource, Next};
+
+/// Buffers the driver fills; all are drained before a frame is used, so
+/// the frame counted is the newest, not one queued seconds ago.
+const BUFFERS: u32 = 2;
+
+pub struct V4l2Source {
+    stream: Stream<'static>,
+    format: Format,
+    interval: Duration,
+    last: Option<Instant>,
+    sample: String,
+    _device: Device,
+}
+
+impl V4l2Source {
+    pub fn open(
+        device: &Path,
+        width: u32,
+        height: u32,
+        interval: Duration,
+        sample: &str,
+    ) -> Result<Self, String> {
+        let what = |e: std::io::Error| format!("{}: {e}", device.display());
+        let dev = Device::with_path(device).map_err(what)?;
+        let want = Format::new(width, height, FourCC::new(b"GREY"));
+        let format = dev.set_format(&want).map_err(what)?;
+        let fourcc = format.fourcc;
+        if ![*b"GREY", *b"Y16 ", *b"YUYV"].contains(&fourcc.repr) {
+            return Err(format!(
+                "{}: the camera offers {fourcc} at {}x{}; GREY, Y16 or YUYV is needed",
+                device.display(),
+                format.width,
+                format.height
+            ));
+        }
+        let stream = Stream::with_buffers(&dev, Type::VideoCapture, BUFFERS).map_err(what)?;
+        Ok(V4l2Source {
+            stream,
+            format,
+            interval,
+            last: None,
+            sample: sample.into(),
+            _device: dev,
+        })
+    }
+}
+
+/// The luma of one captured buffer, 0..1.
+fn plane(f: &Format, buf: &[u8]) -> Result<Plane, String> {
+    let (w, h) = (f.width as usize, f.height as usize);
+    let stride = f.stride as usize;
+    let (px, max) = match &f.fourcc.repr {
+        b"GREY" => (1, 255.0),
+        b"Y16 " => (2, 65535.0),
+        _ => (2, 255.0), // YUYV: Y every other byte
+    };
+    if buf.len() < stride * h.saturating_sub(1) + w * px {
+        return Err(format!("short frame: {} bytes for {w}x{h}", buf.len()));
+    }
+    let mut data = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let row = &buf[y * stride..];
+        for x in 0..w {
+            let v = match &f.fourcc.repr {
+                b"Y16 " => u16::from_le_bytes([row[2 * x], row[2 * x + 1]]) as f32,
+                b"GREY" => row[x] as f32,
+                _ => row[2 * x] as f32,
+            };
+            data.push(v / max);
+        }
+    }
+    Plane::from_vec(w, h, data).map_err(|e| e.to_string())
+}
+
+impl FrameSource for V4l2Source {
+    fn next(&mut self) -> Next {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.interval)
+        {
+            return Next::Idle;
+        }
+        self.last = Some(now);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let source = format!("v4l2-{ms}");
+        let mut newest = Err("no frame".to_string());
+        for _ in 0..BUFFERS {
+            newest = match self.stream.next() {
+                Ok((buf, _)) => plane(&self.format, buf),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        match newest {
+            Ok(plane) => Next::Frame(Frame {
+                plane,
+                sample: self.sample.clone(),
+                source,
+            }),
+            Err(error) => Next::Failed { source, error },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(fourcc: &[u8; 4], stride: u32) -> Format {
+        let mut f = Format::new(3, 2, FourCC::new(fourcc));
+        f.stride = stride;
+        f
+    }
+
+    #[test]
+    fn buffers_become_luma_planes() {
+        // 8-bit grey with a padded row.
+        let p = plane(&format(b"GREY", 4), &[0, 255, 51, 9, 102, 0, 255, 9]).unwrap();
+        assert_eq!(p.data(), &[0.0, 1.0, 0.2, 0.4, 0.0, 1.0]);
+        // YUYV: the Y bytes only.
+        let buf = [255, 1, 0, 2, 51, 3, 0, 4, 255, 5, 0, 6];
+        let p = plane(&format(b"YUYV", 6), &buf).unwrap();
+        assert_eq!(p.data(), &[1.0, 0.0, 0.2, 0.0, 1.0, 0.0]);
+        // 16-bit grey.
+        let buf: Vec<u8> = [0u16, 65535, 0, 65535, 0, 65535]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let p = plane(&format(b"Y16 ", 6), &buf).unwrap();
+        assert_eq!(p.data(), &[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+        // A short buffer is an error, not a panic.
+        let e = plane(&format(b"GREY", 4), &[0; 5]).unwrap_err();
+        assert!(e.contains("short frame"), "{e}");
+    }
+}

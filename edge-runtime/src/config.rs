@@ -1,0 +1,590 @@
+//! The unit's configuration (`/etc/nemascope/edge.toml`, hardware/): which
+//! model, where frames come from, where the journal lives, the serial port
+//! and the panel. Read once at start; every value is checked here, so a
+//! typo or an out-of-range number stops the unit with a message naming the
+//! key, before anything is counted. Relative paths are relative to the
+//! config file's folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration was refused; the message names the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("config {path}: {msg}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub camera: CameraConfig,
+    #[serde(default)]
+    pub count: CountConfig,
+    pub source: SourceConfig,
+    pub journal: JournalConfig,
+    /// No `[serial]` table: no link, results stay in the journal.
+    #[serde(default)]
+    pub serial: Option<SerialConfig>,
+    #[serde(default)]
+    pub display: DisplayConfig,
+}
+
+/// The signed bundle and the key it must verify under; both default to
+/// the shipped BBBC010 model and development key.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub bundle: Option<PathBuf>,
+    pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Pixel size in the sample plane, for areas and lengths in µm.
+    #[serde(default = "default_um_per_px")]
+    pub um_per_px: f32,
+}
+
+fn default_um_per_px() -> f32 {
+    4.0
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig {
+            um_per_px: default_um_per_px(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountConfig {
+    /// Components smaller than this (µm²) are not counted.
+    #[serde(default)]
+    pub min_area_um2: f32,
+    /// Superpixel voting of the maps (off: the network alone segments).
+    #[serde(default)]
+    pub vote: bool,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A folder the acquisition software writes into. Each sub-folder is a
+    /// sample; images directly inside take `sample`. A file is read once it
+    /// has not changed for `settle_ms` (so half-written files are not).
+    Folder {
+        path: PathBuf,
+        #[serde(default = "default_poll_ms")]
+        poll_ms: u64,
+        #[serde(default = "default_settle_ms")]
+        settle_ms: u64,
+        #[serde(default = "default_sample")]
+        sample: String,
+    },
+    /// A fixed list of image files or folders, counted once.
+    Files {
+        paths: Vec<PathBuf>,
+        sample: Option<String>,
+    },
+    /// Seeded synthetic frames (a unit with no camera attached: bench
+    /// and display checks).
+    Synth {
+        #[serde(default)]
+        seed: u64,
+        #[serde(default = "default_synth_frames")]
+        frames: u64,
+        #[serde(default = "default_width")]
+        width: usize,
+        #[serde(default = "default_height")]
+        height: usize,
+        #[serde(default)]
+        interval_ms: u64,
+        #[serde(default = "default_synth_sample")]
+        sample: String,
+    },
+    /// A V4L2 camera (build with `--features v4l2`): one grey frame every
+    /// `interval_ms`.
+    V4l2 {
+        #[serde(default = "default_video")]
+        device: PathBuf,
+        width: u32,
+        height: u32,
+        #[serde(default = "default_interval_ms")]
+        interval_ms: u64,
+        #[serde(default = "default_sample")]
+        sample: String,
+    },
+}
+
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_settle_ms() -> u64 {
+    1000
+}
+fn default_sample() -> String {
+    "unnamed".into()
+}
+fn default_synth_sample() -> String {
+    "synthetic".into()
+}
+fn default_synth_frames() -> u64 {
+    24
+}
+fn default_width() -> usize {
+    512
+}
+fn default_height() -> usize {
+    384
+}
+fn default_video() -> PathBuf {
+    "/dev/video0".into()
+}
+fn default_interval_ms() -> u64 {
+    5000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    pub dir: PathBuf,
+    /// Below this much free space on the journal's disk the unit warns
+    /// (DISK on the screen and in reports) and stops counting rather than
+    /// lose results.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
+}
+
+fn default_min_free_mb() -> u64 {
+    64
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// e.g. `/dev/ttyAMA0`, or the udev name `/dev/nemascope-link`.
+    pub port: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Reports sent ahead of the host's acknowledgement.
+    #[serde(default = "default_window")]
+    pub window: u64,
+    #[serde(default = "default_resend_s")]
+    pub resend_s: u64,
+    #[serde(default = "default_heartbeat_s")]
+    pub heartbeat_s: u64,
+    /// How often a missing or failed port is tried again.
+    #[serde(default = "default_reopen_s")]
+    pub reopen_s: u64,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_window() -> u64 {
+    8
+}
+fn default_resend_s() -> u64 {
+    5
+}
+fn default_heartbeat_s() -> u64 {
+    10
+}
+fn default_reopen_s() -> u64 {
+    2
+}
+
+/// Baud rates a UART and `termios` agree on.
+pub const BAUDS: [u32; 8] = [
+    9_600, 19_200, 38_400, 57_600, 115_200, 230_400, 460_800, 921_600,
+];
+
+/// Which panel shows the counts.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DisplayConfig {
+    #[default]
+    None,
+    /// The screen written as a PNG after every frame (headless units,
+    /// remote viewing, tests).
+    Png {
+        path: PathBuf,
+        #[serde(default)]
+        panel: PanelKind,
+        #[serde(default = "default_scale")]
+        scale: u32,
+    },
+    /// A Linux framebuffer (`/dev/fb0`, or an fbtft panel's `/dev/fb1`),
+    /// 16-bit RGB565; its size is read from sysfs.
+    Framebuffer {
+        #[serde(default = "default_fb")]
+        device: PathBuf,
+    },
+    /// A 240×320 ST7789 over SPI (build with `--features st7789`).
+    St7789 {
+        #[serde(default = "default_spi")]
+        spi: PathBuf,
+        #[serde(default = "default_gpiochip")]
+        gpiochip: PathBuf,
+        /// GPIO line of the data/command pin.
+        dc: u32,
+        /// GPIO line of the reset pin.
+        reset: u32,
+        #[serde(default = "default_spi_hz")]
+        spi_hz: u32,
+    },
+    /// A 128×64 SSD1306 over I²C (build with `--features ssd1306`).
+    Ssd1306 {
+        #[serde(default = "default_i2c")]
+        i2c: PathBuf,
+        #[serde(default = "default_i2c_address")]
+        address: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PanelKind {
+    /// 240×320 colour.
+    #[default]
+    Color,
+    /// 128×64 monochrome.
+    Mono,
+}
+
+fn default_scale() -> u32 {
+    1
+}
+fn default_fb() -> PathBuf {
+    "/dev/fb0".into()
+}
+fn default_spi() -> PathBuf {
+    "/dev/spidev0.0".into()
+}
+fn default_gpiochip() -> PathBuf {
+    "/dev/gpiochip0".into()
+}
+fn default_spi_hz() -> u32 {
+    32_000_000
+}
+fn default_i2c() -> PathBuf {
+    "/dev/i2c-1".into()
+}
+fn default_i2c_address() -> u8 {
+    0x3c
+}
+
+impl Config {
+    /// Reads, parses and checks `path`; relative paths in it are made
+    /// relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |msg: String| ConfigError {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut c = Config::parse(&text).map_err(err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.resolve(base);
+        Ok(c)
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.model.bundle.as_mut().map(fix);
+        self.model.public_key.as_mut().map(fix);
+        match &mut self.source {
+            SourceConfig::Folder { path, .. } => fix(path),
+            SourceConfig::Files { paths, .. } => paths.iter_mut().for_each(fix),
+            SourceConfig::Synth { .. } | SourceConfig::V4l2 { .. } => {}
+        }
+        fix(&mut self.journal.dir);
+        if let DisplayConfig::Png { path, .. } = &mut self.display {
+            fix(path);
+        }
+    }
+
+    /// Range checks serde cannot express; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        fn check(
+            ok: bool,
+            key: &str,
+            value: impl std::fmt::Display,
+            want: &str,
+        ) -> Result<(), String> {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{key} = {value}: {want}"))
+            }
+        }
+        let um = self.camera.um_per_px;
+        check(
+            um.is_finite() && um > 0.0 && um <= 1000.0,
+            "camera.um_per_px",
+            um,
+            "must be above 0 and at most 1000 (µm per pixel)",
+        )?;
+        let min = self.count.min_area_um2;
+        check(
+            min.is_finite() && min >= 0.0,
+            "count.min_area_um2",
+            min,
+            "must be 0 or more",
+        )?;
+        match &self.source {
+            SourceConfig::Folder {
+                path,
+                poll_ms,
+                settle_ms,
+                sample,
+            } => {
+                check(
+                    !path.as_os_str().is_empty(),
+                    "source.path",
+                    "\"\"",
+                    "must name a folder",
+                )?;
+                check(
+                    (10..=60_000).contains(poll_ms),
+                    "source.poll_ms",
+                    poll_ms,
+                    "10 to 60000",
+                )?;
+                check(
+                    *settle_ms <= 600_000,
+                    "source.settle_ms",
+                    settle_ms,
+                    "at most 600000",
+                )?;
+                check(
+                    !sample.trim().is_empty(),
+                    "source.sample",
+                    "\"\"",
+                    "must not be empty",
+                )?;
+            }
+            SourceConfig::Files { paths, .. } => {
+                check(
+                    !paths.is_empty(),
+                    "source.paths",
+                    "[]",
+                    "must list at least one file or folder",
+                )?;
+            }
+            SourceConfig::Synth {
+                frames,
+                width,
+                height,
+                interval_ms,
+                ..
+            } => {
+                check(*frames >= 1, "source.frames", frames, "at least 1")?;
+                check(
+                    (64..=8192).contains(width),
+                    "source.width",
+                    width,
+                    "64 to 8192",
+                )?;
+                check(
+                    (64..=8192).contains(height),
+                    "source.height",
+                    height,
+                    "64 to 8192",
+                )?;
+                check(
+                    *interval_ms <= 3_600_000,
+                    "source.interval_ms",
+                    interval_ms,
+                    "at most 3600000",
+                )?;
+            }
+            SourceConfig::V4l2 {
+                width,
+                height,
+                interval_ms,
+                ..
+            } => {
+                check(
+                    (64..=8192).contains(width),
+                    "source.width",
+                    width,
+                    "64 to 8192",
+                )?;
+                check(
+                    (64..=8192).contains(height),
+                    "source.height",
+                    height,
+                    "64 to 8192",
+                )?;
+                check(
+                    (100..=3_600_000).contains(interval_ms),
+                    "source.interval_ms",
+                    interval_ms,
+                    "100 to 3600000",
+                )?;
+            }
+        }
+        check(
+            !self.journal.dir.as_os_str().is_empty(),
+            "journal.dir",
+            "\"\"",
+            "must name a folder",
+        )?;
+        if let Some(s) = &self.serial {
+            check(
+                BAUDS.contains(&s.baud),
+                "serial.baud",
+                s.baud,
+                &format!("one of {BAUDS:?}"),
+            )?;
+            check(
+                (1..=64).contains(&s.window),
+                "serial.window",
+                s.window,
+                "1 to 64",
+            )?;
+            check(
+                (1..=600).contains(&s.resend_s),
+                "serial.resend_s",
+                s.resend_s,
+                "1 to 600",
+            )?;
+            check(
+                (1..=3600).contains(&s.heartbeat_s),
+                "serial.heartbeat_s",
+                s.heartbeat_s,
+                "1 to 3600",
+            )?;
+            check(
+                (1..=600).contains(&s.reopen_s),
+                "serial.reopen_s",
+                s.reopen_s,
+                "1 to 600",
+            )?;
+        }
+        match &self.display {
+            DisplayConfig::Png { scale, .. } => {
+                check((1..=8).contains(scale), "display.scale", scale, "1 to 8")?
+            }
+            DisplayConfig::St7789 { spi_hz, .. } => check(
+                (100_000..=80_000_000).contains(spi_hz),
+                "display.spi_hz",
+                spi_hz,
+                "100000 to 80000000",
+            )?,
+            DisplayConfig::Ssd1306 { address, .. } => check(
+                (0x08..=0x77).contains(address),
+                "display.address",
+                format!("{address:#x}"),
+                "a 7-bit I²C address, 0x08 to 0x77 (an SSD1306 is 0x3c or 0x3d)",
+            )?,
+            DisplayConfig::None | DisplayConfig::Framebuffer { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[source]\nkind = \"folder\"\npath = \"in\"\n[journal]\ndir = \"j\"\n";
+
+    #[test]
+    fn shortest_config_takes_the_defaults() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.camera.um_per_px, 4.0);
+        assert_eq!(c.serial, None);
+        assert_eq!(c.display, DisplayConfig::None);
+        assert_eq!(
+            c.source,
+            SourceConfig::Folder {
+                path: "in".into(),
+                poll_ms: 500,
+                settle_ms: 1000,
+                sample: "unnamed".into()
+            }
+        );
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("edge.toml");
+        std::fs::write(&p, MIN).unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.journal.dir, dir.path().join("j"));
+    }
+
+    fn refused(text: &str) -> String {
+        Config::parse(text).expect_err(text)
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        let e = refused(&format!(
+            "{MIN}[serial]\nport = \"/dev/ttyS0\"\nbaud = 115201\n"
+        ));
+        assert!(e.contains("serial.baud = 115201"), "{e}");
+        let e = refused(&format!("{MIN}[camera]\num_per_px = -1.0\n"));
+        assert!(e.contains("camera.um_per_px"), "{e}");
+        let e = refused(&format!("{MIN}[camera]\num_per_px = nan\n"));
+        assert!(e.contains("camera.um_per_px"), "{e}");
+        let e = refused(&format!(
+            "{MIN}[display]\nkind = \"ssd1306\"\naddress = 200\n"
+        ));
+        assert!(e.contains("display.address = 0xc8"), "{e}");
+        let e = refused(&format!(
+            "{MIN}[display]\nkind = \"png\"\npath = \"s.png\"\nscale = 0\n"
+        ));
+        assert!(e.contains("display.scale"), "{e}");
+        let e = refused("[source]\nkind = \"synth\"\nwidth = 10\n[journal]\ndir = \"j\"\n");
+        assert!(e.contains("source.width = 10"), "{e}");
+    }
+
+    #[test]
+    fn typos_missing_tables_and_wrong_types_are_refused() {
+        // A misspelt key is an error, not a silently ignored setting.
+        let e = refused(&format!(
+            "{MIN}[serial]\nport = \"/dev/ttyS0\"\nbaudrate = 9600\n"
+        ));
+        assert!(e.contains("baudrate"), "{e}");
+        let e = refused("[source]\nkind = \"folder\"\npath = \"in\"\n");
+        assert!(e.contains("journal"), "{e}");
+        let e = refused("[source]\nkind = \"webcam\"\n[journal]\ndir = \"j\"\n");
+        assert!(e.contains("webcam"), "{e}");
+        let e = refused(&format!("{MIN}[camera]\num_per_px = \"four\"\n"));
+        assert!(e.contains("um_per_px") || e.contains("float"), "{e}");
+        let e = refused("[source\n");
+        assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hardware/edge.toml");
+        let c = Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.serial.is_some());
+    }
+}

@@ -1,0 +1,308 @@
+//! The host's end of the serial link (`nemascope-edge listen`): every
+//! report the unit sends is appended to a JSON-lines file and made durable
+//! (fsync) before it is acknowledged, so the unit forgets nothing the host
+//! does not hold. On start the file says where the host is: the last whole
+//! line's sequence number; a torn last line (the host lost power while
+//! writing it) is cut off, and the unit sends that report again.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::link::HostLink;
+use crate::protocol::Message;
+use crate::serial::Port;
+
+/// One stored report: the unit's record and when the host got it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredReport {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub sample: String,
+    pub worms: u32,
+    pub eggs: u32,
+    pub cysts: u32,
+    pub frame_ms: u32,
+    pub warnings: u8,
+    pub received_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {msg}; not a report file this listener wrote, left untouched")]
+    Foreign {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+}
+
+/// The host's report file.
+#[derive(Debug)]
+pub struct ReportStore {
+    path: PathBuf,
+    file: File,
+    /// Highest sequence number stored (0: none).
+    pub stored: u64,
+    /// Bytes of a torn last line cut off on open.
+    pub torn_bytes: u64,
+}
+
+impl ReportStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(io)?;
+        // Whole lines end in '\n'; what follows the last one is torn.
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut stored = 0;
+        for (i, line) in text[..whole].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let foreign = |msg: String| StoreError::Foreign {
+                path: path.to_path_buf(),
+                line: i + 1,
+                msg,
+            };
+            let r: StoredReport =
+                serde_json::from_slice(line).map_err(|e| foreign(e.to_string()))?;
+            if r.seq != stored + 1 {
+                return Err(foreign(format!("sequence {} after {stored}", r.seq)));
+            }
+            stored = r.seq;
+        }
+        let torn_bytes = (text.len() - whole) as u64;
+        if torn_bytes > 0 {
+            file.set_len(whole as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        Ok(ReportStore {
+            path: path.to_path_buf(),
+            file,
+            stored,
+            torn_bytes,
+        })
+    }
+
+    /// Appends report `m` (the next in sequence) durably.
+    pub fn append(&mut self, m: &Message, received_ms: u64) -> Result<StoredReport, StoreError> {
+        let Message::Report {
+            seq,
+            time_ms,
+            sample,
+            counts,
+            frame_ms,
+            warnings,
+        } = m
+        else {
+            unreachable!("only reports are stored");
+        };
+        let r = StoredReport {
+            seq: *seq,
+            time_ms: *time_ms,
+            sample: sample.to_string(),
+            worms: counts[0],
+            eggs: counts[1],
+            cysts: counts[2],
+            frame_ms: *frame_ms,
+            warnings: *warnings,
+            received_ms,
+        };
+        let mut line = serde_json::to_vec(&r).expect("reports serialise");
+        line.push(b'\n');
+        let end = self
+            .file
+            .seek(SeekFrom::End(0))
+            .map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        let write = self
+            .file
+            .write_all(&line)
+            .and_then(|_| self.file.sync_data());
+        if let Err(source) = write {
+            // A full disk: no half line stays behind, and no ack goes out.
+            let _ = self.file.set_len(end);
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.stored = *seq;
+        Ok(r)
+    }
+}
+
+/// What `listen` does.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    pub port: PathBuf,
+    pub baud: u32,
+    pub out: PathBuf,
+    /// Stop once this report is stored (tests, one-off collection).
+    pub until: Option<u64>,
+    pub reopen: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Receives reports into `o.out` until `o.until` (or for ever), printing
+/// one line per stored report and the unit's status when it changes.
+pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
+    let mut store = ReportStore::open(&o.out)?;
+    if store.torn_bytes > 0 {
+        eprintln!(
+            "{}: cut a torn last line ({} bytes); the unit sends it again",
+            o.out.display(),
+            store.torn_bytes
+        );
+    }
+    eprintln!("{}: {} reports held", o.out.display(), store.stored);
+    let mut host = HostLink::new(store.stored);
+    let mut port = Port::new(&o.port, o.baud, o.reopen);
+    let mut last_status = None;
+    loop {
+        if o.until.is_some_and(|u| host.stored >= u) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if port.ensure_open(now) {
+            // Ask at once for what this host lacks, and who is there.
+            let hello = [
+                Message::ResendFrom {
+                    seq: host.stored + 1,
+                },
+                Message::GetStatus,
+            ];
+            let w = port.writer().expect("just opened");
+            let sent = hello
+                .iter()
+                .try_for_each(|m| std::io::Write::write_all(w, &m.encode()));
+            if let Err(e) = sent {
+                port.fail(format!("write: {e}"));
+            }
+        }
+        let bytes = port.read_waiting();
+        let Some(w) = port.writer().filter(|_| !bytes.is_empty()) else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let mut failure = None;
+        let r = host.receive(&bytes, w, |m| match store.append(m, now_ms()) {
+            Ok(r) => {
+                println!(
+                    "#{} {} worms {} eggs {} cysts {} ({} ms)",
+                    r.seq, r.sample, r.worms, r.eggs, r.cysts, r.frame_ms
+                );
+                true
+            }
+            Err(e) => {
+                // Not acknowledged: the unit keeps it and sends it again.
+                failure = Some(e);
+                false
+            }
+        });
+        if let Some(e) = failure {
+            eprintln!("{e}; report not acknowledged");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if let Err(e) = r {
+            port.fail(format!("write: {e}"));
+        }
+        if host.last_status != last_status {
+            if let Some(Message::Status {
+                last_seq,
+                acked_seq,
+                malformed,
+                model,
+                warnings,
+            }) = &host.last_status
+            {
+                eprintln!(
+                    "unit: model {model}, {last_seq} journaled, {acked_seq} acknowledged, {malformed} malformed frames dropped, warnings {warnings:#04b}"
+                );
+            }
+            last_status = host.last_status.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::name;
+
+    fn report(seq: u64) -> Message {
+        Message::Report {
+            seq,
+            time_ms: 1_764_000_000_000 + seq,
+            sample: name("plot-1"),
+            counts: [seq as u32, 1, 0],
+            frame_ms: 50,
+            warnings: 0,
+        }
+    }
+
+    #[test]
+    fn reports_survive_reopen_and_a_torn_last_line_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("reports.jsonl");
+        let mut s = ReportStore::open(&p).unwrap();
+        for seq in 1..=3 {
+            s.append(&report(seq), 7).unwrap();
+        }
+        drop(s);
+        let whole = std::fs::read(&p).unwrap();
+        // Power lost in the middle of writing report 4.
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(br#"{"seq":4,"time_ms":17640"#).unwrap();
+        drop(f);
+        let s = ReportStore::open(&p).unwrap();
+        assert_eq!(s.stored, 3);
+        assert_eq!(s.torn_bytes, 24);
+        assert_eq!(std::fs::read(&p).unwrap(), whole);
+        let lines: Vec<StoredReport> = whole
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(lines[2].worms, 3);
+    }
+
+    #[test]
+    fn a_file_it_did_not_write_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("notes.txt");
+        std::fs::write(&p, "shopping list\n").unwrap();
+        let e = ReportStore::open(&p).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "shopping list\n");
+    }
+}

@@ -1,0 +1,443 @@
+//! The unit's service loop (`nemascope-edge run`): frames from the
+//! configured source → count → journal (durable) → screen → serial link.
+//! One thread, one frame at a time: a result is journaled before it is
+//! shown or sent, and the source skips what the journal holds, so a crash,
+//! a power cut or a `systemctl restart` at any moment loses and repeats
+//! nothing. A serial port that is missing or fails is reopened every
+//! `reopen_s`; reports it missed are sent again from the last
+//! acknowledgement. A panel that fails is logged and counting goes on.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nemascope_core::objects::Calibration;
+use nemascope_core::synth::SynthConfig;
+use nemascope_core::Class;
+
+use crate::config::{Config, SerialConfig, SourceConfig};
+use crate::count::{count_frame, CountSettings};
+use crate::display::{LinkState, Screen};
+use crate::journal::{Journal, JournalError, Record};
+use crate::link::{LinkError, UnitLink};
+use crate::model::Model;
+use crate::panels::{self, Panel};
+use crate::protocol::warn;
+use crate::serial::Port;
+use crate::source::{FilesSource, FolderSource, FrameSource, Next, SynthSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("source: {0}")]
+    Source(String),
+    #[error(transparent)]
+    Panel(#[from] panels::PanelError),
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// The serial port and the unit's side of the link over it.
+pub struct SerialLink {
+    port: Port,
+    heartbeat_s: u64,
+    resend_s: u64,
+    pub unit: UnitLink,
+}
+
+impl SerialLink {
+    pub fn new(cfg: &SerialConfig, journal: &Journal, model: &str) -> Self {
+        let mut unit = UnitLink::new(journal, model, Instant::now());
+        unit.window = cfg.window;
+        unit.resend_after = Duration::from_secs(cfg.resend_s);
+        unit.heartbeat_every = Duration::from_secs(cfg.heartbeat_s);
+        SerialLink {
+            port: Port::new(&cfg.port, cfg.baud, Duration::from_secs(cfg.reopen_s)),
+            heartbeat_s: cfg.heartbeat_s,
+            resend_s: cfg.resend_s,
+            unit,
+        }
+    }
+
+    /// Opens the port when due, then exchanges what is waiting. Only a
+    /// journal failure is an error; a port failure closes the port.
+    pub fn service(&mut self, journal: &mut Journal, now: Instant) -> Result<(), JournalError> {
+        if self.port.ensure_open(now) {
+            self.unit.reconnected(journal);
+        }
+        let bytes = self.port.read_waiting();
+        let Some(w) = self.port.writer() else {
+            return Ok(());
+        };
+        let result = self
+            .unit
+            .receive(&bytes, journal, now, w)
+            .and_then(|_| self.unit.poll(journal, now, w));
+        match result {
+            Ok(()) => Ok(()),
+            Err(LinkError::Journal(e)) => Err(e),
+            Err(LinkError::Io(e)) => {
+                self.port.fail(format!("write: {e}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// What the screen shows: down when the port is closed or the host has
+    /// been silent for three heartbeats, else the reports not yet acked.
+    pub fn state(&self, journal: &Journal, now: Instant) -> LinkState {
+        let silent = Duration::from_secs(3 * self.heartbeat_s.max(self.resend_s));
+        let heard = self
+            .unit
+            .last_heard
+            .is_some_and(|t| now.duration_since(t) < silent);
+        let unacked = journal.last_seq() - journal.acked();
+        if !self.port.is_open() || !heard {
+            LinkState::Down
+        } else if unacked > 0 {
+            LinkState::Backlog(unacked)
+        } else {
+            LinkState::Up
+        }
+    }
+}
+
+/// Where each of the model's classes goes in a report's
+/// worm/egg/cyst counts (a class the protocol does not know: nowhere).
+fn report_slots(classes: &[String]) -> Vec<Option<usize>> {
+    classes
+        .iter()
+        .map(|c| Class::from_name(c).map(Class::index))
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Makes the configured source, skipping the frames in `done`.
+pub fn open_source(
+    cfg: &SourceConfig,
+    done: HashSet<String>,
+) -> Result<Box<dyn FrameSource>, ServiceError> {
+    Ok(match cfg {
+        SourceConfig::Folder {
+            path,
+            poll_ms,
+            settle_ms,
+            sample,
+        } => {
+            if !path.is_dir() {
+                return Err(ServiceError::Source(format!(
+                    "{}: the watched folder does not exist",
+                    path.display()
+                )));
+            }
+            Box::new(FolderSource::new(
+                path,
+                Duration::from_millis(*poll_ms),
+                Duration::from_millis(*settle_ms),
+                sample,
+                done,
+            ))
+        }
+        SourceConfig::Files { paths, sample } => Box::new(
+            FilesSource::new(paths, sample.as_deref(), &done)
+                .map_err(|e| ServiceError::Source(e.to_string()))?,
+        ),
+        SourceConfig::Synth {
+            seed,
+            frames,
+            width,
+            height,
+            interval_ms,
+            sample,
+        } => Box::new(SynthSource::new(
+            SynthConfig {
+                width: *width,
+                height: *height,
+                ..SynthConfig::default()
+            },
+            *seed,
+            *frames,
+            Duration::from_millis(*interval_ms),
+            sample,
+            done,
+        )),
+        #[cfg(feature = "v4l2")]
+        SourceConfig::V4l2 {
+            device,
+            width,
+            height,
+            interval_ms,
+            sample,
+        } => Box::new(
+            crate::camera::V4l2Source::open(
+                device,
+                *width,
+                *height,
+                Duration::from_millis(*interval_ms),
+                sample,
+            )
+            .map_err(ServiceError::Source)?,
+        ),
+        #[cfg(not(feature = "v4l2"))]
+        SourceConfig::V4l2 { .. } => {
+            return Err(ServiceError::Source(
+                "this build has no V4L2 camera support (build with --features v4l2)".into(),
+            ))
+        }
+    })
+}
+
+/// How a step went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A frame was counted and journaled under this sequence number.
+    Counted(u64),
+    /// A frame could not be read; logged, and the loop goes on.
+    Failed,
+    /// Nothing to count now.
+    Idle,
+    /// The source is used up.
+    Finished,
+    /// Too little disk for the journal: nothing is counted until there is.
+    DiskFull,
+}
+
+/// The running unit.
+pub struct Service {
+    pub model: Model,
+    pub settings: CountSettings,
+    pub journal: Journal,
+    source: Box<dyn FrameSource>,
+    panel: Box<dyn Panel>,
+    panel_failed: bool,
+    pub link: Option<SerialLink>,
+    slots: Vec<Option<usize>>,
+    min_free: u64,
+    journal_dir: PathBuf,
+    pub screen: Screen,
+}
+
+impl Service {
+    /// Opens everything the config names. The model must verify; a panel
+    /// that cannot be opened is an error (the unit's screen is how a
+    /// technician knows it works); a serial port may come later.
+    pub fn open(cfg: &Config, model: Model) -> Result<Service, ServiceError> {
+        let mut journal = Journal::open(&cfg.journal.dir)?;
+        let r = &journal.recovery;
+        if r.torn_bytes > 0 {
+            eprintln!("journal: cut a torn last record ({} bytes)", r.torn_bytes);
+        }
+        if let Some(copy) = &r.damaged_copy {
+            eprintln!(
+                "journal: damage found; the whole file was kept as {}",
+                copy.display()
+            );
+        }
+        let done = journal.sources()?;
+        let source = open_source(&cfg.source, done)?;
+        let panel = panels::open(&cfg.display)?;
+        let name = model.manifest.name.clone();
+        let link = cfg
+            .serial
+            .as_ref()
+            .map(|s| SerialLink::new(s, &journal, &name));
+        let classes = model.manifest.classes.clone();
+        let settings = CountSettings {
+            vote: cfg.count.vote,
+            min_area_um2: cfg.count.min_area_um2,
+            calibration: Calibration {
+                um_per_px: cfg.camera.um_per_px,
+            },
+            ..CountSettings::default()
+        };
+        let slots = report_slots(&classes);
+        let mut screen = Screen {
+            sample: "waiting for frames".into(),
+            counts: classes.iter().map(|c| (c.clone(), 0)).collect(),
+            frame_ms: 0,
+            model: name,
+            link: if link.is_some() {
+                LinkState::Down
+            } else {
+                LinkState::Off
+            },
+            warnings: 0,
+        };
+        // After a restart the screen shows the last result again.
+        if journal.last_seq() > 0 {
+            let last = journal.get(journal.last_seq())?.record;
+            screen.sample = last.sample;
+            screen.frame_ms = last.frame_ms;
+            for (shown, slot) in screen.counts.iter_mut().zip(&slots) {
+                shown.1 = slot.map_or(0, |i| last.counts[i]);
+            }
+        }
+        let mut s = Service {
+            slots,
+            model,
+            settings,
+            journal,
+            source,
+            panel,
+            panel_failed: false,
+            link,
+            min_free: cfg.journal.min_free_mb * 1024 * 1024,
+            journal_dir: cfg.journal.dir.clone(),
+            screen,
+        };
+        s.show();
+        Ok(s)
+    }
+
+    fn show(&mut self) {
+        match self.panel.show(&self.screen) {
+            Ok(()) => self.panel_failed = false,
+            Err(e) => {
+                if !self.panel_failed {
+                    eprintln!("{e}; counting goes on");
+                }
+                self.panel_failed = true;
+            }
+        }
+    }
+
+    /// Counts at most one frame and services the link.
+    pub fn step(&mut self) -> Result<Step, ServiceError> {
+        let now = Instant::now();
+        if let Some(l) = &mut self.link {
+            l.service(&mut self.journal, now)?;
+        }
+        let disk_low = free_bytes(&self.journal_dir).is_some_and(|f| f < self.min_free);
+        let mut warnings = if disk_low { warn::DISK } else { 0 };
+        let step = if disk_low {
+            Step::DiskFull
+        } else {
+            let t0 = Instant::now();
+            match self.source.next() {
+                Next::Frame(f) => match count_frame(&self.model, &f.plane, &self.settings) {
+                    Ok(c) => {
+                        let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
+                        let mut counts = [0u32; 3];
+                        for (k, slot) in self.slots.iter().enumerate() {
+                            if let Some(i) = slot {
+                                counts[*i] = c.counts[k] as u32;
+                            }
+                        }
+                        let record = Record {
+                            time_ms: now_ms(),
+                            sample: f.sample.clone(),
+                            source: f.source.clone(),
+                            counts,
+                            frame_ms,
+                            model: self.model.manifest.name.clone(),
+                            warnings,
+                        };
+                        // Durable before it is shown or sent.
+                        let seq = self.journal.append(&record)?;
+                        eprintln!(
+                            "#{seq} {} / {}: {:?} in {frame_ms} ms",
+                            f.sample, f.source, c.counts
+                        );
+                        self.screen.sample = f.sample;
+                        self.screen.frame_ms = frame_ms;
+                        for (slot, n) in self.screen.counts.iter_mut().zip(&c.counts) {
+                            slot.1 = *n as u32;
+                        }
+                        Step::Counted(seq)
+                    }
+                    Err(e) => {
+                        eprintln!("{}: not counted: {e}", f.source);
+                        Step::Failed
+                    }
+                },
+                Next::Failed { source, error } => {
+                    eprintln!("{source}: not counted: {error}");
+                    Step::Failed
+                }
+                Next::Idle => Step::Idle,
+                Next::Finished => Step::Finished,
+            }
+        };
+        if let Some(l) = &mut self.link {
+            if let Step::Counted(_) = step {
+                // Sent now rather than on the next step.
+                l.service(&mut self.journal, Instant::now())?;
+            }
+            let state = l.state(&self.journal, Instant::now());
+            if state == LinkState::Down && self.journal.last_seq() > self.journal.acked() {
+                warnings |= warn::BACKLOG;
+            }
+            l.unit.warnings = warnings;
+            self.screen.link = state;
+        }
+        let changed = self.screen.warnings != warnings;
+        self.screen.warnings = warnings;
+        if matches!(step, Step::Counted(_)) || changed {
+            self.show();
+        }
+        Ok(step)
+    }
+
+    /// Whether every journaled report reached the host (or there is no link).
+    pub fn all_sent(&self) -> bool {
+        self.link.is_none() || self.journal.acked() == self.journal.last_seq()
+    }
+
+    /// Runs until the source is used up and, with a link, every report is
+    /// acknowledged (`until_done`), or for ever.
+    pub fn run(&mut self, until_done: bool) -> Result<(), ServiceError> {
+        let mut last_link_state = self.screen.link;
+        loop {
+            let step = self.step()?;
+            if self.screen.link != last_link_state {
+                last_link_state = self.screen.link;
+                self.show();
+            }
+            match step {
+                Step::Counted(_) | Step::Failed => {}
+                Step::Finished if until_done && self.all_sent() => return Ok(()),
+                Step::Idle | Step::Finished | Step::DiskFull => {
+                    std::thread::sleep(Duration::from_millis(if step == Step::DiskFull {
+                        1000
+                    } else {
+                        20
+                    }))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_map_to_report_slots_by_name() {
+        let classes = ["cyst", "worm", "debris"].map(String::from);
+        assert_eq!(report_slots(&classes), [Some(2), Some(0), None]);
+    }
+
+    #[test]
+    fn free_space_is_read() {
+        let f = free_bytes(Path::new(".")).unwrap();
+        assert!(f > 0);
+        assert_eq!(free_bytes(Path::new("/no/such/folder/here")), None);
+    }
+}

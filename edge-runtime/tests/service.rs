@@ -1,0 +1,401 @@
+//! The whole unit end to end: `nemascope-edge run` watches a folder,
+//! counts with the shipped synthetic model, journals, draws its screen and
+//! reports over a serial line to `nemascope-edge listen` on the other end.
+//! The line is two real pseudo-terminals joined by this test (a null-modem
+//! cable it can fill with garbage or cut). Both programs are killed and
+//! restarted at seeded random moments, frames arrive while the unit is down
+//! and while the cable is cut, and at the end the host must hold every
+//! frame's report exactly once, equal to the unit's journal.
+//!
+//! Native only: opening a port sets its baud rate, which qemu-user cannot.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nemascope_core::imageio::save_gray16;
+use nemascope_core::synth::{generate, SynthConfig};
+use nemascope_edge::journal::Journal;
+use nemascope_edge::listener::StoredReport;
+use serialport::{SerialPort, TTYPort};
+
+mod common;
+use common::edge;
+
+/// Writes synthetic frame `i` into `dir/sample/`, as acquisition software
+/// would: under a hidden name, then renamed.
+fn acquire(dir: &Path, sample: &str, i: u64) -> String {
+    let d = dir.join(sample);
+    std::fs::create_dir_all(&d).unwrap();
+    let f = generate(&SynthConfig::default(), 77, i).unwrap();
+    let tmp = d.join(format!(".f{i:03}.png"));
+    save_gray16(&f.image, &tmp).unwrap();
+    std::fs::rename(&tmp, d.join(format!("f{i:03}.png"))).unwrap();
+    format!("{sample}/f{i:03}.png")
+}
+
+/// A null-modem cable between two pty masters.
+struct Cable {
+    cut: Arc<AtomicBool>,
+    noise: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Cable {
+    fn new(mut a: TTYPort, mut b: TTYPort) -> Cable {
+        let cut = Arc::new(AtomicBool::new(false));
+        let noise = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        a.set_timeout(Duration::from_millis(2)).unwrap();
+        b.set_timeout(Duration::from_millis(2)).unwrap();
+        let (c, n, s) = (cut.clone(), noise.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut junk = 0x9e37_79b9u32;
+            while !s.load(Ordering::Relaxed) {
+                for a_to_b in [true, false] {
+                    let (from, to) = if a_to_b {
+                        (&mut a, &mut b)
+                    } else {
+                        (&mut b, &mut a)
+                    };
+                    let bytes = match from.read(&mut buf) {
+                        Ok(n) => buf[..n].to_vec(),
+                        // No one on that end right now (a program restarting).
+                        Err(_) => Vec::new(),
+                    };
+                    if c.load(Ordering::Relaxed) {
+                        continue; // unplugged: lost
+                    }
+                    let mut out = bytes;
+                    if n.load(Ordering::Relaxed) {
+                        for _ in 0..8 {
+                            junk ^= junk << 13;
+                            junk ^= junk >> 17;
+                            junk ^= junk << 5;
+                            out.push(junk as u8);
+                        }
+                    }
+                    if !out.is_empty() {
+                        let _ = to.write_all(&out);
+                    }
+                }
+                if c.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        Cable {
+            cut,
+            noise,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Cable {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One end of the cable: the master is kept, the slave's path is where a
+/// program opens it.
+fn end() -> (TTYPort, PathBuf) {
+    let (master, slave) = TTYPort::pair().expect("a pseudo-terminal pair");
+    let path = PathBuf::from(slave.name().expect("the slave's path"));
+    drop(slave);
+    (master, path)
+}
+
+fn reports(path: &Path) -> Vec<StoredReport> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_unit(config: &Path, log: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        edge()
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn start_host(port: &Path, out: &Path, log: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        edge()
+            .args(["listen", "--port"])
+            .arg(port)
+            .arg("--out")
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool, logs: &[&Path]) {
+    let t0 = Instant::now();
+    while !ok() {
+        if t0.elapsed() > limit {
+            for l in logs {
+                eprintln!(
+                    "--- {}\n{}",
+                    l.display(),
+                    std::fs::read_to_string(l).unwrap_or_default()
+                );
+            }
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "qemu-user cannot set a baud rate")]
+fn every_frame_reaches_the_host_once_through_kills_cuts_and_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let incoming = root.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let (unit_master, unit_port) = end();
+    let (host_master, host_port) = end();
+    let cable = Cable::new(unit_master, host_master);
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let config = root.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[model]
+bundle = "{}"
+public_key = "{}"
+[source]
+kind = "folder"
+path = "incoming"
+poll_ms = 20
+settle_ms = 60
+[journal]
+dir = "journal"
+min_free_mb = 1
+[serial]
+port = "{}"
+window = 4
+resend_s = 1
+heartbeat_s = 1
+reopen_s = 1
+[display]
+kind = "png"
+path = "screen.png"
+"#,
+            models.join("synth-worm-egg-cyst").display(),
+            models.join("nemascope-dev.pub").display(),
+            unit_port.display()
+        ),
+    )
+    .unwrap();
+    let (unit_log, host_log) = (root.join("unit.log"), root.join("host.log"));
+    let logs = [unit_log.as_path(), host_log.as_path()];
+    let out = root.join("host/reports.jsonl");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+
+    let mut expected = BTreeSet::new();
+    for i in 0..6 {
+        expected.insert(acquire(
+            &incoming,
+            if i < 3 { "plot-1" } else { "plot-2" },
+            i,
+        ));
+    }
+    let mut host = start_host(&host_port, &out, &host_log);
+    let mut unit = start_unit(&config, &unit_log);
+    let mut s = 0x5eed_u64;
+    let mut random_ms = move |max: u64| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s % max
+    };
+
+    // 1. Reports flow; garbage on the line in both directions meanwhile.
+    cable.noise.store(true, Ordering::Relaxed);
+    wait_for(
+        "the first reports",
+        Duration::from_secs(60),
+        || reports(&out).len() >= 2,
+        &logs,
+    );
+    cable.noise.store(false, Ordering::Relaxed);
+
+    // 2. The unit is killed at random moments, frames arriving meanwhile.
+    for k in 0..4u64 {
+        std::thread::sleep(Duration::from_millis(random_ms(400)));
+        drop(unit);
+        expected.insert(acquire(&incoming, "plot-3", 10 + k));
+        unit = start_unit(&config, &unit_log);
+    }
+
+    // 3. The cable is cut while frames arrive: counted and journaled, then
+    //    sent once it is back.
+    cable.cut.store(true, Ordering::Relaxed);
+    for i in 20..23 {
+        expected.insert(acquire(&incoming, "plot-4", i));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    cable.cut.store(false, Ordering::Relaxed);
+
+    // 4. The host is killed and restarted; then the unit once more.
+    std::thread::sleep(Duration::from_millis(random_ms(300)));
+    drop(host);
+    expected.insert(acquire(&incoming, "plot-4", 23));
+    host = start_host(&host_port, &out, &host_log);
+    std::thread::sleep(Duration::from_millis(random_ms(300)));
+    drop(unit);
+    unit = start_unit(&config, &unit_log);
+
+    let n = expected.len();
+    wait_for(
+        "every report at the host",
+        Duration::from_secs(120),
+        || reports(&out).len() >= n,
+        &logs,
+    );
+    // Acknowledgements reach the unit too (its journal's `acked`).
+    let acked = root.join("journal/acked");
+    wait_for(
+        "every acknowledgement at the unit",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&acked).is_ok_and(|s| s.trim() == n.to_string()),
+        &logs,
+    );
+    drop(unit);
+    drop(host);
+    drop(cable);
+
+    let got = reports(&out);
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=n as u64).collect::<Vec<_>>(),
+        "each report once, in order"
+    );
+    let mut journal = Journal::open(&root.join("journal")).unwrap();
+    assert_eq!(journal.last_seq(), n as u64, "no frame counted twice");
+    let mut sources = BTreeSet::new();
+    for r in &got {
+        let e = journal.get(r.seq).unwrap().record;
+        assert_eq!(
+            (e.sample.as_str(), e.counts, e.frame_ms),
+            (r.sample.as_str(), [r.worms, r.eggs, r.cysts], r.frame_ms)
+        );
+        sources.insert(e.source);
+    }
+    assert_eq!(sources, expected, "every frame counted");
+    let log = std::fs::read_to_string(&unit_log).unwrap();
+    assert!(log.contains("open at 115200 baud"), "{log}");
+    if std::env::var_os("NEMASCOPE_SHOW_LOGS").is_some() {
+        eprintln!(
+            "--- unit\n{log}\n--- host\n{}",
+            std::fs::read_to_string(&host_log).unwrap()
+        );
+    }
+    let screen = image::open(root.join("screen.png")).unwrap();
+    assert_eq!((screen.width(), screen.height()), (240, 320));
+}
+
+#[test]
+fn a_bad_config_stops_the_unit_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        "[source]\nkind = \"folder\"\npath = \"in\"\n[journal]\ndir = \"j\"\n[serial]\nport = \"/dev/null\"\nbaud = 12345\n",
+    )
+    .unwrap();
+    let out = edge()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serial.baud = 12345"), "{err}");
+    assert!(err.contains("edge.toml"), "{err}");
+    assert!(!dir.path().join("j").exists(), "nothing was started");
+
+    let out = edge()
+        .args(["run", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn synthetic_source_runs_to_the_end_and_a_restart_counts_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n[source]\nkind = \"synth\"\nframes = 3\nwidth = 256\nheight = 192\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n[display]\nkind = \"png\"\npath = \"screen.png\"\npanel = \"mono\"\n",
+            models.join("synth-worm-egg-cyst").display(),
+            models.join("nemascope-dev.pub").display(),
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = edge()
+            .args(["run", "--until-done", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut j = Journal::open(&dir.path().join("j")).unwrap();
+    assert_eq!(j.last_seq(), 3);
+    let sources: Vec<String> = (1..=3).map(|s| j.get(s).unwrap().record.source).collect();
+    assert_eq!(sources, ["synth-0-0", "synth-0-1", "synth-0-2"]);
+    let screen = image::open(dir.path().join("screen.png")).unwrap();
+    assert_eq!((screen.width(), screen.height()), (128, 64));
+}
