@@ -38,14 +38,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The built-in default: seeded synthetic frames through segmentation,
-    /// superpixel voting and counting, scored against their exact truth.
+    /// The built-in default: seeded synthetic frames (a seed no model was
+    /// trained on) counted by the shipped worm/egg/cyst model bundle, the
+    /// path the unit runs, scored against their exact truth.
     Demo {
         #[arg(long, default_value_t = 24)]
         frames: usize,
         #[arg(long, default_value_t = 2026)]
         seed: u64,
-        /// Frames (other seed) whose truth calibrates the per-object areas.
+        /// Model bundle (default: the shipped synthetic worm/egg/cyst model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// The classical flat-field threshold with superpixel voting
+        /// instead of a model (the floor the model is compared with).
+        #[arg(long)]
+        classical: bool,
+        /// Frames (other seed) whose truth calibrates the classical path's
+        /// per-object areas.
         #[arg(long, default_value_t = 16)]
         calibration_frames: usize,
         /// Write each frame, its truth and the found masks here.
@@ -440,11 +451,22 @@ fn count(a: CountArgs) -> Result<()> {
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), MiB.
+/// Peak resident memory since start or the last [`reset_peak_rss`].
 fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// Starts the peak over from the current resident size (Linux ≥ 4.0), so
+/// making the synthetic frame does not count as processing it.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = s
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -468,7 +490,8 @@ fn bench(
             synthetic_png(size)?,
         ),
     };
-    let before = peak_rss_mib();
+    let reset = reset_peak_rss();
+    let before = status_mib("VmRSS:");
     let mut times = Vec::new();
     let mut counts = Vec::new();
     let mut dims = (0, 0);
@@ -494,7 +517,12 @@ fn bench(
         times.len()
     );
     if let (Some(b), Some(p)) = (before, peak_rss_mib()) {
-        println!("peak resident memory {p:.1} MiB (before the first frame {b:.1} MiB)");
+        let since = if reset {
+            "while counting"
+        } else {
+            "since start (this kernel cannot reset the peak)"
+        };
+        println!("peak resident memory {since} {p:.1} MiB (resident before the first frame {b:.1} MiB, frame file held in memory)");
     }
     Ok(())
 }
@@ -516,6 +544,85 @@ fn synthetic_png(size: &str) -> Result<Vec<u8>> {
     bytes
 }
 
+/// The demo with a model bundle: each frame through `count_frame`, as
+/// `count` and the unit run it, against the generator's truth.
+fn demo_model(model: &Model, frames: usize, seed: u64, out: Option<PathBuf>) -> Result<()> {
+    let cfg = SynthConfig::default();
+    let classes = &model.manifest.classes;
+    // Which truth mask and count each model class is scored against.
+    let truth_of: Vec<Class> = classes
+        .iter()
+        .map(|c| {
+            Class::from_name(c)
+                .ok_or_else(|| Error::Invalid(format!("model class `{c}` has no synthetic truth")))
+        })
+        .collect::<Result<_>>()?;
+    let settings = CountSettings {
+        calibration: Calibration {
+            um_per_px: cfg.um_per_px,
+        },
+        ..CountSettings::default()
+    };
+    println!(
+        "nemascope demo: model {} on {frames} synthetic {}x{} frames, seed {seed} (the model was trained on seed 11)",
+        model.manifest.name, cfg.width, cfg.height
+    );
+    println!();
+    let head: Vec<String> = classes.iter().map(|c| format!("{c}s true/found")).collect();
+    println!("| frame | {} | ms |", head.join(" | "));
+    println!("|---|{}---|", "---|".repeat(classes.len()));
+    let n = classes.len();
+    let (mut truth, mut found) = (vec![vec![]; n], vec![vec![]; n]);
+    let mut pairs = vec![vec![]; n];
+    let mut times = Vec::new();
+    if let Some(dir) = &out {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    for i in 0..frames as u64 {
+        let f = generate(&cfg, seed, i)?;
+        let t = Instant::now();
+        let c = count_frame(model, &f.image, &settings)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        times.push(ms);
+        let mut cells = Vec::new();
+        for (k, class) in truth_of.iter().enumerate() {
+            truth[k].push(f.counts[class.index()]);
+            found[k].push(c.counts[k]);
+            pairs[k].push((c.masks[k].clone(), f.masks[class.index()].clone()));
+            cells.push(format!("{}/{}", f.counts[class.index()], c.counts[k]));
+        }
+        println!("| {i} | {} | {ms:.1} |", cells.join(" | "));
+        if let Some(dir) = &out {
+            let id = format!("frame_{i:03}");
+            save_gray8(&f.image, &dir.join(format!("{id}.png")))?;
+            if let Some(m) = c.any() {
+                save_mask(&m, &dir.join(format!("{id}_found.png")))?;
+            }
+        }
+    }
+    println!();
+    println!("| class | true total | found total | mean abs count error per frame | Dice (frames with the class) |");
+    println!("|---|---|---|---|---|");
+    for (k, c) in classes.iter().enumerate() {
+        let d = mean_dice_positive(&pairs[k])?;
+        println!(
+            "| {c} | {} | {} | {:.2} | {} |",
+            truth[k].iter().sum::<usize>(),
+            found[k].iter().sum::<usize>(),
+            mean_abs_error(&found[k], &truth[k]),
+            d.map_or("–".into(), |d| format!("{d:.3}"))
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "median frame time {:.1} ms (count_frame, one thread)",
+        times[times.len() / 2]
+    );
+    println!("the classical floor on the same frames: nemascope-edge demo --classical");
+    Ok(())
+}
+
 fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf>) -> Result<()> {
     let cfg = SynthConfig::default();
     let mut pipe = Pipeline::default();
@@ -527,7 +634,7 @@ fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf
         "nemascope demo: {frames} synthetic {}x{} frames, seed {seed}",
         cfg.width, cfg.height
     );
-    println!("segmenter: classical flat-field threshold (stand-in until a trained model ships)");
+    println!("segmenter: classical flat-field threshold with superpixel voting (the floor a model is compared with)");
     println!();
     println!("| frame | worms true/found | eggs true/found | cysts true/found | Dice voted fg | Dice classified | ms |");
     println!("|---|---|---|---|---|---|---|");
@@ -644,9 +751,19 @@ fn main() -> ExitCode {
         Cmd::Demo {
             frames,
             seed,
+            model,
+            public_key,
+            classical,
             calibration_frames,
             out,
-        } => demo(frames.max(1), seed, calibration_frames, out),
+        } => {
+            if classical {
+                demo(frames.max(1), seed, calibration_frames, out)
+            } else {
+                let model = model.or_else(|| Some(models_dir().join("synth-worm-egg-cyst")));
+                open_model(model, public_key).and_then(|m| demo_model(&m, frames.max(1), seed, out))
+            }
+        }
         Cmd::Count(a) => count(a),
         Cmd::Preview(a) => preview(a),
         Cmd::Bench {

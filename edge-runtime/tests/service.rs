@@ -399,3 +399,35 @@ fn synthetic_source_runs_to_the_end_and_a_restart_counts_nothing_twice() {
     let screen = image::open(dir.path().join("screen.png")).unwrap();
     assert_eq!((screen.width(), screen.height()), (128, 64));
 }
+
+#[test]
+fn demo_counts_with_the_shipped_model_and_the_classical_floor() {
+    let out = edge().args(["demo", "--frames", "2"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("model synth-worm-egg-cyst"), "{text}");
+    for class in ["| worm |", "| egg |", "| cyst |"] {
+        assert!(text.contains(class), "{text}");
+    }
+    let out = edge()
+        .args([
+            "demo",
+            "--frames",
+            "1",
+            "--classical",
+            "--calibration-frames",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("classical flat-field"));
+}
