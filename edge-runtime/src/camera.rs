@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nemascope_core::Plane;
+use nemascope_core::imageio::Pixels;
+use nemascope_core::Grid;
 use v4l::buffer::Type;
 use v4l::io::mmap::Stream;
 use v4l::io::traits::CaptureStream;
@@ -60,31 +61,46 @@ impl V4l2Source {
     }
 }
 
-/// The luma of one captured buffer, 0..1.
-fn plane(f: &Format, buf: &[u8]) -> Result<Plane, String> {
+/// The luma of one captured buffer at its own depth.
+fn plane(f: &Format, buf: &[u8]) -> Result<Pixels, String> {
     let (w, h) = (f.width as usize, f.height as usize);
     let stride = f.stride as usize;
-    let (px, max) = match &f.fourcc.repr {
-        b"GREY" => (1, 255.0),
-        b"Y16 " => (2, 65535.0),
-        _ => (2, 255.0), // YUYV: Y every other byte
-    };
+    let px = if &f.fourcc.repr == b"GREY" { 1 } else { 2 };
     if buf.len() < stride * h.saturating_sub(1) + w * px {
         return Err(format!("short frame: {} bytes for {w}x{h}", buf.len()));
     }
-    let mut data = Vec::with_capacity(w * h);
-    for y in 0..h {
-        let row = &buf[y * stride..];
-        for x in 0..w {
-            let v = match &f.fourcc.repr {
-                b"Y16 " => u16::from_le_bytes([row[2 * x], row[2 * x + 1]]) as f32,
-                b"GREY" => row[x] as f32,
-                _ => row[2 * x] as f32,
-            };
-            data.push(v / max);
-        }
-    }
-    Plane::from_vec(w, h, data).map_err(|e| e.to_string())
+    let rows = |y: usize| &buf[y * stride..];
+    let bad = |e: nemascope_core::Error| e.to_string();
+    Ok(match &f.fourcc.repr {
+        b"Y16 " => Pixels::Gray16(
+            Grid::from_vec(
+                w,
+                h,
+                (0..h)
+                    .flat_map(|y| {
+                        (0..w)
+                            .map(move |x| u16::from_le_bytes([rows(y)[2 * x], rows(y)[2 * x + 1]]))
+                    })
+                    .collect(),
+            )
+            .map_err(bad)?,
+        ),
+        b"GREY" => Pixels::Gray8(
+            Grid::from_vec(w, h, (0..h).flat_map(|y| rows(y)[..w].to_vec()).collect())
+                .map_err(bad)?,
+        ),
+        // YUYV: Y every other byte.
+        _ => Pixels::Gray8(
+            Grid::from_vec(
+                w,
+                h,
+                (0..h)
+                    .flat_map(|y| (0..w).map(move |x| rows(y)[2 * x]))
+                    .collect(),
+            )
+            .map_err(bad)?,
+        ),
+    })
 }
 
 impl FrameSource for V4l2Source {
@@ -109,8 +125,8 @@ impl FrameSource for V4l2Source {
             };
         }
         match newest {
-            Ok(plane) => Next::Frame(Frame {
-                plane,
+            Ok(pixels) => Next::Frame(Frame {
+                pixels,
                 sample: self.sample.clone(),
                 source,
             }),
@@ -122,6 +138,7 @@ impl FrameSource for V4l2Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nemascope_core::imageio::Luma;
 
     fn format(fourcc: &[u8; 4], stride: u32) -> Format {
         let mut f = Format::new(3, 2, FourCC::new(fourcc));
@@ -132,18 +149,20 @@ mod tests {
     #[test]
     fn buffers_become_luma_planes() {
         // 8-bit grey with a padded row.
-        let p = plane(&format(b"GREY", 4), &[0, 255, 51, 9, 102, 0, 255, 9]).unwrap();
+        let p = plane(&format(b"GREY", 4), &[0, 255, 51, 9, 102, 0, 255, 9])
+            .unwrap()
+            .to_plane();
         assert_eq!(p.data(), &[0.0, 1.0, 0.2, 0.4, 0.0, 1.0]);
         // YUYV: the Y bytes only.
         let buf = [255, 1, 0, 2, 51, 3, 0, 4, 255, 5, 0, 6];
-        let p = plane(&format(b"YUYV", 6), &buf).unwrap();
+        let p = plane(&format(b"YUYV", 6), &buf).unwrap().to_plane();
         assert_eq!(p.data(), &[1.0, 0.0, 0.2, 0.0, 1.0, 0.0]);
         // 16-bit grey.
         let buf: Vec<u8> = [0u16, 65535, 0, 65535, 0, 65535]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let p = plane(&format(b"Y16 ", 6), &buf).unwrap();
+        let p = plane(&format(b"Y16 ", 6), &buf).unwrap().to_plane();
         assert_eq!(p.data(), &[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
         // A short buffer is an error, not a panic.
         let e = plane(&format(b"GREY", 4), &[0; 5]).unwrap_err();

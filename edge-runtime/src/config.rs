@@ -73,6 +73,24 @@ pub struct CountConfig {
     /// Superpixel voting of the maps (off: the network alone segments).
     #[serde(default)]
     pub vote: bool,
+    /// Run the model on `WIDTHxHEIGHT` tiles instead of the bundle's input
+    /// size: tract's memory follows the tile's area (docs/edge.md).
+    #[serde(default)]
+    pub tile: Option<String>,
+}
+
+/// `WIDTHxHEIGHT` (each 32 to 4096) as `[H, W]`.
+pub fn parse_tile(t: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("= \"{t}\": expected WIDTHxHEIGHT, each 32 to 4096");
+    let (w, h) = t.split_once('x').ok_or_else(bad)?;
+    let (w, h): (usize, usize) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if !(32..=4096).contains(&w) || !(32..=4096).contains(&h) {
+        return Err(bad());
+    }
+    Ok([h, w])
 }
 
 /// Where frames come from.
@@ -353,6 +371,9 @@ impl Config {
             min,
             "must be 0 or more",
         )?;
+        if let Some(t) = &self.count.tile {
+            parse_tile(t).map_err(|e| format!("count.tile {e}"))?;
+        }
         match &self.source {
             SourceConfig::Folder {
                 path,
@@ -560,6 +581,9 @@ mod tests {
             "{MIN}[display]\nkind = \"png\"\npath = \"s.png\"\nscale = 0\n"
         ));
         assert!(e.contains("display.scale"), "{e}");
+        let e = refused(&format!("{MIN}[count]\ntile = \"352\"\n"));
+        assert!(e.contains("count.tile = \"352\""), "{e}");
+        assert_eq!(parse_tile("352x256"), Ok([256, 352]));
         let e = refused("[source]\nkind = \"synth\"\nwidth = 10\n[journal]\ndir = \"j\"\n");
         assert!(e.contains("source.width = 10"), "{e}");
     }

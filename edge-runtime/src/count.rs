@@ -1,14 +1,20 @@
-//! Counting with a signed model: frame → per-image standardised tiles →
-//! tract maps → per-class masks (threshold, optional superpixel voting as
-//! the manifest describes) → components → counts and measurements in µm.
-//! The path the shipped bundles run on the unit.
+//! Counting with a signed model: frame → tiles standardised on the fly
+//! with the frame's mean and deviation → tract maps → per-class bit masks
+//! (each tile owns the middle of its overlaps; optional superpixel voting as
+//! the manifest describes) → components from runs → counts and
+//! measurements in µm. The path the shipped bundles run on the unit.
+//!
+//! Memory is the frame at its own depth (2 bytes a pixel for 16-bit), one
+//! band of tile rows, tract's working memory for one tile and a bit per
+//! pixel and class: no full-size float copy, map or label image.
 
 use nemascope_core::counting::AreaCounter;
 use nemascope_core::felzenszwalb::{self, Params};
-use nemascope_core::imageio::{resize_bilinear, resize_nearest, standardise, stretch};
-use nemascope_core::objects::{measure, Calibration, ShapeRules};
+use nemascope_core::imageio::{resize_bilinear, resize_nearest, stretch, Luma};
+use nemascope_core::objects::{measure_bits, Calibration, ShapeRules};
 use nemascope_core::voting::vote;
-use nemascope_core::{Error, Mask, Plane, Result};
+use nemascope_core::{BitMask, Error, Mask, Result};
+use nemascope_onnx::run::tile_starts;
 
 use crate::model::Model;
 
@@ -59,7 +65,7 @@ pub struct Measured {
 #[derive(Debug, Clone)]
 pub struct Counted {
     /// Per class, at the frame's size.
-    pub masks: Vec<Mask>,
+    pub masks: Vec<BitMask>,
     pub objects: Vec<Measured>,
     /// Objects per class, in the manifest's class order.
     pub counts: Vec<usize>,
@@ -68,7 +74,15 @@ pub struct Counted {
 impl Counted {
     /// Every class's mask in one (for the `--masks` output).
     pub fn any(&self) -> Option<Mask> {
-        Mask::union(&self.masks.iter().collect::<Vec<_>>())
+        BitMask::union(&self.masks)
+            .ok()
+            .flatten()
+            .map(|m| m.to_mask())
+    }
+
+    /// Class `k`'s mask, a byte per pixel.
+    pub fn mask(&self, k: usize) -> Mask {
+        self.masks[k].to_mask()
     }
 }
 
@@ -88,7 +102,11 @@ pub fn size_range(class: &str) -> (f32, f32) {
 }
 
 /// Counts the objects of every class in `frame` (intensities 0..1).
-pub fn count_frame(model: &Model, frame: &Plane, s: &CountSettings) -> Result<Counted> {
+pub fn count_frame<L: Luma + ?Sized>(
+    model: &Model,
+    frame: &L,
+    s: &CountSettings,
+) -> Result<Counted> {
     let m = &model.manifest;
     if m.normalisation != "per-image-standardise" {
         return Err(Error::Invalid(format!(
@@ -97,40 +115,151 @@ pub fn count_frame(model: &Model, frame: &Plane, s: &CountSettings) -> Result<Co
         )));
     }
     let (fw, fh) = (frame.width(), frame.height());
+    if fw == 0 || fh == 0 {
+        return Err(Error::Invalid(format!("frame of {fw}x{fh} pixels")));
+    }
     // Frames are brought to the training data's pixel size first.
-    let scaled = if (m.pixel_scale - 1.0).abs() > 1e-6 {
+    if (m.pixel_scale - 1.0).abs() > 1e-6 {
         let w = ((fw as f32 * m.pixel_scale).round() as usize).max(1);
         let h = ((fh as f32 * m.pixel_scale).round() as usize).max(1);
-        Some(resize_bilinear(frame, w, h)?)
-    } else {
-        None
-    };
-    let work = scaled.as_ref().unwrap_or(frame);
+        let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
+        return count_at(model, &scaled, Some((fw, fh)), s);
+    }
+    count_at(model, frame, None, s)
+}
+
+/// The frame's mean and 1/deviation, as `imageio::standardise` computes
+/// them (two passes in f64; a constant frame gives 0).
+fn mean_inv_std<L: Luma + ?Sized>(f: &L) -> (f64, f64) {
+    let (w, h) = (f.width(), f.height());
+    let mut row = vec![0f32; w];
+    let n = (w * h).max(1) as f64;
+    let mut sum = 0f64;
+    for y in 0..h {
+        f.row_into(y, &mut row);
+        sum += row.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    let mean = sum / n;
+    let mut ss = 0f64;
+    for y in 0..h {
+        f.row_into(y, &mut row);
+        ss += row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+    }
+    let std = (ss / n).sqrt();
+    (mean, if std > 1e-12 { 1.0 / std } else { 0.0 })
+}
+
+/// Which pixels along an axis each tile decides: the middle of each
+/// overlap splits it between its two tiles (the U-Net paper's overlap-tile
+/// strategy), so every pixel is decided once, by the tile where it is
+/// furthest from an edge.
+fn owned(starts: &[usize], tile: usize, len: usize) -> Vec<std::ops::Range<usize>> {
+    let mid = |i: usize| (starts[i + 1] + starts[i] + tile) / 2;
+    (0..starts.len())
+        .map(|i| {
+            let lo = if i == 0 { 0 } else { mid(i - 1) };
+            let hi = if i + 1 == starts.len() {
+                len.min(starts[i] + tile)
+            } else {
+                mid(i)
+            };
+            lo..hi
+        })
+        .collect()
+}
+
+/// Thresholded class maps of `work`, one bit mask per class.
+fn tile_masks<L: Luma + ?Sized>(model: &Model, work: &L, overlap: usize) -> Result<Vec<BitMask>> {
+    let m = &model.manifest;
+    let classes = m.classes.len();
     let (w, h) = (work.width(), work.height());
-    let mut x = work.clone();
-    standardise(&mut x);
-    let maps = model
-        .runner
-        .predict(x.data(), h, w, s.overlap)
-        .map_err(|e| Error::Invalid(format!("model: {e}")))?;
-    drop(x);
-    let seg = match (&m.voting, s.vote) {
-        (Some(v), true) => Some(felzenszwalb::segment(
-            &stretch(work, 0.005, 0.995),
+    let [_, c, th, tw] = model.runner.input_shape;
+    if c != 1 {
+        return Err(Error::Invalid(format!(
+            "the model takes {c} channels; frames are counted as gray"
+        )));
+    }
+    let (mean, inv) = mean_inv_std(work);
+    let (ys, xs) = (tile_starts(h, th, overlap), tile_starts(w, tw, overlap));
+    let (own_y, own_x) = (owned(&ys, th, h), owned(&xs, tw, w));
+    let mut masks = vec![BitMask::new(w, h); classes];
+    let mut band = vec![0f32; th * w];
+    let mut tile = vec![0f32; th * tw];
+    for (&y0, oy) in ys.iter().zip(&own_y) {
+        // The band of rows under this row of tiles, standardised; rows
+        // past the end repeat the last one.
+        for (ty, row) in band.chunks_exact_mut(w).enumerate() {
+            work.row_into((y0 + ty).min(h - 1), row);
+            for v in row.iter_mut() {
+                *v = ((*v as f64 - mean) * inv) as f32;
+            }
+        }
+        for (&x0, ox) in xs.iter().zip(&own_x) {
+            for (ty, out) in tile.chunks_exact_mut(tw).enumerate() {
+                let row = &band[ty * w..(ty + 1) * w];
+                for (tx, o) in out.iter_mut().enumerate() {
+                    *o = row[(x0 + tx).min(w - 1)];
+                }
+            }
+            let maps = model
+                .runner
+                .maps(&tile)
+                .map_err(|e| Error::Invalid(format!("model: {e}")))?;
+            if maps.len() != classes * th * tw {
+                return Err(Error::Invalid(format!(
+                    "model: {} output values for {classes} classes of {th}x{tw}",
+                    maps.len()
+                )));
+            }
+            for (k, mask) in masks.iter_mut().enumerate() {
+                let map = &maps[k * th * tw..(k + 1) * th * tw];
+                for y in oy.clone() {
+                    let r = &map[(y - y0) * tw..];
+                    for x in ox.clone() {
+                        if r[x - x0] >= m.threshold {
+                            mask.set(x, y, true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(masks)
+}
+
+/// Counts `work` (at the model's pixel size); masks and measurements are
+/// brought back to `frame_size` when the frame was resized.
+fn count_at<L: Luma + ?Sized>(
+    model: &Model,
+    work: &L,
+    frame_size: Option<(usize, usize)>,
+    s: &CountSettings,
+) -> Result<Counted> {
+    let m = &model.manifest;
+    let mut masks = tile_masks(model, work, s.overlap)?;
+    if let (Some(v), true) = (&m.voting, s.vote) {
+        let seg = felzenszwalb::segment(
+            &stretch(&work.to_plane(), 0.005, 0.995),
             &Params {
                 scale: v.scale,
                 sigma: v.sigma,
                 min_size: v.min_size,
             },
-        )?),
-        _ => None,
-    };
+        )?;
+        for mask in masks.iter_mut() {
+            *mask = BitMask::from_mask(&vote(&seg, &mask.to_mask(), v.rate)?);
+        }
+    }
+    if let Some((fw, fh)) = frame_size {
+        for mask in masks.iter_mut() {
+            *mask = BitMask::from_mask(&resize_nearest(&mask.to_mask(), fw, fh)?);
+        }
+    }
     let cal = s.calibration;
     let px_area = cal.um_per_px * cal.um_per_px;
-    let mut masks = Vec::with_capacity(m.classes.len());
     let mut objects = Vec::new();
     let mut counts = vec![0; m.classes.len()];
-    for (c, map) in maps.chunks_exact(w * h).enumerate() {
+    for (c, mask) in masks.iter().enumerate() {
         let (lo, hi) = size_range(&m.classes[c]);
         let lo = lo.max(s.min_area_um2);
         // Touching objects: counted by area where the bundle knows one
@@ -139,15 +268,7 @@ pub fn count_frame(model: &Model, frame: &Plane, s: &CountSettings) -> Result<Co
             .object_area_px
             .get(&m.classes[c])
             .and_then(|&a| AreaCounter::new(a).ok());
-        let mut mask = Mask::from_vec(w, h, map.iter().map(|&p| p >= m.threshold).collect())?;
-        if let (Some(seg), Some(v)) = (&seg, &m.voting) {
-            mask = vote(seg, &mask, v.rate)?;
-        }
-        if scaled.is_some() {
-            mask = resize_nearest(&mask, fw, fh)?;
-        }
-        let (_, objs) = measure(&mask);
-        for o in objs {
+        for o in measure_bits(mask) {
             let area_um2 = o.area as f32 * px_area;
             if !(lo..=hi).contains(&area_um2) {
                 continue;
@@ -167,11 +288,36 @@ pub fn count_frame(model: &Model, frame: &Plane, s: &CountSettings) -> Result<Co
                 centroid: o.centroid,
             });
         }
-        masks.push(mask);
     }
     Ok(Counted {
         masks,
         objects,
         counts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pixel_is_owned_by_exactly_one_tile() {
+        for (len, tile, overlap) in [
+            (100, 100, 32),
+            (60, 100, 32),
+            (1000, 256, 32),
+            (4112, 512, 32),
+            (300, 128, 0),
+        ] {
+            let starts = tile_starts(len, tile, overlap);
+            let own = owned(&starts, tile, len);
+            let mut next = 0;
+            for (r, &s) in own.iter().zip(&starts) {
+                assert_eq!(r.start, next, "contiguous");
+                assert!(r.start >= s && r.end <= s + tile, "inside its tile");
+                next = r.end;
+            }
+            assert_eq!(next, len, "the whole axis");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use nemascope_core::counting::mean_abs_error;
 use nemascope_core::files::write_atomic;
-use nemascope_core::imageio::{load_frame, stretch, LoadLimits};
+use nemascope_core::imageio::{load_pixels, stretch, LoadLimits, Luma};
 use nemascope_core::imageio::{save_gray8, save_mask};
 use nemascope_core::metrics::{dice, mean_dice_positive};
 use nemascope_core::objects::Calibration;
@@ -83,7 +83,7 @@ enum Cmd {
     /// resident memory: run it pinned to one core (`taskset -c 0`) to
     /// measure one core.
     Bench {
-        /// Image to count (its bytes are read once, decoded every run).
+        /// Image to count (read from its file every run).
         #[arg(long, conflicts_with = "size")]
         image: Option<PathBuf>,
         /// Frame size WIDTHxHEIGHT (the paper's camera: 4112x3008).
@@ -95,6 +95,10 @@ enum Cmd {
         model: Option<PathBuf>,
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Run the model on WIDTHxHEIGHT tiles instead of its input size
+        /// (less memory; see docs/edge.md).
+        #[arg(long)]
+        tile: Option<String>,
     },
     /// The unit's service: count frames from the configured source,
     /// journal each result, show it on the panel and report it over the
@@ -169,9 +173,26 @@ fn models_dir() -> PathBuf {
 /// The bundle in `model` under `public_key`, each defaulting to the
 /// shipped BBBC010 worm model and the shipped development key.
 fn open_model(model: Option<PathBuf>, public_key: Option<PathBuf>) -> Result<Model> {
+    open_model_tiled(model, public_key, None)
+}
+
+/// [`open_model`] with the plan made for `tile` (`[H, W]`).
+fn open_model_tiled(
+    model: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    tile: Option<[usize; 2]>,
+) -> Result<Model> {
     let dir = model.unwrap_or_else(|| models_dir().join("bbbc010-worm"));
     let key = public_key.unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
-    Model::open(&dir, &key).map_err(|e| Error::Invalid(e.to_string()))
+    Model::open_tiled(&dir, &key, tile).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// `--tile WIDTHxHEIGHT` as `[H, W]`.
+fn parse_tile(tile: Option<&str>) -> Result<Option<[usize; 2]>> {
+    tile.map(|t| {
+        nemascope_edge::config::parse_tile(t).map_err(|e| Error::Invalid(format!("--tile {e}")))
+    })
+    .transpose()
 }
 
 /// The `count` command's options.
@@ -210,6 +231,10 @@ struct CountArgs {
     /// default, the network alone segments.
     #[arg(long)]
     vote: bool,
+    /// Run the model on WIDTHxHEIGHT tiles instead of its input size
+    /// (less memory on large frames; see docs/edge.md).
+    #[arg(long)]
+    tile: Option<String>,
     /// Replace output files that already exist.
     #[arg(long)]
     overwrite: bool,
@@ -329,7 +354,8 @@ fn count(a: CountArgs) -> Result<()> {
             a.min_area_um2
         )));
     }
-    let model = open_model(a.model, a.public_key)?;
+    let tile = parse_tile(a.tile.as_deref())?;
+    let model = open_model_tiled(a.model, a.public_key, tile)?;
     let inputs = expand(&a.inputs, a.sample.as_deref())?;
     // Refuse before any work: clashing names, files that would be replaced.
     if a.masks.is_some() || a.overlays.is_some() {
@@ -364,8 +390,8 @@ fn count(a: CountArgs) -> Result<()> {
     let mut failed = Vec::new();
     for i in &inputs {
         let t = Instant::now();
-        let r = load_frame(&i.path, LoadLimits::default())
-            .and_then(|f| count_frame(&model, &f.plane, &settings).map(|c| (f.plane, c)));
+        let r = load_pixels(&i.path, LoadLimits::default())
+            .and_then(|f| count_frame(&model, &f, &settings).map(|c| (f, c)));
         let (frame, counted) = match r {
             Ok(v) => v,
             Err(e) => {
@@ -381,9 +407,16 @@ fn count(a: CountArgs) -> Result<()> {
         }
         if let Some(dir) = &a.overlays {
             let p = dir.join(stem(i));
-            overlay(&stretch(&frame, 0.005, 0.995), &counted.masks)
-                .save(&p)
-                .map_err(|e| Error::image(&p, e))?;
+            overlay(
+                &stretch(&frame.to_plane(), 0.005, 0.995),
+                &counted
+                    .masks
+                    .iter()
+                    .map(|m| m.to_mask())
+                    .collect::<Vec<_>>(),
+            )
+            .save(&p)
+            .map_err(|e| Error::image(&p, e))?;
         }
         println!(
             "| {} | {} | {} | {ms:.0} |",
@@ -481,28 +514,40 @@ fn bench(
     runs: usize,
     model: Option<PathBuf>,
     public_key: Option<PathBuf>,
+    tile: Option<[usize; 2]>,
 ) -> Result<()> {
-    let model = open_model(model, public_key)?;
-    let (name, bytes) = match image {
-        Some(p) => (p.clone(), std::fs::read(&p).map_err(|e| Error::io(&p, e))?),
-        None => (
-            PathBuf::from(format!("synthetic {size}")),
-            synthetic_png(size)?,
-        ),
+    let model = open_model_tiled(model, public_key, tile)?;
+    // The frame is read from its file every run, as the unit reads it.
+    let (path, temporary) = match image {
+        Some(p) => (p, false),
+        None => (synthetic_png(size)?, true),
     };
+    let name = path.clone();
     let reset = reset_peak_rss();
     let before = status_mib("VmRSS:");
     let mut times = Vec::new();
     let mut counts = Vec::new();
     let mut dims = (0, 0);
+    let mut result = Ok(());
     for _ in 0..runs.max(1) {
         let t = Instant::now();
-        let f = nemascope_core::imageio::decode_frame(&bytes, &name, LoadLimits::default())?;
-        let c = count_frame(&model, &f.plane, &CountSettings::default())?;
+        let c = load_pixels(&path, LoadLimits::default())
+            .and_then(|f| count_frame(&model, &f, &CountSettings::default()).map(|c| (f, c)));
+        let (f, c) = match c {
+            Ok(v) => v,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
         times.push(t.elapsed().as_secs_f64() * 1e3);
         counts = c.counts;
-        dims = (f.plane.width(), f.plane.height());
+        dims = (f.width(), f.height());
     }
+    if temporary {
+        let _ = std::fs::remove_file(&path);
+    }
+    result?;
     times.sort_by(f64::total_cmp);
     println!(
         "{} on {} ({}x{}, model input {:?}): decode to counts median {:.1} ms (min {:.1}, max {:.1}, {} runs); counts {counts:?}",
@@ -522,13 +567,16 @@ fn bench(
         } else {
             "since start (this kernel cannot reset the peak)"
         };
-        println!("peak resident memory {since} {p:.1} MiB (resident before the first frame {b:.1} MiB, frame file held in memory)");
+        println!(
+            "peak resident memory {since} {p:.1} MiB (resident before the first frame {b:.1} MiB)"
+        );
     }
     Ok(())
 }
 
-/// A seeded synthetic frame of `size` (WIDTHxHEIGHT) as 16-bit PNG bytes.
-fn synthetic_png(size: &str) -> Result<Vec<u8>> {
+/// A seeded synthetic frame of `size` (WIDTHxHEIGHT) as a 16-bit PNG in
+/// the temporary folder; the caller removes it.
+fn synthetic_png(size: &str) -> Result<PathBuf> {
     let bad = || Error::Invalid(format!("--size {size}: expected WIDTHxHEIGHT"));
     let (w, h) = size.split_once('x').ok_or_else(bad)?;
     let (w, h): (usize, usize) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
@@ -539,9 +587,7 @@ fn synthetic_png(size: &str) -> Result<Vec<u8>> {
     };
     let tmp = std::env::temp_dir().join(format!("nemascope-bench-{}.png", std::process::id()));
     nemascope_core::imageio::save_gray16(&generate(&cfg, 1, 0)?.image, &tmp)?;
-    let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
-    let _ = std::fs::remove_file(&tmp);
-    bytes
+    Ok(tmp)
 }
 
 /// The demo with a model bundle: each frame through `count_frame`, as
@@ -588,7 +634,7 @@ fn demo_model(model: &Model, frames: usize, seed: u64, out: Option<PathBuf>) -> 
         for (k, class) in truth_of.iter().enumerate() {
             truth[k].push(f.counts[class.index()]);
             found[k].push(c.counts[k]);
-            pairs[k].push((c.masks[k].clone(), f.masks[class.index()].clone()));
+            pairs[k].push((c.mask(k), f.masks[class.index()].clone()));
             cells.push(format!("{}/{}", f.counts[class.index()], c.counts[k]));
         }
         println!("| {i} | {} | {ms:.1} |", cells.join(" | "));
@@ -706,10 +752,15 @@ fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf
     Ok(())
 }
 
+fn parse_tile_cfg(t: &str) -> Result<[usize; 2]> {
+    nemascope_edge::config::parse_tile(t).map_err(|e| Error::Invalid(format!("count.tile {e}")))
+}
+
 /// The service loop on the configured unit.
 fn run(config: &std::path::Path, until_done: bool) -> Result<()> {
     let cfg = Config::load(config).map_err(|e| Error::Invalid(e.to_string()))?;
-    let model = open_model(cfg.model.bundle.clone(), cfg.model.public_key.clone())?;
+    let tile = cfg.count.tile.as_deref().map(parse_tile_cfg).transpose()?;
+    let model = open_model_tiled(cfg.model.bundle.clone(), cfg.model.public_key.clone(), tile)?;
     eprintln!(
         "nemascope-edge {}: model {} ({}), journal {}",
         env!("CARGO_PKG_VERSION"),
@@ -772,7 +823,9 @@ fn main() -> ExitCode {
             runs,
             model,
             public_key,
-        } => bench(image, &size, runs, model, public_key),
+            tile,
+        } => parse_tile(tile.as_deref())
+            .and_then(|tile| bench(image, &size, runs, model, public_key, tile)),
         Cmd::JournalWriter { dir, count } => {
             journal_writer(&dir, count).map_err(nemascope_core::Error::Invalid)
         }

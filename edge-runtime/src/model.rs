@@ -34,14 +34,24 @@ pub enum ModelError {
 impl Model {
     /// Opens and checks the bundle in `dir` against the public key file.
     pub fn open(dir: &Path, public_key: &Path) -> Result<Model, ModelError> {
+        Self::open_tiled(dir, public_key, None)
+    }
+
+    /// As [`Model::open`], the plan made for `tile` (`[H, W]`) instead of
+    /// the bundle's input size: less memory on large frames (docs/edge.md).
+    pub fn open_tiled(
+        dir: &Path,
+        public_key: &Path,
+        tile: Option<[usize; 2]>,
+    ) -> Result<Model, ModelError> {
         let key = nemascope_bundle::read_public_key(public_key).map_err(ModelError::Key)?;
         let b = Bundle::open(dir, &key).map_err(ModelError::Bundle)?;
-        let runner = Runner::load(&b.model).map_err(ModelError::Onnx)?;
-        let [_, c, h, w] = runner.input_shape;
+        let runner = Runner::load_tiled(&b.model, tile).map_err(ModelError::Onnx)?;
+        let [_, c, h, w] = runner.declared_shape;
         if [c, h, w] != b.manifest.input {
             return Err(ModelError::InputMismatch {
                 manifest: b.manifest.input,
-                model: runner.input_shape,
+                model: runner.declared_shape,
             });
         }
         Ok(Model {

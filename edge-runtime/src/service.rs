@@ -330,7 +330,7 @@ impl Service {
         } else {
             let t0 = Instant::now();
             match self.source.next() {
-                Next::Frame(f) => match count_frame(&self.model, &f.plane, &self.settings) {
+                Next::Frame(f) => match count_frame(&self.model, &f.pixels, &self.settings) {
                     Ok(c) => {
                         let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
                         let mut counts = [0u32; 3];

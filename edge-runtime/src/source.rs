@@ -8,17 +8,16 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use nemascope_core::imageio::{load_frame, LoadLimits};
+use nemascope_core::imageio::{load_pixels, LoadLimits, Pixels};
 use nemascope_core::synth::{generate, SynthConfig};
-use nemascope_core::Plane;
 
 use crate::inputs::{expand, IMAGE_EXTENSIONS};
 
 /// One frame to count.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// Intensities 0..1.
-    pub plane: Plane,
+    /// At the file's own depth (16-bit gray stays 2 bytes a pixel).
+    pub pixels: Pixels,
     pub sample: String,
     /// Unique key: the file's path under the watched folder, or a camera
     /// or generator frame id.
@@ -58,10 +57,8 @@ fn is_hidden(p: &Path) -> bool {
         .is_none_or(|n| n.starts_with('.') || n.starts_with('~'))
 }
 
-fn read(path: &Path) -> Result<Plane, String> {
-    load_frame(path, LoadLimits::default())
-        .map(|f| f.plane)
-        .map_err(|e| e.to_string())
+fn read(path: &Path) -> Result<Pixels, String> {
+    load_pixels(path, LoadLimits::default()).map_err(|e| e.to_string())
 }
 
 /// A file's size and change time: when both stay put for the settle time
@@ -201,11 +198,11 @@ impl FrameSource for FolderSource {
             _ => self.sample.clone(),
         };
         match read(&p) {
-            Ok(plane) => {
+            Ok(pixels) => {
                 // Counted: the caller journals it; never offered again.
                 self.done.insert(key.clone());
                 Next::Frame(Frame {
-                    plane,
+                    pixels,
                     sample,
                     source: key,
                 })
@@ -249,8 +246,8 @@ impl FrameSource for FilesSource {
         };
         let source = p.to_string_lossy().into_owned();
         match read(&p) {
-            Ok(plane) => Next::Frame(Frame {
-                plane,
+            Ok(pixels) => Next::Frame(Frame {
+                pixels,
                 sample,
                 source,
             }),
@@ -317,7 +314,7 @@ impl FrameSource for SynthSource {
             self.next += 1;
             return match generate(&self.cfg, self.seed, i) {
                 Ok(f) => Next::Frame(Frame {
-                    plane: f.image,
+                    pixels: Pixels::Float(f.image),
                     sample: self.sample.clone(),
                     source,
                 }),
@@ -337,7 +334,7 @@ mod tests {
 
     fn write(p: &Path) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let plane = Plane::from_vec(8, 8, vec![0.5; 64]).unwrap();
+        let plane = nemascope_core::Plane::from_vec(8, 8, vec![0.5; 64]).unwrap();
         save_gray8(&plane, p).unwrap();
     }
 

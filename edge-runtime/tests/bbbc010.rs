@@ -35,7 +35,7 @@ fn shipped_worm_model_on_held_out_wells() {
         let frame = load_frame(&w.image, LoadLimits::default()).unwrap().plane;
         let c = count_frame(&model, &frame, &CountSettings::default()).unwrap();
         let truth = load_mask(&w.mask).unwrap();
-        let d = dice(&c.masks[0], &truth).unwrap();
+        let d = dice(&c.mask(0), &truth).unwrap();
         let e = c.counts[0].abs_diff(w.worm_count);
         eprintln!(
             "{}: Dice {d:.3}, worms {} found {}",

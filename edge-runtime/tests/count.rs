@@ -178,3 +178,54 @@ fn count_command_writes_its_files_and_refuses_to_overwrite() {
     let again = std::fs::read_to_string(tmp.path().join("again.csv")).unwrap();
     assert_eq!(again.lines().count(), 3);
 }
+
+/// A frame four times the model's input, counted on the bundle's own tiles
+/// and on small ones (the low-memory setting): every pixel is decided by
+/// one tile either way, and the two agree closely (they differ only near
+/// tile seams).
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "dozens of inferences take minutes under qemu; the same code runs natively"
+)]
+fn small_tiles_count_a_large_frame_like_the_models_own() {
+    let cfg = SynthConfig {
+        width: 1024,
+        height: 768,
+        worms: nemascope_core::synth::Occurrence {
+            probability: 1.0,
+            max: 12,
+        },
+        negative_fraction: 0.0,
+        ..SynthConfig::default()
+    };
+    let f = generate(&cfg, 4242, 0).unwrap();
+    eprintln!("truth {:?}", f.counts);
+    let s = CountSettings::default();
+    let own = count_frame(&synth_model(), &f.image, &s).unwrap();
+    let small = Model::open_tiled(
+        &models().join("synth-worm-egg-cyst"),
+        &models().join("nemascope-dev.pub"),
+        Some([192, 256]),
+    )
+    .unwrap();
+    assert_eq!(small.runner.input_shape, [1, 1, 192, 256]);
+    let tiled = count_frame(&small, &f.image, &s).unwrap();
+    for k in 0..3 {
+        let (a, b) = (own.mask(k), tiled.mask(k));
+        let d = nemascope_core::metrics::dice(&a, &b).unwrap();
+        eprintln!(
+            "class {k}: {} vs {} objects, {} vs {} pixels, Dice {d:.3}",
+            own.counts[k],
+            tiled.counts[k],
+            a.count(),
+            b.count()
+        );
+        if a.count() + b.count() > 0 {
+            assert!(d > 0.9, "class {k}: Dice {d}");
+        }
+        assert!(own.counts[k].abs_diff(tiled.counts[k]) <= 2, "class {k}");
+    }
+    // Worms are there to be found in this frame.
+    assert!(own.counts[0] > 0, "{:?}", own.counts);
+}

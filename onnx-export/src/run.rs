@@ -14,14 +14,25 @@ pub type Output = (Vec<usize>, Vec<f32>);
 #[derive(Debug, Clone)]
 pub struct Runner {
     plan: Arc<TypedSimplePlan>,
-    /// `[1, C, H, W]` as the model declares it.
+    /// `[1, C, H, W]` the plan runs on (a tile size may replace H and W).
     pub input_shape: [usize; 4],
+    /// `[1, C, H, W]` as the model declares it.
+    pub declared_shape: [usize; 4],
 }
 
 impl Runner {
     /// Parses, type-checks and optimises `bytes` (an ONNX model).
     pub fn load(bytes: &[u8]) -> Result<Self, Error> {
-        let model = tract_onnx::onnx()
+        Self::load_tiled(bytes, None)
+    }
+
+    /// As [`Runner::load`], with the plan made for `tile` (`[H, W]`)
+    /// instead of the model's declared input: a fully convolutional model
+    /// runs on any tile its pooling divides, and tract's working memory
+    /// follows the tile's area (a unit with little memory uses small tiles
+    /// on large frames).
+    pub fn load_tiled(bytes: &[u8], tile: Option<[usize; 2]>) -> Result<Self, Error> {
+        let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| Error::Model(format!("not a model tract can read: {e:#}")))?;
         let fact = model
@@ -35,9 +46,17 @@ impl Runner {
             .flatten()
             .ok_or_else(|| Error::Model("the model's input has no fixed shape".into()))?
             .to_vec();
-        let input_shape: [usize; 4] = shape.as_slice().try_into().map_err(|_| {
+        let mut input_shape: [usize; 4] = shape.as_slice().try_into().map_err(|_| {
             Error::Model(format!("the model's input is {shape:?}, not [1, C, H, W]"))
         })?;
+        let declared_shape = input_shape;
+        if let Some([th, tw]) = tile {
+            input_shape[2] = th;
+            input_shape[3] = tw;
+            model = model
+                .with_input_fact(0, f32::fact(input_shape).into())
+                .map_err(|e| Error::Model(format!("tile {th}x{tw}: {e:#}")))?;
+        }
         if input_shape[0] != 1 {
             return Err(Error::Model(format!(
                 "batch {} instead of 1",
@@ -47,8 +66,17 @@ impl Runner {
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(|e| Error::Model(format!("tract cannot run the model: {e:#}")))?;
-        Ok(Runner { plan, input_shape })
+            .map_err(|e| match tile {
+                Some([th, tw]) => Error::Model(format!(
+                    "the model cannot run on {th}x{tw} tiles (its pooling must divide both sides): {e:#}"
+                )),
+                None => Error::Model(format!("tract cannot run the model: {e:#}")),
+            })?;
+        Ok(Runner {
+            plan,
+            input_shape,
+            declared_shape,
+        })
     }
 
     /// Number of input values the model takes.

@@ -297,3 +297,30 @@ fn predict_pads_small_images_and_tiles_large_ones() {
     assert!(got.iter().all(|v| (0.0..=1.0).contains(v)));
     assert!(r.predict(&big, 40, 25, 4).is_err());
 }
+
+#[test]
+fn a_plan_made_for_another_tile_size_matches_direct_evaluation() {
+    // Exported for 16×24, run on 32×40 tiles: the network is fully
+    // convolutional, so the same weights give the direct result there.
+    let net = UNetWeights::random_shaped(1, 2, 4, 3, true, 13);
+    let size = InputSize {
+        height: 16,
+        width: 24,
+    };
+    let bytes = encode(&export::fp32(&net, size, false).unwrap());
+    let runner = Runner::load_tiled(&bytes, Some([32, 40])).unwrap();
+    assert_eq!(runner.input_shape, [1, 1, 32, 40]);
+    let x = image(32, 40, 1);
+    let got = runner.maps(&x).unwrap();
+    let want = forward(&net, &x, 32, 40);
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err < 1e-4, "max |tract − direct| = {err}");
+    // Three poolings need sides divisible by 8.
+    let e = Runner::load_tiled(&bytes, Some([20, 24]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("20x24"), "{e}");
+}

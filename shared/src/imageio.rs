@@ -8,7 +8,7 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageReader, Limits};
 
-use crate::{Error, Mask, Plane, Result};
+use crate::{Error, Grid, Mask, Plane, Result};
 
 /// Bounds that keep a hostile or broken file from exhausting memory.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,17 @@ pub fn decode_frame(bytes: &[u8], name: &Path, limits: LoadLimits) -> Result<Fra
     if bytes.is_empty() {
         return Err(Error::image(name, "empty file"));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+    to_frame(decode_image(Cursor::new(bytes), name, limits)?, name)
+}
+
+/// Decodes with the format guessed from the content and the size limits
+/// checked before any pixel is allocated.
+fn decode_image<R: std::io::BufRead + std::io::Seek>(
+    r: R,
+    name: &Path,
+    limits: LoadLimits,
+) -> Result<DynamicImage> {
+    let mut reader = ImageReader::new(r)
         .with_guessed_format()
         .map_err(|e| Error::image(name, e))?;
     if reader.format().is_none() {
@@ -81,7 +91,111 @@ pub fn decode_frame(bytes: &[u8], name: &Path, limits: LoadLimits) -> Result<Fra
             format!("image has no pixels ({}x{})", img.width(), img.height()),
         ));
     }
-    to_frame(img, name)
+    Ok(img)
+}
+
+/// A decoded frame at its own depth: 8- and 16-bit gray stay integers
+/// (1 or 2 bytes a pixel instead of 4), everything else is luma in f32.
+/// The counting path reads it a row at a time through [`Luma`].
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    Gray8(Grid<u8>),
+    Gray16(Grid<u16>),
+    Float(Plane),
+}
+
+/// Intensities 0..1 a row at a time, whatever the storage: the same values
+/// [`load_frame`] gives (`v / 255`, `v / 65535`, Rec. 601 luma).
+pub trait Luma {
+    fn width(&self) -> usize;
+    fn height(&self) -> usize;
+    /// Writes row `y` into `out` (`width` values).
+    fn row_into(&self, y: usize, out: &mut [f32]);
+
+    /// The whole frame as a plane (4 bytes a pixel).
+    fn to_plane(&self) -> Plane {
+        let (w, h) = (self.width(), self.height());
+        let mut data = vec![0f32; w * h];
+        for (y, row) in data.chunks_exact_mut(w.max(1)).enumerate().take(h) {
+            self.row_into(y, row);
+        }
+        Plane::from_vec(w, h, data).expect("sized above")
+    }
+}
+
+impl Luma for Plane {
+    fn width(&self) -> usize {
+        Grid::width(self)
+    }
+    fn height(&self) -> usize {
+        Grid::height(self)
+    }
+    fn row_into(&self, y: usize, out: &mut [f32]) {
+        out.copy_from_slice(self.row(y));
+    }
+}
+
+impl Luma for Pixels {
+    fn width(&self) -> usize {
+        match self {
+            Pixels::Gray8(g) => g.width(),
+            Pixels::Gray16(g) => g.width(),
+            Pixels::Float(p) => p.width(),
+        }
+    }
+    fn height(&self) -> usize {
+        match self {
+            Pixels::Gray8(g) => g.height(),
+            Pixels::Gray16(g) => g.height(),
+            Pixels::Float(p) => p.height(),
+        }
+    }
+    fn row_into(&self, y: usize, out: &mut [f32]) {
+        match self {
+            Pixels::Gray8(g) => {
+                for (o, &v) in out.iter_mut().zip(g.row(y)) {
+                    *o = v as f32 / 255.0;
+                }
+            }
+            Pixels::Gray16(g) => {
+                for (o, &v) in out.iter_mut().zip(g.row(y)) {
+                    *o = v as f32 / 65535.0;
+                }
+            }
+            Pixels::Float(p) => out.copy_from_slice(p.row(y)),
+        }
+    }
+}
+
+/// Reads an image file into [`Pixels`], streaming the file through the
+/// decoder (its bytes are never all in memory beside the pixels).
+pub fn load_pixels(path: &Path, limits: LoadLimits) -> Result<Pixels> {
+    let file = std::fs::File::open(path).map_err(|e| Error::image(path, e))?;
+    let len = file.metadata().map_err(|e| Error::image(path, e))?.len();
+    if len == 0 {
+        return Err(Error::image(path, "empty file"));
+    }
+    to_pixels(
+        decode_image(std::io::BufReader::new(file), path, limits)?,
+        path,
+    )
+}
+
+/// Decodes image bytes into [`Pixels`].
+pub fn decode_pixels(bytes: &[u8], name: &Path, limits: LoadLimits) -> Result<Pixels> {
+    if bytes.is_empty() {
+        return Err(Error::image(name, "empty file"));
+    }
+    to_pixels(decode_image(Cursor::new(bytes), name, limits)?, name)
+}
+
+fn to_pixels(img: DynamicImage, name: &Path) -> Result<Pixels> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    Ok(match img {
+        DynamicImage::ImageLuma8(b) => Pixels::Gray8(Grid::from_vec(w, h, b.into_raw())?),
+        DynamicImage::ImageLuma16(b) => Pixels::Gray16(Grid::from_vec(w, h, b.into_raw())?),
+        other => Pixels::Float(to_frame(other, name)?.plane),
+    })
 }
 
 fn describe(e: image::ImageError) -> String {
@@ -326,6 +440,43 @@ mod tests {
         let f = decode_frame(&png_bytes(rgb.into()), p, LoadLimits::default()).unwrap();
         assert!((f.plane.data()[0] - 0.299).abs() < 1e-6);
         assert!(f.color);
+    }
+
+    #[test]
+    fn pixels_keep_the_depth_and_give_load_frames_values() {
+        let g8 = DynamicImage::ImageLuma8(image::GrayImage::from_fn(7, 3, |x, y| {
+            image::Luma([(x * 37 + y * 11) as u8])
+        }));
+        let g16 = DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(7, 3, |x, y| {
+            image::Luma([(x * 9001 + y * 77) as u16])
+        }));
+        let rgb = DynamicImage::ImageRgb8(image::RgbImage::from_fn(7, 3, |x, y| {
+            image::Rgb([x as u8 * 30, y as u8 * 60, 200])
+        }));
+        let name = Path::new("t.png");
+        for (img, kind) in [(g8, "gray8"), (g16, "gray16"), (rgb, "float")] {
+            let bytes = png_bytes(img);
+            let want = decode_frame(&bytes, name, LoadLimits::default())
+                .unwrap()
+                .plane;
+            let p = decode_pixels(&bytes, name, LoadLimits::default()).unwrap();
+            let got_kind = match &p {
+                Pixels::Gray8(_) => "gray8",
+                Pixels::Gray16(_) => "gray16",
+                Pixels::Float(_) => "float",
+            };
+            assert_eq!(got_kind, kind);
+            assert_eq!((Luma::width(&p), Luma::height(&p)), (7, 3));
+            assert_eq!(p.to_plane(), want, "{kind}: the same values bit for bit");
+        }
+        // From a file, streamed; an empty file is refused by name.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("e.png");
+        std::fs::write(&f, b"").unwrap();
+        let e = load_pixels(&f, LoadLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("e.png") && e.contains("empty"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! This crate builds without libtorch and tract, so it cross-compiles to the
 //! aarch64 edge board unchanged.
 
+pub mod bitmask;
 pub mod classical;
 pub mod counting;
 pub mod dataset;
@@ -25,6 +26,7 @@ pub mod pooling;
 pub mod synth;
 pub mod voting;
 
+pub use bitmask::BitMask;
 pub use error::{Error, Result};
 pub use grid::{Grid, Mask, Plane};
 

@@ -2,7 +2,7 @@
 //! tell a worm (long, thin) from an egg (small ellipse) or a cyst (large,
 //! round-ish), for models that give one map for all of them.
 
-use crate::{Class, Grid, Mask};
+use crate::{BitMask, Class, Grid, Mask};
 
 /// Inclusive-exclusive pixel rectangle `x0..x1, y0..y1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,22 +177,146 @@ pub fn measure(mask: &Mask) -> (Components, Vec<Object>) {
                 && y <= b.height()
                 && *comps.labels.get(b.x0 + x - 1, b.y0 + y - 1) == o.label
         });
-        let skel = skeletonize(&crop);
-        let path = longest_path(&skel) as f64;
-        let area = o.area as f64;
-        // A tube of length L and width W thins to a path of about L − W, so
-        // solve W² + path·W = area for W, then L = path + W.
-        let width = (-path + (path * path + 4.0 * area).sqrt()) / 2.0;
-        let length = path + width;
-        o.width = width as f32;
-        o.length = length as f32;
-        o.elongation = if width > 0.0 {
-            (length / width) as f32
-        } else {
-            0.0
-        };
+        set_shape(o, &crop);
     }
     (comps, objs)
+}
+
+/// Length, width and elongation of `o` from `crop`, its pixels alone in its
+/// bounding box with one pixel of background around it.
+fn set_shape(o: &mut Object, crop: &Mask) {
+    let skel = skeletonize(crop);
+    let path = longest_path(&skel) as f64;
+    let area = o.area as f64;
+    // A tube of length L and width W thins to a path of about L − W, so
+    // solve W² + path·W = area for W, then L = path + W.
+    let width = (-path + (path * path + 4.0 * area).sqrt()) / 2.0;
+    let length = path + width;
+    o.width = width as f32;
+    o.length = length as f32;
+    o.elongation = if width > 0.0 {
+        (length / width) as f32
+    } else {
+        0.0
+    };
+}
+
+/// The objects of a bit-packed mask, equal to [`measure`]'s (same
+/// numbering, areas, boxes, centroids and shapes) without its per-pixel
+/// label map: components are found as 8-connected runs with a union–find,
+/// and each is measured from its own crop. Memory follows the number of
+/// runs, not the frame's size.
+pub fn measure_bits(mask: &BitMask) -> Vec<Object> {
+    // Runs (y, x0, x1) in raster order; row_start[y] indexes the first.
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+    let mut row_start = Vec::with_capacity(mask.height() + 1);
+    for y in 0..mask.height() {
+        row_start.push(runs.len());
+        mask.runs(y, |a, b| runs.push((y as u32, a as u32, b as u32)));
+    }
+    row_start.push(runs.len());
+    let mut parent: Vec<u32> = (0..runs.len() as u32).collect();
+    fn find(parent: &mut [u32], mut x: u32) -> u32 {
+        while parent[x as usize] != x {
+            let g = parent[parent[x as usize] as usize];
+            parent[x as usize] = g;
+            x = g;
+        }
+        x
+    }
+    for y in 1..mask.height() {
+        let (prev, cur) = (
+            row_start[y - 1]..row_start[y],
+            row_start[y]..row_start[y + 1],
+        );
+        let mut p = prev.start;
+        for c in cur {
+            let (_, c0, c1) = runs[c];
+            // Previous-row runs ending left of this one's diagonal neighbour
+            // cannot touch it or any later one.
+            while p < prev.end && runs[p].2 < c0 {
+                p += 1;
+            }
+            let mut q = p;
+            // 8-connected: touching, overlapping or diagonal (ends exclusive).
+            while q < prev.end && runs[q].1 <= c1 {
+                let (a, b) = (find(&mut parent, q as u32), find(&mut parent, c as u32));
+                if a != b {
+                    parent[a.max(b) as usize] = a.min(b);
+                }
+                q += 1;
+            }
+        }
+    }
+    // Components numbered in raster order of their first pixel, which is
+    // in their first run.
+    let mut id_of_root = vec![u32::MAX; runs.len()];
+    let mut comp_of_run = Vec::with_capacity(runs.len());
+    let mut objs: Vec<Object> = Vec::new();
+    let mut sums: Vec<(f64, f64)> = Vec::new();
+    for (i, &(y, x0, x1)) in runs.iter().enumerate() {
+        let r = find(&mut parent, i as u32) as usize;
+        if id_of_root[r] == u32::MAX {
+            id_of_root[r] = objs.len() as u32;
+            objs.push(Object {
+                label: objs.len() as u32 + 1,
+                area: 0,
+                bbox: BBox {
+                    x0: usize::MAX,
+                    y0: usize::MAX,
+                    x1: 0,
+                    y1: 0,
+                },
+                centroid: (0.0, 0.0),
+                length: 0.0,
+                width: 0.0,
+                elongation: 0.0,
+            });
+            sums.push((0.0, 0.0));
+        }
+        let k = id_of_root[r] as usize;
+        comp_of_run.push(k as u32);
+        let (y, x0, x1) = (y as usize, x0 as usize, x1 as usize);
+        let o = &mut objs[k];
+        let n = x1 - x0;
+        o.area += n;
+        o.bbox.x0 = o.bbox.x0.min(x0);
+        o.bbox.y0 = o.bbox.y0.min(y);
+        o.bbox.x1 = o.bbox.x1.max(x1);
+        o.bbox.y1 = o.bbox.y1.max(y + 1);
+        // Σx over x0..x1 and Σy, exact in f64.
+        sums[k].0 += ((x0 + x1 - 1) * n) as f64 / 2.0;
+        sums[k].1 += (y * n) as f64;
+    }
+    drop(parent);
+    // Each component's runs, grouped (a counting sort by component).
+    let mut first = vec![0usize; objs.len() + 1];
+    for &k in &comp_of_run {
+        first[k as usize + 1] += 1;
+    }
+    for k in 0..objs.len() {
+        first[k + 1] += first[k];
+    }
+    let mut next = first.clone();
+    let mut order = vec![0u32; runs.len()];
+    for (i, &k) in comp_of_run.iter().enumerate() {
+        order[next[k as usize]] = i as u32;
+        next[k as usize] += 1;
+    }
+    for (k, o) in objs.iter_mut().enumerate() {
+        let s = sums[k];
+        o.centroid = ((s.0 / o.area as f64) as f32, (s.1 / o.area as f64) as f32);
+        let b = o.bbox;
+        let mut crop = Mask::filled(b.width() + 2, b.height() + 2, false);
+        for &i in &order[first[k]..first[k + 1]] {
+            let (y, x0, x1) = runs[i as usize];
+            for x in x0 as usize..x1 as usize {
+                crop.set(x - b.x0 + 1, y as usize - b.y0 + 1, true);
+            }
+        }
+        set_shape(o, &crop);
+    }
+    objs
 }
 
 /// Zhang–Suen thinning to a one-pixel-wide, 8-connected skeleton.
@@ -528,5 +652,37 @@ mod tests {
                 prop_assert_eq!(n, o.area);
             }
         }
+    }
+
+    #[test]
+    fn measure_bits_equals_measure() {
+        // Random blobs, lines and specks, including ones touching only at a
+        // corner and runs crossing 64-bit word edges.
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..40 {
+            let (w, h) = (1 + rand() as usize % 150, 1 + rand() as usize % 90);
+            let density = rand() % 100;
+            let mut m = Mask::from_fn(w, h, |_, _| rand() % 100 < density / 2);
+            // A few worm-like strokes.
+            for _ in 0..3 {
+                let (mut x, mut y) = (rand() as usize % w, rand() as usize % h);
+                for _ in 0..40 {
+                    m.set(x, y, true);
+                    x = (x + rand() as usize % 3 + w - 1) % w;
+                    y = (y + rand() as usize % 3 + h - 1) % h;
+                }
+            }
+            let (_, want) = measure(&m);
+            let got = measure_bits(&BitMask::from_mask(&m));
+            assert_eq!(got, want, "case {case}: {w}x{h}");
+        }
+        assert!(measure_bits(&BitMask::new(0, 0)).is_empty());
+        assert!(measure_bits(&BitMask::new(5, 5)).is_empty());
     }
 }
