@@ -101,6 +101,55 @@ pub fn size_range(class: &str) -> (f32, f32) {
     }
 }
 
+/// What a frame's light says, before any model looks at it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality {
+    pub mean: f32,
+    pub std: f32,
+    /// Fraction of pixels at the top of the range (≥ 0.995).
+    pub saturated: f32,
+}
+
+impl Quality {
+    /// Why counts from this frame should not be trusted, if they should
+    /// not: no light (lamp off, shutter closed), a blank field (lens cap,
+    /// nothing in focus), or an over-exposed one. Deliberately coarse: it
+    /// catches a broken acquisition, not a slightly dim slide.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.mean < 0.02 {
+            Some("dark frame (lamp off or shutter closed?)")
+        } else if self.saturated > 0.25 {
+            Some("over-exposed frame (a quarter of the pixels saturated)")
+        } else if self.std < 0.002 {
+            Some("blank frame (nothing in view or far out of focus?)")
+        } else {
+            None
+        }
+    }
+}
+
+/// Mean, deviation and saturated fraction of `frame`, one pass over rows.
+pub fn quality<L: Luma + ?Sized>(frame: &L) -> Quality {
+    let (w, h) = (frame.width(), frame.height());
+    let mut row = vec![0f32; w];
+    let (mut sum, mut sq, mut sat) = (0f64, 0f64, 0usize);
+    for y in 0..h {
+        frame.row_into(y, &mut row);
+        for &v in &row {
+            sum += v as f64;
+            sq += (v as f64) * (v as f64);
+            sat += (v >= 0.995) as usize;
+        }
+    }
+    let n = (w * h).max(1) as f64;
+    let mean = sum / n;
+    Quality {
+        mean: mean as f32,
+        std: (sq / n - mean * mean).max(0.0).sqrt() as f32,
+        saturated: (sat as f64 / n) as f32,
+    }
+}
+
 /// Counts the objects of every class in `frame` (intensities 0..1).
 pub fn count_frame<L: Luma + ?Sized>(
     model: &Model,
@@ -299,6 +348,23 @@ fn count_at<L: Luma + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broken_acquisitions_are_flagged_and_real_frames_are_not() {
+        use nemascope_core::synth::{generate, SynthConfig};
+        use nemascope_core::Plane;
+        let dark = Plane::filled(64, 48, 0.005);
+        assert!(quality(&dark).problem().unwrap().contains("dark"));
+        let white = Plane::filled(64, 48, 1.0);
+        assert!(quality(&white).problem().unwrap().contains("over-exposed"));
+        let grey = Plane::filled(64, 48, 0.5);
+        assert!(quality(&grey).problem().unwrap().contains("blank"));
+        for i in 0..4 {
+            let f = generate(&SynthConfig::default(), 99, i).unwrap();
+            let q = quality(&f.image);
+            assert_eq!(q.problem(), None, "{q:?}");
+        }
+    }
 
     #[test]
     fn every_pixel_is_owned_by_exactly_one_tile() {

@@ -14,7 +14,7 @@ use nemascope_core::objects::Calibration;
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_core::{Class, Error, Mask, Result};
 use nemascope_edge::config::{Config, PanelKind};
-use nemascope_edge::count::{count_frame, CountSettings};
+use nemascope_edge::count::{count_frame, quality, CountSettings};
 use nemascope_edge::inputs::{check_unique_stems, expand, Input};
 use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::listener::ListenOptions;
@@ -401,6 +401,9 @@ fn count(a: CountArgs) -> Result<()> {
             }
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
+        if let Some(p) = quality(&frame).problem() {
+            eprintln!("nemascope-edge: {}: warning: {p}", i.path.display());
+        }
         if let Some(dir) = &a.masks {
             let any = counted.any().expect("a model has at least one class");
             save_mask(&any, &dir.join(stem(i)))?;

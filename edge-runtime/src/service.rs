@@ -16,7 +16,7 @@ use nemascope_core::synth::SynthConfig;
 use nemascope_core::Class;
 
 use crate::config::{Config, SerialConfig, SourceConfig};
-use crate::count::{count_frame, CountSettings};
+use crate::count::{count_frame, quality, CountSettings};
 use crate::display::{LinkState, Screen};
 use crate::journal::{Journal, JournalError, Record};
 use crate::link::{LinkError, UnitLink};
@@ -228,6 +228,8 @@ pub struct Service {
     panel_failed: bool,
     pub link: Option<SerialLink>,
     slots: Vec<Option<usize>>,
+    /// Warnings about the last counted frame (its light).
+    frame_warnings: u8,
     min_free: u64,
     journal_dir: PathBuf,
     pub screen: Screen,
@@ -296,6 +298,7 @@ impl Service {
             source,
             panel,
             panel_failed: false,
+            frame_warnings: 0,
             link,
             min_free: cfg.journal.min_free_mb * 1024 * 1024,
             journal_dir: cfg.journal.dir.clone(),
@@ -332,6 +335,15 @@ impl Service {
             match self.source.next() {
                 Next::Frame(f) => match count_frame(&self.model, &f.pixels, &self.settings) {
                     Ok(c) => {
+                        // Shown until the next frame is counted.
+                        self.frame_warnings = match quality(&f.pixels).problem() {
+                            Some(p) => {
+                                eprintln!("{}: {p}", f.source);
+                                warn::FRAME_QUALITY
+                            }
+                            None => 0,
+                        };
+                        warnings |= self.frame_warnings;
                         let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
                         let mut counts = [0u32; 3];
                         for (k, slot) in self.slots.iter().enumerate() {
@@ -374,6 +386,8 @@ impl Service {
                 Next::Finished => Step::Finished,
             }
         };
+        // The last frame's light stays on the screen until the next frame.
+        warnings |= self.frame_warnings;
         if let Some(l) = &mut self.link {
             if let Step::Counted(_) = step {
                 // Sent now rather than on the next step.

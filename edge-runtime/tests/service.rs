@@ -431,3 +431,36 @@ fn demo_counts_with_the_shipped_model_and_the_classical_floor() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("classical flat-field"));
 }
+
+#[test]
+fn a_dark_frame_is_counted_with_a_warning_the_next_one_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let dark = nemascope_core::Plane::filled(256, 192, 0.004);
+    save_gray16(&dark, &frames.join("a_dark.png")).unwrap();
+    let ok = generate(&SynthConfig::default(), 5, 0).unwrap();
+    save_gray16(&ok.image, &frames.join("b_ok.png")).unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n[source]\nkind = \"files\"\npaths = [\"frames\"]\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
+            models.join("synth-worm-egg-cyst").display(),
+            models.join("nemascope-dev.pub").display(),
+        ),
+    )
+    .unwrap();
+    let out = edge()
+        .args(["run", "--until-done", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("dark frame"), "{log}");
+    let mut j = Journal::open(&dir.path().join("j")).unwrap();
+    let w: Vec<u8> = (1..=2).map(|s| j.get(s).unwrap().record.warnings).collect();
+    assert_eq!(w, [nemascope_edge::protocol::warn::FRAME_QUALITY, 0]);
+}
