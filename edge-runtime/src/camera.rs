@@ -3,7 +3,7 @@
 //! `interval` in 8-bit grey (GREY), 16-bit grey (Y16) or YUYV (its luma).
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nemascope_core::imageio::Pixels;
 use nemascope_core::Grid;
@@ -13,7 +13,8 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
-use crate::source::{Frame, FrameSource, Next};
+use crate::journal::now_ms;
+use crate::source::{Frame, FrameSource, Next, Pacer};
 
 /// Buffers the driver fills; all are drained before a frame is used, so
 /// the frame counted is the newest, not one queued seconds ago.
@@ -22,8 +23,7 @@ const BUFFERS: u32 = 2;
 pub struct V4l2Source {
     stream: Stream<'static>,
     format: Format,
-    interval: Duration,
-    last: Option<Instant>,
+    pacer: Pacer,
     sample: String,
     _device: Device,
 }
@@ -53,8 +53,7 @@ impl V4l2Source {
         Ok(V4l2Source {
             stream,
             format,
-            interval,
-            last: None,
+            pacer: Pacer::new(interval),
             sample: sample.into(),
             _device: dev,
         })
@@ -105,18 +104,10 @@ fn plane(f: &Format, buf: &[u8]) -> Result<Pixels, String> {
 
 impl FrameSource for V4l2Source {
     fn next(&mut self) -> Next {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < self.interval)
-        {
+        if !self.pacer.due() {
             return Next::Idle;
         }
-        self.last = Some(now);
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let source = format!("v4l2-{ms}");
+        let source = format!("v4l2-{}", now_ms());
         let mut newest = Err("no frame".to_string());
         for _ in 0..BUFFERS {
             newest = match self.stream.next() {

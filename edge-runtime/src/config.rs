@@ -357,6 +357,10 @@ impl Config {
                 Err(format!("{key} = {value}: {want}"))
             }
         }
+        let check_size = |w: u64, h: u64| {
+            check((64..=8192).contains(&w), "source.width", w, "64 to 8192")?;
+            check((64..=8192).contains(&h), "source.height", h, "64 to 8192")
+        };
         let um = self.camera.um_per_px;
         check(
             um.is_finite() && um > 0.0 && um <= 1000.0,
@@ -422,18 +426,7 @@ impl Config {
                 ..
             } => {
                 check(*frames >= 1, "source.frames", frames, "at least 1")?;
-                check(
-                    (64..=8192).contains(width),
-                    "source.width",
-                    width,
-                    "64 to 8192",
-                )?;
-                check(
-                    (64..=8192).contains(height),
-                    "source.height",
-                    height,
-                    "64 to 8192",
-                )?;
+                check_size(*width as u64, *height as u64)?;
                 check(
                     *interval_ms <= 3_600_000,
                     "source.interval_ms",
@@ -447,18 +440,7 @@ impl Config {
                 interval_ms,
                 ..
             } => {
-                check(
-                    (64..=8192).contains(width),
-                    "source.width",
-                    width,
-                    "64 to 8192",
-                )?;
-                check(
-                    (64..=8192).contains(height),
-                    "source.height",
-                    height,
-                    "64 to 8192",
-                )?;
+                check_size(*width as u64, *height as u64)?;
                 check(
                     (100..=3_600_000).contains(interval_ms),
                     "source.interval_ms",

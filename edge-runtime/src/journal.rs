@@ -38,6 +38,13 @@ pub struct Record {
     pub warnings: u8,
 }
 
+/// Milliseconds since the Unix epoch (a record's `time_ms`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A record with the sequence number the journal gave it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {

@@ -9,10 +9,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::now_ms;
 use crate::link::HostLink;
 use crate::protocol::Message;
 use crate::serial::Port;
@@ -164,12 +165,6 @@ pub struct ListenOptions {
     /// Stop once this report is stored (tests, one-off collection).
     pub until: Option<u64>,
     pub reopen: Duration,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Receives reports into `o.out` until `o.until` (or for ever), printing

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nemascope_core::objects::Calibration;
 use nemascope_core::synth::SynthConfig;
@@ -18,7 +18,7 @@ use nemascope_core::Class;
 use crate::config::{Config, SerialConfig, SourceConfig};
 use crate::count::{count_frame, quality, CountSettings};
 use crate::display::{LinkState, Screen};
-use crate::journal::{Journal, JournalError, Record};
+use crate::journal::{now_ms, Journal, JournalError, Record};
 use crate::link::{LinkError, UnitLink};
 use crate::model::Model;
 use crate::panels::{self, Panel};
@@ -120,12 +120,6 @@ fn report_slots(classes: &[String]) -> Vec<Option<usize>> {
         .iter()
         .map(|c| Class::from_name(c).map(Class::index))
         .collect()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Makes the configured source, skipping the frames in `done`.

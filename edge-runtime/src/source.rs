@@ -44,6 +44,35 @@ pub trait FrameSource {
     fn next(&mut self) -> Next;
 }
 
+/// At most one frame every `interval` (generators and cameras).
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Duration,
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(interval: Duration) -> Self {
+        Pacer {
+            interval,
+            last: None,
+        }
+    }
+
+    /// Whether a frame is due now; if so the clock restarts.
+    pub fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.interval)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
 fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
@@ -263,8 +292,7 @@ pub struct SynthSource {
     seed: u64,
     next: u64,
     frames: u64,
-    interval: Duration,
-    last: Option<Instant>,
+    pacer: Pacer,
     sample: String,
     done: HashSet<String>,
 }
@@ -283,8 +311,7 @@ impl SynthSource {
             seed,
             next: 0,
             frames,
-            interval,
-            last: None,
+            pacer: Pacer::new(interval),
             sample: sample.into(),
             done,
         }
@@ -302,14 +329,9 @@ impl FrameSource for SynthSource {
                 self.next += 1;
                 continue;
             }
-            let now = Instant::now();
-            if self
-                .last
-                .is_some_and(|t| now.duration_since(t) < self.interval)
-            {
+            if !self.pacer.due() {
                 return Next::Idle;
             }
-            self.last = Some(now);
             let i = self.next;
             self.next += 1;
             return match generate(&self.cfg, self.seed, i) {

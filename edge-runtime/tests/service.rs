@@ -125,6 +125,32 @@ fn reports(path: &Path) -> Vec<StoredReport> {
         .collect()
 }
 
+/// Writes `dir/edge.toml`: the shipped synthetic model and key, then `rest`
+/// (source, journal and the other tables).
+fn unit_config(dir: &Path, rest: &str) -> PathBuf {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let config = dir.join("edge.toml");
+    let model = format!(
+        "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n",
+        models.join("synth-worm-egg-cyst").display(),
+        models.join("nemascope-dev.pub").display(),
+    );
+    std::fs::write(&config, model + rest).unwrap();
+    config
+}
+
+/// `run --until-done`, which must succeed; its log.
+fn run_until_done(config: &Path) -> String {
+    let out = edge()
+        .args(["run", "--until-done", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
+}
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -197,15 +223,10 @@ fn every_frame_reaches_the_host_once_through_kills_cuts_and_garbage() {
     let (unit_master, unit_port) = end();
     let (host_master, host_port) = end();
     let cable = Cable::new(unit_master, host_master);
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let config = root.join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[model]
-bundle = "{}"
-public_key = "{}"
-[source]
+    let config = unit_config(
+        root,
+        &format!(
+            r#"[source]
 kind = "folder"
 path = "incoming"
 poll_ms = 20
@@ -223,12 +244,9 @@ reopen_s = 1
 kind = "png"
 path = "screen.png"
 "#,
-            models.join("synth-worm-egg-cyst").display(),
-            models.join("nemascope-dev.pub").display(),
             unit_port.display()
         ),
-    )
-    .unwrap();
+    );
     let (unit_log, host_log) = (root.join("unit.log"), root.join("host.log"));
     let logs = [unit_log.as_path(), host_log.as_path()];
     let out = root.join("host/reports.jsonl");
@@ -369,28 +387,24 @@ fn a_bad_config_stops_the_unit_naming_the_key() {
 #[test]
 fn synthetic_source_runs_to_the_end_and_a_restart_counts_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n[source]\nkind = \"synth\"\nframes = 3\nwidth = 256\nheight = 192\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n[display]\nkind = \"png\"\npath = \"screen.png\"\npanel = \"mono\"\n",
-            models.join("synth-worm-egg-cyst").display(),
-            models.join("nemascope-dev.pub").display(),
-        ),
-    )
-    .unwrap();
+    let config = unit_config(
+        dir.path(),
+        r#"[source]
+kind = "synth"
+frames = 3
+width = 256
+height = 192
+[journal]
+dir = "j"
+min_free_mb = 1
+[display]
+kind = "png"
+path = "screen.png"
+panel = "mono"
+"#,
+    );
     for _ in 0..2 {
-        let out = edge()
-            .args(["run", "--until-done", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_until_done(&config);
     }
     let mut j = Journal::open(&dir.path().join("j")).unwrap();
     assert_eq!(j.last_seq(), 3);
@@ -441,24 +455,17 @@ fn a_dark_frame_is_counted_with_a_warning_the_next_one_clears_it() {
     save_gray16(&dark, &frames.join("a_dark.png")).unwrap();
     let ok = generate(&SynthConfig::default(), 5, 0).unwrap();
     save_gray16(&ok.image, &frames.join("b_ok.png")).unwrap();
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n[source]\nkind = \"files\"\npaths = [\"frames\"]\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
-            models.join("synth-worm-egg-cyst").display(),
-            models.join("nemascope-dev.pub").display(),
-        ),
-    )
-    .unwrap();
-    let out = edge()
-        .args(["run", "--until-done", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let config = unit_config(
+        dir.path(),
+        r#"[source]
+kind = "files"
+paths = ["frames"]
+[journal]
+dir = "j"
+min_free_mb = 1
+"#,
+    );
+    let log = run_until_done(&config);
     assert!(log.contains("dark frame"), "{log}");
     let mut j = Journal::open(&dir.path().join("j")).unwrap();
     let w: Vec<u8> = (1..=2).map(|s| j.get(s).unwrap().record.warnings).collect();

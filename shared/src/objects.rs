@@ -40,6 +40,26 @@ pub struct Object {
     pub elongation: f32,
 }
 
+impl Object {
+    /// No pixels yet: the box is empty (`x0 > x1`) until pixels are added.
+    fn empty(label: u32) -> Object {
+        Object {
+            label,
+            area: 0,
+            bbox: BBox {
+                x0: usize::MAX,
+                y0: usize::MAX,
+                x1: 0,
+                y1: 0,
+            },
+            centroid: (0.0, 0.0),
+            length: 0.0,
+            width: 0.0,
+            elongation: 0.0,
+        }
+    }
+}
+
 /// A component label map (0 = background, 1..=count) and the count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Components {
@@ -125,22 +145,7 @@ pub fn label_components(mask: &Mask) -> Components {
 /// skeleton (cheap: one pass).
 pub fn basic_stats(c: &Components) -> Vec<Object> {
     let w = c.labels.width();
-    let mut objs: Vec<Object> = (1..=c.count as u32)
-        .map(|label| Object {
-            label,
-            area: 0,
-            bbox: BBox {
-                x0: usize::MAX,
-                y0: usize::MAX,
-                x1: 0,
-                y1: 0,
-            },
-            centroid: (0.0, 0.0),
-            length: 0.0,
-            width: 0.0,
-            elongation: 0.0,
-        })
-        .collect();
+    let mut objs: Vec<Object> = (1..=c.count as u32).map(Object::empty).collect();
     let mut sums = vec![(0f64, 0f64); c.count];
     for (i, &l) in c.labels.data().iter().enumerate() {
         if l == 0 {
@@ -258,20 +263,7 @@ pub fn measure_bits(mask: &BitMask) -> Vec<Object> {
         let r = find(&mut parent, i as u32) as usize;
         if id_of_root[r] == u32::MAX {
             id_of_root[r] = objs.len() as u32;
-            objs.push(Object {
-                label: objs.len() as u32 + 1,
-                area: 0,
-                bbox: BBox {
-                    x0: usize::MAX,
-                    y0: usize::MAX,
-                    x1: 0,
-                    y1: 0,
-                },
-                centroid: (0.0, 0.0),
-                length: 0.0,
-                width: 0.0,
-                elongation: 0.0,
-            });
+            objs.push(Object::empty(objs.len() as u32 + 1));
             sums.push((0.0, 0.0));
         }
         let k = id_of_root[r] as usize;
