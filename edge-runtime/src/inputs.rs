@@ -16,7 +16,8 @@ pub struct Input {
     pub sample: String,
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether `p`'s ending is one of [`IMAGE_EXTENSIONS`] (any case).
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))

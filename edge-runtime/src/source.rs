@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nemascope_core::imageio::{load_pixels, LoadLimits, Pixels};
 use nemascope_core::synth::{generate, SynthConfig};
 
-use crate::inputs::{expand, IMAGE_EXTENSIONS};
+use crate::inputs::{expand, is_image};
 
 /// One frame to count.
 #[derive(Debug, Clone)]
@@ -71,12 +71,6 @@ impl Pacer {
         self.last = Some(now);
         true
     }
-}
-
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Acquisition software often writes `.name.tmp` or `~name` and renames.

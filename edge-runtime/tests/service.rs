@@ -160,7 +160,8 @@ impl Drop for Proc {
     }
 }
 
-fn start_unit(config: &Path, log: &Path) -> Proc {
+/// `nemascope-edge ARGS…` in the background, its log appended to `log`.
+fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -168,8 +169,7 @@ fn start_unit(config: &Path, log: &Path) -> Proc {
         .unwrap();
     Proc(
         edge()
-            .args(["run", "--config"])
-            .arg(config)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -177,22 +177,24 @@ fn start_unit(config: &Path, log: &Path) -> Proc {
     )
 }
 
+fn start_unit(config: &Path, log: &Path) -> Proc {
+    spawn(
+        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        log,
+    )
+}
+
 fn start_host(port: &Path, out: &Path, log: &Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Proc(
-        edge()
-            .args(["listen", "--port"])
-            .arg(port)
-            .arg("--out")
-            .arg(out)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let args = ["listen", "--port"].map(std::ffi::OsStr::new);
+    spawn(
+        &[
+            args[0],
+            args[1],
+            port.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        log,
     )
 }
 
