@@ -37,11 +37,28 @@ pub struct Config {
 
 /// The signed bundle and the key it must verify under; both default to
 /// the shipped BBBC010 model and development key.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub bundle: Option<PathBuf>,
     pub public_key: Option<PathBuf>,
+    /// How often (s) the running unit looks for a new bundle in `bundle`.
+    #[serde(default = "default_check_s")]
+    pub check_s: u64,
+}
+
+fn default_check_s() -> u64 {
+    10
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            bundle: None,
+            public_key: None,
+            check_s: default_check_s(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -361,6 +378,8 @@ impl Config {
             check((64..=8192).contains(&w), "source.width", w, "64 to 8192")?;
             check((64..=8192).contains(&h), "source.height", h, "64 to 8192")
         };
+        let cs = self.model.check_s;
+        check((1..=3600).contains(&cs), "model.check_s", cs, "1 to 3600")?;
         let um = self.camera.um_per_px;
         check(
             um.is_finite() && um > 0.0 && um <= 1000.0,

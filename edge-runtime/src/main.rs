@@ -18,7 +18,7 @@ use nemascope_edge::count::{count_frame, quality, CountSettings};
 use nemascope_edge::inputs::{check_unique_stems, expand, Input};
 use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::listener::ListenOptions;
-use nemascope_edge::model::Model;
+use nemascope_edge::model::{Model, ModelWatch};
 use nemascope_edge::pipeline::Pipeline;
 use nemascope_edge::report::{
     check_free, csv as report_csv, overlay, samples, ImageReport, ObjectReport, RunReport,
@@ -763,7 +763,31 @@ fn parse_tile_cfg(t: &str) -> Result<[usize; 2]> {
 fn run(config: &std::path::Path, until_done: bool) -> Result<()> {
     let cfg = Config::load(config).map_err(|e| Error::Invalid(e.to_string()))?;
     let tile = cfg.count.tile.as_deref().map(parse_tile_cfg).transpose()?;
-    let model = open_model_tiled(cfg.model.bundle.clone(), cfg.model.public_key.clone(), tile)?;
+    let dir = cfg
+        .model
+        .bundle
+        .clone()
+        .unwrap_or_else(|| models_dir().join("bbbc010-worm"));
+    let key = cfg
+        .model
+        .public_key
+        .clone()
+        .unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
+    let (watch, model) = ModelWatch::open(
+        &dir,
+        &key,
+        tile,
+        &cfg.journal.dir.join("model-last-good"),
+        std::time::Duration::from_secs(cfg.model.check_s),
+    )
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+    if let Some(why) = &watch.refused {
+        eprintln!(
+            "model: {} refused: {why}; running the last accepted bundle, {}",
+            dir.display(),
+            model.manifest.name
+        );
+    }
     eprintln!(
         "nemascope-edge {}: model {} ({}), journal {}",
         env!("CARGO_PKG_VERSION"),
@@ -771,7 +795,8 @@ fn run(config: &std::path::Path, until_done: bool) -> Result<()> {
         model.manifest.classes.join("/"),
         cfg.journal.dir.display()
     );
-    let mut service = Service::open(&cfg, model).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut service =
+        Service::open(&cfg, model, Some(watch)).map_err(|e| Error::Invalid(e.to_string()))?;
     service
         .run(until_done)
         .map_err(|e| Error::Invalid(e.to_string()))

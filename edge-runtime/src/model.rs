@@ -60,3 +60,128 @@ impl Model {
         })
     }
 }
+
+/// What a bundle's files look like now (size and time of each): a change
+/// means someone put a new bundle there.
+type Stamp = Vec<(u64, Option<std::time::SystemTime>)>;
+
+fn stamp_of(dir: &Path) -> Stamp {
+    [
+        nemascope_bundle::MANIFEST_FILE,
+        nemascope_bundle::SIGNATURE_FILE,
+        nemascope_bundle::MODEL_FILE,
+    ]
+    .iter()
+    .map(|f| match std::fs::metadata(dir.join(f)) {
+        Ok(m) => (m.len(), m.modified().ok()),
+        Err(_) => (u64::MAX, None),
+    })
+    .collect()
+}
+
+/// The configured bundle of a running unit, checked again whenever its
+/// files change. A new bundle that passes every check replaces the running
+/// model; one that does not (another key, a corrupt file, a half-copied
+/// folder) is refused and the unit **keeps counting with the model it
+/// has**, saying why. The last accepted bundle is kept beside the journal,
+/// so a unit restarted with a refused bundle in place still runs.
+#[derive(Debug)]
+pub struct ModelWatch {
+    dir: std::path::PathBuf,
+    key: std::path::PathBuf,
+    tile: Option<[usize; 2]>,
+    keep: std::path::PathBuf,
+    stamp: Stamp,
+    every: std::time::Duration,
+    last_check: std::time::Instant,
+    /// Why the configured bundle is not the one running (None: it is).
+    pub refused: Option<String>,
+}
+
+impl ModelWatch {
+    /// Opens the bundle in `dir` (falling back to the last accepted one
+    /// kept in `keep` when it is refused); `every` is how often its files
+    /// are looked at.
+    pub fn open(
+        dir: &Path,
+        key: &Path,
+        tile: Option<[usize; 2]>,
+        keep: &Path,
+        every: std::time::Duration,
+    ) -> Result<(ModelWatch, Model), ModelError> {
+        let mut w = ModelWatch {
+            dir: dir.to_path_buf(),
+            key: key.to_path_buf(),
+            tile,
+            keep: keep.to_path_buf(),
+            stamp: stamp_of(dir),
+            every,
+            last_check: std::time::Instant::now(),
+            refused: None,
+        };
+        match Model::open_tiled(dir, key, tile) {
+            Ok(m) => {
+                w.keep_copy();
+                Ok((w, m))
+            }
+            Err(e) => match Model::open_tiled(keep, key, tile) {
+                Ok(m) => {
+                    w.refused = Some(e.to_string());
+                    Ok((w, m))
+                }
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    /// Copies the accepted bundle to `keep` (through a temporary folder and
+    /// a rename, so `keep` is always a whole bundle or absent).
+    fn keep_copy(&self) {
+        let tmp = self.keep.with_extension("partial");
+        let copy = || -> std::io::Result<()> {
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp)?;
+            for f in [
+                nemascope_bundle::MANIFEST_FILE,
+                nemascope_bundle::SIGNATURE_FILE,
+                nemascope_bundle::MODEL_FILE,
+            ] {
+                std::fs::copy(self.dir.join(f), tmp.join(f))?;
+                std::fs::File::open(tmp.join(f))?.sync_all()?;
+            }
+            let _ = std::fs::remove_dir_all(&self.keep);
+            std::fs::rename(&tmp, &self.keep)
+        };
+        if let Err(e) = copy() {
+            eprintln!(
+                "model: could not keep a copy in {}: {e} (counting goes on)",
+                self.keep.display()
+            );
+        }
+    }
+
+    /// When the bundle's files changed since the last look: the new model,
+    /// or why it was refused (the running one stays). None otherwise.
+    pub fn poll(&mut self, now: std::time::Instant) -> Option<Result<Model, String>> {
+        if now.duration_since(self.last_check) < self.every {
+            return None;
+        }
+        self.last_check = now;
+        let stamp = stamp_of(&self.dir);
+        if stamp == self.stamp {
+            return None;
+        }
+        self.stamp = stamp;
+        Some(match Model::open_tiled(&self.dir, &self.key, self.tile) {
+            Ok(m) => {
+                self.keep_copy();
+                self.refused = None;
+                Ok(m)
+            }
+            Err(e) => {
+                self.refused = Some(e.to_string());
+                Err(e.to_string())
+            }
+        })
+    }
+}

@@ -20,7 +20,7 @@ use crate::count::{count_frame, quality, CountSettings};
 use crate::display::{LinkState, Screen};
 use crate::journal::{now_ms, Journal, JournalError, Record};
 use crate::link::{LinkError, UnitLink};
-use crate::model::Model;
+use crate::model::{Model, ModelWatch};
 use crate::panels::{self, Panel};
 use crate::protocol::warn;
 use crate::serial::Port;
@@ -215,6 +215,8 @@ pub enum Step {
 /// The running unit.
 pub struct Service {
     pub model: Model,
+    /// The configured bundle, watched for a replacement.
+    watch: Option<ModelWatch>,
     pub settings: CountSettings,
     pub journal: Journal,
     source: Box<dyn FrameSource>,
@@ -233,7 +235,11 @@ impl Service {
     /// Opens everything the config names. The model must verify; a panel
     /// that cannot be opened is an error (the unit's screen is how a
     /// technician knows it works); a serial port may come later.
-    pub fn open(cfg: &Config, model: Model) -> Result<Service, ServiceError> {
+    pub fn open(
+        cfg: &Config,
+        model: Model,
+        watch: Option<ModelWatch>,
+    ) -> Result<Service, ServiceError> {
         let mut journal = Journal::open(&cfg.journal.dir)?;
         let r = &journal.recovery;
         if r.torn_bytes > 0 {
@@ -287,6 +293,7 @@ impl Service {
         let mut s = Service {
             slots,
             model,
+            watch,
             settings,
             journal,
             source,
@@ -314,14 +321,45 @@ impl Service {
         }
     }
 
+    /// A new bundle passed every check: it counts from the next frame on.
+    fn swap_model(&mut self, model: Model) {
+        let name = model.manifest.name.clone();
+        eprintln!("model: now {name} ({})", model.manifest.classes.join("/"));
+        self.slots = report_slots(&model.manifest.classes);
+        self.screen.counts = model
+            .manifest
+            .classes
+            .iter()
+            .map(|c| (c.clone(), 0))
+            .collect();
+        self.screen.model = name.clone();
+        if let Some(l) = &mut self.link {
+            l.unit.model = name;
+        }
+        self.model = model;
+        self.show();
+    }
+
     /// Counts at most one frame and services the link.
     pub fn step(&mut self) -> Result<Step, ServiceError> {
         let now = Instant::now();
+        if let Some(update) = self.watch.as_mut().and_then(|w| w.poll(now)) {
+            match update {
+                Ok(m) => self.swap_model(m),
+                Err(why) => eprintln!(
+                    "model: the new bundle was refused: {why}; still counting with {}",
+                    self.model.manifest.name
+                ),
+            }
+        }
         if let Some(l) = &mut self.link {
             l.service(&mut self.journal, now)?;
         }
         let disk_low = free_bytes(&self.journal_dir).is_some_and(|f| f < self.min_free);
         let mut warnings = if disk_low { warn::DISK } else { 0 };
+        if self.watch.as_ref().is_some_and(|w| w.refused.is_some()) {
+            warnings |= warn::MODEL;
+        }
         let step = if disk_low {
             Step::DiskFull
         } else {
