@@ -395,7 +395,13 @@ fn count(a: CountArgs) -> Result<()> {
         let (frame, counted) = match r {
             Ok(v) => v,
             Err(e) => {
-                eprintln!("nemascope-edge: {}: {e}", i.path.display());
+                // Image errors name the file already; model errors do not.
+                let (path, msg) = (i.path.display().to_string(), e.to_string());
+                if msg.contains(&path) {
+                    eprintln!("nemascope-edge: {msg}");
+                } else {
+                    eprintln!("nemascope-edge: {path}: {msg}");
+                }
                 failed.push((i.path.display().to_string(), e.to_string()));
                 continue;
             }
