@@ -53,6 +53,7 @@ pub struct SerialLink {
     port: Port,
     heartbeat_s: u64,
     resend_s: u64,
+    journal_error: Option<String>,
     pub unit: UnitLink,
 }
 
@@ -66,31 +67,37 @@ impl SerialLink {
             port: Port::new(&cfg.port, cfg.baud, Duration::from_secs(cfg.reopen_s)),
             heartbeat_s: cfg.heartbeat_s,
             resend_s: cfg.resend_s,
+            journal_error: None,
             unit,
         }
     }
 
-    /// Opens the port when due, then exchanges what is waiting. Only a
-    /// journal failure is an error; a port failure closes the port.
-    pub fn service(&mut self, journal: &mut Journal, now: Instant) -> Result<(), JournalError> {
+    /// Opens the port when due, then exchanges what is waiting. A port
+    /// failure closes the port; a journal failure (an acknowledgement that
+    /// cannot be saved on a full disk) is logged and tried again: at worst
+    /// the host is sent a report it has, which it does not store twice.
+    pub fn service(&mut self, journal: &mut Journal, now: Instant) {
         if self.port.ensure_open(now) {
             self.unit.reconnected(journal);
         }
         let bytes = self.port.read_waiting();
         let Some(w) = self.port.writer() else {
-            return Ok(());
+            return;
         };
         let result = self
             .unit
             .receive(&bytes, journal, now, w)
             .and_then(|_| self.unit.poll(journal, now, w));
         match result {
-            Ok(()) => Ok(()),
-            Err(LinkError::Journal(e)) => Err(e),
-            Err(LinkError::Io(e)) => {
-                self.port.fail(format!("write: {e}"));
-                Ok(())
+            Ok(()) => self.journal_error = None,
+            Err(LinkError::Journal(e)) => {
+                let e = e.to_string();
+                if self.journal_error.as_ref() != Some(&e) {
+                    eprintln!("serial link: {e}; retrying");
+                }
+                self.journal_error = Some(e);
             }
+            Err(LinkError::Io(e)) => self.port.fail(format!("write: {e}")),
         }
     }
 
@@ -197,6 +204,14 @@ pub fn open_source(
     })
 }
 
+/// A counted frame waiting for the journal.
+#[derive(Debug)]
+struct Pending {
+    record: Record,
+    /// Counts per model class, for the screen.
+    shown: Vec<usize>,
+}
+
 /// How a step went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -208,7 +223,8 @@ pub enum Step {
     Idle,
     /// The source is used up.
     Finished,
-    /// Too little disk for the journal: nothing is counted until there is.
+    /// Too little disk for the journal, or a write to it failed: nothing
+    /// is counted until there is room.
     DiskFull,
 }
 
@@ -226,6 +242,10 @@ pub struct Service {
     slots: Vec<Option<usize>>,
     /// Warnings about the last counted frame (its light).
     frame_warnings: u8,
+    /// A result the journal refused (full disk), tried again each second.
+    pending: Option<Pending>,
+    last_retry: Option<Instant>,
+    pending_logged: bool,
     min_free: u64,
     journal_dir: PathBuf,
     pub screen: Screen,
@@ -300,6 +320,9 @@ impl Service {
             panel,
             panel_failed: false,
             frame_warnings: 0,
+            pending: None,
+            last_retry: None,
+            pending_logged: false,
             link,
             min_free: cfg.journal.min_free_mb * 1024 * 1024,
             journal_dir: cfg.journal.dir.clone(),
@@ -340,6 +363,44 @@ impl Service {
         self.show();
     }
 
+    /// Journals a counted frame, durable before it is shown or sent. When
+    /// the journal cannot take it (a full disk), the result is kept and
+    /// tried again every second; if the unit stops meanwhile, the frame
+    /// was never journaled and is counted again after the restart.
+    fn commit(&mut self, p: Pending) -> Step {
+        self.last_retry = Some(Instant::now());
+        match self.journal.append(&p.record) {
+            Ok(seq) => {
+                if self.pending_logged {
+                    eprintln!("journal: written again");
+                    self.pending_logged = false;
+                }
+                let r = &p.record;
+                eprintln!(
+                    "#{seq} {} / {}: {:?} in {} ms",
+                    r.sample, r.source, p.shown, r.frame_ms
+                );
+                self.screen.sample = p.record.sample;
+                self.screen.frame_ms = p.record.frame_ms;
+                for (slot, n) in self.screen.counts.iter_mut().zip(&p.shown) {
+                    slot.1 = *n as u32;
+                }
+                Step::Counted(seq)
+            }
+            Err(e) => {
+                if !self.pending_logged {
+                    eprintln!(
+                        "journal: cannot write ({e}); {} is kept and written when there is room, nothing new is counted",
+                        p.record.source
+                    );
+                    self.pending_logged = true;
+                }
+                self.pending = Some(p);
+                Step::DiskFull
+            }
+        }
+    }
+
     /// Counts at most one frame and services the link.
     pub fn step(&mut self) -> Result<Step, ServiceError> {
         let now = Instant::now();
@@ -353,7 +414,7 @@ impl Service {
             }
         }
         if let Some(l) = &mut self.link {
-            l.service(&mut self.journal, now)?;
+            l.service(&mut self.journal, now);
         }
         let disk_low = free_bytes(&self.journal_dir).is_some_and(|f| f < self.min_free);
         let mut warnings = if disk_low { warn::DISK } else { 0 };
@@ -364,66 +425,74 @@ impl Service {
             Step::DiskFull
         } else {
             let t0 = Instant::now();
-            match self.source.next() {
-                Next::Frame(f) => match count_frame(&self.model, &f.pixels, &self.settings) {
-                    Ok(c) => {
-                        // Shown until the next frame is counted.
-                        self.frame_warnings = match quality(&f.pixels).problem() {
-                            Some(p) => {
-                                eprintln!("{}: {p}", f.source);
-                                warn::FRAME_QUALITY
+            if let Some(p) = self.pending.take() {
+                // A result the journal could not take yet: nothing new is
+                // counted until it is written.
+                if self
+                    .last_retry
+                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+                {
+                    self.pending = Some(p);
+                    Step::DiskFull
+                } else {
+                    self.commit(p)
+                }
+            } else {
+                match self.source.next() {
+                    Next::Frame(f) => match count_frame(&self.model, &f.pixels, &self.settings) {
+                        Ok(c) => {
+                            // Shown until the next frame is counted.
+                            self.frame_warnings = match quality(&f.pixels).problem() {
+                                Some(p) => {
+                                    eprintln!("{}: {p}", f.source);
+                                    warn::FRAME_QUALITY
+                                }
+                                None => 0,
+                            };
+                            let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
+                            let mut counts = [0u32; 3];
+                            for (k, slot) in self.slots.iter().enumerate() {
+                                if let Some(i) = slot {
+                                    counts[*i] = c.counts[k] as u32;
+                                }
                             }
-                            None => 0,
-                        };
-                        warnings |= self.frame_warnings;
-                        let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
-                        let mut counts = [0u32; 3];
-                        for (k, slot) in self.slots.iter().enumerate() {
-                            if let Some(i) = slot {
-                                counts[*i] = c.counts[k] as u32;
-                            }
+                            let record = Record {
+                                time_ms: now_ms(),
+                                sample: f.sample,
+                                source: f.source,
+                                counts,
+                                frame_ms,
+                                model: self.model.manifest.name.clone(),
+                                warnings: warnings | self.frame_warnings,
+                            };
+                            self.commit(Pending {
+                                record,
+                                shown: c.counts,
+                            })
                         }
-                        let record = Record {
-                            time_ms: now_ms(),
-                            sample: f.sample.clone(),
-                            source: f.source.clone(),
-                            counts,
-                            frame_ms,
-                            model: self.model.manifest.name.clone(),
-                            warnings,
-                        };
-                        // Durable before it is shown or sent.
-                        let seq = self.journal.append(&record)?;
-                        eprintln!(
-                            "#{seq} {} / {}: {:?} in {frame_ms} ms",
-                            f.sample, f.source, c.counts
-                        );
-                        self.screen.sample = f.sample;
-                        self.screen.frame_ms = frame_ms;
-                        for (slot, n) in self.screen.counts.iter_mut().zip(&c.counts) {
-                            slot.1 = *n as u32;
+                        Err(e) => {
+                            eprintln!("{}: not counted: {e}", f.source);
+                            Step::Failed
                         }
-                        Step::Counted(seq)
-                    }
-                    Err(e) => {
-                        eprintln!("{}: not counted: {e}", f.source);
+                    },
+                    Next::Failed { source, error } => {
+                        eprintln!("{source}: not counted: {error}");
                         Step::Failed
                     }
-                },
-                Next::Failed { source, error } => {
-                    eprintln!("{source}: not counted: {error}");
-                    Step::Failed
+                    Next::Idle => Step::Idle,
+                    Next::Finished => Step::Finished,
                 }
-                Next::Idle => Step::Idle,
-                Next::Finished => Step::Finished,
             }
         };
+        if self.pending.is_some() {
+            warnings |= warn::DISK;
+        }
         // The last frame's light stays on the screen until the next frame.
         warnings |= self.frame_warnings;
         if let Some(l) = &mut self.link {
             if let Step::Counted(_) = step {
                 // Sent now rather than on the next step.
-                l.service(&mut self.journal, Instant::now())?;
+                l.service(&mut self.journal, Instant::now());
             }
             let state = l.state(&self.journal, Instant::now());
             if state == LinkState::Down && self.journal.last_seq() > self.journal.acked() {
