@@ -8,7 +8,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use nemascope_edge::journal::Journal;
 
 mod common;
 use common::edge;
+use common::unit::unit_config;
 
 fn set_fsize(pid: i32, limit: u64) {
     let l = libc::rlimit {
@@ -44,17 +44,10 @@ fn a_full_disk_pauses_counting_and_loses_nothing() {
         let f = generate(&SynthConfig::default(), 12, i).unwrap();
         save_gray16(&f.image, &incoming.join(format!("f{i}.png"))).unwrap();
     }
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let config = root.join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n[source]\nkind = \"folder\"\npath = \"in\"\npoll_ms = 20\nsettle_ms = 50\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
-            models.join("synth-worm-egg-cyst").display(),
-            models.join("nemascope-dev.pub").display()
-        ),
-    )
-    .unwrap();
+    let config = unit_config(
+        root,
+        "[source]\nkind = \"folder\"\npath = \"in\"\npoll_ms = 20\nsettle_ms = 50\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
+    );
     // Room for the journal's header and about two records.
     let limit = 420;
     let mut cmd = edge();

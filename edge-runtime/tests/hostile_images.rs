@@ -11,6 +11,7 @@ use nemascope_edge::journal::Journal;
 
 mod common;
 use common::edge;
+use common::unit::{run_until_done, unit_config};
 
 fn png(img: image::DynamicImage) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
@@ -107,24 +108,11 @@ fn the_unit_logs_each_and_keeps_counting() {
     }
     let f = generate(&SynthConfig::default(), 8, 0).unwrap();
     save_gray16(&f.image, &frames.join("good.png")).unwrap();
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n[source]\nkind = \"files\"\npaths = [\"in/plot-9\"]\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
-            models.join("synth-worm-egg-cyst").display(),
-            models.join("nemascope-dev.pub").display()
-        ),
-    )
-    .unwrap();
-    let out = edge()
-        .args(["run", "--until-done", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let config = unit_config(
+        dir.path(),
+        "[source]\nkind = \"files\"\npaths = [\"in/plot-9\"]\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
+    );
+    let log = run_until_done(&config);
     for (name, _, why) in hostile() {
         let line = log
             .lines()

@@ -16,37 +16,13 @@ use nemascope_edge::protocol::warn;
 
 mod common;
 use common::edge;
+use common::unit::start_unit;
 
 fn copy_bundle(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for f in ["manifest.json", "manifest.sig", "model.onnx"] {
         std::fs::copy(from.join(f), to.join(f)).unwrap();
     }
-}
-
-struct Unit(std::process::Child);
-
-impl Drop for Unit {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path, log: &Path) -> Unit {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Unit(
-        edge()
-            .args(["run", "--config"])
-            .arg(config)
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
 }
 
 fn wait_log(log: &Path, what: &str) {
@@ -102,7 +78,7 @@ fn a_foreign_bundle_is_refused_and_the_unit_keeps_counting() {
     .unwrap();
     let log = root.join("unit.log");
 
-    let unit = start(&config, &log);
+    let unit = start_unit(&config, &log);
     frame(&incoming, 1);
     wait_log(&log, "#1 ");
 
@@ -115,7 +91,7 @@ fn a_foreign_bundle_is_refused_and_the_unit_keeps_counting() {
     drop(unit);
 
     // Restarted with the foreign bundle still there: the last accepted one.
-    let unit = start(&config, &log);
+    let unit = start_unit(&config, &log);
     wait_log(&log, "running the last accepted bundle");
     frame(&incoming, 3);
     wait_log(&log, "#3 ");

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+pub mod unit;
+
 /// The `nemascope-edge` program; under a cross target's emulator (no
 /// binfmt here), `NEMASCOPE_TEST_RUNNER` (e.g. `qemu-aarch64 -L
 /// /usr/aarch64-linux-gnu`, set by `cargo xtask cross-test`) runs it.

@@ -1,0 +1,208 @@
+//! The unit and its serial peer as processes, for the end-to-end tests:
+//! synthetic frames written as acquisition software would, a null-modem
+//! cable made of two pseudo-terminals, the unit's config, and helpers to
+//! start, kill and wait on `run` and `listen`.
+#![allow(dead_code)] // each test file uses some of these
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nemascope_core::imageio::save_gray16;
+use nemascope_core::synth::{generate, SynthConfig};
+use nemascope_edge::listener::StoredReport;
+use serialport::{SerialPort, TTYPort};
+
+use super::edge;
+
+/// Writes synthetic frame `i` into `dir/sample/`, as acquisition software
+/// would: under a hidden name, then renamed.
+pub fn acquire(dir: &Path, sample: &str, i: u64) -> String {
+    let d = dir.join(sample);
+    std::fs::create_dir_all(&d).unwrap();
+    let f = generate(&SynthConfig::default(), 77, i).unwrap();
+    let tmp = d.join(format!(".f{i:03}.png"));
+    save_gray16(&f.image, &tmp).unwrap();
+    std::fs::rename(&tmp, d.join(format!("f{i:03}.png"))).unwrap();
+    format!("{sample}/f{i:03}.png")
+}
+
+/// A null-modem cable between two pty masters.
+pub struct Cable {
+    pub cut: Arc<AtomicBool>,
+    pub noise: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Cable {
+    pub fn new(mut a: TTYPort, mut b: TTYPort) -> Cable {
+        let cut = Arc::new(AtomicBool::new(false));
+        let noise = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        a.set_timeout(Duration::from_millis(2)).unwrap();
+        b.set_timeout(Duration::from_millis(2)).unwrap();
+        let (c, n, s) = (cut.clone(), noise.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut junk = 0x9e37_79b9u32;
+            while !s.load(Ordering::Relaxed) {
+                for a_to_b in [true, false] {
+                    let (from, to) = if a_to_b {
+                        (&mut a, &mut b)
+                    } else {
+                        (&mut b, &mut a)
+                    };
+                    let bytes = match from.read(&mut buf) {
+                        Ok(n) => buf[..n].to_vec(),
+                        // No one on that end right now (a program restarting).
+                        Err(_) => Vec::new(),
+                    };
+                    if c.load(Ordering::Relaxed) {
+                        continue; // unplugged: lost
+                    }
+                    let mut out = bytes;
+                    if n.load(Ordering::Relaxed) {
+                        for _ in 0..8 {
+                            junk ^= junk << 13;
+                            junk ^= junk >> 17;
+                            junk ^= junk << 5;
+                            out.push(junk as u8);
+                        }
+                    }
+                    if !out.is_empty() {
+                        let _ = to.write_all(&out);
+                    }
+                }
+                if c.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        Cable {
+            cut,
+            noise,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Cable {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One end of the cable: the master is kept, the slave's path is where a
+/// program opens it.
+pub fn end() -> (TTYPort, PathBuf) {
+    let (master, slave) = TTYPort::pair().expect("a pseudo-terminal pair");
+    let path = PathBuf::from(slave.name().expect("the slave's path"));
+    drop(slave);
+    (master, path)
+}
+
+pub fn reports(path: &Path) -> Vec<StoredReport> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Writes `dir/edge.toml`: the shipped synthetic model and key, then `rest`
+/// (source, journal and the other tables).
+pub fn unit_config(dir: &Path, rest: &str) -> PathBuf {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let config = dir.join("edge.toml");
+    let model = format!(
+        "[model]\nbundle = \"{}\"\npublic_key = \"{}\"\n",
+        models.join("synth-worm-egg-cyst").display(),
+        models.join("nemascope-dev.pub").display(),
+    );
+    std::fs::write(&config, model + rest).unwrap();
+    config
+}
+
+/// `run --until-done`, which must succeed; its log.
+pub fn run_until_done(config: &Path) -> String {
+    let out = edge()
+        .args(["run", "--until-done", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
+}
+
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `nemascope-edge ARGS…` in the background, its log appended to `log`.
+pub fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        edge()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+pub fn start_unit(config: &Path, log: &Path) -> Proc {
+    spawn(
+        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        log,
+    )
+}
+
+pub fn start_host(port: &Path, out: &Path, log: &Path) -> Proc {
+    let args = ["listen", "--port"].map(std::ffi::OsStr::new);
+    spawn(
+        &[
+            args[0],
+            args[1],
+            port.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        log,
+    )
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool, logs: &[&Path]) {
+    let t0 = Instant::now();
+    while !ok() {
+        if t0.elapsed() > limit {
+            for l in logs {
+                eprintln!(
+                    "--- {}\n{}",
+                    l.display(),
+                    std::fs::read_to_string(l).unwrap_or_default()
+                );
+            }
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
