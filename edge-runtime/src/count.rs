@@ -69,6 +69,8 @@ pub struct Counted {
     pub objects: Vec<Measured>,
     /// Objects per class, in the manifest's class order.
     pub counts: Vec<usize>,
+    /// The frame's light, as given (before any resizing).
+    pub quality: Quality,
 }
 
 impl Counted {
@@ -104,8 +106,8 @@ pub fn size_range(class: &str) -> (f32, f32) {
 /// What a frame's light says, before any model looks at it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quality {
-    pub mean: f32,
-    pub std: f32,
+    pub mean: f64,
+    pub std: f64,
     /// Fraction of pixels at the top of the range (≥ 0.995).
     pub saturated: f32,
 }
@@ -128,24 +130,30 @@ impl Quality {
     }
 }
 
-/// Mean, deviation and saturated fraction of `frame`, one pass over rows.
+/// Mean, deviation and saturated fraction of `frame`: two passes over its
+/// rows in f64, the same figures `imageio::standardise` uses, so counting
+/// standardises with them and reads the frame no third time.
 pub fn quality<L: Luma + ?Sized>(frame: &L) -> Quality {
     let (w, h) = (frame.width(), frame.height());
     let mut row = vec![0f32; w];
-    let (mut sum, mut sq, mut sat) = (0f64, 0f64, 0usize);
+    let n = (w * h).max(1) as f64;
+    let (mut sum, mut sat) = (0f64, 0usize);
     for y in 0..h {
         frame.row_into(y, &mut row);
         for &v in &row {
             sum += v as f64;
-            sq += (v as f64) * (v as f64);
             sat += (v >= 0.995) as usize;
         }
     }
-    let n = (w * h).max(1) as f64;
     let mean = sum / n;
+    let mut ss = 0f64;
+    for y in 0..h {
+        frame.row_into(y, &mut row);
+        ss += row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+    }
     Quality {
-        mean: mean as f32,
-        std: (sq / n - mean * mean).max(0.0).sqrt() as f32,
+        mean,
+        std: (ss / n).sqrt(),
         saturated: (sat as f64 / n) as f32,
     }
 }
@@ -167,35 +175,18 @@ pub fn count_frame<L: Luma + ?Sized>(
     if fw == 0 || fh == 0 {
         return Err(Error::Invalid(format!("frame of {fw}x{fh} pixels")));
     }
+    let q = quality(frame);
     // Frames are brought to the training data's pixel size first.
-    if (m.pixel_scale - 1.0).abs() > 1e-6 {
+    let mut counted = if (m.pixel_scale - 1.0).abs() > 1e-6 {
         let w = ((fw as f32 * m.pixel_scale).round() as usize).max(1);
         let h = ((fh as f32 * m.pixel_scale).round() as usize).max(1);
         let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
-        return count_at(model, &scaled, Some((fw, fh)), s);
-    }
-    count_at(model, frame, None, s)
-}
-
-/// The frame's mean and 1/deviation, as `imageio::standardise` computes
-/// them (two passes in f64; a constant frame gives 0).
-fn mean_inv_std<L: Luma + ?Sized>(f: &L) -> (f64, f64) {
-    let (w, h) = (f.width(), f.height());
-    let mut row = vec![0f32; w];
-    let n = (w * h).max(1) as f64;
-    let mut sum = 0f64;
-    for y in 0..h {
-        f.row_into(y, &mut row);
-        sum += row.iter().map(|&v| v as f64).sum::<f64>();
-    }
-    let mean = sum / n;
-    let mut ss = 0f64;
-    for y in 0..h {
-        f.row_into(y, &mut row);
-        ss += row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
-    }
-    let std = (ss / n).sqrt();
-    (mean, if std > 1e-12 { 1.0 / std } else { 0.0 })
+        count_at(model, &scaled, &quality(&scaled), Some((fw, fh)), s)?
+    } else {
+        count_at(model, frame, &q, None, s)?
+    };
+    counted.quality = q;
+    Ok(counted)
 }
 
 /// Which pixels along an axis each tile decides: the middle of each
@@ -218,7 +209,12 @@ fn owned(starts: &[usize], tile: usize, len: usize) -> Vec<std::ops::Range<usize
 }
 
 /// Thresholded class maps of `work`, one bit mask per class.
-fn tile_masks<L: Luma + ?Sized>(model: &Model, work: &L, overlap: usize) -> Result<Vec<BitMask>> {
+fn tile_masks<L: Luma + ?Sized>(
+    model: &Model,
+    work: &L,
+    q: &Quality,
+    overlap: usize,
+) -> Result<Vec<BitMask>> {
     let m = &model.manifest;
     let classes = m.classes.len();
     let (w, h) = (work.width(), work.height());
@@ -228,7 +224,8 @@ fn tile_masks<L: Luma + ?Sized>(model: &Model, work: &L, overlap: usize) -> Resu
             "the model takes {c} channels; frames are counted as gray"
         )));
     }
-    let (mean, inv) = mean_inv_std(work);
+    // A constant frame standardises to zeros, as `imageio::standardise`.
+    let (mean, inv) = (q.mean, if q.std > 1e-12 { 1.0 / q.std } else { 0.0 });
     let (ys, xs) = (tile_starts(h, th, overlap), tile_starts(w, tw, overlap));
     let (own_y, own_x) = (owned(&ys, th, h), owned(&xs, tw, w));
     let mut masks = vec![BitMask::new(w, h); classes];
@@ -281,11 +278,12 @@ fn tile_masks<L: Luma + ?Sized>(model: &Model, work: &L, overlap: usize) -> Resu
 fn count_at<L: Luma + ?Sized>(
     model: &Model,
     work: &L,
+    q: &Quality,
     frame_size: Option<(usize, usize)>,
     s: &CountSettings,
 ) -> Result<Counted> {
     let m = &model.manifest;
-    let mut masks = tile_masks(model, work, s.overlap)?;
+    let mut masks = tile_masks(model, work, q, s.overlap)?;
     if let (Some(v), true) = (&m.voting, s.vote) {
         let seg = felzenszwalb::segment(
             &stretch(&work.to_plane(), 0.005, 0.995),
@@ -342,6 +340,7 @@ fn count_at<L: Luma + ?Sized>(
         masks,
         objects,
         counts,
+        quality: *q,
     })
 }
 

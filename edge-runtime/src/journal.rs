@@ -9,8 +9,9 @@
 //! `seq u64 | JSON of the Record`. The highest sequence number the serial
 //! peer acknowledged is kept beside it in `acked` (written atomically).
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,8 @@ pub struct Journal {
     offsets: Vec<u64>,
     end: u64,
     acked: u64,
+    /// The `source` of every record.
+    sources: HashSet<String>,
     pub recovery: Recovery,
 }
 
@@ -113,26 +116,46 @@ fn sync_dir(path: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// Checks the records in `bytes` (after the magic): the offsets of the whole
-/// ones and where the last whole one ends.
-fn scan(bytes: &[u8]) -> (Vec<u64>, usize) {
-    let mut offsets = Vec::new();
-    let mut at = HEADER;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4"));
-        if !(8..=MAX_RECORD).contains(&len) || at + 8 + len > bytes.len() {
+/// Just the `source` of a record, read while scanning.
+#[derive(Deserialize)]
+struct SourceOf<'a> {
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+}
+
+/// Walks the records of the `len`-byte file after the magic, reading it
+/// in pieces (a journal grows for months; it is never held whole): the
+/// offsets of the whole records, where the last whole one ends, and the
+/// sources of every record.
+fn scan(file: &mut File, len: u64) -> std::io::Result<(Vec<u64>, u64, HashSet<String>)> {
+    file.seek(SeekFrom::Start(HEADER as u64))?;
+    let mut r = BufReader::with_capacity(64 << 10, file);
+    let (mut offsets, mut sources) = (Vec::new(), HashSet::new());
+    let mut at = HEADER as u64;
+    let mut payload = Vec::new();
+    while at + 8 <= len {
+        let mut head = [0u8; 8];
+        r.read_exact(&mut head)?;
+        let n = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4"));
+        if !(8..=MAX_RECORD).contains(&n) || at + 8 + n as u64 > len {
             break;
         }
-        let payload = &bytes[at + 8..at + 8 + len];
+        payload.resize(n, 0);
+        r.read_exact(&mut payload)?;
         let seq = u64::from_le_bytes(payload[..8].try_into().expect("8"));
-        if crc32fast::hash(payload) != crc || seq != offsets.len() as u64 + 1 {
+        if crc32fast::hash(&payload) != crc || seq != offsets.len() as u64 + 1 {
             break;
         }
-        offsets.push(at as u64);
-        at += 8 + len;
+        // A record whose JSON does not read is kept (its CRC is good) and
+        // refused by `get` when it is sent; it just marks no source done.
+        if let Ok(s) = serde_json::from_slice::<SourceOf>(&payload[8..]) {
+            sources.insert(s.source.into_owned());
+        }
+        offsets.push(at);
+        at += 8 + n as u64;
     }
-    (offsets, at)
+    Ok((offsets, at, sources))
 }
 
 impl Journal {
@@ -150,11 +173,15 @@ impl Journal {
             .truncate(false)
             .open(&path)
             .map_err(io(&path))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        let mut len = file.metadata().map_err(io(&path))?.len();
         let mut recovery = Recovery::default();
-        if bytes.len() < HEADER {
-            if !MAGIC.starts_with(&bytes) {
+        let mut magic = Vec::with_capacity(HEADER);
+        (&mut file)
+            .take(HEADER as u64)
+            .read_to_end(&mut magic)
+            .map_err(io(&path))?;
+        if magic.len() < HEADER {
+            if !MAGIC.starts_with(&magic) {
                 return Err(JournalError::NotAJournal(path));
             }
             // New, or torn while its magic was written.
@@ -163,29 +190,34 @@ impl Journal {
             file.write_all(MAGIC).map_err(io(&path))?;
             file.sync_all().map_err(io(&path))?;
             sync_dir(&path)?;
-            bytes = MAGIC.to_vec();
-        } else if &bytes[..HEADER] != MAGIC {
+            len = HEADER as u64;
+        } else if magic[..] != MAGIC[..] {
             return Err(JournalError::NotAJournal(path));
         }
-        let (offsets, end) = scan(&bytes);
-        if end < bytes.len() {
-            let rest = (bytes.len() - end) as u64;
+        let (offsets, end, sources) = scan(&mut file, len).map_err(io(&path))?;
+        if end < len {
+            let rest = len - end;
             // A torn append leaves at most one partial record at the end;
             // anything longer than the longest record is damage.
-            let torn = rest < 8 + MAX_RECORD as u64 && Self::is_torn_tail(&bytes[end..]);
+            let torn = rest < 8 + MAX_RECORD as u64 && {
+                let mut tail = Vec::with_capacity(rest as usize);
+                file.seek(SeekFrom::Start(end)).map_err(io(&path))?;
+                file.read_to_end(&mut tail).map_err(io(&path))?;
+                Self::is_torn_tail(&tail)
+            };
             if !torn {
                 let copy = (0..)
                     .map(|n| dir.join(format!("journal.bin.damaged-{n}")))
                     .find(|p| !p.exists())
                     .expect("a free name");
-                std::fs::write(&copy, &bytes).map_err(io(&copy))?;
+                std::fs::copy(&path, &copy).map_err(io(&copy))?;
                 File::open(&copy)
                     .and_then(|f| f.sync_all())
                     .map_err(io(&copy))?;
                 recovery.damaged_copy = Some(copy);
             }
             recovery.torn_bytes = rest;
-            file.set_len(end as u64).map_err(io(&path))?;
+            file.set_len(end).map_err(io(&path))?;
             file.sync_all().map_err(io(&path))?;
         }
         let acked = match std::fs::read_to_string(dir.join("acked")) {
@@ -197,8 +229,9 @@ impl Journal {
             dir: dir.to_path_buf(),
             file,
             offsets,
-            end: end as u64,
+            end,
             acked: 0,
+            sources,
             recovery,
         };
         // An acknowledgement never runs ahead of what is on disk.
@@ -264,6 +297,7 @@ impl Journal {
         }
         self.offsets.push(self.end);
         self.end += buf.len() as u64;
+        self.sources.insert(record.source.clone());
         Ok(seq)
     }
 
@@ -293,10 +327,8 @@ impl Journal {
 
     /// The `source` of every record: frames already counted, which a
     /// restarted unit must not count again.
-    pub fn sources(&mut self) -> Result<std::collections::HashSet<String>> {
-        (1..=self.last_seq())
-            .map(|s| self.get(s).map(|e| e.record.source))
-            .collect()
+    pub fn sources(&self) -> &HashSet<String> {
+        &self.sources
     }
 
     /// Records from `seq` on (for a resend).
@@ -348,7 +380,10 @@ mod tests {
         let mut j = Journal::open(d.path()).unwrap();
         assert_eq!((j.last_seq(), j.acked()), (5, 3));
         assert_eq!(j.recovery, Recovery::default());
+        let names = |n: u32| (1..=n).map(|i| rec(i).source).collect::<HashSet<_>>();
+        assert_eq!(j.sources(), &names(5), "read back while scanning");
         assert_eq!(j.append(&rec(6)).unwrap(), 6);
+        assert_eq!(j.sources(), &names(6), "kept up by append");
         let all = j.from(4).unwrap();
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
         assert_eq!(all[2].record, rec(6));
@@ -398,6 +433,7 @@ mod tests {
         std::fs::write(d.path().join("journal.bin"), &bytes).unwrap();
         let j = Journal::open(d.path()).unwrap();
         assert_eq!(j.last_seq(), 1);
+        assert_eq!(j.sources().len(), 1, "only the kept record's source");
         let copy = j.recovery.damaged_copy.clone().expect("copied aside");
         assert_eq!(std::fs::read(copy).unwrap(), bytes);
     }

@@ -14,7 +14,7 @@ use nemascope_core::objects::Calibration;
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_core::{Class, Error, Mask, Result};
 use nemascope_edge::config::{Config, PanelKind};
-use nemascope_edge::count::{count_frame, quality, CountSettings};
+use nemascope_edge::count::{count_frame, CountSettings};
 use nemascope_edge::inputs::{check_unique_stems, expand, Input};
 use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::listener::ListenOptions;
@@ -182,9 +182,17 @@ fn open_model_tiled(
     public_key: Option<PathBuf>,
     tile: Option<[usize; 2]>,
 ) -> Result<Model> {
-    let dir = model.unwrap_or_else(|| models_dir().join("bbbc010-worm"));
-    let key = public_key.unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
+    let (dir, key) = bundle_paths(model, public_key);
     Model::open_tiled(&dir, &key, tile).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The bundle folder and public key, defaulting to the shipped BBBC010
+/// worm model and development key.
+fn bundle_paths(model: Option<PathBuf>, public_key: Option<PathBuf>) -> (PathBuf, PathBuf) {
+    (
+        model.unwrap_or_else(|| models_dir().join("bbbc010-worm")),
+        public_key.unwrap_or_else(|| models_dir().join("nemascope-dev.pub")),
+    )
 }
 
 /// `--tile WIDTHxHEIGHT` as `[H, W]`.
@@ -407,7 +415,7 @@ fn count(a: CountArgs) -> Result<()> {
             }
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        if let Some(p) = quality(&frame).problem() {
+        if let Some(p) = counted.quality.problem() {
             eprintln!("nemascope-edge: {}: warning: {p}", i.path.display());
         }
         if let Some(dir) = &a.masks {
@@ -769,16 +777,7 @@ fn parse_tile_cfg(t: &str) -> Result<[usize; 2]> {
 fn run(config: &std::path::Path, until_done: bool) -> Result<()> {
     let cfg = Config::load(config).map_err(|e| Error::Invalid(e.to_string()))?;
     let tile = cfg.count.tile.as_deref().map(parse_tile_cfg).transpose()?;
-    let dir = cfg
-        .model
-        .bundle
-        .clone()
-        .unwrap_or_else(|| models_dir().join("bbbc010-worm"));
-    let key = cfg
-        .model
-        .public_key
-        .clone()
-        .unwrap_or_else(|| models_dir().join("nemascope-dev.pub"));
+    let (dir, key) = bundle_paths(cfg.model.bundle.clone(), cfg.model.public_key.clone());
     let (watch, model) = ModelWatch::open(
         &dir,
         &key,

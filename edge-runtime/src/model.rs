@@ -79,6 +79,13 @@ fn stamp_of(dir: &Path) -> Stamp {
     .collect()
 }
 
+/// What a bundle folder holds.
+const BUNDLE_FILES: [&str; 3] = [
+    nemascope_bundle::MANIFEST_FILE,
+    nemascope_bundle::SIGNATURE_FILE,
+    nemascope_bundle::MODEL_FILE,
+];
+
 /// The configured bundle of a running unit, checked again whenever its
 /// files change. A new bundle that passes every check replaces the running
 /// model; one that does not (another key, a corrupt file, a half-copied
@@ -135,17 +142,23 @@ impl ModelWatch {
     }
 
     /// Copies the accepted bundle to `keep` (through a temporary folder and
-    /// a rename, so `keep` is always a whole bundle or absent).
+    /// a rename, so `keep` is always a whole bundle or absent), unless the
+    /// copy there is already the same: most restarts write nothing.
     fn keep_copy(&self) {
+        let same = BUNDLE_FILES.iter().all(|f| {
+            matches!(
+                (std::fs::read(self.dir.join(f)), std::fs::read(self.keep.join(f))),
+                (Ok(a), Ok(b)) if a == b
+            )
+        });
+        if same {
+            return;
+        }
         let tmp = self.keep.with_extension("partial");
         let copy = || -> std::io::Result<()> {
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir_all(&tmp)?;
-            for f in [
-                nemascope_bundle::MANIFEST_FILE,
-                nemascope_bundle::SIGNATURE_FILE,
-                nemascope_bundle::MODEL_FILE,
-            ] {
+            for f in BUNDLE_FILES {
                 std::fs::copy(self.dir.join(f), tmp.join(f))?;
                 std::fs::File::open(tmp.join(f))?.sync_all()?;
             }

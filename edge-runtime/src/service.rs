@@ -16,7 +16,7 @@ use nemascope_core::synth::SynthConfig;
 use nemascope_core::Class;
 
 use crate::config::{Config, SerialConfig, SourceConfig};
-use crate::count::{count_frame, quality, CountSettings};
+use crate::count::{count_frame, CountSettings};
 use crate::display::{LinkState, Screen};
 use crate::journal::{now_ms, Journal, JournalError, Record};
 use crate::link::{LinkError, UnitLink};
@@ -271,7 +271,7 @@ impl Service {
                 copy.display()
             );
         }
-        let done = journal.sources()?;
+        let done = journal.sources().clone();
         let source = open_source(&cfg.source, done)?;
         let panel = panels::open(&cfg.display)?;
         let name = model.manifest.name.clone();
@@ -442,7 +442,7 @@ impl Service {
                     Next::Frame(f) => match count_frame(&self.model, &f.pixels, &self.settings) {
                         Ok(c) => {
                             // Shown until the next frame is counted.
-                            self.frame_warnings = match quality(&f.pixels).problem() {
+                            self.frame_warnings = match c.quality.problem() {
                                 Some(p) => {
                                     eprintln!("{}: {p}", f.source);
                                     warn::FRAME_QUALITY

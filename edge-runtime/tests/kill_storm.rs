@@ -13,8 +13,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nemascope_edge::journal::Journal;
-
 mod common;
 use common::unit::*;
 
@@ -86,24 +84,7 @@ fn every_report_arrives_once_through_a_storm_of_kills() {
     drop(unit);
     drop(host);
 
-    let got = reports(&out);
-    assert_eq!(
-        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (1..=n as u64).collect::<Vec<_>>(),
-        "each report once, in order"
-    );
-    let mut journal = Journal::open(&root.join("journal")).unwrap();
-    assert_eq!(journal.last_seq(), n as u64, "no frame journaled twice");
-    let mut sources = BTreeSet::new();
-    for r in &got {
-        let e = journal.get(r.seq).unwrap().record;
-        assert_eq!(
-            (e.sample.as_str(), e.counts),
-            (r.sample.as_str(), [r.worms, r.eggs, r.cysts])
-        );
-        sources.insert(e.source);
-    }
-    assert_eq!(sources, expected, "every frame journaled");
+    assert_each_frame_once(&out, &root.join("journal"), &expected);
     let starts = std::fs::read_to_string(&unit_log)
         .unwrap()
         .matches("nemascope-edge 0.1.0: model")

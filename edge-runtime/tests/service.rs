@@ -133,24 +133,7 @@ path = "screen.png"
     drop(host);
     drop(cable);
 
-    let got = reports(&out);
-    assert_eq!(
-        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (1..=n as u64).collect::<Vec<_>>(),
-        "each report once, in order"
-    );
-    let mut journal = Journal::open(&root.join("journal")).unwrap();
-    assert_eq!(journal.last_seq(), n as u64, "no frame counted twice");
-    let mut sources = BTreeSet::new();
-    for r in &got {
-        let e = journal.get(r.seq).unwrap().record;
-        assert_eq!(
-            (e.sample.as_str(), e.counts, e.frame_ms),
-            (r.sample.as_str(), [r.worms, r.eggs, r.cysts], r.frame_ms)
-        );
-        sources.insert(e.source);
-    }
-    assert_eq!(sources, expected, "every frame counted");
+    assert_each_frame_once(&out, &root.join("journal"), &expected);
     let log = std::fs::read_to_string(&unit_log).unwrap();
     assert!(log.contains("open at 115200 baud"), "{log}");
     if std::env::var_os("NEMASCOPE_SHOW_LOGS").is_some() {

@@ -109,6 +109,36 @@ pub fn end() -> (TTYPort, PathBuf) {
     (master, path)
 }
 
+/// The end state every run of the unit must reach: the host's report
+/// file (`out`) holds reports 1…n exactly once and in order, the journal
+/// in `journal_dir` holds n records, each report equals its record, and
+/// the records' sources are exactly the frames acquired.
+pub fn assert_each_frame_once(
+    out: &Path,
+    journal_dir: &Path,
+    expected: &std::collections::BTreeSet<String>,
+) {
+    let got = reports(out);
+    let n = expected.len() as u64;
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>(),
+        "each report once, in order"
+    );
+    let mut journal = nemascope_edge::journal::Journal::open(journal_dir).unwrap();
+    assert_eq!(journal.last_seq(), n, "no frame journaled twice");
+    let mut sources = std::collections::BTreeSet::new();
+    for r in &got {
+        let e = journal.get(r.seq).unwrap().record;
+        assert_eq!(
+            (e.sample.as_str(), e.counts, e.frame_ms),
+            (r.sample.as_str(), [r.worms, r.eggs, r.cysts], r.frame_ms)
+        );
+        sources.insert(e.source);
+    }
+    assert_eq!(&sources, expected, "every frame journaled");
+}
+
 pub fn reports(path: &Path) -> Vec<StoredReport> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
