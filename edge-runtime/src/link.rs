@@ -25,6 +25,9 @@ pub enum LinkError {
     Journal(#[from] JournalError),
 }
 
+/// Shortest time between two answers to `GetStatus`.
+pub const STATUS_EVERY: Duration = Duration::from_millis(250);
+
 /// The unit's side.
 #[derive(Debug)]
 pub struct UnitLink {
@@ -42,6 +45,18 @@ pub struct UnitLink {
     pub warnings: u8,
     /// When a valid message last came from the host.
     pub last_heard: Option<Instant>,
+    /// Highest sequence number sent since start.
+    sent: u64,
+    /// A `GetStatus` came and is not answered yet, and when the last
+    /// answer went: requests are answered at most every
+    /// [`STATUS_EVERY`], so a peer asking thousands of times a second
+    /// cannot fill the line with answers and crowd out the reports.
+    status_due: bool,
+    last_status: Option<Instant>,
+    /// Acknowledgements of reports this unit has not sent (a confused or
+    /// hostile peer, or line noise that passed the CRC): ignored, because
+    /// honouring one would mark reports delivered that the host never got.
+    pub refused_acks: u32,
 }
 
 fn report(e: &Entry) -> Message {
@@ -70,6 +85,10 @@ impl UnitLink {
             model: model.into(),
             warnings: 0,
             last_heard: None,
+            sent: journal.acked(),
+            status_due: false,
+            last_status: None,
+            refused_acks: 0,
         }
     }
 
@@ -94,10 +113,12 @@ impl UnitLink {
                 self.waiting_since = None;
             }
         }
+        self.answer_status(journal, now, out)?;
         let mut sent = false;
         while self.next <= journal.last_seq() && self.next <= journal.acked() + self.window {
             let e = journal.get(self.next)?;
             out.write_all(&report(&e).encode())?;
+            self.sent = self.sent.max(self.next);
             self.next += 1;
             sent = true;
         }
@@ -131,6 +152,7 @@ impl UnitLink {
         }
         for m in msgs {
             match m {
+                Message::Ack { seq } if seq > self.sent => self.refused_acks += 1,
                 Message::Ack { seq } => {
                     let before = journal.acked();
                     journal.ack(seq)?;
@@ -145,21 +167,39 @@ impl UnitLink {
                 Message::Nack { seq, .. } | Message::ResendFrom { seq } => {
                     self.next = seq.clamp(1, journal.last_seq() + 1);
                 }
-                Message::GetStatus => {
-                    let status = Message::Status {
-                        last_seq: journal.last_seq(),
-                        acked_seq: journal.acked(),
-                        malformed: self.decoder.malformed,
-                        model: name(&self.model),
-                        warnings: self.warnings,
-                    };
-                    out.write_all(&status.encode())?;
-                    out.flush()?;
-                }
+                Message::GetStatus => self.status_due = true,
                 // Unit-bound messages only; anything else is ignored.
                 _ => {}
             }
         }
+        self.answer_status(journal, now, out)
+    }
+
+    /// Sends the status if one was asked for and none went in the last
+    /// [`STATUS_EVERY`].
+    fn answer_status(
+        &mut self,
+        journal: &Journal,
+        now: Instant,
+        out: &mut dyn Write,
+    ) -> Result<(), LinkError> {
+        let recent = self
+            .last_status
+            .is_some_and(|t| now.duration_since(t) < STATUS_EVERY);
+        if !self.status_due || recent {
+            return Ok(());
+        }
+        let status = Message::Status {
+            last_seq: journal.last_seq(),
+            acked_seq: journal.acked(),
+            malformed: self.decoder.malformed.saturating_add(self.refused_acks),
+            model: name(&self.model),
+            warnings: self.warnings,
+        };
+        out.write_all(&status.encode())?;
+        out.flush()?;
+        self.status_due = false;
+        self.last_status = Some(now);
         Ok(())
     }
 
@@ -237,5 +277,83 @@ impl HostLink {
             }
         }
         out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Record;
+
+    fn journal_of(n: u32) -> (tempfile::TempDir, Journal) {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path()).unwrap();
+        for i in 1..=n {
+            j.append(&Record {
+                time_ms: i as u64,
+                sample: "s".into(),
+                source: format!("f{i}"),
+                counts: [i, 0, 0],
+                frame_ms: 1,
+                model: "m".into(),
+                warnings: 0,
+            })
+            .unwrap();
+        }
+        (d, j)
+    }
+
+    #[test]
+    fn acks_of_reports_never_sent_are_refused() {
+        let (_d, mut j) = journal_of(5);
+        let now = Instant::now();
+        let mut link = UnitLink::new(&j, "m", now);
+        let mut wire = Vec::new();
+        let ack = |seq| Message::Ack { seq }.encode().to_vec();
+        // Before anything is sent, no ack counts.
+        link.receive(&ack(2), &mut j, now, &mut wire).unwrap();
+        assert_eq!((j.acked(), link.refused_acks), (0, 1));
+        link.poll(&mut j, now, &mut wire).unwrap();
+        assert_eq!(link.in_flight(&j), 5);
+        // A forged (or noise-made) ack far ahead is refused ...
+        link.receive(&ack(1_000_000), &mut j, now, &mut wire)
+            .unwrap();
+        assert_eq!((j.acked(), link.refused_acks), (0, 2));
+        // ... a real one is taken.
+        link.receive(&ack(3), &mut j, now, &mut wire).unwrap();
+        assert_eq!(j.acked(), 3);
+        // After a restart, acks above the last one are taken again only
+        // once those reports have been sent again.
+        let mut link = UnitLink::new(&j, "m", now);
+        link.receive(&ack(5), &mut j, now, &mut wire).unwrap();
+        assert_eq!((j.acked(), link.refused_acks), (3, 1));
+        link.poll(&mut j, now, &mut wire).unwrap();
+        link.receive(&ack(5), &mut j, now, &mut wire).unwrap();
+        assert_eq!(j.acked(), 5);
+    }
+
+    #[test]
+    fn a_storm_of_status_requests_gets_one_answer_per_interval() {
+        let (_d, mut j) = journal_of(0);
+        let t0 = Instant::now();
+        let mut link = UnitLink::new(&j, "m", t0);
+        let storm: Vec<u8> = (0..500).flat_map(|_| Message::GetStatus.encode()).collect();
+        let answers = |wire: &[u8]| {
+            let mut d = Decoder::new();
+            let mut n = 0;
+            d.feed(wire, |m| n += matches!(m, Message::Status { .. }) as usize);
+            n
+        };
+        let mut wire = Vec::new();
+        link.receive(&storm, &mut j, t0, &mut wire).unwrap();
+        link.receive(&storm, &mut j, t0, &mut wire).unwrap();
+        link.poll(&mut j, t0, &mut wire).unwrap();
+        assert_eq!(answers(&wire), 1);
+        // The one asked for meanwhile goes when the interval is over.
+        let later = t0 + STATUS_EVERY;
+        link.poll(&mut j, later, &mut wire).unwrap();
+        assert_eq!(answers(&wire), 2);
+        link.poll(&mut j, later + STATUS_EVERY, &mut wire).unwrap();
+        assert_eq!(answers(&wire), 2, "nothing asked, nothing sent");
     }
 }

@@ -63,7 +63,8 @@ pub enum Message {
     Status {
         last_seq: u64,
         acked_seq: u64,
-        /// Frames the unit's decoder dropped as malformed since start.
+        /// Frames the unit's decoder dropped as malformed since start,
+        /// and acknowledgements of reports it never sent.
         malformed: u32,
         model: Name,
         warnings: u8,

@@ -47,6 +47,14 @@ pub struct DataConfig {
     pub min_pixels: usize,
     /// Frames generated when `kind = "synth"`.
     pub synth_frames: usize,
+    /// A row whose image, mask or labels cannot be used: `refuse` stops
+    /// before training and lists every such row; `skip` trains without
+    /// them, listing them in the log, `state.json` and `results.md`.
+    pub bad_rows: String,
+    /// With `skip`: the most rows (as a fraction of the table) that may
+    /// be skipped; more means something larger is wrong (a share not
+    /// mounted, the wrong folder), and the run is refused.
+    pub max_bad_fraction: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +137,8 @@ impl Default for DataConfig {
             stride: 48,
             min_pixels: 60,
             synth_frames: 128,
+            bad_rows: "refuse".into(),
+            max_bad_fraction: 0.1,
         }
     }
 }
@@ -239,6 +249,18 @@ impl Config {
             return bad(format!(
                 "data.kind `{}`: expected bbbc010, generic or synth",
                 d.kind
+            ));
+        }
+        if !["refuse", "skip"].contains(&d.bad_rows.as_str()) {
+            return bad(format!(
+                "data.bad_rows `{}`: expected refuse or skip",
+                d.bad_rows
+            ));
+        }
+        if !(0.0..1.0).contains(&d.max_bad_fraction) {
+            return bad(format!(
+                "data.max_bad_fraction {} must be in [0, 1)",
+                d.max_bad_fraction
             ));
         }
         let multiple = 1usize << self.model.depth;

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Dataset};
+use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Sample};
 use nemascope_core::imageio::{
     load_frame, load_mask, resize_bilinear, resize_nearest, standardise, stretch, LoadLimits,
 };
@@ -46,6 +46,8 @@ pub struct Data {
     pub items: Vec<Item>,
     pub train: Vec<usize>,
     pub val: Vec<usize>,
+    /// Rows left out (`data.bad_rows = "skip"`), each with where and why.
+    pub skipped: Vec<String>,
 }
 
 /// Turns a decoded plane (0..1) into an item.
@@ -91,24 +93,69 @@ pub fn item_from_plane(
 }
 
 /// Loads the configured data set and splits it by image.
+///
+/// Rows whose image, mask or labels cannot be used are handled as
+/// `data.bad_rows` says. The split is drawn over every row of the table,
+/// bad ones included, so skipping a row never moves another image between
+/// training and validation.
 pub fn load(cfg: &Config) -> Result<Data> {
     let d = &cfg.data;
-    let (classes, items) = match d.kind.as_str() {
-        "synth" => synth_items(cfg)?,
-        kind => {
-            let ds = if kind == "bbbc010" {
-                let root = if d.root.as_os_str().is_empty() {
-                    bbbc010::default_root()
-                } else {
-                    d.root.clone()
-                };
-                bbbc010::to_dataset(&bbbc010::open(&root)?)
+    let (classes, rows) = match d.kind.as_str() {
+        "synth" => {
+            let (classes, items) = synth_items(cfg)?;
+            (classes, items.into_iter().map(Ok).collect())
+        }
+        "bbbc010" => {
+            let root = if d.root.as_os_str().is_empty() {
+                bbbc010::default_root()
             } else {
-                generic::read(&d.root)?
+                d.root.clone()
             };
-            (ds.classes.clone(), dataset_items(&ds, d.width, d.height)?)
+            let ds = bbbc010::to_dataset(&bbbc010::open(&root)?);
+            let rows = ds
+                .samples
+                .iter()
+                .map(|s| sample_item(s, ds.classes.len(), d.width, d.height))
+                .collect();
+            (ds.classes, rows)
+        }
+        _ => {
+            let table = generic::read_rows(&d.root)?;
+            let n = table.classes.len();
+            let rows = table
+                .rows
+                .into_iter()
+                .map(|r| {
+                    r.sample
+                        .and_then(|s| sample_item(&s, n, d.width, d.height))
+                        .map_err(|e| match e {
+                            // Already names the table and line.
+                            Error::Dataset { .. } => e,
+                            e => Error::Dataset {
+                                path: table.csv.clone(),
+                                line: r.line,
+                                reason: e.to_string(),
+                            },
+                        })
+                })
+                .collect();
+            (table.classes, rows)
         }
     };
+    let Sorted {
+        items,
+        index,
+        bad: skipped,
+    } = sort_rows(rows, d.bad_rows == "skip", d.max_bad_fraction)?;
+    // Voted masks, overlays and reports are named after the image.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = items.iter().find(|i| !seen.insert(i.id.as_str())) {
+        return Err(Error::Invalid(format!(
+            "two images are both named `{}` (without their extension); masks and \
+             reports are kept by name, so rename one",
+            dup.id
+        )));
+    }
     if d.crop > 0 && items.iter().any(|i| i.truth.is_none()) {
         return Err(Error::Invalid(
             "data.crop > 0 labels crops from masks, but some images have no masks; \
@@ -116,7 +163,11 @@ pub fn load(cfg: &Config) -> Result<Data> {
                 .into(),
         ));
     }
-    let (train, val) = split_indices(items.len(), d.val_fraction, d.seed);
+    let (train_rows, val_rows) = split_indices(index.len(), d.val_fraction, d.seed);
+    let (train, val): (Vec<usize>, Vec<usize>) = (
+        train_rows.iter().filter_map(|&r| index[r]).collect(),
+        val_rows.iter().filter_map(|&r| index[r]).collect(),
+    );
     if train.is_empty() || val.is_empty() {
         return Err(Error::Invalid(format!(
             "{} images cannot be split into training and validation",
@@ -128,39 +179,90 @@ pub fn load(cfg: &Config) -> Result<Data> {
         items,
         train,
         val,
+        skipped,
     })
 }
 
-/// Reads every sample; a class whose mask column is empty counts as an empty
-/// mask when the label says absent, and as unknown otherwise.
-pub fn dataset_items(ds: &Dataset, width: usize, height: usize) -> Result<Vec<Item>> {
-    ds.samples
-        .iter()
-        .map(|s| {
-            let frame = load_frame(&s.image, LoadLimits::default())?;
-            let plane = frame.plane;
-            let mut masks = Vec::with_capacity(ds.classes.len());
-            for (c, m) in s.masks.iter().enumerate() {
-                masks.push(match m {
-                    Some(p) => Some(load_mask(p)?),
-                    None if !s.present[c] => {
-                        Some(Mask::filled(plane.width(), plane.height(), false))
-                    }
-                    None => None,
-                });
+/// The rows of a table sorted into usable items and bad rows.
+struct Sorted {
+    items: Vec<Item>,
+    /// Each row's index among `items` (None: a bad row).
+    index: Vec<Option<usize>>,
+    /// Where and why, per bad row.
+    bad: Vec<String>,
+}
+
+/// `rows` sorted; an error listing every bad row unless they may be
+/// skipped and are few enough.
+fn sort_rows(rows: Vec<Result<Item>>, skip: bool, max_fraction: f64) -> Result<Sorted> {
+    let n = rows.len();
+    let (mut items, mut index, mut bad) = (Vec::new(), Vec::with_capacity(n), Vec::new());
+    for row in rows {
+        match row {
+            Ok(item) => {
+                index.push(Some(items.len()));
+                items.push(item);
             }
-            let native: Option<Vec<Mask>> = masks.into_iter().collect();
-            item_from_plane(
-                s.id.clone(),
-                &plane,
-                s.present.clone(),
-                native,
-                s.counts.clone(),
-                width,
-                height,
-            )
-        })
-        .collect()
+            Err(e) => {
+                index.push(None);
+                bad.push(e.to_string());
+            }
+        }
+    }
+    if bad.is_empty() {
+        return Ok(Sorted { items, index, bad });
+    }
+    let list = |bad: &[String]| {
+        let mut s: String = bad.iter().take(20).map(|b| format!("\n  {b}")).collect();
+        if bad.len() > 20 {
+            s += &format!("\n  … and {} more", bad.len() - 20);
+        }
+        s
+    };
+    if !skip {
+        return Err(Error::Invalid(format!(
+            "{} of {n} dataset rows cannot be used (data.bad_rows = \"refuse\"; mend them, \
+             or set it to \"skip\" to train without them):{}",
+            bad.len(),
+            list(&bad)
+        )));
+    }
+    if bad.len() as f64 > max_fraction * n as f64 {
+        return Err(Error::Invalid(format!(
+            "{} of {n} dataset rows cannot be used, more than data.max_bad_fraction = {} \
+             allows; is the data folder the right one, and all of it there?{}",
+            bad.len(),
+            max_fraction,
+            list(&bad)
+        )));
+    }
+    Ok(Sorted { items, index, bad })
+}
+
+/// One sample's image and masks read and brought to the working size; a
+/// class whose mask is missing counts as an empty mask when the label says
+/// absent, and as unknown otherwise.
+fn sample_item(s: &Sample, classes: usize, width: usize, height: usize) -> Result<Item> {
+    let frame = load_frame(&s.image, LoadLimits::default())?;
+    let plane = frame.plane;
+    let mut masks = Vec::with_capacity(classes);
+    for (c, m) in s.masks.iter().enumerate() {
+        masks.push(match m {
+            Some(p) => Some(load_mask(p)?),
+            None if !s.present[c] => Some(Mask::filled(plane.width(), plane.height(), false)),
+            None => None,
+        });
+    }
+    let native: Option<Vec<Mask>> = masks.into_iter().collect();
+    item_from_plane(
+        s.id.clone(),
+        &plane,
+        s.present.clone(),
+        native,
+        s.counts.clone(),
+        width,
+        height,
+    )
 }
 
 /// Frames from the seeded generator, three classes, with exact masks.
@@ -451,6 +553,7 @@ mod tests {
             items: vec![item],
             train: vec![0],
             val: vec![],
+            skipped: vec![],
         };
         let regions = grid_regions(&data, &[0], 16, 16, 10).unwrap();
         // Columns 0..16, 16..32 are empty; 32..48 holds the bar; 48..64 is
@@ -475,5 +578,98 @@ mod tests {
             (whole[0].0.w, whole[0].0.h, whole[0].1.clone()),
             (64, 32, vec![true])
         );
+    }
+
+    /// A generic dataset of 20 synthetic frames, three of whose rows are
+    /// broken in different ways: a truncated image, a label that is not
+    /// 0/1, an image that is not there.
+    fn broken_table(dir: &std::path::Path) -> Config {
+        use nemascope_core::imageio::save_gray8;
+        use nemascope_core::synth::{generate, SynthConfig};
+        let sc = SynthConfig {
+            width: 64,
+            height: 48,
+            ..SynthConfig::default()
+        };
+        let mut csv = String::from("image,worm\n");
+        for i in 0..20 {
+            let f = generate(&sc, 5, i).unwrap();
+            let name = format!("f{i:02}.png");
+            save_gray8(&f.image, &dir.join(&name)).unwrap();
+            let label = match i {
+                7 => "2".into(),
+                _ => ((f.counts[0] > 0) as u8).to_string(),
+            };
+            let name = if i == 13 { "gone.png".into() } else { name };
+            csv += &format!("{name},{label}\n");
+        }
+        let bytes = std::fs::read(dir.join("f04.png")).unwrap();
+        std::fs::write(dir.join("f04.png"), &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(dir.join("labels.csv"), csv).unwrap();
+        let mut cfg = Config::default();
+        cfg.data.kind = "generic".into();
+        cfg.data.root = dir.to_path_buf();
+        cfg.data.width = 64;
+        cfg.data.height = 48;
+        cfg.data.crop = 0;
+        cfg.data.val_fraction = 0.25;
+        cfg
+    }
+
+    #[test]
+    fn bad_rows_are_refused_all_at_once_or_skipped_without_moving_the_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = broken_table(dir.path());
+        let csv = dir.path().join("labels.csv");
+        let at = |line: u64| format!("{} line {line}", csv.display());
+
+        // refuse (the default): every bad row named, with its line and why.
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("3 of 20 dataset rows"), "{e}");
+        for (line, why) in [(6, "f04.png"), (9, "must be 0 or 1"), (15, "gone.png")] {
+            let row = e
+                .lines()
+                .find(|l| l.contains(&at(line)))
+                .unwrap_or_else(|| panic!("{e}"));
+            assert!(row.contains(why), "{row}");
+        }
+
+        // skip: the other 17 train; the bad rows are listed.
+        cfg.data.bad_rows = "skip".into();
+        cfg.data.max_bad_fraction = 0.2;
+        let d = load(&cfg).unwrap();
+        assert_eq!(d.items.len(), 17);
+        assert_eq!(d.skipped.len(), 3);
+        assert!(d.skipped[0].contains(&at(6)) && d.skipped[2].contains("gone.png"));
+        let ids = |ix: &[usize]| {
+            ix.iter()
+                .map(|&i| d.items[i].id.clone())
+                .collect::<Vec<_>>()
+        };
+        // The split is the one of all 20 rows, less the bad ones.
+        let (t20, v20) = split_indices(20, 0.25, cfg.data.seed);
+        let good = |ix: Vec<usize>| {
+            ix.into_iter()
+                .filter(|i| ![4, 7, 13].contains(i))
+                .map(|i| format!("f{i:02}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&d.train), good(t20));
+        assert_eq!(ids(&d.val), good(v20));
+
+        // More bad rows than allowed: refused, naming the limit.
+        cfg.data.max_bad_fraction = 0.1;
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("max_bad_fraction"), "{e}");
+
+        // Two rows naming images with the same stem are refused.
+        cfg.data.max_bad_fraction = 0.2;
+        let mut csv_text = std::fs::read_to_string(&csv).unwrap();
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        std::fs::copy(dir.path().join("f01.png"), dir.path().join("b/f01.png")).unwrap();
+        csv_text += "b/f01.png,0\n";
+        std::fs::write(&csv, csv_text).unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("`f01`"), "{e}");
     }
 }

@@ -244,6 +244,8 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         seconds,
         steps: o.steps,
         done: true,
+        skipped: tstate.skipped.clone(),
+        ..State::default()
     };
     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
     train::write_atomic(&out.join(train::STATE_FILE), &json)?;
@@ -255,10 +257,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
 }
 
 fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    // libtorch picks the format from the extension: keep `.safetensors`.
-    let tmp = path.with_file_name("tmp-model.safetensors");
-    vs.save(&tmp).map_err(train::torch_err)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    train::save_weights(vs, path)
 }
 
 /// Parameters and multiply-adds per 384×512 frame of a network shape.

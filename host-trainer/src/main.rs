@@ -324,6 +324,9 @@ fn run() -> Result<()> {
 
 fn train_run(out: &Path, cfg: Option<Config>, resume: bool) -> Result<()> {
     let mut t = Trainer::open(out, cfg, resume)?;
+    for b in &t.data.skipped {
+        eprintln!("skipped: {b}");
+    }
     eprintln!(
         "{} images ({} training, {} validation), classes {:?}, {} parameters",
         t.data.items.len(),

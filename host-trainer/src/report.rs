@@ -80,6 +80,15 @@ pub fn markdown(state: &State, title: &str) -> String {
         state.seconds,
         state.seconds / state.steps.max(1) as f64
     ));
+    if !state.skipped.is_empty() {
+        s.push_str(&format!(
+            "\n{} dataset row(s) skipped (`data.bad_rows = \"skip\"`):\n\n",
+            state.skipped.len()
+        ));
+        for b in &state.skipped {
+            s.push_str(&format!("- {b}\n"));
+        }
+    }
     s
 }
 

@@ -109,6 +109,17 @@ pub struct State {
     pub seconds: f64,
     pub steps: usize,
     pub done: bool,
+    /// Weights after the last finished epoch, and the phase's best so far
+    /// (`ckpt-<n>.safetensors`). A checkpoint file is written and synced
+    /// under a new name before the state that names it, so a run killed at
+    /// any moment resumes from weights that match its state exactly.
+    #[serde(default)]
+    pub last: Option<String>,
+    #[serde(default)]
+    pub best: Option<String>,
+    /// Dataset rows left out (`data.bad_rows = "skip"`), where and why.
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }
 
 impl State {
@@ -126,8 +137,9 @@ impl State {
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const STATE_FILE: &str = "state.json";
-pub const LAST: &str = "last.safetensors";
-pub const BEST: &str = "best.safetensors";
+/// Checkpoints of runs started before checkpoints were named in the state.
+const LEGACY_LAST: &str = "last.safetensors";
+const LEGACY_BEST: &str = "best.safetensors";
 /// The final model: best of the last phase.
 pub const MODEL: &str = "model.safetensors";
 
@@ -172,6 +184,25 @@ pub(crate) fn torch_err(e: tch::TchError) -> Error {
 /// Checkpoints, configs and states are written durably (fsync + rename).
 pub(crate) use nemascope_core::files::write_atomic;
 
+/// Writes weights to `path` durably: a temporary file (same extension:
+/// libtorch picks the format from it), synced, renamed, the folder synced.
+pub(crate) fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!("tmp-{}", name.unwrap_or_default()));
+    vs.save(&tmp).map_err(torch_err)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
 impl Trainer {
     /// Starts a new run in `dir` (refused if it already holds one) or, with
     /// `resume`, continues the run there from its last checkpoint.
@@ -200,17 +231,38 @@ impl Trainer {
         let mut state = state;
         if state.classes.is_empty() {
             state.classes = data.classes.clone();
+            state.skipped = data.skipped.clone();
         } else if state.classes != data.classes {
             return Err(Error::Invalid(format!(
                 "the run was trained on classes {:?}, the data now has {:?}",
                 state.classes, data.classes
             )));
+        } else if state.skipped != data.skipped {
+            // Other rows now would train the rest of the run on other
+            // images than its first part.
+            return Err(Error::Invalid(format!(
+                "the dataset changed since this run started: it skipped {} row(s), now {} \
+                 would be skipped{}; mend the rows or start a new run",
+                state.skipped.len(),
+                data.skipped.len(),
+                data.skipped
+                    .iter()
+                    .filter(|b| !state.skipped.contains(b))
+                    .map(|b| format!("\n  new: {b}"))
+                    .collect::<String>()
+            )));
         }
         tch::manual_seed(cfg.train.seed as i64);
         let mut vs = nn::VarStore::new(device);
         let net = UNet::new(&vs.root(), cfg.unet(data.classes.len()));
-        if resume && state.epoch + state.phase > 0 {
-            vs.load(dir.join(LAST)).map_err(torch_err)?;
+        if resume {
+            match &state.last {
+                Some(name) => vs.load(dir.join(name)).map_err(torch_err)?,
+                None if state.epoch + state.phase > 0 => {
+                    vs.load(dir.join(LEGACY_LAST)).map_err(torch_err)?
+                }
+                None => {}
+            }
         }
         let (crop, min) = (cfg.data.crop, cfg.data.min_pixels);
         let train_regions = grid_regions(&data, &data.train, crop, cfg.stride(), min)?;
@@ -244,10 +296,25 @@ impl Trainer {
     }
 
     fn save_weights(&self, name: &str) -> Result<()> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!("tmp-{name}"));
-        self.vs.save(&tmp).map_err(torch_err)?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        save_weights(&self.vs, &self.dir.join(name))
+    }
+
+    /// Removes checkpoint files the state no longer names (superseded
+    /// ones, and any a killed process wrote before its state).
+    fn prune_checkpoints(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let named = [&self.state.last, &self.state.best]
+                .iter()
+                .any(|n| n.as_deref() == Some(name.as_str()));
+            let stale = name.starts_with("ckpt-") || name.starts_with("tmp-ckpt-");
+            if stale && !named {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Runs (or continues) every phase to the end.
@@ -283,11 +350,13 @@ impl Trainer {
             while self.state.epoch < epochs(&self.cfg, phase) {
                 let log = self.epoch(phase, targets.as_deref(), &mut opt)?;
                 let best = self.state.best_val.is_none_or(|b| log.val_loss < b);
+                let ckpt = format!("ckpt-{:04}.safetensors", self.state.history.len() + 1);
+                self.save_weights(&ckpt)?;
                 if best {
                     self.state.best_val = Some(log.val_loss);
-                    self.save_weights(BEST)?;
+                    self.state.best = Some(ckpt.clone());
                 }
-                self.save_weights(LAST)?;
+                self.state.last = Some(ckpt);
                 if self.verbose {
                     eprintln!(
                         "{} epoch {}/{}: train loss {:.4}, val loss {:.4}{} ({:.0} s)",
@@ -305,22 +374,25 @@ impl Trainer {
                 self.state.history.push(log);
                 self.state.epoch += 1;
                 self.save_state()?;
+                self.prune_checkpoints();
                 epochs_here += 1;
                 if INTERRUPTED.load(Ordering::SeqCst) || self.stop_after == Some(epochs_here) {
                     return Err(interrupted(&self.dir));
                 }
             }
-            if self.dir.join(BEST).exists() {
-                self.vs.load(self.dir.join(BEST)).map_err(torch_err)?;
+            if let Some(best) = &self.state.best {
+                self.vs.load(self.dir.join(best)).map_err(torch_err)?;
             }
             self.finish_phase(phase, targets.as_deref())?;
             self.save_weights(&format!("{}.safetensors", phase.name()))?;
             self.save_weights(MODEL)?;
-            self.save_weights(LAST)?;
+            // The next phase starts from this phase's best.
+            self.state.last = self.state.best.take().or(self.state.last.take());
             self.state.phase += 1;
             self.state.epoch = 0;
             self.state.best_val = None;
             self.save_state()?;
+            self.prune_checkpoints();
         }
         self.state.done = true;
         self.save_state()
@@ -604,8 +676,10 @@ pub fn load_model(
             }
             p
         }
-        None => [MODEL, BEST, LAST]
-            .iter()
+        None => [Some(MODEL), state.best.as_deref(), state.last.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain([LEGACY_BEST, LEGACY_LAST])
             .map(|n| dir.join(n))
             .find(|p| p.exists())
             .ok_or_else(|| Error::Invalid(format!("{}: no model weights", dir.display())))?,

@@ -5,7 +5,7 @@
 
 use nemascope_core::imageio::{load_mask, save_gray8};
 use nemascope_core::synth::{self, SynthConfig};
-use nemascope_train::train::{Trainer, LAST, MODEL};
+use nemascope_train::train::{Trainer, MODEL};
 
 mod common;
 use common::tiny_config;
@@ -23,7 +23,12 @@ fn stages_run_resume_and_report() {
     t.stop_after = Some(2);
     let e = t.run().unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
-    assert!(run.join(LAST).exists());
+    let last = t
+        .state
+        .last
+        .clone()
+        .expect("a checkpoint named in the state");
+    assert!(run.join(&last).exists());
     drop(t);
     // A second start without --resume must not clobber the run.
     let e = Trainer::open(&run, Some(cfg.clone()), false).err().unwrap();

@@ -27,8 +27,42 @@ enum Col {
     Count(usize),
 }
 
-/// Reads `dir/labels.csv` (or the CSV file itself when `path` is a file).
+/// Reads `dir/labels.csv` (or the CSV file itself when `path` is a file);
+/// the first row that cannot be used is the error.
 pub fn read(path: &Path) -> Result<Dataset> {
+    let rows = read_rows(path)?;
+    let samples = rows
+        .rows
+        .into_iter()
+        .map(|r| r.sample)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Dataset {
+        classes: rows.classes,
+        samples,
+    })
+}
+
+/// A label table read row by row: a malformed row is kept as its error, so
+/// a caller can list every bad row at once or go on without them.
+#[derive(Debug)]
+pub struct Rows {
+    /// The table's own path.
+    pub csv: PathBuf,
+    pub classes: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+/// One data row of the table.
+#[derive(Debug)]
+pub struct Row {
+    /// Line in the file (1 is the header).
+    pub line: Option<u64>,
+    pub sample: Result<Sample>,
+}
+
+/// Reads the table like [`read`], keeping each row's own error. Errors in
+/// the header, or a file that cannot be read, are still the error.
+pub fn read_rows(path: &Path) -> Result<Rows> {
     let csv_path = if path.is_dir() {
         path.join(LABELS)
     } else {
@@ -95,75 +129,97 @@ pub fn read(path: &Path) -> Result<Dataset> {
         return Err(err(Some(1), "no `image` column".into()));
     }
     let n = classes.len();
-    let mut samples = Vec::new();
+    let mut rows = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| err(e.position().map(|p| p.line()), e.to_string()))?;
-        let line = rec.position().map(|p| p.line());
-        let mut s = Sample {
-            id: String::new(),
-            image: PathBuf::new(),
-            present: vec![false; n],
-            masks: vec![None; n],
-            counts: vec![None; n],
+        let rec = match rec {
+            Ok(r) => r,
+            // A read failure stops everything; a malformed row is that
+            // row's problem (the reader goes on with the next).
+            Err(e) if e.is_io_error() => return Err(err(None, e.to_string())),
+            Err(e) => {
+                let line = e.position().map(|p| p.line());
+                rows.push(Row {
+                    line,
+                    sample: Err(err(line, e.to_string())),
+                });
+                continue;
+            }
         };
-        for (col, val) in cols.iter().zip(rec.iter()) {
-            match *col {
-                Col::Image => {
-                    if val.is_empty() {
-                        return Err(err(line, "empty image path".into()));
-                    }
-                    s.image = resolve(&root, val);
-                    s.id = Path::new(val)
-                        .file_stem()
-                        .map(|x| x.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| val.to_string());
-                }
-                Col::Class(c) => {
-                    s.present[c] = match val {
-                        "1" => true,
-                        "0" => false,
-                        other => {
-                            return Err(err(
-                                line,
-                                format!("class `{}` must be 0 or 1, got `{other}`", classes[c]),
-                            ))
-                        }
-                    }
-                }
-                Col::Mask(c) => s.masks[c] = (!val.is_empty()).then(|| resolve(&root, val)),
-                Col::Count(c) => {
-                    s.counts[c] = if val.is_empty() {
-                        None
-                    } else {
-                        Some(val.parse().map_err(|_| {
-                            err(
-                                line,
-                                format!(
-                                    "`{}_count` must be a whole number, got `{val}`",
-                                    classes[c]
-                                ),
-                            )
-                        })?)
-                    }
-                }
-            }
-        }
-        for (c, (&count, &present)) in s.counts.iter().zip(&s.present).enumerate() {
-            if let Some(k) = count {
-                if (k > 0) != present {
-                    return Err(err(
-                        line,
-                        format!(
-                            "class `{}` is {} but its count is {k}",
-                            classes[c], present as u8
-                        ),
-                    ));
-                }
-            }
-        }
-        samples.push(s);
+        let line = rec.position().map(|p| p.line());
+        rows.push(Row {
+            line,
+            sample: parse_row(&rec, &cols, &classes, &root, n).map_err(|r| err(line, r)),
+        });
     }
-    Ok(Dataset { classes, samples })
+    Ok(Rows {
+        csv: csv_path,
+        classes,
+        rows,
+    })
+}
+
+/// One data row as a sample, or why it cannot be one.
+fn parse_row(
+    rec: &csv::StringRecord,
+    cols: &[Col],
+    classes: &[String],
+    root: &Path,
+    n: usize,
+) -> std::result::Result<Sample, String> {
+    let mut s = Sample {
+        id: String::new(),
+        image: PathBuf::new(),
+        present: vec![false; n],
+        masks: vec![None; n],
+        counts: vec![None; n],
+    };
+    for (col, val) in cols.iter().zip(rec.iter()) {
+        match *col {
+            Col::Image => {
+                if val.is_empty() {
+                    return Err("empty image path".into());
+                }
+                s.image = resolve(root, val);
+                s.id = Path::new(val)
+                    .file_stem()
+                    .map(|x| x.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| val.to_string());
+            }
+            Col::Class(c) => {
+                s.present[c] = match val {
+                    "1" => true,
+                    "0" => false,
+                    other => {
+                        return Err(format!(
+                            "class `{}` must be 0 or 1, got `{other}`",
+                            classes[c]
+                        ))
+                    }
+                }
+            }
+            Col::Mask(c) => s.masks[c] = (!val.is_empty()).then(|| resolve(root, val)),
+            Col::Count(c) => {
+                s.counts[c] = if val.is_empty() {
+                    None
+                } else {
+                    Some(val.parse().map_err(|_| {
+                        format!("`{}_count` must be a whole number, got `{val}`", classes[c])
+                    })?)
+                }
+            }
+        }
+    }
+    for (c, (&count, &present)) in s.counts.iter().zip(&s.present).enumerate() {
+        if let Some(k) = count {
+            if (k > 0) != present {
+                return Err(format!(
+                    "class `{}` is {} but its count is {k}",
+                    classes[c], present as u8
+                ));
+            }
+        }
+    }
+    Ok(s)
 }
 
 fn resolve(root: &Path, p: &str) -> PathBuf {
@@ -284,5 +340,47 @@ mod tests {
         }
         let e = read(&d.join("missing")).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_row_is_kept_with_its_line_and_the_rest_read() {
+        let d = tmpdir("rows");
+        std::fs::write(
+            d.join(LABELS),
+            "image,worm\na.png,1\nb.png,2\nc.png\n,0\nd.png,0\n",
+        )
+        .unwrap();
+        let rows = read_rows(&d).unwrap();
+        let got: Vec<(Option<u64>, std::result::Result<String, String>)> = rows
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.line,
+                    r.sample
+                        .as_ref()
+                        .map(|s| s.id.clone())
+                        .map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0], (Some(2), Ok("a".into())));
+        assert_eq!(got[4], (Some(6), Ok("d".into())));
+        for (i, want) in [
+            (1, "must be 0 or 1"),
+            (2, "fields"),
+            (3, "empty image path"),
+        ] {
+            let (line, e) = &got[i];
+            let e = e.as_ref().unwrap_err();
+            assert_eq!(*line, Some(i as u64 + 2));
+            assert!(
+                e.contains(want) && e.contains(&format!("labels.csv line {}", i + 2)),
+                "{e}"
+            );
+        }
+        // The strict reader stops at the first.
+        assert!(read(&d).unwrap_err().to_string().contains("line 3"));
     }
 }

@@ -1,0 +1,228 @@
+//! A serial peer that floods the unit for a long time: random bytes, frames
+//! far over the size limit, status requests by the thousand, resend
+//! requests, and well-formed acknowledgements of reports the unit never sent
+//! (what a confused host, or noise that happens to pass the CRC, would
+//! send). First the peer reads what the unit sends, then it stops reading
+//! altogether. Meanwhile frames arrive and must be counted as usual, the
+//! unit's memory must stay flat, and once a real host is plugged in every
+//! report must reach it exactly once: no forged acknowledgement may mark a
+//! report delivered.
+//!
+//! CI floods for 6 s; `NEMASCOPE_FLOOD_S=600 cargo test --release -p
+//! nemascope-edge --test serial_flood -- --nocapture` is the long run
+//! (docs/hardening.md).
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nemascope_edge::journal::Journal;
+use nemascope_edge::protocol::Message;
+use serialport::SerialPort;
+
+mod common;
+use common::unit::*;
+
+/// Resident anonymous memory (heap and stacks, what a leak grows; not the
+/// binary's pages, which the kernel may drop and read again) of process
+/// `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_s(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Reports the unit has journaled so far, read from a copy of its journal
+/// (opening the live one could cut a record being written).
+fn journaled(dir: &std::path::Path) -> u64 {
+    let copy = tempfile::tempdir().unwrap();
+    match std::fs::copy(dir.join("journal.bin"), copy.path().join("journal.bin")) {
+        Ok(_) => Journal::open(copy.path()).unwrap().last_seq(),
+        Err(_) => 0,
+    }
+}
+
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "qemu-user cannot set a baud rate; the same code runs natively"
+)]
+fn a_flooding_peer_neither_stops_counting_nor_grows_memory_nor_forges_delivery() {
+    let flood_s: u64 = std::env::var("NEMASCOPE_FLOOD_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let incoming = root.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let (mut unit_master, unit_port) = end();
+    let config = unit_config(
+        root,
+        &format!(
+            r#"[source]
+kind = "folder"
+path = "incoming"
+poll_ms = 20
+settle_ms = 60
+[journal]
+dir = "journal"
+min_free_mb = 1
+[serial]
+port = "{}"
+window = 4
+resend_s = 1
+heartbeat_s = 1
+reopen_s = 1
+"#,
+            unit_port.display()
+        ),
+    );
+    let (unit_log, host_log) = (root.join("unit.log"), root.join("host.log"));
+    let logs = [unit_log.as_path(), host_log.as_path()];
+    let unit = start_unit(&config, &unit_log);
+    let pid = unit.0.id();
+
+    // The flood, from its own thread; `reading` says whether it also drains
+    // what the unit sends.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = Arc::new(AtomicBool::new(true));
+    let flooded = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (stop, reading, flooded) = (stop.clone(), reading.clone(), flooded.clone());
+        std::thread::spawn(move || {
+            unit_master.set_timeout(Duration::from_millis(5)).unwrap();
+            let mut s = 0x0bad_5eed_u64;
+            let mut rnd = move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            };
+            let mut sink = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                let mut out: Vec<u8> = Vec::with_capacity(4096);
+                for _ in 0..16 {
+                    match rnd() % 6 {
+                        0 | 1 => out.extend((0..256).map(|_| rnd() as u8)),
+                        2 => out.extend(std::iter::repeat_n(0x55, 1000).chain([0])),
+                        3 => out.extend(Message::GetStatus.encode()),
+                        4 => out.extend(Message::ResendFrom { seq: rnd() % 4 + 1 }.encode()),
+                        // Never sent: the unit has a few dozen reports.
+                        _ => out.extend(
+                            Message::Ack {
+                                seq: 1_000 + rnd() % 1_000_000,
+                            }
+                            .encode(),
+                        ),
+                    }
+                }
+                if let Ok(n) = unit_master.write(&out) {
+                    flooded.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                if reading.load(Ordering::Relaxed) {
+                    let _ = unit_master.read(&mut sink);
+                }
+            }
+            unit_master
+        })
+    };
+
+    let t0 = Instant::now();
+    let mut expected = BTreeSet::new();
+    let (mut rss, mut i) = (Vec::new(), 0u64);
+    let cpu0 = cpu_s(pid);
+    while t0.elapsed() < Duration::from_secs(flood_s) {
+        if t0.elapsed() > Duration::from_secs(flood_s) / 2 {
+            reading.store(false, Ordering::Relaxed);
+        }
+        expected.insert(acquire(&incoming, "flood", i));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(300));
+        // Memory is followed from the first counted frame on (the model
+        // loaded, the counting buffers made).
+        if !rss.is_empty() || journaled(&root.join("journal")) > 0 {
+            rss.push(rss_kib(pid));
+        }
+    }
+    let counted_during = journaled(&root.join("journal"));
+    let cpu = cpu_s(pid) - cpu0;
+    stop.store(true, Ordering::Relaxed);
+    let unit_master = flood.join().unwrap();
+    let bytes = flooded.load(Ordering::Relaxed);
+    assert!(
+        counted_during + 3 >= i,
+        "counting kept up under the flood: {counted_during} of {i} frames"
+    );
+    assert!(rss.len() >= 4, "the unit counted its first frame late");
+    // Memory, sampled between and during frames (counting frees its large
+    // buffers after each frame, so samples swing by tens of MiB until the
+    // allocator settles). The peak of the last third may not pass the
+    // peak of the first: by 2 MiB in a long run; a short one cannot tell
+    // settling from a leak, so it only guards against a runaway (8 MiB).
+    let (lo, hi) = (*rss.iter().min().unwrap(), *rss.iter().max().unwrap());
+    let third = rss.len() / 3;
+    let (first, last) = (
+        *rss[..third].iter().max().unwrap(),
+        *rss[rss.len() - third..].iter().max().unwrap(),
+    );
+    let slack = if flood_s >= 60 { 2 * 1024 } else { 8 * 1024 };
+    assert!(
+        last <= first + slack,
+        "resident memory crept: peak {first} KiB in the first third, {last} KiB in the last: {rss:?}"
+    );
+
+    // A real host is plugged in: every report, once.
+    let (host_master, host_port) = end();
+    let _cable = Cable::new(unit_master, host_master);
+    let out = root.join("host/reports.jsonl");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let plugged = Instant::now();
+    let host = start_host(&host_port, &out, &host_log);
+    let n = expected.len();
+    wait_for(
+        "every report at the host",
+        Duration::from_secs(60),
+        || reports(&out).len() >= n,
+        &logs,
+    );
+    let delivered = plugged.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(unit);
+    drop(host);
+    assert_each_frame_once(&out, &root.join("journal"), &expected);
+    if std::env::var_os("NEMASCOPE_SHOW_LOGS").is_some() {
+        for l in logs {
+            eprintln!(
+                "--- {}\n{}",
+                l.display(),
+                std::fs::read_to_string(l).unwrap()
+            );
+        }
+    }
+    eprintln!(
+        "flooded {:.1} MB in {flood_s} s ({:.0} kB/s; reading half the time), \
+         {counted_during} of {i} frames counted meanwhile, unit CPU {:.1} s, \
+         anonymous resident {lo}–{hi} KiB from the first counted frame on (peak {first} KiB in the first third, \
+         {last} KiB in the last); all {n} reports delivered once, \
+         {:.1} s after a host was plugged in",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e3 / flood_s as f64,
+        cpu,
+        delivered.as_secs_f64(),
+    );
+}
