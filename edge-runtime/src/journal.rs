@@ -87,7 +87,7 @@ pub struct Journal {
     offsets: Vec<u64>,
     end: u64,
     acked: u64,
-    /// The `source` of every record.
+    /// The sources of the records found at open (those kept).
     sources: HashSet<String>,
     pub recovery: Recovery,
 }
@@ -126,8 +126,12 @@ struct SourceOf<'a> {
 /// Walks the records of the `len`-byte file after the magic, reading it
 /// in pieces (a journal grows for months; it is never held whole): the
 /// offsets of the whole records, where the last whole one ends, and the
-/// sources of every record.
-fn scan(file: &mut File, len: u64) -> std::io::Result<(Vec<u64>, u64, HashSet<String>)> {
+/// sources `keep` wants kept.
+fn scan(
+    file: &mut File,
+    len: u64,
+    keep: &mut dyn FnMut(&str) -> bool,
+) -> std::io::Result<(Vec<u64>, u64, HashSet<String>)> {
     file.seek(SeekFrom::Start(HEADER as u64))?;
     let mut r = BufReader::with_capacity(64 << 10, file);
     let (mut offsets, mut sources) = (Vec::new(), HashSet::new());
@@ -150,7 +154,9 @@ fn scan(file: &mut File, len: u64) -> std::io::Result<(Vec<u64>, u64, HashSet<St
         // A record whose JSON does not read is kept (its CRC is good) and
         // refused by `get` when it is sent; it just marks no source done.
         if let Ok(s) = serde_json::from_slice::<SourceOf>(&payload[8..]) {
-            sources.insert(s.source.into_owned());
+            if keep(&s.source) {
+                sources.insert(s.source.into_owned());
+            }
         }
         offsets.push(at);
         at += 8 + n as u64;
@@ -164,6 +170,13 @@ impl Journal {
     /// is not silently dropped: the whole file is first copied to
     /// `journal.bin.damaged-<n>`, then the undamaged prefix is kept.
     pub fn open(dir: &Path) -> Result<Journal> {
+        Self::open_keeping(dir, &mut |_| true)
+    }
+
+    /// [`Journal::open`], keeping in [`Journal::sources`] only the sources
+    /// `keep` asks for: a unit keeps those of frames still waiting in its
+    /// folder, so what it holds does not grow with months of records.
+    pub fn open_keeping(dir: &Path, keep: &mut dyn FnMut(&str) -> bool) -> Result<Journal> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join("journal.bin");
         let mut file = OpenOptions::new()
@@ -194,7 +207,7 @@ impl Journal {
         } else if magic[..] != MAGIC[..] {
             return Err(JournalError::NotAJournal(path));
         }
-        let (offsets, end, sources) = scan(&mut file, len).map_err(io(&path))?;
+        let (offsets, end, sources) = scan(&mut file, len, keep).map_err(io(&path))?;
         if end < len {
             let rest = len - end;
             // A torn append leaves at most one partial record at the end;
@@ -297,7 +310,6 @@ impl Journal {
         }
         self.offsets.push(self.end);
         self.end += buf.len() as u64;
-        self.sources.insert(record.source.clone());
         Ok(seq)
     }
 
@@ -325,10 +337,17 @@ impl Journal {
         Ok(Entry { seq, record })
     }
 
-    /// The `source` of every record: frames already counted, which a
-    /// restarted unit must not count again.
+    /// The sources of the records found at open (those `keep` kept):
+    /// frames already counted, which a restarted unit must not count
+    /// again. Records appended since are not added: the source that gave
+    /// them keeps its own list.
     pub fn sources(&self) -> &HashSet<String> {
         &self.sources
+    }
+
+    /// [`Journal::sources`], handed over (the journal needs them no more).
+    pub fn take_sources(&mut self) -> HashSet<String> {
+        std::mem::take(&mut self.sources)
     }
 
     /// Records from `seq` on (for a resend).
@@ -383,7 +402,11 @@ mod tests {
         let names = |n: u32| (1..=n).map(|i| rec(i).source).collect::<HashSet<_>>();
         assert_eq!(j.sources(), &names(5), "read back while scanning");
         assert_eq!(j.append(&rec(6)).unwrap(), 6);
-        assert_eq!(j.sources(), &names(6), "kept up by append");
+        drop(j);
+        // Only the sources asked for are kept.
+        let j = Journal::open_keeping(d.path(), &mut |s| s.ends_with("6.png")).unwrap();
+        assert_eq!(j.sources(), &[rec(6).source].into());
+        let mut j = Journal::open(d.path()).unwrap();
         let all = j.from(4).unwrap();
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
         assert_eq!(all[2].record, rec(6));

@@ -260,7 +260,23 @@ impl Service {
         model: Model,
         watch: Option<ModelWatch>,
     ) -> Result<Service, ServiceError> {
-        let mut journal = Journal::open(&cfg.journal.dir)?;
+        // Of the sources already counted, only those that could come again
+        // are worth remembering: a frame still in the folder or the list.
+        let mut keep: Box<dyn FnMut(&str) -> bool> = match &cfg.source {
+            SourceConfig::Folder { path, .. } => {
+                let root = path.clone();
+                Box::new(move |s: &str| root.join(s).is_file())
+            }
+            SourceConfig::Files { paths, .. } => {
+                let listed: HashSet<String> = paths
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                Box::new(move |s: &str| listed.contains(s))
+            }
+            _ => Box::new(|_: &str| true),
+        };
+        let mut journal = Journal::open_keeping(&cfg.journal.dir, &mut *keep)?;
         let r = &journal.recovery;
         if r.torn_bytes > 0 {
             eprintln!("journal: cut a torn last record ({} bytes)", r.torn_bytes);
@@ -271,7 +287,7 @@ impl Service {
                 copy.display()
             );
         }
-        let done = journal.sources().clone();
+        let done = journal.take_sources();
         let source = open_source(&cfg.source, done)?;
         let panel = panels::open(&cfg.display)?;
         let name = model.manifest.name.clone();

@@ -166,8 +166,10 @@ impl FolderSource {
     fn scan(&mut self, now: Instant) {
         let mut settled = Vec::new();
         let mut present = HashSet::new();
+        let mut listed = HashSet::new();
         for p in self.list() {
             let key = self.key(&p);
+            listed.insert(key.clone());
             if self.done.contains(&key) {
                 continue;
             }
@@ -190,8 +192,12 @@ impl FolderSource {
                 }
             }
         }
-        // Files that went away before they settled are forgotten.
+        // Files that went away before they settled are forgotten, and so
+        // are counted or failed ones that went away: what is held stays as
+        // small as the folder, and a new frame under an old name counts.
         self.pending.retain(|p, _| present.contains(p));
+        self.done.retain(|k| listed.contains(k));
+        self.failed.retain(|k, _| listed.contains(k));
         // Oldest first: counted in the order they were taken.
         settled.sort();
         self.ready.extend(settled.into_iter().map(|(_, p)| p));
@@ -399,6 +405,15 @@ mod tests {
         drain(&mut s);
         std::thread::sleep(settle + Duration::from_millis(50));
         assert_eq!(drain(&mut s), [("bench".into(), "broken.png".into())]);
+        // A counted frame that went away is forgotten; a new one under its
+        // name is a new frame.
+        std::fs::remove_file(root.join("loose.png")).unwrap();
+        drain(&mut s);
+        assert!(!s.done.contains("loose.png") && s.done.contains("plot-7/a.png"));
+        write(&root.join("loose.png"));
+        drain(&mut s);
+        std::thread::sleep(settle + Duration::from_millis(50));
+        assert_eq!(drain(&mut s), [("bench".into(), "loose.png".into())]);
     }
 
     #[test]

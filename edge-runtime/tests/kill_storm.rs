@@ -32,13 +32,7 @@ fn every_report_arrives_once_through_a_storm_of_kills() {
     let (unit_master, unit_port) = end();
     let (host_master, host_port) = end();
     let _cable = Cable::new(unit_master, host_master);
-    let config = unit_config(
-        root,
-        &format!(
-            "[source]\nkind = \"folder\"\npath = \"incoming\"\npoll_ms = 10\nsettle_ms = 30\n[journal]\ndir = \"journal\"\nmin_free_mb = 1\n[serial]\nport = \"{}\"\nwindow = 4\nresend_s = 1\nheartbeat_s = 1\nreopen_s = 1\n",
-            unit_port.display()
-        ),
-    );
+    let config = linked_config(root, &unit_port, 10, "");
     let (unit_log, host_log) = (root.join("unit.log"), root.join("host.log"));
     let logs = [unit_log.as_path(), host_log.as_path()];
     let out = root.join("reports.jsonl");

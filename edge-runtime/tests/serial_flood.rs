@@ -8,7 +8,7 @@
 //! report must reach it exactly once: no forged acknowledgement may mark a
 //! report delivered.
 //!
-//! CI floods for 6 s; `NEMASCOPE_FLOOD_S=600 cargo test --release -p
+//! CI floods for 6 s; `NEMASCOPE_FLOOD_S=600 cargo test -p
 //! nemascope-edge --test serial_flood -- --nocapture` is the long run
 //! (docs/hardening.md).
 
@@ -71,27 +71,7 @@ fn a_flooding_peer_neither_stops_counting_nor_grows_memory_nor_forges_delivery()
     let incoming = root.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
     let (mut unit_master, unit_port) = end();
-    let config = unit_config(
-        root,
-        &format!(
-            r#"[source]
-kind = "folder"
-path = "incoming"
-poll_ms = 20
-settle_ms = 60
-[journal]
-dir = "journal"
-min_free_mb = 1
-[serial]
-port = "{}"
-window = 4
-resend_s = 1
-heartbeat_s = 1
-reopen_s = 1
-"#,
-            unit_port.display()
-        ),
-    );
+    let config = linked_config(root, &unit_port, 20, "");
     let (unit_log, host_log) = (root.join("unit.log"), root.join("host.log"));
     let logs = [unit_log.as_path(), host_log.as_path()];
     let unit = start_unit(&config, &unit_log);

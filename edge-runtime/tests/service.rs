@@ -31,29 +31,11 @@ fn every_frame_reaches_the_host_once_through_kills_cuts_and_garbage() {
     let (unit_master, unit_port) = end();
     let (host_master, host_port) = end();
     let cable = Cable::new(unit_master, host_master);
-    let config = unit_config(
+    let config = linked_config(
         root,
-        &format!(
-            r#"[source]
-kind = "folder"
-path = "incoming"
-poll_ms = 20
-settle_ms = 60
-[journal]
-dir = "journal"
-min_free_mb = 1
-[serial]
-port = "{}"
-window = 4
-resend_s = 1
-heartbeat_s = 1
-reopen_s = 1
-[display]
-kind = "png"
-path = "screen.png"
-"#,
-            unit_port.display()
-        ),
+        &unit_port,
+        20,
+        "[display]\nkind = \"png\"\npath = \"screen.png\"\n",
     );
     let (unit_log, host_log) = (root.join("unit.log"), root.join("host.log"));
     let logs = [unit_log.as_path(), host_log.as_path()];

@@ -134,3 +134,54 @@ fn supervised_baseline_learns_from_true_masks() {
     assert_eq!(stages.len(), 2);
     assert_eq!(stages[1], "supervised");
 }
+
+/// A stopped run on a generic set that skips a bad row: resumed on the
+/// same data it goes on, skipping the same row; once another image has
+/// gone bad it is refused, naming that image, because the rest of the run
+/// would train on other images than its start.
+#[test]
+fn a_resumed_run_refuses_a_dataset_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let sc = SynthConfig {
+        width: 64,
+        height: 48,
+        ..SynthConfig::default()
+    };
+    let mut csv = String::from("image,worm,egg,cyst\n");
+    for i in 0..12 {
+        let f = synth::generate(&sc, 3, i).unwrap();
+        save_gray8(&f.image, &data.join(format!("f{i}.png"))).unwrap();
+        let p = |c: usize| (f.counts[c] > 0) as u8;
+        csv += &format!("f{i}.png,{},{},{}\n", p(0), p(1), p(2));
+    }
+    csv += "missing.png,0,0,0\n";
+    std::fs::write(data.join("labels.csv"), csv).unwrap();
+    let mut cfg = tiny_config();
+    cfg.data.kind = "generic".into();
+    cfg.data.root = data.clone();
+    cfg.data.width = 64;
+    cfg.data.height = 48;
+    cfg.data.bad_rows = "skip".into();
+    cfg.data.max_bad_fraction = 0.2;
+    let run = dir.path().join("run");
+    let mut t = Trainer::open(&run, Some(cfg), false).unwrap();
+    t.verbose = false;
+    t.stop_after = Some(1);
+    assert!(t.run().is_err(), "stopped after one epoch");
+    assert_eq!(t.state.skipped.len(), 1);
+    assert!(t.state.skipped[0].contains("missing.png"));
+    drop(t);
+    // Same data: it resumes.
+    assert!(Trainer::open(&run, None, true).is_ok());
+    // f5.png is cut short meanwhile.
+    let f5 = data.join("f5.png");
+    let bytes = std::fs::read(&f5).unwrap();
+    std::fs::write(&f5, &bytes[..bytes.len() / 3]).unwrap();
+    let e = Trainer::open(&run, None, true).err().unwrap().to_string();
+    assert!(
+        e.contains("dataset changed") && e.contains("new:") && e.contains("f5.png"),
+        "{e}"
+    );
+}

@@ -4,7 +4,7 @@
 //! finishes: every epoch appears in the history once and in order, the
 //! state names checkpoints that exist, and no stray checkpoint is left.
 //!
-//! CI kills it 6 times; `NEMASCOPE_TRAIN_KILLS=40 cargo test --release -p
+//! CI kills it 6 times; `NEMASCOPE_TRAIN_KILLS=40 cargo test -p
 //! nemascope-train --test resume_kill -- --nocapture` is the long run
 //! (docs/hardening.md).
 

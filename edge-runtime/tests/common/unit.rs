@@ -161,6 +161,22 @@ pub fn unit_config(dir: &Path, rest: &str) -> PathBuf {
     config
 }
 
+/// [`unit_config`] for a unit that watches `dir/incoming` (polled every
+/// `poll_ms`), journals into `dir/journal` and reports over `port` with a
+/// short window and one-second resend, heartbeat and reopen; then `rest`.
+pub fn linked_config(dir: &Path, port: &Path, poll_ms: u64, rest: &str) -> PathBuf {
+    unit_config(
+        dir,
+        &format!(
+            "[source]\nkind = \"folder\"\npath = \"incoming\"\npoll_ms = {poll_ms}\nsettle_ms = {}\n\
+             [journal]\ndir = \"journal\"\nmin_free_mb = 1\n\
+             [serial]\nport = \"{}\"\nwindow = 4\nresend_s = 1\nheartbeat_s = 1\nreopen_s = 1\n{rest}",
+            3 * poll_ms,
+            port.display()
+        ),
+    )
+}
+
 /// `run --until-done`, which must succeed; its log.
 pub fn run_until_done(config: &Path) -> String {
     let out = edge()
