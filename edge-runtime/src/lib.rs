@@ -23,3 +23,4 @@ pub mod report;
 pub mod serial;
 pub mod service;
 pub mod source;
+pub mod trust;

@@ -775,9 +775,11 @@ fn parse_tile_cfg(t: &str) -> Result<[usize; 2]> {
 
 /// The service loop on the configured unit.
 fn run(config: &std::path::Path, until_done: bool) -> Result<()> {
+    nemascope_edge::trust::check(config, "config").map_err(Error::Invalid)?;
     let cfg = Config::load(config).map_err(|e| Error::Invalid(e.to_string()))?;
     let tile = cfg.count.tile.as_deref().map(parse_tile_cfg).transpose()?;
     let (dir, key) = bundle_paths(cfg.model.bundle.clone(), cfg.model.public_key.clone());
+    nemascope_edge::trust::check(&key, "public key").map_err(Error::Invalid)?;
     let (watch, model) = ModelWatch::open(
         &dir,
         &key,

@@ -157,6 +157,50 @@ fn a_bad_config_stops_the_unit_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
 
+/// A config or public key anyone on the unit could rewrite would let them
+/// choose what it runs: the unit refuses to start, saying which and how
+/// to mend it.
+#[cfg(unix)]
+#[test]
+fn a_config_or_key_anyone_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let key = root.join("unit.pub");
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    std::fs::copy(models.join("nemascope-dev.pub"), &key).unwrap();
+    let config = root.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbundle = \"{}\"\npublic_key = \"unit.pub\"\n[source]\nkind = \"synth\"\nframes = 1\nwidth = 128\nheight = 96\n[journal]\ndir = \"j\"\n",
+            models.join("synth-worm-egg-cyst").display()
+        ),
+    )
+    .unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    for (path, what) in [(&config, "config"), (&key, "public key")] {
+        mode(path, 0o666);
+        let out = edge()
+            .args(["run", "--until-done", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("{what} ")) && err.contains("writable by anyone"),
+            "{err}"
+        );
+        assert!(!root.join("j").exists(), "nothing was started");
+        mode(path, 0o644);
+    }
+    // Mended: it runs.
+    run_until_done(&config);
+}
+
 #[test]
 fn synthetic_source_runs_to_the_end_and_a_restart_counts_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
