@@ -6,6 +6,17 @@
 //! draws the unit's screens. [`journal`],
 //! [`protocol`] and [`link`] keep results and report them over serial.
 
+/// A line on stderr (the unit's log, journald under systemd) that, unlike
+/// `eprintln!`, cannot panic: a unit whose log has gone away (a closed
+/// pipe) keeps counting.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(feature = "v4l2")]
 pub mod camera;
 pub mod config;

@@ -172,13 +172,13 @@ pub struct ListenOptions {
 pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
     let mut store = ReportStore::open(&o.out)?;
     if store.torn_bytes > 0 {
-        eprintln!(
+        crate::say!(
             "{}: cut a torn last line ({} bytes); the unit sends it again",
             o.out.display(),
             store.torn_bytes
         );
     }
-    eprintln!("{}: {} reports held", o.out.display(), store.stored);
+    crate::say!("{}: {} reports held", o.out.display(), store.stored);
     let mut host = HostLink::new(store.stored);
     let mut port = Port::new(&o.port, o.baud, o.reopen);
     let mut last_status = None;
@@ -211,9 +211,17 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
         let mut failure = None;
         let r = host.receive(&bytes, w, |m| match store.append(m, now_ms()) {
             Ok(r) => {
-                println!(
+                // Stored already: a closed stdout must not stop the ack.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stdout(),
                     "#{} {} worms {} eggs {} cysts {} ({} ms)",
-                    r.seq, r.sample, r.worms, r.eggs, r.cysts, r.frame_ms
+                    r.seq,
+                    r.sample,
+                    r.worms,
+                    r.eggs,
+                    r.cysts,
+                    r.frame_ms
                 );
                 true
             }
@@ -224,7 +232,7 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
             }
         });
         if let Some(e) = failure {
-            eprintln!("{e}; report not acknowledged");
+            crate::say!("{e}; report not acknowledged");
             std::thread::sleep(Duration::from_millis(500));
         }
         if let Err(e) = r {
@@ -239,7 +247,7 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
                 warnings,
             }) = &host.last_status
             {
-                eprintln!(
+                crate::say!(
                     "unit: model {model}, {last_seq} journaled, {acked_seq} acknowledged, {malformed} malformed frames dropped, warnings {warnings:#04b}"
                 );
             }

@@ -406,9 +406,9 @@ fn count(a: CountArgs) -> Result<()> {
                 // Image errors name the file already; model errors do not.
                 let (path, msg) = (i.path.display().to_string(), e.to_string());
                 if msg.contains(&path) {
-                    eprintln!("nemascope-edge: {msg}");
+                    nemascope_edge::say!("nemascope-edge: {msg}");
                 } else {
-                    eprintln!("nemascope-edge: {path}: {msg}");
+                    nemascope_edge::say!("nemascope-edge: {path}: {msg}");
                 }
                 failed.push((i.path.display().to_string(), e.to_string()));
                 continue;
@@ -416,7 +416,7 @@ fn count(a: CountArgs) -> Result<()> {
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if let Some(p) = counted.quality.problem() {
-            eprintln!("nemascope-edge: {}: warning: {p}", i.path.display());
+            nemascope_edge::say!("nemascope-edge: {}: warning: {p}", i.path.display());
         }
         if let Some(dir) = &a.masks {
             let any = counted.any().expect("a model has at least one class");
@@ -789,13 +789,13 @@ fn run(config: &std::path::Path, until_done: bool) -> Result<()> {
     )
     .map_err(|e| Error::Invalid(e.to_string()))?;
     if let Some(why) = &watch.refused {
-        eprintln!(
+        nemascope_edge::say!(
             "model: {} refused: {why}; running the last accepted bundle, {}",
             dir.display(),
             model.manifest.name
         );
     }
-    eprintln!(
+    nemascope_edge::say!(
         "nemascope-edge {}: model {} ({}), journal {}",
         env!("CARGO_PKG_VERSION"),
         model.manifest.name,
@@ -894,7 +894,7 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nemascope-edge: {e}");
+            nemascope_edge::say!("nemascope-edge: {e}");
             ExitCode::FAILURE
         }
     }

@@ -166,7 +166,7 @@ impl ModelWatch {
             std::fs::rename(&tmp, &self.keep)
         };
         if let Err(e) = copy() {
-            eprintln!(
+            crate::say!(
                 "model: could not keep a copy in {}: {e} (counting goes on)",
                 self.keep.display()
             );

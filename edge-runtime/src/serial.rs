@@ -38,7 +38,7 @@ impl Port {
     /// Closes the port after an error; it is tried again after `reopen`.
     pub fn fail(&mut self, why: String) {
         if self.down_reason.as_deref() != Some(&why) {
-            eprintln!(
+            crate::say!(
                 "serial {}: {why}; retrying every {:.0} s",
                 self.path.display(),
                 self.reopen.as_secs_f64()
@@ -64,7 +64,7 @@ impl Port {
             .open_native()
         {
             Ok(p) => {
-                eprintln!("serial {}: open at {} baud", self.path.display(), self.baud);
+                crate::say!("serial {}: open at {} baud", self.path.display(), self.baud);
                 self.port = Some(p);
                 self.down_reason = None;
                 true

@@ -93,7 +93,7 @@ impl SerialLink {
             Err(LinkError::Journal(e)) => {
                 let e = e.to_string();
                 if self.journal_error.as_ref() != Some(&e) {
-                    eprintln!("serial link: {e}; retrying");
+                    crate::say!("serial link: {e}; retrying");
                 }
                 self.journal_error = Some(e);
             }
@@ -279,10 +279,10 @@ impl Service {
         let mut journal = Journal::open_keeping(&cfg.journal.dir, &mut *keep)?;
         let r = &journal.recovery;
         if r.torn_bytes > 0 {
-            eprintln!("journal: cut a torn last record ({} bytes)", r.torn_bytes);
+            crate::say!("journal: cut a torn last record ({} bytes)", r.torn_bytes);
         }
         if let Some(copy) = &r.damaged_copy {
-            eprintln!(
+            crate::say!(
                 "journal: damage found; the whole file was kept as {}",
                 copy.display()
             );
@@ -353,7 +353,7 @@ impl Service {
             Ok(()) => self.panel_failed = false,
             Err(e) => {
                 if !self.panel_failed {
-                    eprintln!("{e}; counting goes on");
+                    crate::say!("{e}; counting goes on");
                 }
                 self.panel_failed = true;
             }
@@ -363,7 +363,7 @@ impl Service {
     /// A new bundle passed every check: it counts from the next frame on.
     fn swap_model(&mut self, model: Model) {
         let name = model.manifest.name.clone();
-        eprintln!("model: now {name} ({})", model.manifest.classes.join("/"));
+        crate::say!("model: now {name} ({})", model.manifest.classes.join("/"));
         self.slots = report_slots(&model.manifest.classes);
         self.screen.counts = model
             .manifest
@@ -388,13 +388,16 @@ impl Service {
         match self.journal.append(&p.record) {
             Ok(seq) => {
                 if self.pending_logged {
-                    eprintln!("journal: written again");
+                    crate::say!("journal: written again");
                     self.pending_logged = false;
                 }
                 let r = &p.record;
-                eprintln!(
+                crate::say!(
                     "#{seq} {} / {}: {:?} in {} ms",
-                    r.sample, r.source, p.shown, r.frame_ms
+                    r.sample,
+                    r.source,
+                    p.shown,
+                    r.frame_ms
                 );
                 self.screen.sample = p.record.sample;
                 self.screen.frame_ms = p.record.frame_ms;
@@ -405,7 +408,7 @@ impl Service {
             }
             Err(e) => {
                 if !self.pending_logged {
-                    eprintln!(
+                    crate::say!(
                         "journal: cannot write ({e}); {} is kept and written when there is room, nothing new is counted",
                         p.record.source
                     );
@@ -423,7 +426,7 @@ impl Service {
         if let Some(update) = self.watch.as_mut().and_then(|w| w.poll(now)) {
             match update {
                 Ok(m) => self.swap_model(m),
-                Err(why) => eprintln!(
+                Err(why) => crate::say!(
                     "model: the new bundle was refused: {why}; still counting with {}",
                     self.model.manifest.name
                 ),
@@ -460,7 +463,7 @@ impl Service {
                             // Shown until the next frame is counted.
                             self.frame_warnings = match c.quality.problem() {
                                 Some(p) => {
-                                    eprintln!("{}: {p}", f.source);
+                                    crate::say!("{}: {p}", f.source);
                                     warn::FRAME_QUALITY
                                 }
                                 None => 0,
@@ -487,12 +490,12 @@ impl Service {
                             })
                         }
                         Err(e) => {
-                            eprintln!("{}: not counted: {e}", f.source);
+                            crate::say!("{}: not counted: {e}", f.source);
                             Step::Failed
                         }
                     },
                     Next::Failed { source, error } => {
-                        eprintln!("{source}: not counted: {error}");
+                        crate::say!("{source}: not counted: {error}");
                         Step::Failed
                     }
                     Next::Idle => Step::Idle,

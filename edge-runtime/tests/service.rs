@@ -157,6 +157,29 @@ fn a_bad_config_stops_the_unit_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
 
+/// The unit's log going away (its stderr a pipe nobody reads any more, as
+/// when a log collector dies) must not stop it: it counts and journals on.
+#[test]
+fn a_unit_whose_log_went_away_counts_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = unit_config(
+        dir.path(),
+        "[source]\nkind = \"synth\"\nframes = 3\nwidth = 128\nheight = 96\n[journal]\ndir = \"j\"\n",
+    );
+    let mut child = edge()
+        .args(["run", "--until-done", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(Journal::open(&dir.path().join("j")).unwrap().last_seq(), 3);
+}
+
 /// A config or public key anyone on the unit could rewrite would let them
 /// choose what it runs: the unit refuses to start, saying which and how
 /// to mend it.
