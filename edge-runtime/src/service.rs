@@ -264,8 +264,8 @@ impl Service {
         // are worth remembering: a frame still in the folder or the list.
         let mut keep: Box<dyn FnMut(&str) -> bool> = match &cfg.source {
             SourceConfig::Folder { path, .. } => {
-                let root = path.clone();
-                Box::new(move |s: &str| root.join(s).is_file())
+                let present = crate::source::folder_keys(path);
+                Box::new(move |s: &str| present.contains(s))
             }
             SourceConfig::Files { paths, .. } => {
                 let listed: HashSet<String> = paths

@@ -105,6 +105,53 @@ pub struct FolderSource {
     last_scan: Option<Instant>,
 }
 
+/// `plot-7/f001.png` for a file in a sample folder, `f001.png` at the top:
+/// the `source` a watched folder's frame is journaled under.
+fn folder_key(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Images in the folder and one level of sample folders below it.
+fn list_folder(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(top) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in top.flatten() {
+        let p = e.path();
+        if is_hidden(&p) {
+            continue;
+        }
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {
+                if let Ok(sub) = std::fs::read_dir(&p) {
+                    out.extend(
+                        sub.flatten()
+                            .map(|e| e.path())
+                            .filter(|p| !is_hidden(p) && is_image(p) && p.is_file()),
+                    );
+                }
+            }
+            Ok(t) if t.is_file() && is_image(&p) => out.push(p),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The keys of the frames in a watched folder now (one listing): which
+/// journaled sources could come again.
+pub fn folder_keys(root: &Path) -> HashSet<String> {
+    list_folder(root)
+        .iter()
+        .map(|p| folder_key(root, p))
+        .collect()
+}
+
 impl FolderSource {
     pub fn new(
         root: &Path,
@@ -126,41 +173,12 @@ impl FolderSource {
         }
     }
 
-    /// `plot-7/f001.png` for a file in a sample folder, `f001.png` at the top.
     fn key(&self, p: &Path) -> String {
-        p.strip_prefix(&self.root)
-            .unwrap_or(p)
-            .to_string_lossy()
-            .into_owned()
+        folder_key(&self.root, p)
     }
 
-    /// Images in the folder and one level of sample folders below it.
     fn list(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let Ok(top) = std::fs::read_dir(&self.root) else {
-            return out;
-        };
-        for e in top.flatten() {
-            let p = e.path();
-            if is_hidden(&p) {
-                continue;
-            }
-            match e.file_type() {
-                Ok(t) if t.is_dir() => {
-                    if let Ok(sub) = std::fs::read_dir(&p) {
-                        out.extend(
-                            sub.flatten()
-                                .map(|e| e.path())
-                                .filter(|p| !is_hidden(p) && is_image(p) && p.is_file()),
-                        );
-                    }
-                }
-                Ok(t) if t.is_file() && is_image(&p) => out.push(p),
-                _ => {}
-            }
-        }
-        out.sort();
-        out
+        list_folder(&self.root)
     }
 
     fn scan(&mut self, now: Instant) {

@@ -184,23 +184,10 @@ pub(crate) fn torch_err(e: tch::TchError) -> Error {
 /// Checkpoints, configs and states are written durably (fsync + rename).
 pub(crate) use nemascope_core::files::write_atomic;
 
-/// Writes weights to `path` durably: a temporary file (same extension:
-/// libtorch picks the format from it), synced, renamed, the folder synced.
+/// Writes weights to `path` durably (the temporary file keeps the
+/// extension: libtorch picks the format from it).
 pub(crate) fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!("tmp-{}", name.unwrap_or_default()));
-    vs.save(&tmp).map_err(torch_err)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    nemascope_core::files::replace_with(path, |tmp| vs.save(tmp).map_err(torch_err))
 }
 
 impl Trainer {
@@ -310,7 +297,8 @@ impl Trainer {
             let named = [&self.state.last, &self.state.best]
                 .iter()
                 .any(|n| n.as_deref() == Some(name.as_str()));
-            let stale = name.starts_with("ckpt-") || name.starts_with("tmp-ckpt-");
+            // ckpt-<n>, or one a kill left half-written (`.ckpt-<n>…tmp…`).
+            let stale = name.starts_with("ckpt-") || name.starts_with(".ckpt-");
             if stale && !named {
                 let _ = std::fs::remove_file(e.path());
             }

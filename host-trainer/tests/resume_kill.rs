@@ -107,7 +107,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_end() {
     let mut ckpts: Vec<String> = std::fs::read_dir(&run)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("ckpt-") || n.starts_with("tmp-"))
+        .filter(|n| n.starts_with("ckpt-") || n.contains("nemascope-tmp"))
         .collect();
     ckpts.sort();
     assert!(

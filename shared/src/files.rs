@@ -8,26 +8,33 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// The temporary name beside `path`: hidden, and named so it cannot be a
-/// file of the user's (`counts.csv` → `.counts.csv.nemascope-tmp`).
+/// file of the user's (`counts.csv` → `.counts.csv.nemascope-tmp.csv`).
+/// The extension stays last, for writers that pick the format from it
+/// (libtorch's `VarStore::save`).
 fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.nemascope-tmp"))
+    match path.extension() {
+        Some(ext) => {
+            path.with_file_name(format!(".{name}.nemascope-tmp.{}", ext.to_string_lossy()))
+        }
+        None => path.with_file_name(format!(".{name}.nemascope-tmp")),
+    }
 }
 
-/// Writes `bytes` to `path` through a temporary file: write, fsync, rename
-/// over `path`, fsync the folder. A failure removes the temporary file and
-/// leaves `path` as it was.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Replaces `path` with what `write` puts into the temporary file it is
+/// given: that file is then fsynced, renamed over `path`, and the folder
+/// fsynced. A failure removes the temporary file and leaves `path` as it
+/// was.
+pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path);
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .map_err(|e| Error::io(&tmp, e));
+    let written = write(&tmp).and_then(|_| {
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))
+    });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -43,6 +50,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// Writes `bytes` to `path` durably ([`replace_with`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_with(path, |tmp| {
+        File::create(tmp)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| Error::io(tmp, e))
+    })
 }
 
 #[cfg(test)]
@@ -67,6 +83,10 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        // The extension stays last (libtorch picks a format from it).
+        let t = temp_path(&tmp.path().join("model.safetensors"));
+        let t = t.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(t, ".model.safetensors.nemascope-tmp.safetensors");
     }
 
     #[test]
