@@ -94,7 +94,14 @@ fn venv() -> Result<PathBuf, String> {
     let dir = root().join(".venv");
     let py = dir.join("bin/python");
     if !py.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+        // Debian's python3 (scripts/setup.sh installs it), not whichever
+        // python3 is first on PATH.
+        let python = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        run(Command::new(python).args(["-m", "venv"]).arg(&dir))?;
     }
     let ok = Command::new(&py)
         .args(["-c", "import skimage, tifffile, PIL"])
