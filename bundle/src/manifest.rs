@@ -41,6 +41,12 @@ pub struct Manifest {
     /// without one count one object per component.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub object_area_px: BTreeMap<String, f64>,
+    /// The camera's pixel size (µm in the sample plane) of the images the
+    /// model was trained on, at their own resolution: the scale `count` and
+    /// a unit measure at unless told otherwise. Bundles made before it
+    /// existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub um_per_px: Option<f32>,
     /// SHA-256 of model.onnx, lower-case hex.
     pub model_sha256: String,
 }
@@ -120,6 +126,11 @@ impl Manifest {
                 return Err(format!("object_area_px: {c:?} = {a}"));
             }
         }
+        if let Some(um) = self.um_per_px {
+            if !(um.is_finite() && um > 0.0 && um <= 1000.0) {
+                return Err(format!("um_per_px: {um} (above 0, at most 1000)"));
+            }
+        }
         if self.model_sha256.len() != 64
             || !self.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
         {
@@ -144,6 +155,7 @@ impl Manifest {
             training: BTreeMap::new(),
             metrics: BTreeMap::new(),
             object_area_px: BTreeMap::new(),
+            um_per_px: Some(4.0),
             model_sha256: "0".repeat(64),
         }
     }

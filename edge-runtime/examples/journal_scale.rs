@@ -37,6 +37,8 @@ fn main() {
                 frame_ms: 64,
                 model: "bbbc010-worm-b4d4".into(),
                 warnings: 0,
+                error: None,
+                identity: None,
             })
             .expect("append");
         }

@@ -120,8 +120,14 @@ impl FrameSource for V4l2Source {
                 pixels,
                 sample: self.sample.clone(),
                 source,
+                identity: None,
             }),
-            Err(error) => Next::Failed { source, error },
+            Err(error) => Next::Failed {
+                source,
+                sample: self.sample.clone(),
+                identity: None,
+                error,
+            },
         }
     }
 }

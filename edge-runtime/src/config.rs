@@ -65,18 +65,21 @@ impl Default for ModelConfig {
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     /// Pixel size in the sample plane, for areas and lengths in µm.
-    #[serde(default = "default_um_per_px")]
-    pub um_per_px: f32,
-}
-
-fn default_um_per_px() -> f32 {
-    4.0
+    /// (default: the bundle's, the scale its model was trained at).
+    #[serde(default)]
+    pub um_per_px: Option<f32>,
+    /// Bits per pixel the camera delivers (8 to 16), which the light
+    /// checks judge against; default: found from each frame (a 12-bit
+    /// camera writing 16-bit files is told apart, count.rs `light_top`).
+    #[serde(default)]
+    pub bit_depth: Option<u8>,
 }
 
 impl Default for CameraConfig {
     fn default() -> Self {
         CameraConfig {
-            um_per_px: default_um_per_px(),
+            um_per_px: None,
+            bit_depth: None,
         }
     }
 }
@@ -239,6 +242,11 @@ fn default_reopen_s() -> u64 {
     2
 }
 
+/// The largest `count.min_area_um2`: 1 mm², above any nematode or cyst.
+pub const MAX_MIN_AREA_UM2: f32 = 1_000_000.0;
+/// The largest `journal.min_free_mb`: 64 GiB, more than a unit's card.
+pub const MAX_MIN_FREE_MB: u64 = 65_536;
+
 /// Baud rates a UART and `termios` agree on.
 pub const BAUDS: [u32; 8] = [
     9_600, 19_200, 38_400, 57_600, 115_200, 230_400, 460_800, 921_600,
@@ -331,7 +339,32 @@ impl Config {
         let mut c = Config::parse(&text).map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve(base);
+        c.check_outputs().map_err(err)?;
         Ok(c)
+    }
+
+    /// What the unit writes must not be what it reads: a screen PNG in the
+    /// watched folder would be counted as a frame, and its next screen
+    /// again, for ever.
+    fn check_outputs(&self) -> Result<(), String> {
+        let DisplayConfig::Png { path: png, .. } = &self.display else {
+            return Ok(());
+        };
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let png = abs(png);
+        let read: Vec<PathBuf> = match &self.source {
+            SourceConfig::Folder { path, .. } => vec![abs(path)],
+            SourceConfig::Files { paths, .. } => paths.iter().map(|p| abs(p)).collect(),
+            SourceConfig::Synth { .. } | SourceConfig::V4l2 { .. } => vec![],
+        };
+        match read.iter().find(|r| png.starts_with(r)) {
+            Some(r) => Err(format!(
+                "display.path {} is inside {}, which the unit counts frames from: it would count its own screen",
+                png.display(),
+                r.display()
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Parses and checks TOML text.
@@ -380,19 +413,30 @@ impl Config {
         };
         let cs = self.model.check_s;
         check((1..=3600).contains(&cs), "model.check_s", cs, "1 to 3600")?;
-        let um = self.camera.um_per_px;
-        check(
-            um.is_finite() && um > 0.0 && um <= 1000.0,
-            "camera.um_per_px",
-            um,
-            "must be above 0 and at most 1000 (µm per pixel)",
-        )?;
+        if let Some(um) = self.camera.um_per_px {
+            check(
+                um.is_finite() && um > 0.0 && um <= 1000.0,
+                "camera.um_per_px",
+                um,
+                "must be above 0 and at most 1000 (µm per pixel)",
+            )?;
+        }
+        if let Some(b) = self.camera.bit_depth {
+            check((8..=16).contains(&b), "camera.bit_depth", b, "8 to 16")?;
+        }
         let min = self.count.min_area_um2;
         check(
-            min.is_finite() && min >= 0.0,
+            min.is_finite() && (0.0..=MAX_MIN_AREA_UM2).contains(&min),
             "count.min_area_um2",
             min,
-            "must be 0 or more",
+            "0 to 1000000 (µm²; a cyst is under 500000)",
+        )?;
+        let mf = self.journal.min_free_mb;
+        check(
+            mf <= MAX_MIN_FREE_MB,
+            "journal.min_free_mb",
+            mf,
+            "0 to 65536 (MiB)",
         )?;
         if let Some(t) = &self.count.tile {
             parse_tile(t).map_err(|e| format!("count.tile {e}"))?;
@@ -444,7 +488,12 @@ impl Config {
                 interval_ms,
                 ..
             } => {
-                check(*frames >= 1, "source.frames", frames, "at least 1")?;
+                check(
+                    (1..=1_000_000_000).contains(frames),
+                    "source.frames",
+                    frames,
+                    "1 to 1000000000",
+                )?;
                 check_size(*width as u64, *height as u64)?;
                 check(
                     *interval_ms <= 3_600_000,
@@ -537,7 +586,8 @@ mod tests {
     #[test]
     fn shortest_config_takes_the_defaults() {
         let c = Config::parse(MIN).unwrap();
-        assert_eq!(c.camera.um_per_px, 4.0);
+        assert_eq!(c.camera.um_per_px, None, "the bundle's scale");
+        assert_eq!(c.camera.bit_depth, None, "found from each frame");
         assert_eq!(c.serial, None);
         assert_eq!(c.display, DisplayConfig::None);
         assert_eq!(
@@ -590,6 +640,43 @@ mod tests {
     }
 
     #[test]
+    fn every_number_has_a_bound_that_the_error_names() {
+        // Values that once stalled a unit without a word (a huge
+        // min_free_mb: DISK FULL for ever) or counted nothing.
+        for (table, key, value, range) in [
+            ("journal", "min_free_mb", "99999999999", "0 to 65536"),
+            ("count", "min_area_um2", "1e12", "0 to 1000000"),
+            ("count", "min_area_um2", "-1.0", "0 to 1000000"),
+            ("camera", "bit_depth", "24", "8 to 16"),
+            ("camera", "bit_depth", "4", "8 to 16"),
+            ("model", "check_s", "0", "1 to 3600"),
+        ] {
+            let text = if table == "journal" {
+                format!("[source]\nkind = \"folder\"\npath = \"in\"\n[journal]\ndir = \"j\"\n{key} = {value}\n")
+            } else {
+                format!("{MIN}[{table}]\n{key} = {value}\n")
+            };
+            let e = refused(&text);
+            assert!(
+                e.contains(&format!("{table}.{key}")) && e.contains(range),
+                "{e}"
+            );
+        }
+        let e =
+            refused("[source]\nkind = \"synth\"\nframes = 99999999999\n[journal]\ndir = \"j\"\n");
+        assert!(e.contains("source.frames"), "{e}");
+        // Out of the type's range: toml's own message names the key.
+        let e = refused(&format!("{MIN}[camera]\nbit_depth = 300\n"));
+        assert!(e.contains("bit_depth"), "{e}");
+        let ok = format!("{MIN}[camera]\nbit_depth = 12\num_per_px = 2.5\n");
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(
+            (c.camera.bit_depth, c.camera.um_per_px),
+            (Some(12), Some(2.5))
+        );
+    }
+
+    #[test]
     fn typos_missing_tables_and_wrong_types_are_refused() {
         // A misspelt key is an error, not a silently ignored setting.
         let e = refused(&format!(
@@ -604,6 +691,27 @@ mod tests {
         assert!(e.contains("um_per_px") || e.contains("float"), "{e}");
         let e = refused("[source\n");
         assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn a_screen_written_where_frames_are_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("edge.toml");
+        for (source, bad) in [
+            ("kind = \"folder\"\npath = \"in\"", true),
+            ("kind = \"files\"\npaths = [\"in\"]", true),
+            ("kind = \"folder\"\npath = \"other\"", false),
+        ] {
+            let text = format!(
+                "[source]\n{source}\n[journal]\ndir = \"j\"\n[display]\nkind = \"png\"\npath = \"in/screen.png\"\n"
+            );
+            std::fs::write(&p, text).unwrap();
+            match Config::load(&p) {
+                Err(e) if bad => assert!(e.to_string().contains("its own screen"), "{e}"),
+                Ok(_) if !bad => {}
+                other => panic!("{source}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct CountSettings {
     pub min_area_um2: f32,
     /// The camera's pixel size at the frame's resolution.
     pub calibration: Calibration,
+    /// The camera's bits per pixel, which the light checks judge against
+    /// (`None`: found from each frame, [`light_top`]).
+    pub bit_depth: Option<u8>,
 }
 
 impl Default for CountSettings {
@@ -42,6 +45,7 @@ impl Default for CountSettings {
             vote: false,
             min_area_um2: 0.0,
             calibration: Calibration::default(),
+            bit_depth: None,
         }
     }
 }
@@ -88,6 +92,62 @@ impl Counted {
     }
 }
 
+/// The pixel size frames are measured at, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelSize {
+    pub um_per_px: f32,
+    /// "given", "the bundle's" or "the default" (bundles made before the
+    /// manifest carried one).
+    pub from: &'static str,
+    /// Set when the given size is far from the one the model was trained
+    /// at: the model then sees objects at another size than it learnt.
+    pub warning: Option<String>,
+}
+
+/// A given pixel size more than this factor from the bundle's is warned of.
+pub const SCALE_TOLERANCE: f32 = 1.25;
+
+/// The pixel size to measure at: `given` (the user's or the unit's), else
+/// the bundle's own (`um_per_px`, the scale its model was trained at), else
+/// the generator's 4 µm.
+pub fn pixel_size(given: Option<f32>, manifest: &nemascope_bundle::Manifest) -> PixelSize {
+    let default = Calibration::default().um_per_px;
+    match (given, manifest.um_per_px) {
+        (Some(g), Some(m)) => {
+            let ratio = g / m;
+            let far = !(1.0 / SCALE_TOLERANCE..=SCALE_TOLERANCE).contains(&ratio);
+            PixelSize {
+                um_per_px: g,
+                from: "given",
+                warning: far.then(|| {
+                    format!(
+                        "{g} µm per pixel is far from the {m} µm the model {} was trained at: \
+                         objects look {:.2}x as large to it as in training, and its counts \
+                         may be wrong (resample the frames, or use a model trained at this scale)",
+                        manifest.name,
+                        m / g
+                    )
+                }),
+            }
+        }
+        (Some(g), None) => PixelSize {
+            um_per_px: g,
+            from: "given",
+            warning: None,
+        },
+        (None, Some(m)) => PixelSize {
+            um_per_px: m,
+            from: "the bundle's",
+            warning: None,
+        },
+        (None, None) => PixelSize {
+            um_per_px: default,
+            from: "the default",
+            warning: None,
+        },
+    }
+}
+
 /// The areas (µm²) a class's objects can have, from the shape rules'
 /// biology rather than fitted to any data: a worm at least 150 µm long and
 /// 15 µm wide; an egg 600–9 000 µm²; a cyst at least 36 000 µm². Smaller
@@ -106,9 +166,15 @@ pub fn size_range(class: &str) -> (f32, f32) {
 /// What a frame's light says, before any model looks at it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quality {
+    /// Mean and deviation as stored (fractions of the file's full scale):
+    /// what counting standardises with.
     pub mean: f64,
     pub std: f64,
-    /// Fraction of pixels at the top of the range (≥ 0.995).
+    /// The top of the camera's range as a fraction of the file's full
+    /// scale: 4095/65535 for a 12-bit camera writing 16-bit files. The
+    /// light is judged against it, not against full scale.
+    pub top: f64,
+    /// Fraction of pixels at the top of the camera's range (≥ 0.995 top).
     pub saturated: f32,
 }
 
@@ -118,11 +184,11 @@ impl Quality {
     /// nothing in focus), or an over-exposed one. Deliberately coarse: it
     /// catches a broken acquisition, not a slightly dim slide.
     pub fn problem(&self) -> Option<&'static str> {
-        if self.mean < 0.02 {
+        if self.mean < 0.02 * self.top {
             Some("dark frame (lamp off or shutter closed?)")
         } else if self.saturated > 0.25 {
             Some("over-exposed frame (a quarter of the pixels saturated)")
-        } else if self.std < 0.002 {
+        } else if self.std < 0.002 * self.top {
             Some("blank frame (nothing in view or far out of focus?)")
         } else {
             None
@@ -130,30 +196,67 @@ impl Quality {
     }
 }
 
+/// Camera depths that write into 16-bit files, smallest first, as far as
+/// they can be told from a frame (a 10-bit camera's frames look like a dim
+/// 12-bit camera's; give `camera.bit_depth` for one).
+const CAMERA_BITS: [u8; 3] = [12, 14, 16];
+
+/// The top of the camera's range as a fraction of the file's full scale.
+/// `bits` is the camera's depth when known; otherwise a 16-bit file is
+/// taken to come from the smallest usual camera depth (12, 14 or 16 bits)
+/// that holds its brightest pixel `max`: BBBC010's 12-bit data sits in
+/// 16-bit files, at a mean of 1.5 % of full scale. Never below 12 bits, so
+/// a 12-bit camera with its lamp off still reads as dark; a 16-bit camera
+/// with its lamp off is caught from the frame only near black (under 80 of
+/// 65535), so a unit should be told its camera's depth. 8-bit and float
+/// data are judged against full scale.
+pub fn light_top(storage_bits: Option<u8>, bits: Option<u8>, max: f64) -> f64 {
+    let Some(store) = storage_bits.filter(|&s| s > 8) else {
+        return 1.0;
+    };
+    let full = ((1u64 << store) - 1) as f64;
+    let of = |b: u8| ((1u64 << b.min(store)) - 1) as f64 / full;
+    match bits {
+        Some(b) => of(b),
+        None => CAMERA_BITS
+            .iter()
+            .map(|&b| of(b))
+            .find(|&t| max <= t + 0.5 / full)
+            .unwrap_or(1.0),
+    }
+}
+
 /// Mean, deviation and saturated fraction of `frame`: two passes over its
 /// rows in f64, the same figures `imageio::standardise` uses, so counting
-/// standardises with them and reads the frame no third time.
-pub fn quality<L: Luma + ?Sized>(frame: &L) -> Quality {
+/// standardises with them and reads the frame no third time. `bits` is
+/// the camera's depth if known ([`light_top`]).
+pub fn quality<L: Luma + ?Sized>(frame: &L, bits: Option<u8>) -> Quality {
     let (w, h) = (frame.width(), frame.height());
     let mut row = vec![0f32; w];
     let n = (w * h).max(1) as f64;
-    let (mut sum, mut sat) = (0f64, 0usize);
+    let (mut sum, mut max) = (0f64, 0f64);
     for y in 0..h {
         frame.row_into(y, &mut row);
         for &v in &row {
             sum += v as f64;
-            sat += (v >= 0.995) as usize;
+            max = max.max(v as f64);
         }
     }
     let mean = sum / n;
-    let mut ss = 0f64;
+    let top = light_top(frame.storage_bits(), bits, max);
+    let at_top = (0.995 * top) as f32;
+    let (mut ss, mut sat) = (0f64, 0usize);
     for y in 0..h {
         frame.row_into(y, &mut row);
-        ss += row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+        for &v in &row {
+            ss += (v as f64 - mean).powi(2);
+            sat += (v >= at_top) as usize;
+        }
     }
     Quality {
         mean,
         std: (ss / n).sqrt(),
+        top,
         saturated: (sat as f64 / n) as f32,
     }
 }
@@ -175,13 +278,13 @@ pub fn count_frame<L: Luma + ?Sized>(
     if fw == 0 || fh == 0 {
         return Err(Error::Invalid(format!("frame of {fw}x{fh} pixels")));
     }
-    let q = quality(frame);
+    let q = quality(frame, s.bit_depth);
     // Frames are brought to the training data's pixel size first.
     let mut counted = if (m.pixel_scale - 1.0).abs() > 1e-6 {
         let w = ((fw as f32 * m.pixel_scale).round() as usize).max(1);
         let h = ((fh as f32 * m.pixel_scale).round() as usize).max(1);
         let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
-        count_at(model, &scaled, &quality(&scaled), Some((fw, fh)), s)?
+        count_at(model, &scaled, &quality(&scaled, None), Some((fw, fh)), s)?
     } else {
         count_at(model, frame, &q, None, s)?
     };
@@ -347,21 +450,74 @@ fn count_at<L: Luma + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nemascope_core::imageio::Pixels;
+    use nemascope_core::{Grid, Plane};
+
+    /// A synthetic frame stored as a camera of `bits` bits writes it into
+    /// a 16-bit file, each value through `f` (0..1 of the camera's range).
+    fn as_camera(bits: u8, f: impl Fn(f32) -> f32) -> Vec<Pixels> {
+        use nemascope_core::synth::{generate, SynthConfig};
+        let top = ((1u32 << bits) - 1) as f32;
+        (0..4)
+            .map(|i| {
+                let p = generate(&SynthConfig::default(), 99, i).unwrap().image;
+                let v = p
+                    .data()
+                    .iter()
+                    .map(|&x| (f(x).clamp(0.0, 1.0) * top).round() as u16)
+                    .collect();
+                Pixels::Gray16(Grid::from_vec(p.width(), p.height(), v).unwrap())
+            })
+            .collect()
+    }
 
     #[test]
     fn broken_acquisitions_are_flagged_and_real_frames_are_not() {
         use nemascope_core::synth::{generate, SynthConfig};
-        use nemascope_core::Plane;
         let dark = Plane::filled(64, 48, 0.005);
-        assert!(quality(&dark).problem().unwrap().contains("dark"));
+        assert!(quality(&dark, None).problem().unwrap().contains("dark"));
         let white = Plane::filled(64, 48, 1.0);
-        assert!(quality(&white).problem().unwrap().contains("over-exposed"));
+        let e = quality(&white, None).problem().unwrap();
+        assert!(e.contains("over-exposed"), "{e}");
         let grey = Plane::filled(64, 48, 0.5);
-        assert!(quality(&grey).problem().unwrap().contains("blank"));
+        assert!(quality(&grey, None).problem().unwrap().contains("blank"));
         for i in 0..4 {
             let f = generate(&SynthConfig::default(), 99, i).unwrap();
-            let q = quality(&f.image);
+            let q = quality(&f.image, None);
             assert_eq!(q.problem(), None, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn light_is_judged_against_the_cameras_range_not_the_files() {
+        // 12-bit data in 16-bit files (BBBC010's case): a mean of a few
+        // percent of full scale is a well-lit frame.
+        for bits in [10, 12, 14, 16] {
+            for f in as_camera(bits, |x| x) {
+                let q = quality(&f, None);
+                assert_eq!(q.problem(), None, "{bits} bits: {q:?}");
+                assert_eq!(quality(&f, Some(bits)).problem(), None);
+            }
+        }
+        let problem = |f: &Pixels, bits| quality(f, bits).problem().unwrap_or("none");
+        for bits in [12, 16] {
+            for f in as_camera(bits, |x| x * 0.01) {
+                // Lamp off, with the camera's depth given.
+                assert!(problem(&f, Some(bits)).contains("dark"), "{bits}");
+            }
+            // Found from the frame alone: near the black level.
+            let black = if bits == 12 { 0.01 } else { 0.0005 };
+            for f in as_camera(bits, |x| x * black) {
+                assert!(problem(&f, None).contains("dark"), "{bits}");
+            }
+            for f in as_camera(bits, |x| x * 3.0) {
+                let p = problem(&f, Some(bits));
+                assert!(p.contains("over-exposed"), "{bits}: {p}");
+                assert!(problem(&f, None).contains("over-exposed"), "{bits}");
+            }
+            for f in as_camera(bits, |_| 0.4) {
+                assert!(problem(&f, None).contains("blank"), "{bits}");
+            }
         }
     }
 

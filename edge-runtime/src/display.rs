@@ -44,6 +44,7 @@ pub fn warning_words(bits: u8) -> Vec<&'static str> {
     [
         (warn::MODEL, "MODEL"),
         (warn::DISK, "DISK FULL"),
+        (warn::NOT_COUNTED, "NOT COUNTED"),
         (warn::FRAME_QUALITY, "CHECK FOCUS/LIGHT"),
         (warn::BACKLOG, "UNSENT"),
     ]

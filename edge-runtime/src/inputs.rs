@@ -23,9 +23,32 @@ pub fn is_image(p: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// A path as text that names it exactly, for keys and logs: UTF-8 as
+/// itself, a backslash as `\\`, any byte that is not UTF-8 as `\xNN`. Two
+/// different names never share a key (`to_string_lossy` would give every
+/// broken name the same `�`), and none is dropped.
+pub fn path_key(p: &Path) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 fn name_of(p: &Path) -> String {
     p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| path_key(Path::new(n)))
         .unwrap_or_else(|| "sample".into())
 }
 
@@ -81,7 +104,7 @@ pub fn check_unique_stems(inputs: &[Input]) -> Result<()> {
         let stem = i
             .path
             .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
+            .map(|s| path_key(Path::new(s)))
             .unwrap_or_default();
         if let Some(prev) = seen.insert(stem.clone(), &i.path) {
             return Err(Error::Invalid(format!(

@@ -9,7 +9,7 @@
 //! `seq u64 | JSON of the Record`. The highest sequence number the serial
 //! peer acknowledged is kept beside it in `acked` (written atomically).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -35,9 +35,23 @@ pub struct Record {
     pub frame_ms: u32,
     /// Name of the model bundle that counted it.
     pub model: String,
-    /// Warning bits (`protocol::warn`).
+    /// Warning bits (`protocol::warn`); `NOT_COUNTED` for a frame that
+    /// was refused (its counts are zero and mean nothing).
     pub warnings: u8,
+    /// Why the frame was refused (it could not be read or counted): it is
+    /// journaled all the same, so it is never retried in a loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The file's identity when it was read (size and change time): a
+    /// file replaced under a name already counted is a new frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
+
+/// Each journaled source with the identity of the frame last journaled
+/// under it (`None` for sources that have none, and for records written
+/// before identities were).
+pub type Sources = HashMap<String, Option<String>>;
 
 /// Milliseconds since the Unix epoch (a record's `time_ms`).
 pub fn now_ms() -> u64 {
@@ -88,7 +102,7 @@ pub struct Journal {
     end: u64,
     acked: u64,
     /// The sources of the records found at open (those kept).
-    sources: HashSet<String>,
+    sources: Sources,
     pub recovery: Recovery,
 }
 
@@ -121,6 +135,8 @@ fn sync_dir(path: &Path) -> Result<()> {
 struct SourceOf<'a> {
     #[serde(borrow)]
     source: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    identity: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Walks the records of the `len`-byte file after the magic, reading it
@@ -131,10 +147,10 @@ fn scan(
     file: &mut File,
     len: u64,
     keep: &mut dyn FnMut(&str) -> bool,
-) -> std::io::Result<(Vec<u64>, u64, HashSet<String>)> {
+) -> std::io::Result<(Vec<u64>, u64, Sources)> {
     file.seek(SeekFrom::Start(HEADER as u64))?;
     let mut r = BufReader::with_capacity(64 << 10, file);
-    let (mut offsets, mut sources) = (Vec::new(), HashSet::new());
+    let (mut offsets, mut sources) = (Vec::new(), Sources::new());
     let mut at = HEADER as u64;
     let mut payload = Vec::new();
     while at + 8 <= len {
@@ -155,7 +171,9 @@ fn scan(
         // refused by `get` when it is sent; it just marks no source done.
         if let Ok(s) = serde_json::from_slice::<SourceOf>(&payload[8..]) {
             if keep(&s.source) {
-                sources.insert(s.source.into_owned());
+                // Later records win: the identity last counted.
+                let id = s.identity.map(|i| i.into_owned());
+                sources.insert(s.source.into_owned(), id);
             }
         }
         offsets.push(at);
@@ -341,12 +359,12 @@ impl Journal {
     /// frames already counted, which a restarted unit must not count
     /// again. Records appended since are not added: the source that gave
     /// them keeps its own list.
-    pub fn sources(&self) -> &HashSet<String> {
+    pub fn sources(&self) -> &Sources {
         &self.sources
     }
 
     /// [`Journal::sources`], handed over (the journal needs them no more).
-    pub fn take_sources(&mut self) -> HashSet<String> {
+    pub fn take_sources(&mut self) -> Sources {
         std::mem::take(&mut self.sources)
     }
 
@@ -383,6 +401,8 @@ mod tests {
             frame_ms: 60,
             model: "synth-worm-egg-cyst".into(),
             warnings: 0,
+            error: None,
+            identity: None,
         }
     }
 
@@ -399,13 +419,13 @@ mod tests {
         let mut j = Journal::open(d.path()).unwrap();
         assert_eq!((j.last_seq(), j.acked()), (5, 3));
         assert_eq!(j.recovery, Recovery::default());
-        let names = |n: u32| (1..=n).map(|i| rec(i).source).collect::<HashSet<_>>();
+        let names = |n: u32| (1..=n).map(|i| (rec(i).source, None)).collect::<Sources>();
         assert_eq!(j.sources(), &names(5), "read back while scanning");
         assert_eq!(j.append(&rec(6)).unwrap(), 6);
         drop(j);
         // Only the sources asked for are kept.
         let j = Journal::open_keeping(d.path(), &mut |s| s.ends_with("6.png")).unwrap();
-        assert_eq!(j.sources(), &[rec(6).source].into());
+        assert_eq!(j.sources(), &[(rec(6).source, None)].into());
         let mut j = Journal::open(d.path()).unwrap();
         let all = j.from(4).unwrap();
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
@@ -415,6 +435,36 @@ mod tests {
         j.ack(2).unwrap();
         j.ack(99).unwrap();
         assert_eq!(j.acked(), 6);
+    }
+
+    #[test]
+    fn refusals_and_identities_are_kept_and_the_last_identity_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path()).unwrap();
+        let with = |id: &str, error: Option<&str>| Record {
+            identity: Some(id.into()),
+            error: error.map(str::to_owned),
+            ..rec(1)
+        };
+        j.append(&with("10:1", Some("cannot decode"))).unwrap();
+        j.append(&with("12:2", None)).unwrap();
+        j.append(&rec(2)).unwrap();
+        drop(j);
+        let mut j = Journal::open(d.path()).unwrap();
+        let want: Sources = [
+            (rec(1).source, Some("12:2".to_string())),
+            (rec(2).source, None),
+        ]
+        .into();
+        assert_eq!(j.sources(), &want);
+        let first = j.get(1).unwrap().record;
+        assert_eq!(first.error.as_deref(), Some("cannot decode"));
+        // Records without the new fields read as before.
+        let text = serde_json::to_string(&rec(3)).unwrap();
+        assert!(
+            !text.contains("identity") && !text.contains("error"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -297,6 +297,8 @@ mod tests {
                 frame_ms: 1,
                 model: "m".into(),
                 warnings: 0,
+                error: None,
+                identity: None,
             })
             .unwrap();
         }

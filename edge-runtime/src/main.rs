@@ -13,15 +13,17 @@ use nemascope_core::metrics::{dice, mean_dice_positive};
 use nemascope_core::objects::Calibration;
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_core::{Class, Error, Mask, Result};
-use nemascope_edge::config::{Config, PanelKind};
-use nemascope_edge::count::{count_frame, CountSettings};
+use nemascope_edge::config::{Config, PanelKind, MAX_MIN_AREA_UM2};
+use nemascope_edge::count::{count_frame, pixel_size, CountSettings};
+use nemascope_edge::inputs::path_key;
 use nemascope_edge::inputs::{check_unique_stems, expand, Input};
 use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::listener::ListenOptions;
 use nemascope_edge::model::{Model, ModelWatch};
 use nemascope_edge::pipeline::Pipeline;
 use nemascope_edge::report::{
-    check_free, csv as report_csv, overlay, samples, ImageReport, ObjectReport, RunReport,
+    check_free, check_outputs, csv as report_csv, overlay, samples, ImageReport, ObjectReport,
+    RunReport,
 };
 use nemascope_edge::service::Service;
 
@@ -229,9 +231,14 @@ struct CountArgs {
     csv: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
-    /// The camera's pixel size in µm, for the measurements.
-    #[arg(long, default_value_t = 4.0)]
-    um_per_px: f32,
+    /// The camera's pixel size in µm, for the measurements and size rules
+    /// (default: the bundle's, the scale its model was trained at).
+    #[arg(long)]
+    um_per_px: Option<f32>,
+    /// The camera's bits per pixel (8 to 16), for the light checks
+    /// (default: found from each frame).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(8..=16))]
+    bit_depth: Option<u8>,
     /// Objects smaller than this (µm²) are not counted.
     #[arg(long, default_value_t = 0.0)]
     min_area_um2: f32,
@@ -346,24 +353,34 @@ fn preview(a: PreviewArgs) -> Result<()> {
 /// Counts every input; an image that cannot be read or counted is reported
 /// and skipped, and makes the command fail at the end.
 fn count(a: CountArgs) -> Result<()> {
-    let settings = CountSettings {
-        vote: a.vote,
-        min_area_um2: a.min_area_um2,
-        calibration: Calibration {
-            um_per_px: a.um_per_px,
-        },
-        ..CountSettings::default()
-    };
-    let (um, min) = (a.um_per_px, a.min_area_um2);
-    let valid = um.is_finite() && um > 0.0 && min.is_finite() && min >= 0.0;
-    if !valid {
+    let min = a.min_area_um2;
+    if !(min.is_finite() && (0.0..=MAX_MIN_AREA_UM2).contains(&min)) {
         return Err(Error::Invalid(format!(
-            "--um-per-px must be > 0 and --min-area-um2 ≥ 0 (got {um} and {})",
-            a.min_area_um2
+            "--min-area-um2 {min}: 0 to {MAX_MIN_AREA_UM2} (µm²)"
         )));
+    }
+    if let Some(um) = a.um_per_px {
+        if !(um.is_finite() && um > 0.0 && um <= 1000.0) {
+            return Err(Error::Invalid(format!(
+                "--um-per-px {um}: above 0 and at most 1000 (µm per pixel)"
+            )));
+        }
     }
     let tile = parse_tile(a.tile.as_deref())?;
     let model = open_model_tiled(a.model, a.public_key, tile)?;
+    let px = pixel_size(a.um_per_px, &model.manifest);
+    if let Some(w) = &px.warning {
+        nemascope_edge::say!("nemascope-edge: --um-per-px: warning: {w}");
+    }
+    let settings = CountSettings {
+        vote: a.vote,
+        min_area_um2: min,
+        bit_depth: a.bit_depth,
+        calibration: Calibration {
+            um_per_px: px.um_per_px,
+        },
+        ..CountSettings::default()
+    };
     let inputs = expand(&a.inputs, a.sample.as_deref())?;
     // Refuse before any work: clashing names, files that would be replaced.
     if a.masks.is_some() || a.overlays.is_some() {
@@ -372,25 +389,28 @@ fn count(a: CountArgs) -> Result<()> {
     let stem = |i: &Input| {
         format!(
             "{}.png",
-            i.path.file_stem().unwrap_or_default().to_string_lossy()
+            path_key(std::path::Path::new(i.path.file_stem().unwrap_or_default()))
         )
     };
-    for dir in [&a.masks, &a.overlays].into_iter().flatten() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        for i in &inputs {
-            check_free(&dir.join(stem(i)), a.overwrite)?;
+    let mut outputs = Vec::new();
+    for (opt, dir) in [("--masks", &a.masks), ("--overlays", &a.overlays)] {
+        if let Some(dir) = dir {
+            outputs.extend(inputs.iter().map(|i| (opt, dir.join(stem(i)))));
         }
     }
-    for f in [&a.csv, &a.json].into_iter().flatten() {
-        check_free(f, a.overwrite)?;
+    for (opt, f) in [("--csv", &a.csv), ("--json", &a.json)] {
+        outputs.extend(f.iter().map(|f| (opt, f.clone())));
     }
+    let input_paths: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+    check_outputs(&input_paths, &outputs, a.overwrite)?;
     let classes = model.manifest.classes.clone();
     println!(
-        "model {} ({}), {} images, {} µm per pixel",
+        "model {} ({}), {} images, {} µm per pixel ({})",
         model.manifest.name,
         classes.join("/"),
         inputs.len(),
-        a.um_per_px
+        px.um_per_px,
+        px.from
     );
     println!("| image | sample | {} | ms |", classes.join(" | "));
     println!("|---|---|{}---|", "---|".repeat(classes.len()));
@@ -410,7 +430,7 @@ fn count(a: CountArgs) -> Result<()> {
                 } else {
                     nemascope_edge::say!("nemascope-edge: {path}: {msg}");
                 }
-                failed.push((i.path.display().to_string(), e.to_string()));
+                failed.push((path_key(&i.path), e.to_string()));
                 continue;
             }
         };
@@ -447,7 +467,7 @@ fn count(a: CountArgs) -> Result<()> {
                 .join(" | ")
         );
         reports.push(ImageReport {
-            image: i.path.display().to_string(),
+            image: path_key(&i.path),
             sample: i.sample.clone(),
             counts: counted.counts.clone(),
             objects: counted
@@ -481,7 +501,7 @@ fn count(a: CountArgs) -> Result<()> {
         let run = RunReport {
             model: &model.manifest.name,
             classes: &classes,
-            um_per_px: a.um_per_px,
+            um_per_px: px.um_per_px,
             images: &reports,
             samples: totals,
             failed: &failed,
@@ -823,6 +843,8 @@ fn journal_writer(dir: &std::path::Path, count: u64) -> std::result::Result<(), 
                 frame_ms: 1,
                 model: "none".into(),
                 warnings: 0,
+                error: None,
+                identity: None,
             })
             .map_err(|e| e.to_string())?;
         writeln!(out, "{seq}").map_err(|e| e.to_string())?;

@@ -112,3 +112,19 @@ impl Pipeline {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_of_a_few_pixels_are_counted() {
+        for (w, h) in [(1, 1), (2, 1), (1, 2), (3, 3), (8, 8), (13, 5)] {
+            let data = (0..w * h).map(|i| (i % 7) as f32 / 7.0).collect();
+            let r = Pipeline::default()
+                .process(&Plane::from_vec(w, h, data).unwrap())
+                .unwrap_or_else(|e| panic!("{w}x{h}: {e}"));
+            assert_eq!(r.masks.len(), 3);
+        }
+    }
+}

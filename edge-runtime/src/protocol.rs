@@ -96,6 +96,9 @@ pub mod warn {
     pub const DISK: u8 = 4;
     /// Reports are waiting for an acknowledgement.
     pub const BACKLOG: u8 = 8;
+    /// The frame could not be read or counted (the unit's log and journal
+    /// say why): its counts are zero and mean nothing.
+    pub const NOT_COUNTED: u8 = 16;
 }
 
 /// Why a frame was dropped.

@@ -1,7 +1,7 @@
 //! What `count` writes: per-image and per-sample counts as CSV and JSON,
 //! and overlays that outline each class's objects on the frame.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nemascope_core::{Error, Mask, Plane, Result};
 use serde::Serialize;
@@ -151,9 +151,137 @@ pub fn check_free(path: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
+/// `p` made absolute with its folder's links resolved, so two spellings of
+/// one file compare equal whether or not the file exists yet.
+fn resolved(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or_else(|_| abs.clone(), |d| d.join(name)),
+        _ => abs,
+    }
+}
+
+/// Checks every file a run will write before anything is counted: no two
+/// outputs are the same file (`--masks X --overlays X`, `--csv F --json
+/// F`), no output is an input (never, even with `--overwrite`), none exists
+/// unless `overwrite`, and every output folder can be written (made if
+/// missing). `outputs` are (option, path) pairs, the option for messages.
+pub fn check_outputs(
+    inputs: &[PathBuf],
+    outputs: &[(&str, PathBuf)],
+    overwrite: bool,
+) -> Result<()> {
+    let ins: std::collections::HashMap<PathBuf, &PathBuf> =
+        inputs.iter().map(|p| (resolved(p), p)).collect();
+    let mut seen: std::collections::HashMap<PathBuf, &str> = Default::default();
+    for (opt, p) in outputs {
+        let r = resolved(p);
+        if let Some(input) = ins.get(&r) {
+            return Err(Error::Invalid(format!(
+                "{opt} {} is the input image {}: an input is never overwritten",
+                p.display(),
+                input.display()
+            )));
+        }
+        if let Some(other) = seen.insert(r, opt) {
+            return Err(Error::Invalid(if other == *opt {
+                format!("{opt}: two outputs would be {}", p.display())
+            } else {
+                format!(
+                    "{other} and {opt} would both write {}: give them different places",
+                    p.display()
+                )
+            }));
+        }
+        check_free(p, overwrite)?;
+    }
+    let mut dirs: Vec<PathBuf> = outputs
+        .iter()
+        .map(|(_, p)| {
+            let d = p.parent().unwrap_or(Path::new(""));
+            if d.as_os_str().is_empty() {
+                Path::new(".").into()
+            } else {
+                d.to_path_buf()
+            }
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        let probe = d.join(format!(".nemascope-write-check-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| Error::Invalid(format!("{}: cannot write there ({e})", d.display())))?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_that_collide_or_replace_an_input_are_refused_before_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let input = d.join("in/A01.tif");
+        std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+        std::fs::write(&input, b"x").unwrap();
+        let inputs = [input.clone()];
+        let check = |outs: &[(&str, PathBuf)], overwrite| {
+            check_outputs(&inputs, outs, overwrite).map_err(|e| e.to_string())
+        };
+        let e = check(
+            &[
+                ("--masks", d.join("o/A01.png")),
+                ("--overlays", d.join("o/./A01.png")),
+            ],
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("--masks and --overlays"), "{e}");
+        let e = check(
+            &[("--csv", d.join("r")), ("--json", d.join("in/../r"))],
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("--csv and --json"), "{e}");
+        for overwrite in [false, true] {
+            let e = check(&[("--csv", d.join("in/A01.tif"))], overwrite).unwrap_err();
+            assert!(e.contains("input image"), "{e}");
+        }
+        std::fs::write(d.join("old.csv"), b"keep").unwrap();
+        assert!(check(&[("--csv", d.join("old.csv"))], false)
+            .unwrap_err()
+            .contains("exists"));
+        check(
+            &[
+                ("--csv", d.join("old.csv")),
+                ("--masks", d.join("m/A01.png")),
+            ],
+            true,
+        )
+        .unwrap();
+        assert!(d.join("m").is_dir(), "output folders are made up front");
+        assert_eq!(
+            std::fs::read(d.join("old.csv")).unwrap(),
+            b"keep",
+            "nothing written yet"
+        );
+        // A folder that cannot be made (a file is in the way).
+        let e = check(&[("--masks", d.join("old.csv/m/A01.png"))], false).unwrap_err();
+        assert!(e.contains("old.csv"), "{e}");
+    }
 
     fn rep(image: &str, sample: &str, counts: Vec<usize>) -> ImageReport {
         ImageReport {

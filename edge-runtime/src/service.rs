@@ -8,6 +8,7 @@
 //! acknowledgement. A panel that fails is logged and counting goes on.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,10 @@ use nemascope_core::synth::SynthConfig;
 use nemascope_core::Class;
 
 use crate::config::{Config, SerialConfig, SourceConfig};
-use crate::count::{count_frame, CountSettings};
+use crate::count::{count_frame, pixel_size, CountSettings};
 use crate::display::{LinkState, Screen};
-use crate::journal::{now_ms, Journal, JournalError, Record};
+use crate::inputs::path_key;
+use crate::journal::{now_ms, Journal, JournalError, Record, Sources};
 use crate::link::{LinkError, UnitLink};
 use crate::model::{Model, ModelWatch};
 use crate::panels::{self, Panel};
@@ -120,6 +122,16 @@ impl SerialLink {
     }
 }
 
+/// What a panic while counting said, as an error.
+fn panicked(p: Box<dyn std::any::Any + Send>) -> nemascope_core::Error {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    nemascope_core::Error::Invalid(format!("counting failed (a bug, please report it: {what})"))
+}
+
 /// Where each of the model's classes goes in a report's
 /// worm/egg/cyst counts (a class the protocol does not know: nowhere).
 fn report_slots(classes: &[String]) -> Vec<Option<usize>> {
@@ -132,7 +144,7 @@ fn report_slots(classes: &[String]) -> Vec<Option<usize>> {
 /// Makes the configured source, skipping the frames in `done`.
 pub fn open_source(
     cfg: &SourceConfig,
-    done: HashSet<String>,
+    done: Sources,
 ) -> Result<Box<dyn FrameSource>, ServiceError> {
     Ok(match cfg {
         SourceConfig::Folder {
@@ -217,8 +229,9 @@ struct Pending {
 pub enum Step {
     /// A frame was counted and journaled under this sequence number.
     Counted(u64),
-    /// A frame could not be read; logged, and the loop goes on.
-    Failed,
+    /// A frame could not be read or counted: journaled under this
+    /// sequence number as refused, and the loop goes on.
+    Refused(u64),
     /// Nothing to count now.
     Idle,
     /// The source is used up.
@@ -234,6 +247,8 @@ pub struct Service {
     /// The configured bundle, watched for a replacement.
     watch: Option<ModelWatch>,
     pub settings: CountSettings,
+    /// `camera.um_per_px`; `None` measures at each model's own.
+    um_per_px: Option<f32>,
     pub journal: Journal,
     source: Box<dyn FrameSource>,
     panel: Box<dyn Panel>,
@@ -246,6 +261,8 @@ pub struct Service {
     pending: Option<Pending>,
     last_retry: Option<Instant>,
     pending_logged: bool,
+    /// Whether the unit said it stopped for lack of free space.
+    disk_low_logged: bool,
     min_free: u64,
     journal_dir: PathBuf,
     pub screen: Screen,
@@ -265,12 +282,15 @@ impl Service {
         let mut keep: Box<dyn FnMut(&str) -> bool> = match &cfg.source {
             SourceConfig::Folder { path, .. } => {
                 let present = crate::source::folder_keys(path);
-                Box::new(move |s: &str| present.contains(s))
+                Box::new(move |s: &str| present.could_come_again(s))
             }
             SourceConfig::Files { paths, .. } => {
-                let listed: HashSet<String> = paths
+                // The files the list names now, folders expanded (the keys
+                // the source gives).
+                let listed: HashSet<String> = crate::inputs::expand(paths, None)
+                    .unwrap_or_default()
                     .iter()
-                    .map(|p| p.to_string_lossy().into_owned())
+                    .map(|i| path_key(&i.path))
                     .collect();
                 Box::new(move |s: &str| listed.contains(s))
             }
@@ -299,9 +319,7 @@ impl Service {
         let settings = CountSettings {
             vote: cfg.count.vote,
             min_area_um2: cfg.count.min_area_um2,
-            calibration: Calibration {
-                um_per_px: cfg.camera.um_per_px,
-            },
+            bit_depth: cfg.camera.bit_depth,
             ..CountSettings::default()
         };
         let slots = report_slots(&classes);
@@ -327,6 +345,7 @@ impl Service {
             }
         }
         let mut s = Service {
+            um_per_px: cfg.camera.um_per_px,
             slots,
             model,
             watch,
@@ -339,13 +358,29 @@ impl Service {
             pending: None,
             last_retry: None,
             pending_logged: false,
+            disk_low_logged: false,
             link,
             min_free: cfg.journal.min_free_mb * 1024 * 1024,
             journal_dir: cfg.journal.dir.clone(),
             screen,
         };
+        s.set_scale();
         s.show();
         Ok(s)
+    }
+
+    /// Measures at the configured pixel size, else at the model's own,
+    /// and says which (and when the configured one is far from the
+    /// model's).
+    fn set_scale(&mut self) {
+        let px = pixel_size(self.um_per_px, &self.model.manifest);
+        crate::say!("measuring at {} µm per pixel ({})", px.um_per_px, px.from);
+        if let Some(w) = &px.warning {
+            crate::say!("camera.um_per_px: warning: {w}");
+        }
+        self.settings.calibration = Calibration {
+            um_per_px: px.um_per_px,
+        };
     }
 
     fn show(&mut self) {
@@ -376,6 +411,7 @@ impl Service {
             l.unit.model = name;
         }
         self.model = model;
+        self.set_scale();
         self.show();
     }
 
@@ -392,17 +428,28 @@ impl Service {
                     self.pending_logged = false;
                 }
                 let r = &p.record;
-                crate::say!(
-                    "#{seq} {} / {}: {:?} in {} ms",
-                    r.sample,
-                    r.source,
-                    p.shown,
-                    r.frame_ms
-                );
+                match &r.error {
+                    None => crate::say!(
+                        "#{seq} {} / {}: {:?} in {} ms",
+                        r.sample,
+                        r.source,
+                        p.shown,
+                        r.frame_ms
+                    ),
+                    Some(e) => crate::say!(
+                        "#{seq} {} / {}: not counted, journaled as refused: {e}",
+                        r.sample,
+                        r.source
+                    ),
+                }
                 self.screen.sample = p.record.sample;
                 self.screen.frame_ms = p.record.frame_ms;
-                for (slot, n) in self.screen.counts.iter_mut().zip(&p.shown) {
-                    slot.1 = *n as u32;
+                // A refused frame leaves the last counts on the screen
+                // (with NOT COUNTED beside them).
+                if p.record.error.is_none() {
+                    for (slot, n) in self.screen.counts.iter_mut().zip(&p.shown) {
+                        slot.1 = *n as u32;
+                    }
                 }
                 Step::Counted(seq)
             }
@@ -417,6 +464,37 @@ impl Service {
                 self.pending = Some(p);
                 Step::DiskFull
             }
+        }
+    }
+
+    /// Journals a frame that could not be read or counted as refused
+    /// (counts zero, `NOT_COUNTED`, the reason kept): it is reported like
+    /// any frame, so the host sees it, and a restarted unit does not try
+    /// it again unless its file is replaced.
+    fn refuse(
+        &mut self,
+        sample: String,
+        source: String,
+        identity: Option<String>,
+        error: String,
+        warnings: u8,
+    ) -> Step {
+        self.frame_warnings = warn::NOT_COUNTED;
+        let record = Record {
+            time_ms: now_ms(),
+            sample,
+            source,
+            counts: [0; 3],
+            frame_ms: 0,
+            model: self.model.manifest.name.clone(),
+            warnings: warnings | warn::NOT_COUNTED,
+            error: Some(error),
+            identity,
+        };
+        let shown = vec![0; self.model.manifest.classes.len()];
+        match self.commit(Pending { record, shown }) {
+            Step::Counted(seq) => Step::Refused(seq),
+            other => other,
         }
     }
 
@@ -435,7 +513,21 @@ impl Service {
         if let Some(l) = &mut self.link {
             l.service(&mut self.journal, now);
         }
-        let disk_low = free_bytes(&self.journal_dir).is_some_and(|f| f < self.min_free);
+        let free = free_bytes(&self.journal_dir);
+        let disk_low = free.is_some_and(|f| f < self.min_free);
+        // A unit that stops counting says why, once, and when it goes on.
+        if disk_low != self.disk_low_logged {
+            match free.filter(|_| disk_low) {
+                Some(f) => crate::say!(
+                    "journal: {} has {} MiB free, under journal.min_free_mb = {}: nothing is counted until there is room",
+                    self.journal_dir.display(),
+                    f >> 20,
+                    self.min_free >> 20
+                ),
+                None => crate::say!("journal: room again, counting goes on"),
+            }
+            self.disk_low_logged = disk_low;
+        }
         let mut warnings = if disk_low { warn::DISK } else { 0 };
         if self.watch.as_ref().is_some_and(|w| w.refused.is_some()) {
             warnings |= warn::MODEL;
@@ -458,46 +550,58 @@ impl Service {
                 }
             } else {
                 match self.source.next() {
-                    Next::Frame(f) => match count_frame(&self.model, &f.pixels, &self.settings) {
-                        Ok(c) => {
-                            // Shown until the next frame is counted.
-                            self.frame_warnings = match c.quality.problem() {
-                                Some(p) => {
-                                    crate::say!("{}: {p}", f.source);
-                                    warn::FRAME_QUALITY
+                    Next::Frame(f) => {
+                        // A frame that makes counting panic is refused like
+                        // one that cannot be read: one file must never put
+                        // the unit in a crash loop.
+                        let counted = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            count_frame(&self.model, &f.pixels, &self.settings)
+                        }))
+                        .unwrap_or_else(|p| Err(panicked(p)));
+                        let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
+                        match counted {
+                            Ok(c) => {
+                                // Shown until the next frame is counted.
+                                self.frame_warnings = match c.quality.problem() {
+                                    Some(p) => {
+                                        crate::say!("{}: {p}", f.source);
+                                        warn::FRAME_QUALITY
+                                    }
+                                    None => 0,
+                                };
+                                let mut counts = [0u32; 3];
+                                for (k, slot) in self.slots.iter().enumerate() {
+                                    if let Some(i) = slot {
+                                        counts[*i] = c.counts[k] as u32;
+                                    }
                                 }
-                                None => 0,
-                            };
-                            let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
-                            let mut counts = [0u32; 3];
-                            for (k, slot) in self.slots.iter().enumerate() {
-                                if let Some(i) = slot {
-                                    counts[*i] = c.counts[k] as u32;
-                                }
+                                let record = Record {
+                                    time_ms: now_ms(),
+                                    sample: f.sample,
+                                    source: f.source,
+                                    counts,
+                                    frame_ms,
+                                    model: self.model.manifest.name.clone(),
+                                    warnings: warnings | self.frame_warnings,
+                                    error: None,
+                                    identity: f.identity,
+                                };
+                                self.commit(Pending {
+                                    record,
+                                    shown: c.counts,
+                                })
                             }
-                            let record = Record {
-                                time_ms: now_ms(),
-                                sample: f.sample,
-                                source: f.source,
-                                counts,
-                                frame_ms,
-                                model: self.model.manifest.name.clone(),
-                                warnings: warnings | self.frame_warnings,
-                            };
-                            self.commit(Pending {
-                                record,
-                                shown: c.counts,
-                            })
+                            Err(e) => {
+                                self.refuse(f.sample, f.source, f.identity, e.to_string(), warnings)
+                            }
                         }
-                        Err(e) => {
-                            crate::say!("{}: not counted: {e}", f.source);
-                            Step::Failed
-                        }
-                    },
-                    Next::Failed { source, error } => {
-                        crate::say!("{source}: not counted: {error}");
-                        Step::Failed
                     }
+                    Next::Failed {
+                        source,
+                        sample,
+                        identity,
+                        error,
+                    } => self.refuse(sample, source, identity, error, warnings),
                     Next::Idle => Step::Idle,
                     Next::Finished => Step::Finished,
                 }
@@ -509,7 +613,7 @@ impl Service {
         // The last frame's light stays on the screen until the next frame.
         warnings |= self.frame_warnings;
         if let Some(l) = &mut self.link {
-            if let Step::Counted(_) = step {
+            if let Step::Counted(_) | Step::Refused(_) = step {
                 // Sent now rather than on the next step.
                 l.service(&mut self.journal, Instant::now());
             }
@@ -522,7 +626,7 @@ impl Service {
         }
         let changed = self.screen.warnings != warnings;
         self.screen.warnings = warnings;
-        if matches!(step, Step::Counted(_)) || changed {
+        if matches!(step, Step::Counted(_) | Step::Refused(_)) || changed {
             self.show();
         }
         Ok(step)
@@ -544,7 +648,7 @@ impl Service {
                 self.show();
             }
             match step {
-                Step::Counted(_) | Step::Failed => {}
+                Step::Counted(_) | Step::Refused(_) => {}
                 Step::Finished if until_done && self.all_sent() => return Ok(()),
                 Step::Idle | Step::Finished | Step::DiskFull => {
                     std::thread::sleep(Duration::from_millis(if step == Step::DiskFull {

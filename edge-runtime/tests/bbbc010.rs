@@ -9,6 +9,37 @@ use nemascope_core::metrics::dice;
 use nemascope_edge::count::{count_frame, CountSettings};
 use nemascope_edge::model::Model;
 
+mod common;
+use common::edge;
+
+/// `count` on every development well: BBBC010 is 12-bit data in 16-bit
+/// files (mean ≈ 1.5 % of full scale), and once every well was called a
+/// dark frame. Judged against the camera's range, none is.
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "62 inferences take minutes under qemu; the same code runs natively"
+)]
+fn no_well_is_called_dark() {
+    let root = bbbc010::default_root();
+    let wells = bbbc010::open(&root).unwrap();
+    assert_eq!(wells.len(), 62);
+    let o = edge()
+        .arg("count")
+        .arg(root.join("images"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().filter(|l| l.contains(".tif |")).count(),
+        62,
+        "{out}"
+    );
+}
+
 #[test]
 #[cfg_attr(
     target_arch = "aarch64",

@@ -229,3 +229,106 @@ fn small_tiles_count_a_large_frame_like_the_models_own() {
     // Worms are there to be found in this frame.
     assert!(own.counts[0] > 0, "{:?}", own.counts);
 }
+
+/// `count` with outputs that would collide, or replace an input: refused
+/// before any frame is counted, and nothing is written or replaced.
+#[test]
+fn colliding_outputs_are_refused_before_anything_is_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = tmp.path().join("plot-7");
+    std::fs::create_dir(&sample).unwrap();
+    let f = generate(&SynthConfig::default(), 616, 0).unwrap();
+    let input = sample.join("f0.png");
+    save_gray16(&f.image, &input).unwrap();
+    let original = std::fs::read(&input).unwrap();
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let o = edge()
+            .arg("count")
+            .arg("--model")
+            .arg(models().join("synth-worm-egg-cyst"))
+            .args(extra)
+            .arg(&sample)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let same = tmp.path().join("out");
+    let e = run(&[
+        "--masks".as_ref(),
+        same.as_os_str(),
+        "--overlays".as_ref(),
+        same.as_os_str(),
+    ]);
+    assert!(e.contains("--masks and --overlays"), "{e}");
+    let report = tmp.path().join("report");
+    let e = run(&[
+        "--csv".as_ref(),
+        report.as_os_str(),
+        "--json".as_ref(),
+        report.as_os_str(),
+    ]);
+    assert!(e.contains("--csv and --json"), "{e}");
+    assert!(!report.exists(), "nothing written");
+    let e = run(&["--csv".as_ref(), input.as_os_str(), "--overwrite".as_ref()]);
+    assert!(e.contains("input image"), "{e}");
+    // masks into the input folder would write f0.png over the input
+    let e = run(&[
+        "--masks".as_ref(),
+        sample.as_os_str(),
+        "--overwrite".as_ref(),
+    ]);
+    assert!(e.contains("input image"), "{e}");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        original,
+        "the input is intact"
+    );
+    assert!(
+        !e.contains("| f0.png") && !e.contains("ms |"),
+        "nothing was counted: {e}"
+    );
+}
+
+/// The pixel size comes from the bundle unless given, `count` says which,
+/// and a given size far from the bundle's is warned of.
+#[test]
+fn count_measures_at_the_bundles_scale_unless_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = generate(&SynthConfig::default(), 616, 1).unwrap();
+    let input = tmp.path().join("f1.png");
+    save_gray16(&f.image, &input).unwrap();
+    let run = |extra: &[&str]| {
+        let o = edge()
+            .arg("count")
+            .arg("--model")
+            .arg(models().join("synth-worm-egg-cyst"))
+            .args(extra)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let bundle = synth_model()
+        .manifest
+        .um_per_px
+        .expect("the bundle says its scale");
+    let (out, err) = run(&[]);
+    assert!(
+        out.contains(&format!("{bundle} µm per pixel (the bundle's)")),
+        "{out}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    let (out, err) = run(&["--um-per-px", "1"]);
+    assert!(out.contains("1 µm per pixel (given)"), "{out}");
+    assert!(
+        err.contains("far from") && err.contains("trained at"),
+        "{err}"
+    );
+    let (_, err) = run(&["--um-per-px", &format!("{}", bundle * 1.1)]);
+    assert!(!err.contains("far from"), "10 % off is fine: {err}");
+}

@@ -8,6 +8,7 @@ use std::path::Path;
 use nemascope_core::imageio::save_gray16;
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_edge::journal::Journal;
+use nemascope_edge::protocol::warn;
 
 mod common;
 use common::edge;
@@ -59,16 +60,38 @@ fn hostile() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     ]
 }
 
-#[test]
-fn count_refuses_each_by_name_and_counts_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let frames = dir.path().join("plot-9");
-    std::fs::create_dir_all(&frames).unwrap();
+/// Frames smaller than the superpixel window: they once panicked in
+/// Felzenszwalb when voting was on, and the unit crash-looped on them.
+/// They are frames like any other and are counted.
+fn tiny() -> Vec<(String, Vec<u8>)> {
+    [(1, 1), (2, 1), (1, 2), (3, 3), (5, 4), (8, 8)]
+        .into_iter()
+        .map(|(w, h)| {
+            let img =
+                image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 40 + y * 90) as u8]));
+            (format!("tiny-{w}x{h}.png"), png(img.into()))
+        })
+        .collect()
+}
+
+/// The hostile, tiny and one good frame, written into `frames`.
+fn write_frames(frames: &Path) {
+    std::fs::create_dir_all(frames).unwrap();
     for (name, bytes, _) in hostile() {
+        std::fs::write(frames.join(name), bytes).unwrap();
+    }
+    for (name, bytes) in tiny() {
         std::fs::write(frames.join(name), bytes).unwrap();
     }
     let f = generate(&SynthConfig::default(), 8, 0).unwrap();
     save_gray16(&f.image, &frames.join("good.png")).unwrap();
+}
+
+#[test]
+fn count_refuses_each_by_name_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("plot-9");
+    write_frames(&frames);
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let csv = dir.path().join("counts.csv");
     let out = edge()
@@ -78,6 +101,7 @@ fn count_refuses_each_by_name_and_counts_the_rest() {
         .arg(models.join("synth-worm-egg-cyst"))
         .arg("--csv")
         .arg(&csv)
+        .arg("--vote")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -90,8 +114,12 @@ fn count_refuses_each_by_name_and_counts_the_rest() {
         assert!(line.contains(why), "{name}: `{why}` not in `{line}`");
     }
     eprintln!("{err}");
+    assert!(!err.contains("panicked"), "{err}");
     let table = std::fs::read_to_string(&csv).unwrap();
     assert!(table.contains("good.png"), "{table}");
+    for (name, _) in tiny() {
+        assert!(table.contains(&name), "{name} counted:\n{table}");
+    }
 }
 
 #[test]
@@ -101,18 +129,14 @@ fn count_refuses_each_by_name_and_counts_the_rest() {
 )]
 fn the_unit_logs_each_and_keeps_counting() {
     let dir = tempfile::tempdir().unwrap();
-    let frames = dir.path().join("in/plot-9");
-    std::fs::create_dir_all(&frames).unwrap();
-    for (name, bytes, _) in hostile() {
-        std::fs::write(frames.join(name), bytes).unwrap();
-    }
-    let f = generate(&SynthConfig::default(), 8, 0).unwrap();
-    save_gray16(&f.image, &frames.join("good.png")).unwrap();
+    write_frames(&dir.path().join("in/plot-9"));
+    // Voting on: the tiny frames go through Felzenszwalb.
     let config = unit_config(
         dir.path(),
-        "[source]\nkind = \"files\"\npaths = [\"in/plot-9\"]\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
+        "[count]\nvote = true\n[source]\nkind = \"files\"\npaths = [\"in/plot-9\"]\n[journal]\ndir = \"j\"\nmin_free_mb = 1\n",
     );
     let log = run_until_done(&config);
+    assert!(!log.contains("panicked"), "{log}");
     for (name, _, why) in hostile() {
         let line = log
             .lines()
@@ -120,7 +144,31 @@ fn the_unit_logs_each_and_keeps_counting() {
             .unwrap_or_else(|| panic!("{name} not named:\n{log}"));
         assert!(line.contains("not counted") && line.contains(why), "{line}");
     }
-    let mut j = Journal::open(&dir.path().join("j")).unwrap();
-    assert_eq!(j.last_seq(), 1, "only the good frame is a result");
-    assert!(j.get(1).unwrap().record.source.ends_with("good.png"));
+    // Every frame is journaled once: the refused ones as refused, with why.
+    let frames = hostile().len() + tiny().len() + 1;
+    let records = |dir: &Path| {
+        let mut j = Journal::open(&dir.join("j")).unwrap();
+        (1..=j.last_seq())
+            .map(|s| j.get(s).unwrap().record)
+            .collect::<Vec<_>>()
+    };
+    let first = records(dir.path());
+    assert_eq!(first.len(), frames, "{log}");
+    for (name, _, why) in hostile() {
+        let r = first.iter().find(|r| r.source.ends_with(name)).unwrap();
+        assert_eq!(r.warnings & warn::NOT_COUNTED, warn::NOT_COUNTED, "{r:?}");
+        assert!(r.error.as_ref().is_some_and(|e| e.contains(why)), "{r:?}");
+        assert_eq!(r.counts, [0; 3]);
+    }
+    for (name, _) in tiny() {
+        let r = first.iter().find(|r| r.source.ends_with(&name)).unwrap();
+        assert_eq!(
+            (r.error.as_ref(), r.warnings & warn::NOT_COUNTED),
+            (None, 0),
+            "{r:?}"
+        );
+    }
+    // A restart tries none of them again.
+    let log = run_until_done(&config);
+    assert_eq!(records(dir.path()), first, "{log}");
 }

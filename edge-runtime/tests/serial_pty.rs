@@ -22,6 +22,8 @@ fn record(i: u32) -> Record {
         frame_ms: 55,
         model: "test".into(),
         warnings: 0,
+        error: None,
+        identity: None,
     }
 }
 

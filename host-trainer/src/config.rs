@@ -55,6 +55,11 @@ pub struct DataConfig {
     /// be skipped; more means something larger is wrong (a share not
     /// mounted, the wrong folder), and the run is refused.
     pub max_bad_fraction: f64,
+    /// The images' pixel size in the sample plane (µm), at their own
+    /// resolution. The exported bundle carries it, so `count` and a unit
+    /// measure at the scale the model was trained at unless told
+    /// otherwise (BBBC010 and the generator: 4 µm).
+    pub um_per_px: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +144,7 @@ impl Default for DataConfig {
             synth_frames: 128,
             bad_rows: "refuse".into(),
             max_bad_fraction: 0.1,
+            um_per_px: 4.0,
         }
     }
 }
@@ -261,6 +267,12 @@ impl Config {
             return bad(format!(
                 "data.max_bad_fraction {} must be in [0, 1)",
                 d.max_bad_fraction
+            ));
+        }
+        if !(d.um_per_px.is_finite() && d.um_per_px > 0.0 && d.um_per_px <= 1000.0) {
+            return bad(format!(
+                "data.um_per_px {} must be above 0 and at most 1000 (µm per pixel)",
+                d.um_per_px
             ));
         }
         let multiple = 1usize << self.model.depth;

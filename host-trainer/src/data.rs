@@ -270,6 +270,7 @@ fn synth_items(cfg: &Config) -> Result<(Vec<String>, Vec<Item>)> {
     let sc = SynthConfig {
         width: cfg.data.width,
         height: cfg.data.height,
+        um_per_px: cfg.data.um_per_px,
         ..SynthConfig::default()
     };
     let items = (0..cfg.data.synth_frames as u64)

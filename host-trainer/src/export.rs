@@ -357,6 +357,7 @@ fn manifest(
         training,
         metrics,
         object_area_px: BTreeMap::new(),
+        um_per_px: Some(cfg.data.um_per_px),
         model_sha256: String::new(),
     })
 }

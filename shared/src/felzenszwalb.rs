@@ -229,6 +229,11 @@ fn banded_edges(img: &[f32], w: usize, h: usize) -> (Vec<u64>, Vec<usize>) {
             bounds[band + 1] = acc;
         }
     }
+    // Fewer edges than bands (frames of a few pixels): the bands never
+    // reached are empty and end where the last one does, not at 0.
+    for b in &mut bounds[band + 1..] {
+        *b = acc;
+    }
     let mut next = bounds.clone();
     let mut out = vec![0u64; total];
     visit_edges(img, w, h, |x| {
@@ -480,6 +485,30 @@ mod tests {
         )
         .unwrap();
         assert!(none.count > s.count);
+    }
+
+    #[test]
+    fn frames_of_a_few_pixels_segment() {
+        // Fewer edges than weight bands once panicked ("slice index starts
+        // at 11 but ends at 0"); every label must still be a segment.
+        let mut seed = 7u32;
+        for h in 1..=9 {
+            for w in 1..=9 {
+                let data = (0..w * h)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        (seed >> 16) as f32 / 65_536.0
+                    })
+                    .collect();
+                let p = Plane::from_vec(w, h, data).unwrap();
+                let s = segment(&p, &Params::default()).unwrap();
+                let mut seen = vec![false; s.count];
+                for &l in s.labels.data() {
+                    seen[l as usize] = true;
+                }
+                assert!(s.count >= 1 && seen.iter().all(|&b| b), "{w}x{h}");
+            }
+        }
     }
 
     #[test]

@@ -112,6 +112,12 @@ pub trait Luma {
     /// Writes row `y` into `out` (`width` values).
     fn row_into(&self, y: usize, out: &mut [f32]);
 
+    /// Bits per sample of the integer storage the values came from (8 or
+    /// 16), or `None` for float data: what "full scale" meant to the file.
+    fn storage_bits(&self) -> Option<u8> {
+        None
+    }
+
     /// The whole frame as a plane (4 bytes a pixel).
     fn to_plane(&self) -> Plane {
         let (w, h) = (self.width(), self.height());
@@ -163,6 +169,13 @@ impl Luma for Pixels {
                 }
             }
             Pixels::Float(p) => out.copy_from_slice(p.row(y)),
+        }
+    }
+    fn storage_bits(&self) -> Option<u8> {
+        match self {
+            Pixels::Gray8(_) => Some(8),
+            Pixels::Gray16(_) => Some(16),
+            Pixels::Float(_) => None,
         }
     }
 }
