@@ -61,7 +61,7 @@ impl Default for ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     /// Pixel size in the sample plane, for areas and lengths in µm.
@@ -75,14 +75,6 @@ pub struct CameraConfig {
     pub bit_depth: Option<u8>,
 }
 
-impl Default for CameraConfig {
-    fn default() -> Self {
-        CameraConfig {
-            um_per_px: None,
-            bit_depth: None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
