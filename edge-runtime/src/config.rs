@@ -75,7 +75,6 @@ pub struct CameraConfig {
     pub bit_depth: Option<u8>,
 }
 
-
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CountConfig {
