@@ -7,6 +7,17 @@ use std::collections::BTreeMap;
 /// Manifest format version; a runtime refuses formats it does not know.
 pub const FORMAT: u32 = 1;
 
+/// The largest pixel size anything accepts (µm in the sample plane): far
+/// beyond any microscope, small enough to catch a value in nm or mm.
+pub const MAX_UM_PER_PX: f32 = 1000.0;
+
+/// Whether `um` is a pixel size: above 0 and at most [`MAX_UM_PER_PX`].
+/// The one check the manifest, the unit's config, `count` and the trainer
+/// share.
+pub fn valid_um_per_px(um: f32) -> bool {
+    um.is_finite() && um > 0.0 && um <= MAX_UM_PER_PX
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -127,7 +138,7 @@ impl Manifest {
             }
         }
         if let Some(um) = self.um_per_px {
-            if !(um.is_finite() && um > 0.0 && um <= 1000.0) {
+            if !valid_um_per_px(um) {
                 return Err(format!("um_per_px: {um} (above 0, at most 1000)"));
             }
         }

@@ -406,7 +406,7 @@ impl Config {
         check((1..=3600).contains(&cs), "model.check_s", cs, "1 to 3600")?;
         if let Some(um) = self.camera.um_per_px {
             check(
-                um.is_finite() && um > 0.0 && um <= 1000.0,
+                nemascope_bundle::manifest::valid_um_per_px(um),
                 "camera.um_per_px",
                 um,
                 "must be above 0 and at most 1000 (µm per pixel)",

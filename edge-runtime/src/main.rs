@@ -360,7 +360,7 @@ fn count(a: CountArgs) -> Result<()> {
         )));
     }
     if let Some(um) = a.um_per_px {
-        if !(um.is_finite() && um > 0.0 && um <= 1000.0) {
+        if !nemascope_bundle::manifest::valid_um_per_px(um) {
             return Err(Error::Invalid(format!(
                 "--um-per-px {um}: above 0 and at most 1000 (µm per pixel)"
             )));

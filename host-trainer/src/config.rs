@@ -269,7 +269,7 @@ impl Config {
                 d.max_bad_fraction
             ));
         }
-        if !(d.um_per_px.is_finite() && d.um_per_px > 0.0 && d.um_per_px <= 1000.0) {
+        if !nemascope_bundle::manifest::valid_um_per_px(d.um_per_px) {
             return bad(format!(
                 "data.um_per_px {} must be above 0 and at most 1000 (µm per pixel)",
                 d.um_per_px
