@@ -2,6 +2,7 @@
 //! a config file holds only what differs; unknown keys are refused so a typo
 //! never silently trains with a default.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use nemascope_core::felzenszwalb::Params;
@@ -21,6 +22,34 @@ pub struct Config {
     pub train: TrainConfig,
     pub vote: VoteConfig,
     pub augment: AugmentConfig,
+    /// Per-class settings by class name (`[class.egg]`); a class not named
+    /// here uses the data and pooling sections' values.
+    pub class: BTreeMap<String, ClassConfig>,
+}
+
+/// What one class may set apart from the others: objects whose areas differ
+/// 70× (an egg in a 96-px tile is 1.8 % of it, a cyst is larger than the
+/// tile) cannot share one tile size, one sliver threshold and one r.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassConfig {
+    /// Side of the square cells this class is labelled and pooled at; it
+    /// divides `data.crop` (0: the whole crop, as without this section).
+    pub cell: usize,
+    /// Pixels of the class for "present" in a cell (0: `data.min_pixels`);
+    /// a cell with fewer but some is left unlabelled for this class only.
+    pub min_pixels: usize,
+    /// This class's GWP r (unset: `pooling.r`).
+    pub r: Option<f32>,
+}
+
+/// One class's resolved settings (see [`Config::classes`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassSettings {
+    /// Cell side in pixels; 0 with whole-image labels (`data.crop = 0`).
+    pub cell: usize,
+    pub min_pixels: usize,
+    pub pooling: Pooling,
 }
 
 /// Where images come from and how they become training inputs.
@@ -47,6 +76,9 @@ pub struct DataConfig {
     pub min_pixels: usize,
     /// Frames generated when `kind = "synth"`.
     pub synth_frames: usize,
+    /// The generator's preset: `classic`, `light`, `dense` or `mixed`
+    /// (even frames light debris, odd frames dense).
+    pub synth_preset: String,
     /// A row whose image, mask or labels cannot be used: `refuse` stops
     /// before training and lists every such row; `skip` trains without
     /// them, listing them in the log, `state.json` and `results.md`.
@@ -101,6 +133,22 @@ pub struct TrainConfig {
     /// `batch` (per class over the batch; needed with several classes that
     /// most tiles lack, see `stages::dice_loss`).
     pub dice: String,
+    /// Draw each batch so every class has positive regions in it (a
+    /// quarter of the slots each with three classes, the rest uniform);
+    /// uniform sampling gives ~1 egg tile per batch of 16 on the synthetic
+    /// frames.
+    pub balance: bool,
+    /// In stage 1's loss, give a class's labelled positive cells and its
+    /// negative cells half the weight each: a class in 5 % of the cells is
+    /// otherwise best served by a map that is low everywhere.
+    pub balance_bce: bool,
+    /// Weight of a pixel-wise BCE added to the Dice loss of the refinement
+    /// (and supervised) phases: Dice alone gives almost no gradient on
+    /// batches without the class.
+    pub pixel_bce: f64,
+    /// Learning rate at the end of each phase as a fraction of `lr`
+    /// (cosine decay by epoch; 1 keeps it constant, as the BBBC010 runs do).
+    pub lr_final: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +190,7 @@ impl Default for DataConfig {
             stride: 48,
             min_pixels: 60,
             synth_frames: 128,
+            synth_preset: "classic".into(),
             bad_rows: "refuse".into(),
             max_bad_fraction: 0.1,
             um_per_px: 4.0,
@@ -185,6 +234,10 @@ impl Default for TrainConfig {
             threads: 0,
             seed: 7,
             dice: "per-tile".into(),
+            balance: false,
+            balance_bce: false,
+            pixel_bce: 0.0,
+            lr_final: 1.0,
         }
     }
 }
@@ -257,6 +310,7 @@ impl Config {
                 d.kind
             ));
         }
+        nemascope_core::synth::SynthConfig::preset(&d.synth_preset, 0, 64, 64, 4.0)?;
         if !["refuse", "skip"].contains(&d.bad_rows.as_str()) {
             return bad(format!(
                 "data.bad_rows `{}`: expected refuse or skip",
@@ -324,6 +378,23 @@ impl Config {
         if !(v.scale > 0.0 && v.sigma >= 0.0) {
             return bad("vote.scale must be > 0 and vote.sigma ≥ 0".into());
         }
+        if !(t.lr_final > 0.0 && t.lr_final <= 1.0) {
+            return bad(format!("train.lr_final {} must be in (0, 1]", t.lr_final));
+        }
+        if !(t.pixel_bce.is_finite() && t.pixel_bce >= 0.0) {
+            return bad(format!("train.pixel_bce {} must be ≥ 0", t.pixel_bce));
+        }
+        for (name, c) in &self.class {
+            if d.crop > 0 && c.cell > 0 && (c.cell > d.crop || d.crop % c.cell != 0) {
+                return bad(format!(
+                    "class.{name}.cell {} must divide data.crop {}",
+                    c.cell, d.crop
+                ));
+            }
+            if c.r.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+                return bad(format!("class.{name}.r must be ≥ 0"));
+            }
+        }
         let a = &self.augment;
         if !(0.0..=1.0).contains(&a.brightness) || !(0.0..1.0).contains(&a.contrast) {
             return bad("augment.brightness in 0..=1, augment.contrast in 0..1".into());
@@ -372,6 +443,41 @@ impl Config {
                 "pooling.kind `{k}`: expected gap, gmp or gwp"
             ))),
         }
+    }
+
+    /// Each class's cell, sliver threshold and pooling, in `classes`
+    /// order; a `[class.NAME]` section naming no class of the data is
+    /// refused (a typo would silently train with the defaults).
+    pub fn classes(&self, classes: &[String]) -> Result<Vec<ClassSettings>> {
+        if let Some(name) = self.class.keys().find(|k| !classes.contains(k)) {
+            return Err(Error::Invalid(format!(
+                "[class.{name}]: the data has no class `{name}` (its classes: {})",
+                classes.join(", ")
+            )));
+        }
+        let pooling = self.pooling()?;
+        Ok(classes
+            .iter()
+            .map(|name| {
+                let c = self.class.get(name).cloned().unwrap_or_default();
+                ClassSettings {
+                    cell: match (self.data.crop, c.cell) {
+                        (0, _) => 0,
+                        (crop, 0) => crop,
+                        (_, cell) => cell,
+                    },
+                    min_pixels: if c.min_pixels > 0 {
+                        c.min_pixels
+                    } else {
+                        self.data.min_pixels
+                    },
+                    pooling: match (pooling, c.r) {
+                        (Pooling::Gwp { .. }, Some(r)) => Pooling::Gwp { r },
+                        (p, _) => p,
+                    },
+                }
+            })
+            .collect())
     }
 
     /// The tile-grid step.
@@ -428,6 +534,28 @@ mod tests {
     }
 
     #[test]
+    fn class_sections_resolve_per_class_and_typos_are_refused() {
+        let c = Config::parse(
+            "[data]\ncrop = 192\nmin_pixels = 60\n[pooling]\nr = 5.0\n\
+             [class.egg]\ncell = 64\nmin_pixels = 40\nr = 13.0\n",
+        )
+        .unwrap();
+        let names: Vec<String> = ["worm", "egg", "cyst"].map(String::from).to_vec();
+        let s = c.classes(&names).unwrap();
+        assert_eq!(
+            (s[0].cell, s[0].min_pixels, s[0].pooling),
+            (192, 60, Pooling::Gwp { r: 5.0 })
+        );
+        assert_eq!(
+            (s[1].cell, s[1].min_pixels, s[1].pooling),
+            (64, 40, Pooling::Gwp { r: 13.0 })
+        );
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let e = c.classes(&names[..1]).unwrap_err();
+        assert!(e.to_string().contains("class.egg"), "{e}");
+    }
+
+    #[test]
     fn defaults_round_trip_and_typos_are_refused() {
         let c = Config::default();
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
@@ -440,6 +568,8 @@ mod tests {
         assert!(e.to_string().contains("multiple"), "{e}");
         let e = Config::parse("[data]\nval_fraction = 0.0\n").unwrap_err();
         assert!(e.to_string().contains("val_fraction"), "{e}");
+        let e = Config::parse("[data]\ncrop = 96\n[class.egg]\ncell = 40\n").unwrap_err();
+        assert!(e.to_string().contains("class.egg.cell"), "{e}");
         let e = Config::parse("[train]\ndevice = \"tpu\"\n").unwrap_err();
         assert!(e.to_string().contains("tpu"), "{e}");
     }

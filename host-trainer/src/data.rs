@@ -16,7 +16,7 @@ use nemascope_core::{Class, Error, Grid, Mask, Plane, Result};
 use rand::Rng;
 use tch::Tensor;
 
-use crate::config::{AugmentConfig, Config};
+use crate::config::{AugmentConfig, ClassSettings, Config};
 
 /// One image at the working size.
 #[derive(Debug, Clone)]
@@ -267,29 +267,78 @@ fn sample_item(s: &Sample, classes: usize, width: usize, height: usize) -> Resul
 
 /// Frames from the seeded generator, three classes, with exact masks.
 fn synth_items(cfg: &Config) -> Result<(Vec<String>, Vec<Item>)> {
-    let sc = SynthConfig {
-        width: cfg.data.width,
-        height: cfg.data.height,
-        um_per_px: cfg.data.um_per_px,
-        ..SynthConfig::default()
+    synth_set(
+        cfg,
+        &cfg.data.synth_preset,
+        cfg.data.seed,
+        cfg.data.synth_frames,
+        "synth",
+        false,
+    )
+}
+
+/// `n` generated frames of a preset and seed at the config's size and
+/// pixel size, named `<prefix><index>`.
+fn synth_set(
+    cfg: &Config,
+    preset: &str,
+    seed: u64,
+    n: usize,
+    prefix: &str,
+    frozen: bool,
+) -> Result<(Vec<String>, Vec<Item>)> {
+    let (w, h) = (cfg.data.width, cfg.data.height);
+    // The benchmark's frames are frozen at the generator's own size and
+    // pixel size; a run working at another size sees them resized.
+    let (gw, gh, um) = match frozen {
+        true => (512, 384, 4.0),
+        false => (w, h, cfg.data.um_per_px),
     };
-    let items = (0..cfg.data.synth_frames as u64)
+    let items = (0..n as u64)
         .map(|i| {
-            let f = synth::generate(&sc, cfg.data.seed, i)?;
+            let sc = SynthConfig::preset(preset, i, gw, gh, um)?;
+            let f = synth::generate(&sc, seed, i)?;
             let present = f.masks.iter().map(|m| m.count() > 0).collect();
             let counts = f.counts.iter().map(|&c| Some(c)).collect();
             item_from_plane(
-                format!("synth{i:04}"),
+                format!("{prefix}{i:04}"),
                 &f.image,
                 present,
                 Some(f.masks),
                 counts,
-                cfg.data.width,
-                cfg.data.height,
+                w,
+                h,
             )
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((Class::ALL.iter().map(|c| c.name().into()).collect(), items))
+}
+
+/// The run's data with the frozen synthetic benchmark
+/// (`synth::BENCHMARK_*`) put in place of its validation images: its
+/// training images stay (for fitting counters and tuning the classical
+/// floor), and `val` lists the benchmark frames, light and dense
+/// alternating. Nothing here trains.
+pub fn with_benchmark(cfg: &Config) -> Result<Data> {
+    let mut data = load(cfg)?;
+    let (classes, bench) = synth_set(
+        cfg,
+        synth::BENCHMARK_PRESET,
+        synth::BENCHMARK_SEED,
+        synth::BENCHMARK_FRAMES,
+        "bench",
+        true,
+    )?;
+    if classes != data.classes {
+        return Err(Error::Invalid(format!(
+            "the benchmark's classes {classes:?} are not the run's {:?}",
+            data.classes
+        )));
+    }
+    let first = data.items.len();
+    data.items.extend(bench);
+    data.val = (first..data.items.len()).collect();
+    Ok(data)
 }
 
 /// A region of one item.
@@ -302,87 +351,141 @@ pub struct Region {
     pub h: usize,
 }
 
-/// A batch: inputs `[B,1,S,S]`, labels `[B,C]`, and mask targets
-/// `[B,C,S,S]` when targets were given.
+/// Image-level labels of one region: per class, one label per cell of that
+/// class's grid (row-major; one cell with whole-image labels), `None` where
+/// a sliver of the class leaves the cell unlabelled.
+pub type Labels = Vec<Vec<Option<bool>>>;
+
+/// A region and its labels.
+pub type Labelled = (Region, Labels);
+
+/// Whether class `c` is in the region: present if any cell says so, absent
+/// if every cell says absent, unknown otherwise.
+pub fn region_present(labels: &Labels, c: usize) -> Option<bool> {
+    let cells = labels.get(c)?;
+    if cells.contains(&Some(true)) {
+        Some(true)
+    } else if cells.iter().all(|l| *l == Some(false)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A batch: inputs `[B,1,S,S]`, per class the cell labels `[B, n²]` with
+/// their weights (0 where unlabelled), and mask targets `[B,C,S,S]` when
+/// targets were given.
 pub struct Batch {
     pub x: Tensor,
-    pub labels: Tensor,
+    pub labels: Vec<Tensor>,
+    pub weights: Vec<Tensor>,
     pub masks: Option<Tensor>,
 }
 
-/// The labelled regions of `items`: a grid of `crop`-sized tiles every
-/// `stride` pixels, labelled from the masks as a person labelling tiles
-/// would (present ≥ `min_pixels`, absent = none, slivers skipped), or the
-/// whole images with their own labels when `crop` is 0. These are the only
-/// labels the weak stages see.
+/// The labelled regions of `items`: a grid of `crop`-sized regions every
+/// `stride` pixels, each class labelled from the masks over its own cells
+/// as a person labelling a tile grid would (present ≥ the class's
+/// `min_pixels`, absent = none, slivers unlabelled), or the whole images
+/// with their own labels when `crop` is 0. A region with no label at all is
+/// left out. These are the only labels the weak stages see.
 pub fn grid_regions(
     data: &Data,
     items: &[usize],
     crop: usize,
     stride: usize,
-    min_pixels: usize,
-) -> Result<Vec<(Region, Vec<bool>)>> {
+    classes: &[ClassSettings],
+) -> Result<Vec<Labelled>> {
     let mut out = Vec::new();
     for &i in items {
         let it = &data.items[i];
         let (w, h) = (it.input.width(), it.input.height());
+        let region = |x, y, w, h| Region {
+            item: i,
+            x,
+            y,
+            w,
+            h,
+        };
         if crop == 0 {
-            out.push((
-                Region {
-                    item: i,
-                    x: 0,
-                    y: 0,
-                    w,
-                    h,
-                },
-                it.present.clone(),
-            ));
+            let labels = it.present.iter().map(|&p| vec![Some(p)]).collect();
+            out.push((region(0, 0, w, h), labels));
             continue;
         }
         let truth = it
             .truth
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("{}: tile labels need masks", it.id)))?;
-        let spec = tiles::TileSpec {
-            size: crop,
-            stride: stride.max(1),
-            min_pixels,
-        };
-        for t in tiles::tile_labels(truth, w, h, spec)? {
-            out.push((
-                Region {
-                    item: i,
-                    x: t.x,
-                    y: t.y,
-                    w: crop,
-                    h: crop,
-                },
-                t.present,
-            ));
+        if w < crop || h < crop {
+            return Err(Error::Invalid(format!(
+                "{}: {w}x{h} is smaller than a {crop} px tile",
+                it.id
+            )));
+        }
+        for y in tiles::origins(h, crop, stride.max(1)) {
+            for x in tiles::origins(w, crop, stride.max(1)) {
+                let labels = truth
+                    .iter()
+                    .zip(classes)
+                    .map(|(m, s)| tiles::cell_labels(m, x, y, crop, s.cell, s.min_pixels))
+                    .collect::<Result<Labels>>()?;
+                if labels.iter().flatten().any(Option::is_some) {
+                    out.push((region(x, y, crop, crop), labels));
+                }
+            }
         }
     }
     Ok(out)
 }
 
-/// Per class, the pixels of item `item` that lie in a region labelled
-/// absent for that class: known background, which voting must not claim.
-pub fn known_absent(data: &Data, item: usize, regions: &[(Region, Vec<bool>)]) -> Vec<Mask> {
+/// Per class, the pixels of item `item` that lie in a cell labelled absent
+/// for that class: known background, which voting must not claim.
+pub fn known_absent(data: &Data, item: usize, regions: &[Labelled]) -> Vec<Mask> {
     let it = &data.items[item];
     let (w, h) = (it.input.width(), it.input.height());
     let mut out = vec![Mask::filled(w, h, false); data.classes.len()];
     for (r, labels) in regions.iter().filter(|(r, _)| r.item == item) {
-        for (c, &present) in labels.iter().enumerate() {
-            if present {
-                continue;
-            }
-            for y in r.y..r.y + r.h {
-                for x in r.x..r.x + r.w {
-                    out[c].set(x, y, true);
+        for (c, cells) in labels.iter().enumerate() {
+            let (cw, ch, n) = cell_grid(r, cells.len());
+            for (k, l) in cells.iter().enumerate() {
+                if *l != Some(false) {
+                    continue;
+                }
+                let (x0, y0) = (r.x + (k % n) * cw, r.y + (k / n) * ch);
+                for y in y0..y0 + ch {
+                    for x in x0..x0 + cw {
+                        out[c].set(x, y, true);
+                    }
                 }
             }
         }
     }
     out
+}
+
+/// Sets `values` (a `w`×`h` region, row-major) to `zero` in every cell
+/// labelled absent: a negative cell's target is empty.
+pub fn clear_absent_cells<T: Copy>(
+    values: &mut [T],
+    w: usize,
+    h: usize,
+    cells: &[Option<bool>],
+    zero: T,
+) {
+    let n = (cells.len() as f64).sqrt().round().max(1.0) as usize;
+    let (cw, ch) = ((w / n).max(1), (h / n).max(1));
+    for (k, v) in values.iter_mut().enumerate() {
+        let (x, y) = ((k % w / cw).min(n - 1), (k / w / ch).min(n - 1));
+        if cells[y * n + x] == Some(false) {
+            *v = zero;
+        }
+    }
+}
+
+/// Cell width, height and cells per row of a region cut into `cells`
+/// square-grid cells (one cell: the region itself).
+fn cell_grid(r: &Region, cells: usize) -> (usize, usize, usize) {
+    let n = (cells as f64).sqrt().round().max(1.0) as usize;
+    (r.w / n, r.h / n, n)
 }
 
 /// A geometric augmentation: transpose, then flips (8 possibilities for
@@ -423,19 +526,22 @@ impl Geometry {
 }
 
 /// Builds a batch from regions. `targets[item][class]` are the masks to
-/// learn (true or voted); a class absent from a region's labels gets an
-/// empty target whatever the mask holds, as the paper's negatives do.
+/// learn (true or voted); a cell labelled absent for a class gets an empty
+/// target whatever the mask holds, as the paper's negatives do. Cell labels
+/// follow the region through the augmentation.
 pub fn make_batch(
     data: &Data,
-    regions: &[(Region, Vec<bool>)],
+    regions: &[Labelled],
     targets: Option<&[Option<Vec<Mask>>]>,
     augment: Option<(&AugmentConfig, &mut dyn rand::RngCore)>,
 ) -> Result<Batch> {
-    let (r0, _) = regions
+    let (r0, l0) = regions
         .first()
         .ok_or_else(|| Error::Invalid("empty batch".into()))?;
     let classes = data.classes.len();
-    let (mut xs, mut ls, mut ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut xs, mut ms) = (Vec::new(), Vec::new());
+    let mut ls: Vec<Vec<f32>> = vec![Vec::new(); classes];
+    let mut ws: Vec<Vec<f32>> = vec![Vec::new(); classes];
     let mut augment = augment;
     for (r, labels) in regions {
         if (r.w, r.h) != (r0.w, r0.h) {
@@ -456,17 +562,42 @@ pub fn make_batch(
         for v in &mut xs[start..] {
             *v = *v * gain + offset;
         }
-        ls.extend(labels.iter().map(|&b| b as u8 as f32));
+        // Each class's cells, moved as the region was.
+        let mut moved = Vec::with_capacity(classes);
+        for (c, cells) in labels.iter().enumerate().take(classes) {
+            if cells.len() != l0[c].len() {
+                return Err(Error::Invalid(
+                    "regions of one batch differ in cells".into(),
+                ));
+            }
+            let (_, _, n) = cell_grid(r, cells.len());
+            let grid = nemascope_core::Grid::from_vec(n, n, cells.clone())?;
+            let mut out = Vec::with_capacity(cells.len());
+            let whole = Region {
+                item: r.item,
+                x: 0,
+                y: 0,
+                w: n,
+                h: n,
+            };
+            geo.apply(&grid, whole, &mut out);
+            ls[c].extend(out.iter().map(|l| (*l == Some(true)) as u8 as f32));
+            ws[c].extend(out.iter().map(|l| l.is_some() as u8 as f32));
+            moved.push(out);
+        }
         if let Some(t) = targets {
             let masks = t[r.item]
                 .as_ref()
                 .ok_or_else(|| Error::Invalid(format!("{}: no target masks", it.id)))?;
+            let (ow, oh) = if geo.transpose {
+                (r.h, r.w)
+            } else {
+                (r.w, r.h)
+            };
             for (c, m) in masks.iter().enumerate().take(classes) {
                 let start = ms.len();
                 geo.apply(m, *r, &mut ms);
-                if !labels[c] {
-                    ms[start..].iter_mut().for_each(|v| *v = false);
-                }
+                clear_absent_cells(&mut ms[start..], ow, oh, &moved[c], false);
             }
         }
     }
@@ -475,12 +606,24 @@ pub fn make_batch(
     // the first one's shape.
     let (w, h) = (r0.w as i64, r0.h as i64);
     let x = Tensor::from_slice(&xs).reshape([b, 1, h, w]);
-    let labels = Tensor::from_slice(&ls).reshape([b, classes as i64]);
+    let labels = ls
+        .iter()
+        .map(|l| Tensor::from_slice(l).reshape([b, -1]))
+        .collect();
+    let weights = ws
+        .iter()
+        .map(|l| Tensor::from_slice(l).reshape([b, -1]))
+        .collect();
     let masks = targets.map(|_| {
         let f: Vec<f32> = ms.iter().map(|&v| v as u8 as f32).collect();
         Tensor::from_slice(&f).reshape([b, classes as i64, h, w])
     });
-    Ok(Batch { x, labels, masks })
+    Ok(Batch {
+        x,
+        labels,
+        weights,
+        masks,
+    })
 }
 
 /// Reads one image for prediction, resized to the working size.
@@ -504,6 +647,7 @@ pub fn load_for_prediction(path: &Path, width: usize, height: usize) -> Result<I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn geometry_transposes_and_flips() {
@@ -556,11 +700,20 @@ mod tests {
             val: vec![],
             skipped: vec![],
         };
-        let regions = grid_regions(&data, &[0], 16, 16, 10).unwrap();
+        let cls = |min_pixels| {
+            vec![ClassSettings {
+                cell: 16,
+                min_pixels,
+                pooling: nemascope_core::pooling::Pooling::Gap,
+            }]
+        };
+        let regions = grid_regions(&data, &[0], 16, 16, &cls(10)).unwrap();
         // Columns 0..16, 16..32 are empty; 32..48 holds the bar; 48..64 is
         // empty. Rows 0..16 hold 40 bar pixels, 16..32 hold 40.
-        let labels: Vec<(usize, usize, bool)> =
-            regions.iter().map(|(r, l)| (r.x, r.y, l[0])).collect();
+        let labels: Vec<(usize, usize, bool)> = regions
+            .iter()
+            .map(|(r, l)| (r.x, r.y, l[0][0].unwrap()))
+            .collect();
         assert_eq!(labels.len(), 8);
         assert!(labels.contains(&(32, 0, true)) && labels.contains(&(32, 16, true)));
         assert!(labels.contains(&(48, 16, false)) && labels.contains(&(0, 0, false)));
@@ -569,16 +722,112 @@ mod tests {
         assert!(!*absent[0].get(41, 10) && !*absent[0].get(33, 2));
         // Slivers are skipped: with min_pixels 50 the bar tiles (40 px) carry
         // no label, so nothing near the bar is called absent.
-        let strict = grid_regions(&data, &[0], 16, 16, 50).unwrap();
+        let strict = grid_regions(&data, &[0], 16, 16, &cls(50)).unwrap();
         assert_eq!(strict.len(), 6);
         assert!(!*known_absent(&data, 0, &strict)[0].get(41, 10));
         // Whole-image mode keeps the image's own labels.
-        let whole = grid_regions(&data, &[0], 0, 0, 10).unwrap();
+        let whole = grid_regions(&data, &[0], 0, 0, &cls(10)).unwrap();
         assert_eq!(whole.len(), 1);
         assert_eq!(
             (whole[0].0.w, whole[0].0.h, whole[0].1.clone()),
-            (64, 32, vec![true])
+            (64, 32, vec![vec![Some(true)]])
         );
+    }
+
+    #[test]
+    fn cell_labels_follow_the_augmented_region_and_clear_negative_cells() {
+        // 32×32 frames, one dark 6×6 square at a random cell of a 2×2 grid
+        // of 16-px cells; a second class absent everywhere, one cell.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut items = Vec::new();
+        for i in 0..8 {
+            let (cx, cy) = (
+                rng.random_range(0..2) * 16 + 5,
+                rng.random_range(0..2) * 16 + 5,
+            );
+            let inside =
+                move |x: usize, y: usize| (cx..cx + 6).contains(&x) && (cy..cy + 6).contains(&y);
+            let plane = Plane::from_fn(32, 32, |x, y| if inside(x, y) { 0.1 } else { 0.9 });
+            let truth = vec![Mask::from_fn(32, 32, inside), Mask::filled(32, 32, false)];
+            items.push(
+                item_from_plane(
+                    format!("f{i}"),
+                    &plane,
+                    vec![true, false],
+                    Some(truth),
+                    vec![],
+                    32,
+                    32,
+                )
+                .unwrap(),
+            );
+        }
+        let data = Data {
+            classes: vec!["a".into(), "b".into()],
+            items,
+            train: (0..8).collect(),
+            val: vec![],
+            skipped: vec![],
+        };
+        let gap = nemascope_core::pooling::Pooling::Gap;
+        let settings = [
+            ClassSettings {
+                cell: 16,
+                min_pixels: 10,
+                pooling: gap,
+            },
+            ClassSettings {
+                cell: 32,
+                min_pixels: 10,
+                pooling: gap,
+            },
+        ];
+        let regions = grid_regions(&data, &data.train, 32, 32, &settings).unwrap();
+        assert_eq!(regions.len(), 8);
+        assert!(regions
+            .iter()
+            .all(
+                |(_, l)| l[0].iter().filter(|c| **c == Some(true)).count() == 1
+                    && l[1] == vec![Some(false)]
+            ));
+        // Everything the voting would have claimed: the whole frame.
+        let targets: Vec<Option<Vec<Mask>>> = (0..8)
+            .map(|_| Some(vec![Mask::filled(32, 32, true), Mask::filled(32, 32, true)]))
+            .collect();
+        let augment = AugmentConfig {
+            brightness: 0.0,
+            contrast: 0.0,
+            ..AugmentConfig::default()
+        };
+        for seed in 0..6 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let b =
+                make_batch(&data, &regions, Some(&targets), Some((&augment, &mut rng))).unwrap();
+            let x = Vec::<f32>::try_from(b.x.flatten(0, -1)).unwrap();
+            let l = Vec::<f32>::try_from(b.labels[0].flatten(0, -1)).unwrap();
+            let m = Vec::<f32>::try_from(b.masks.unwrap().flatten(0, -1)).unwrap();
+            assert_eq!(b.labels[1].size(), [8, 1]);
+            for k in 0..8 {
+                for cell in 0..4 {
+                    let (x0, y0) = ((cell % 2) * 16, (cell / 2) * 16);
+                    let dark = (y0..y0 + 16)
+                        .any(|y| (x0..x0 + 16).any(|xx| x[k * 1024 + y * 32 + xx] < -1.0));
+                    // The positive cell is where the square went.
+                    assert_eq!(
+                        l[k * 4 + cell] > 0.5,
+                        dark,
+                        "seed {seed} region {k} cell {cell}"
+                    );
+                    // Negative cells have empty targets; the positive keeps its own.
+                    let t = m[k * 2048 + y0 * 32 + x0 + 8 * 32 + 8];
+                    assert_eq!(t > 0.5, dark);
+                }
+                // Class b is absent everywhere: its target is empty.
+                assert!(m[k * 2048 + 1024..k * 2048 + 2048]
+                    .iter()
+                    .all(|&v| v == 0.0));
+            }
+        }
     }
 
     /// A generic dataset of 20 synthetic frames, three of whose rows are

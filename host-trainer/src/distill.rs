@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::Tensor;
 
-use crate::data::{grid_regions, make_batch, Data, Geometry, Region};
+use crate::data::{clear_absent_cells, grid_regions, make_batch, Data, Geometry, Labelled};
 use crate::eval;
 use crate::stages::dice_loss_of;
 use crate::train::{self, StageResult, State};
@@ -76,16 +76,14 @@ fn refined_masks(run: &Path, data: &Data, rounds: usize) -> Result<Option<Vec<Op
 }
 
 /// Soft targets of a batch, laid out as `make_batch` lays out the inputs.
-fn soft_batch(soft: &[Vec<Plane>], regions: &[(Region, Vec<bool>)], classes: usize) -> Tensor {
+fn soft_batch(soft: &[Vec<Plane>], regions: &[Labelled], classes: usize) -> Tensor {
     let mut v = Vec::new();
     let (w, h) = (regions[0].0.w as i64, regions[0].0.h as i64);
     for (r, labels) in regions {
         for (c, map) in soft[r.item].iter().enumerate().take(classes) {
             let start = v.len();
             Geometry::default().apply(map, *r, &mut v);
-            if !labels[c] {
-                v[start..].iter_mut().for_each(|x| *x = 0.0);
-            }
+            clear_absent_cells(&mut v[start..], r.w, r.h, &labels[c], 0.0);
         }
     }
     Tensor::from_slice(&v).reshape([regions.len() as i64, classes as i64, h, w])
@@ -131,18 +129,15 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
     let mut opt = nn::RmsProp::default()
         .build(&vs, o.lr)
         .map_err(train::torch_err)?;
-    let (crop, min) = (cfg.data.crop, cfg.data.min_pixels);
-    let regions = grid_regions(&data, &data.train, crop, cfg.stride(), min)?;
-    let val = grid_regions(&data, &data.val, crop, crop, min)?;
+    let crop = cfg.data.crop;
+    let settings = cfg.classes(&data.classes)?;
+    let regions = grid_regions(&data, &data.train, crop, cfg.stride(), &settings)?;
+    let val = grid_regions(&data, &data.val, crop, crop, &settings)?;
     if regions.is_empty() || val.is_empty() {
         return Err(Error::Invalid("no labelled tiles to distil on".into()));
     }
     let dice = cfg.dice_kind()?;
-    let loss = |net: &UNet,
-                rs: &[(Region, Vec<bool>)],
-                flip: (bool, bool),
-                train: bool|
-     -> Result<Tensor> {
+    let loss = |net: &UNet, rs: &[Labelled], flip: (bool, bool), train: bool| -> Result<Tensor> {
         let b = make_batch(&data, rs, Some(&hard), None)?;
         let mut x = b.x;
         let mut s = soft_batch(&soft, rs, classes);
@@ -170,7 +165,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::Invalid("interrupted".into()));
         }
-        let rs: Vec<(Region, Vec<bool>)> = (0..o.batch)
+        let rs: Vec<Labelled> = (0..o.batch)
             .map(|_| regions[rng.random_range(0..regions.len())].clone())
             .collect();
         let l = loss(&net, &rs, (rng.random(), rng.random()), true)?;
@@ -216,22 +211,19 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
-    let counter = eval::fit_counter(&data, &data.train);
-    let s = eval::score(&data, &data.val, &preds, counter.as_ref())?;
-    let result = StageResult {
-        stage: format!(
+    let counters = eval::fit_counters(&data, &data.train);
+    let s = eval::score(&data, &data.val, &preds, &counters)?;
+    let result = train::result(
+        &format!(
             "student (base {}, depth {}{})",
             o.base,
             o.depth,
             if o.separable { ", separable" } else { "" }
         ),
-        dice: s.dice,
-        per_image: s.per_image,
-        accuracy: None,
-        count_mae: s.count_mae,
-        counts: s.counts,
-        target_dice: None,
-    };
+        s,
+        None,
+        Vec::new(),
+    );
     let mut results = tstate.results.clone();
     results.push(result.clone());
     let state = State {

@@ -6,17 +6,17 @@ use nemascope_core::classical::FlatField;
 use nemascope_core::counting::{AreaCounter, CountSample};
 use nemascope_core::felzenszwalb;
 use nemascope_core::imageio::resize_bilinear;
-use nemascope_core::metrics::{dice, mean_dice_positive};
+use nemascope_core::metrics::{auc, dice, mean_dice_positive};
 use nemascope_core::objects::{basic_stats, label_components};
-use nemascope_core::pooling::Pooling;
 use nemascope_core::voting::vote;
 use nemascope_core::{Error, Mask, Plane, Result};
 use serde::Serialize;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{make_batch, Data, Item, Region};
-use crate::pooling::pool;
+use crate::config::ClassSettings;
+use crate::data::{make_batch, Data, Item, Labelled};
+use crate::pooling::pool_cells;
 use crate::stages::{map_plane, VoteParams};
 use crate::unet::UNet;
 
@@ -94,23 +94,30 @@ pub struct SegScores {
     pub dice: Vec<Option<f64>>,
     /// Per image and class (None where the class is absent).
     pub per_image: Vec<Vec<Option<f64>>>,
-    /// Worm-count mean absolute error per image, where counts are known.
+    /// First-class count mean absolute error per image, where counts are
+    /// known (BBBC010's worms/well).
     pub count_mae: Option<f64>,
+    /// First class: image, counted, true.
     pub counts: Vec<(String, usize, usize)>,
+    /// Per class: count error per image, and objects found and true over
+    /// all the images (where the class has a counter and known counts).
+    pub count_mae_per_class: Vec<Option<f64>>,
+    pub found: Vec<usize>,
+    pub truth: Vec<usize>,
 }
 
-/// Scores native-size masks against the items' true masks; counts come from
-/// the first class with an area counter fitted on training images.
+/// Scores native-size masks against the items' true masks; each class is
+/// counted by its area counter (fitted on training images).
 pub fn score(
     data: &Data,
     items: &[usize],
     preds: &[Vec<Mask>],
-    counter: Option<&AreaCounter>,
+    counters: &[Option<AreaCounter>],
 ) -> Result<SegScores> {
     let classes = data.classes.len();
     let mut per_image = Vec::new();
     let mut pairs: Vec<Vec<(Mask, Mask)>> = vec![Vec::new(); classes];
-    let mut counts = Vec::new();
+    let mut counts: Vec<Vec<(String, usize, usize)>> = vec![Vec::new(); classes];
     for (&i, pred) in items.iter().zip(preds) {
         let it = &data.items[i];
         let truth = it
@@ -125,53 +132,64 @@ pub fn score(
                 None
             });
             pairs[c].push((pred[c].clone(), truth[c].clone()));
+            if let (Some(Some(counter)), Some(Some(n))) = (counters.get(c), it.counts.get(c)) {
+                let areas: Vec<usize> = basic_stats(&label_components(&pred[c]))
+                    .iter()
+                    .map(|o| o.area)
+                    .collect();
+                counts[c].push((it.id.clone(), counter.count(&areas), *n));
+            }
         }
         per_image.push(row);
-        if let (Some(counter), Some(Some(n))) = (counter, it.counts.first()) {
-            let areas: Vec<usize> = basic_stats(&label_components(&pred[0]))
-                .iter()
-                .map(|o| o.area)
-                .collect();
-            counts.push((it.id.clone(), counter.count(&areas), *n));
-        }
     }
     let dice = pairs
         .iter()
         .map(|p| mean_dice_positive(p))
         .collect::<Result<Vec<_>>>()?;
-    let count_mae = (!counts.is_empty()).then(|| {
-        counts
-            .iter()
-            .map(|(_, p, t)| (*p as f64 - *t as f64).abs())
-            .sum::<f64>()
-            / counts.len() as f64
-    });
+    let mae = |counts: &[(String, usize, usize)]| {
+        (!counts.is_empty()).then(|| {
+            counts
+                .iter()
+                .map(|(_, p, t)| (*p as f64 - *t as f64).abs())
+                .sum::<f64>()
+                / counts.len() as f64
+        })
+    };
+    let count_mae_per_class: Vec<Option<f64>> = counts.iter().map(|c| mae(c)).collect();
     Ok(SegScores {
         dice,
         per_image,
-        count_mae,
-        counts,
+        count_mae: count_mae_per_class.first().copied().flatten(),
+        found: counts.iter().map(|c| c.iter().map(|x| x.1).sum()).collect(),
+        truth: counts.iter().map(|c| c.iter().map(|x| x.2).sum()).collect(),
+        count_mae_per_class,
+        counts: counts.into_iter().next().unwrap_or_default(),
     })
 }
 
-/// An area counter for class 0 fitted on the true masks of `items`.
-pub fn fit_counter(data: &Data, items: &[usize]) -> Option<AreaCounter> {
-    let samples: Vec<CountSample> = items
-        .iter()
-        .filter_map(|&i| {
-            let it = &data.items[i];
-            let n = (*it.counts.first()?)?;
-            let m = &it.native.as_ref()?[0];
-            Some(CountSample {
-                areas: basic_stats(&label_components(m))
-                    .iter()
-                    .map(|o| o.area)
-                    .collect(),
-                count: n,
-            })
+/// Per class, an area counter fitted on the true masks of `items` (None
+/// where the class has no known counts or no objects there).
+pub fn fit_counters(data: &Data, items: &[usize]) -> Vec<Option<AreaCounter>> {
+    (0..data.classes.len())
+        .map(|c| {
+            let samples: Vec<CountSample> = items
+                .iter()
+                .filter_map(|&i| {
+                    let it = &data.items[i];
+                    let n = (*it.counts.get(c)?)?;
+                    let m = &it.native.as_ref()?[c];
+                    Some(CountSample {
+                        areas: basic_stats(&label_components(m))
+                            .iter()
+                            .map(|o| o.area)
+                            .collect(),
+                        count: n,
+                    })
+                })
+                .collect();
+            AreaCounter::fit(&samples).ok()
         })
-        .collect();
-    AreaCounter::fit(&samples).ok()
+        .collect()
 }
 
 /// The classical flat-field threshold (class 0) on the images at their own
@@ -241,30 +259,59 @@ pub fn classical(
     Ok((ff, masks))
 }
 
-/// Image-level accuracy on regions: pooled map scores above 0.5 against
-/// the labels, over all classes.
-pub fn accuracy(
+/// How well the pooled maps classify the validation cells, per class.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CellScores {
+    /// Over all classes' labelled cells, scores above 0.5 against labels.
+    pub accuracy: f64,
+    pub auc: Vec<Option<f64>>,
+    pub recall: Vec<Option<f64>>,
+    pub precision: Vec<Option<f64>>,
+}
+
+/// Each class's maps pooled over its cells on `regions`, against the cell
+/// labels (unlabelled cells left out).
+pub fn cell_scores(
     net: &UNet,
     data: &Data,
-    regions: &[(Region, Vec<bool>)],
-    pooling: Pooling,
+    regions: &[Labelled],
+    settings: &[ClassSettings],
     batch: usize,
     device: Device,
-) -> Result<f64> {
-    let (mut right, mut total) = (0usize, 0usize);
+) -> Result<CellScores> {
+    let mut scored: Vec<Vec<(f32, bool)>> = vec![Vec::new(); settings.len()];
     for chunk in regions.chunks(batch.max(1)) {
         let b = make_batch(data, chunk, None, None)?;
-        let scores = tch::no_grad(|| pool(&net.forward_t(&b.x.to_device(device), false), pooling))
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float);
-        let s = Vec::<f32>::try_from(scores.flatten(0, -1))
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        for (k, (_, labels)) in chunk.iter().enumerate() {
-            for (c, &l) in labels.iter().enumerate() {
-                right += ((s[k * labels.len() + c] > 0.5) == l) as usize;
-                total += 1;
-            }
+        let maps = tch::no_grad(|| net.forward_t(&b.x.to_device(device), false));
+        for (c, s) in settings.iter().enumerate() {
+            let pooled = pool_cells(&maps.select(1, c as i64), s.cell, s.pooling);
+            let v = |t: &Tensor| {
+                Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+                    .map_err(|e| Error::Invalid(e.to_string()))
+            };
+            let (p, l, w) = (v(&pooled)?, v(&b.labels[c])?, v(&b.weights[c])?);
+            scored[c].extend(
+                p.iter()
+                    .zip(l.iter().zip(&w))
+                    .filter(|(_, (_, &w))| w > 0.0)
+                    .map(|(&p, (&l, _))| (p, l > 0.5)),
+            );
         }
     }
-    Ok(right as f64 / total.max(1) as f64)
+    let (right, total) = scored.iter().flatten().fold((0, 0), |(r, t), &(p, l)| {
+        (r + ((p > 0.5) == l) as usize, t + 1)
+    });
+    let ratio = |num: usize, den: usize| (den > 0).then(|| num as f64 / den as f64);
+    let (mut recall, mut precision) = (Vec::new(), Vec::new());
+    for s in &scored {
+        let tp = s.iter().filter(|&&(p, l)| p > 0.5 && l).count();
+        recall.push(ratio(tp, s.iter().filter(|x| x.1).count()));
+        precision.push(ratio(tp, s.iter().filter(|x| x.0 > 0.5).count()));
+    }
+    Ok(CellScores {
+        accuracy: right as f64 / total.max(1) as f64,
+        auc: scored.iter().map(|s| auc(s)).collect(),
+        recall,
+        precision,
+    })
 }

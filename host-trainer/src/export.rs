@@ -240,14 +240,15 @@ pub fn export_run(
     let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
     let runner = Runner::load(&bytes).map_err(onnx_err)?;
     let preds = onnx_val_masks(&runner, &data, cfg.vote.threshold)?;
-    let counter = eval::fit_counter(&data, &data.train);
-    let s = eval::score(&data, &data.val, &preds, counter.as_ref())?;
+    let counters = eval::fit_counters(&data, &data.train);
+    let s = eval::score(&data, &data.val, &preds, &counters)?;
     let mut manifest = manifest(&cfg, &state, &data, &w, size, opts, &s)?;
-    if let Some(c) = &counter {
-        // fit_counter fits the first class (the one with counts).
-        manifest
-            .object_area_px
-            .insert(data.classes[0].clone(), c.reference_area);
+    for (name, c) in data.classes.iter().zip(&counters) {
+        if let Some(c) = c {
+            manifest
+                .object_area_px
+                .insert(name.clone(), c.reference_area);
+        }
     }
     let bundle =
         Bundle::write(out, manifest, &bytes, key).map_err(|e| Error::Invalid(e.to_string()))?;

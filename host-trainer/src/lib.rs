@@ -6,7 +6,7 @@
 //! Data flow: images → [`data`] (working size, standardised, crops) →
 //! [`unet`] maps → [`pooling`] scores (stage 1) → [`stages`] voted masks
 //! (stage 2) → Dice refinement (stage 3), all driven by [`train`]; [`eval`]
-//! scores, [`report`] writes; [`distill`] trains a smaller student and
+//! scores, [`benchmark`] scores on the frozen synthetic benchmark, [`report`] writes; [`distill`] trains a smaller student and
 //! [`export`] writes a signed ONNX bundle (fp32 or int8).
 //!
 //! Build with libtorch from the `torch` wheel: `LIBTORCH=<…/torch>`,
@@ -14,6 +14,7 @@
 //! (`cargo xtask` sets all three from `.venv-torch`).
 
 pub mod batch;
+pub mod benchmark;
 pub mod config;
 pub mod data;
 pub mod distill;

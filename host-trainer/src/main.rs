@@ -60,6 +60,11 @@ enum Cmd {
         weights: Option<String>,
         #[arg(long)]
         all: bool,
+        /// Score on the frozen synthetic benchmark (240 frames, light and
+        /// dense debris) instead, with voting and the classical floor;
+        /// writes benchmark.md and benchmark.json into the run.
+        #[arg(long, conflicts_with = "all")]
+        benchmark: bool,
     },
     /// Write one mask PNG per input image (non-zero where any class is found).
     Predict {
@@ -225,7 +230,23 @@ fn run() -> Result<()> {
             }
             train_run(&out, cfg, resume)
         }
-        Cmd::Eval { run, weights, all } => eval_run(&run, weights.as_deref(), all),
+        Cmd::Eval {
+            run,
+            weights,
+            benchmark: true,
+            ..
+        } => {
+            let rows = nemascope_train::benchmark::run(&run, weights.as_deref())?;
+            let state = train::State::load(&run)?;
+            print!(
+                "{}",
+                nemascope_train::benchmark::markdown(&state.classes, &rows)
+            );
+            Ok(())
+        }
+        Cmd::Eval {
+            run, weights, all, ..
+        } => eval_run(&run, weights.as_deref(), all),
         Cmd::Predict {
             run,
             out,
@@ -387,8 +408,8 @@ fn eval_run(run: &Path, weights: Option<&str>, all: bool) -> Result<()> {
                 .collect::<nemascope_core::Result<Vec<_>>>()?,
         );
     }
-    let counter = eval::fit_counter(&data, &data.train);
-    let s = eval::score(&data, &items, &preds, counter.as_ref())?;
+    let counters = eval::fit_counters(&data, &data.train);
+    let s = eval::score(&data, &items, &preds, &counters)?;
     for (c, d) in state.classes.iter().zip(&s.dice) {
         println!(
             "{c}: mean Dice {} over {} images with objects",
@@ -487,12 +508,16 @@ fn parse_size(s: &str) -> Result<nemascope_onnx::InputSize> {
 
 fn sweep(base: &Config, out: &Path, poolings: &[String]) -> Result<()> {
     let mut table = String::from(
-        "| pooling | image accuracy | raw maps | voting | refinement 1 | refinement 2 |\n|---|---|---|---|---|---|\n",
+        "| pooling | class | AUC (stage 1) | image accuracy | raw maps | voting | refinement 1 | refinement 2 |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut all = serde_json::Map::new();
     for p in poolings {
         let mut cfg = base.clone();
         cfg.pooling = Config::pooling_section(p)?;
+        // One pooling for every class: a class's own r would hide the sweep.
+        for c in cfg.class.values_mut() {
+            c.r = None;
+        }
         cfg.train.supervised = false;
         let dir = out.join(p);
         let resume = dir.join(train::STATE_FILE).exists();
@@ -505,6 +530,7 @@ fn sweep(base: &Config, out: &Path, poolings: &[String]) -> Result<()> {
         }
         table.push_str(&report::sweep_row(
             &pooling_name(cfg.pooling()?),
+            &t.state.classes,
             &t.state.results,
         ));
         all.insert(p.clone(), serde_json::to_value(&t.state.results)?);

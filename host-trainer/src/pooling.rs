@@ -26,3 +26,23 @@ pub fn pool(maps: &Tensor, pooling: Pooling) -> Tensor {
         }
     }
 }
+
+/// Pools one class's maps `[B, H, W]` over square `cell`-sided cells into
+/// scores `[B, n]`, cells row-major; `cell` 0 pools each whole map (`[B, 1]`).
+/// One forward pass then serves classes labelled at different tile sizes.
+pub fn pool_cells(maps: &Tensor, cell: usize, pooling: Pooling) -> Tensor {
+    let size = maps.size();
+    let (b, h, w) = (size[0], size[1], size[2]);
+    let cell = cell as i64;
+    if cell == 0 || (cell >= h && cell >= w) {
+        return pool(&maps.unsqueeze(1), pooling);
+    }
+    let (ny, nx) = (h / cell, w / cell);
+    let cells = maps
+        .narrow(1, 0, ny * cell)
+        .narrow(2, 0, nx * cell)
+        .reshape([b, ny, cell, nx, cell])
+        .permute([0, 1, 3, 2, 4])
+        .reshape([b, ny * nx, cell, cell]);
+    pool(&cells, pooling)
+}

@@ -74,6 +74,7 @@ pub fn markdown(state: &State, title: &str) -> String {
             fmt_opt(r.target_dice)
         ));
     }
+    s.push_str(&per_class(state));
     s.push_str(&format!(
         "\n{} training steps in {:.0} s ({:.3} s/step).\n",
         state.steps,
@@ -87,6 +88,43 @@ pub fn markdown(state: &State, title: &str) -> String {
         ));
         for b in &state.skipped {
             s.push_str(&format!("- {b}\n"));
+        }
+    }
+    s
+}
+
+/// Per stage and class: Dice, the pooled score's AUC, recall and precision
+/// on the validation cells, count error, found/true and the Dice of the
+/// masks the round learned from; a class that collapses shows here even
+/// when the image accuracy looks good.
+fn per_class(state: &State) -> String {
+    let mut s = String::from(
+        "\n| stage | class | Dice | AUC | recall | precision | count error / image | found / true | target Dice |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let at = |v: &[Option<f64>], c: usize| fmt_opt(v.get(c).copied().flatten());
+    for r in &state.results {
+        for (c, name) in state.classes.iter().enumerate() {
+            let ft = match (r.found.get(c), r.truth.get(c)) {
+                (Some(f), Some(&t)) if t > 0 => {
+                    format!("{f} / {t} ({:+.0} %)", 100.0 * (*f as f64 / t as f64 - 1.0))
+                }
+                _ => "–".into(),
+            };
+            s.push_str(&format!(
+                "| {} | {name} | {} | {} | {} | {} | {} | {ft} | {} |\n",
+                r.stage,
+                at(&r.dice, c),
+                at(&r.auc, c),
+                at(&r.recall, c),
+                at(&r.precision, c),
+                r.count_mae_per_class
+                    .get(c)
+                    .copied()
+                    .flatten()
+                    .map_or("–".into(), |v| format!("{v:.2}")),
+                at(&r.target_dice_per_class, c),
+            ));
         }
     }
     s
@@ -184,15 +222,23 @@ pub fn overlay(image: &Plane, pred: &Mask, truth: Option<&Mask>, path: &Path) ->
 }
 
 /// Stage results as the rows of a sweep table.
-pub fn sweep_row(name: &str, results: &[StageResult]) -> String {
+pub fn sweep_row(name: &str, classes: &[String], results: &[StageResult]) -> String {
     let get = |stage: &str| results.iter().find(|r| r.stage == stage);
-    let dice = |stage: &str| fmt_opt(get(stage).and_then(|r| r.dice.first().copied().flatten()));
-    format!(
-        "| {name} | {} | {} | {} | {} | {} |\n",
-        fmt_opt(get("raw maps").and_then(|r| r.accuracy)),
-        dice("raw maps"),
-        dice("voting"),
-        dice("refine 1"),
-        dice("refine 2"),
-    )
+    let at = |v: Option<&Vec<Option<f64>>>, c: usize| {
+        fmt_opt(v.and_then(|v| v.get(c).copied().flatten()))
+    };
+    let mut s = String::new();
+    for (c, class) in classes.iter().enumerate() {
+        let dice = |stage: &str| at(get(stage).map(|r| &r.dice), c);
+        s.push_str(&format!(
+            "| {name} | {class} | {} | {} | {} | {} | {} | {} |\n",
+            at(get("raw maps").map(|r| &r.auc), c),
+            fmt_opt(get("raw maps").and_then(|r| r.accuracy)),
+            dice("raw maps"),
+            dice("voting"),
+            dice("refine 1"),
+            dice("refine 2"),
+        ));
+    }
+    s
 }

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::Config;
-use crate::data::{self, grid_regions, known_absent, make_batch, Data, Region};
+use crate::config::{ClassSettings, Config};
+use crate::data::{self, grid_regions, known_absent, make_batch, region_present, Data, Labelled};
 use crate::eval::{self, SegScores};
-use crate::pooling::pool;
+use crate::pooling::pool_cells;
 use crate::stages::dice_loss_of;
 use crate::unet::UNet;
 use rand::Rng;
@@ -68,6 +68,16 @@ fn epochs(cfg: &Config, p: Phase) -> usize {
     }
 }
 
+/// The learning rate of epoch `epoch` of a phase of `n` epochs: cosine
+/// from `train.lr` down to `train.lr × train.lr_final`.
+pub fn lr_at(cfg: &Config, epoch: usize, n: usize) -> f64 {
+    let t = &cfg.train;
+    let done = epoch as f64 / (n.max(2) - 1) as f64;
+    let f = t.lr_final
+        + (1.0 - t.lr_final) * 0.5 * (1.0 + (std::f64::consts::PI * done.min(1.0)).cos());
+    t.lr * f
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochLog {
     pub phase: String,
@@ -89,8 +99,26 @@ pub struct StageResult {
     pub count_mae: Option<f64>,
     pub counts: Vec<(String, usize, usize)>,
     /// Dice of the voted training masks against the truth (what the
-    /// refinement round learned from), where known.
+    /// refinement round learned from), where known: the first class.
     pub target_dice: Option<f64>,
+    /// The same per class.
+    #[serde(default)]
+    pub target_dice_per_class: Vec<Option<f64>>,
+    /// Per class, over the validation cells with a label: AUC of the pooled
+    /// score, and recall and precision of "present" at 0.5.
+    #[serde(default)]
+    pub auc: Vec<Option<f64>>,
+    #[serde(default)]
+    pub recall: Vec<Option<f64>>,
+    #[serde(default)]
+    pub precision: Vec<Option<f64>>,
+    /// Per class: count error per image, objects found and true in all.
+    #[serde(default)]
+    pub count_mae_per_class: Vec<Option<f64>>,
+    #[serde(default)]
+    pub found: Vec<usize>,
+    #[serde(default)]
+    pub truth: Vec<usize>,
 }
 
 /// What survives a restart.
@@ -165,9 +193,13 @@ pub struct Trainer {
     pub state: State,
     /// The labelled tiles (or whole images) of the training and validation
     /// images.
-    pub train_regions: Vec<(Region, Vec<bool>)>,
-    pub val: Vec<(Region, Vec<bool>)>,
-    counter: Option<AreaCounter>,
+    pub train_regions: Vec<Labelled>,
+    pub val: Vec<Labelled>,
+    /// Each class's cell, sliver threshold and pooling.
+    pub settings: Vec<ClassSettings>,
+    /// Per class, the training regions holding it (balanced sampling).
+    positives: Vec<Vec<usize>>,
+    counters: Vec<Option<AreaCounter>>,
     /// Log one line per epoch to stderr.
     pub verbose: bool,
     /// Score the classical baseline before training (sweeps skip it).
@@ -251,15 +283,23 @@ impl Trainer {
                 None => {}
             }
         }
-        let (crop, min) = (cfg.data.crop, cfg.data.min_pixels);
-        let train_regions = grid_regions(&data, &data.train, crop, cfg.stride(), min)?;
-        let val = grid_regions(&data, &data.val, crop, crop, min)?;
+        let crop = cfg.data.crop;
+        let settings = cfg.classes(&data.classes)?;
+        let train_regions = grid_regions(&data, &data.train, crop, cfg.stride(), &settings)?;
+        let val = grid_regions(&data, &data.val, crop, crop, &settings)?;
         if train_regions.is_empty() || val.is_empty() {
             return Err(Error::Invalid(
                 "no labelled tiles: lower data.min_pixels or data.crop".into(),
             ));
         }
-        let counter = eval::fit_counter(&data, &data.train);
+        let counters = eval::fit_counters(&data, &data.train);
+        let positives = (0..data.classes.len())
+            .map(|c| {
+                (0..train_regions.len())
+                    .filter(|&k| region_present(&train_regions[k].1, c) == Some(true))
+                    .collect()
+            })
+            .collect();
         Ok(Trainer {
             cfg,
             dir: dir.to_path_buf(),
@@ -270,7 +310,9 @@ impl Trainer {
             state,
             train_regions,
             val,
-            counter,
+            settings,
+            positives,
+            counters,
             verbose: true,
             classical: true,
             stop_after: None,
@@ -315,7 +357,7 @@ impl Trainer {
             && self.state.results.is_empty()
         {
             let (ff, preds) = eval::classical(&self.data, &self.data.train, &self.data.val)?;
-            let s = eval::score(&self.data, &self.data.val, &preds, self.counter.as_ref())?;
+            let s = eval::score(&self.data, &self.data.val, &preds, &self.counters)?;
             let bg = if ff.median_radius > 0 {
                 format!("median r={}", ff.median_radius)
             } else {
@@ -325,7 +367,7 @@ impl Trainer {
                 &format!("classical ({bg}, ratio {:.3})", ff.dark_ratio),
                 s,
                 None,
-                None,
+                Vec::new(),
             ));
             self.save_state()?;
         }
@@ -336,6 +378,7 @@ impl Trainer {
                 .build(&self.vs, self.cfg.train.lr)
                 .map_err(torch_err)?;
             while self.state.epoch < epochs(&self.cfg, phase) {
+                opt.set_lr(lr_at(&self.cfg, self.state.epoch, epochs(&self.cfg, phase)));
                 let log = self.epoch(phase, targets.as_deref(), &mut opt)?;
                 let best = self.state.best_val.is_none_or(|b| log.val_loss < b);
                 let ckpt = format!("ckpt-{:04}.safetensors", self.state.history.len() + 1);
@@ -415,7 +458,7 @@ impl Trainer {
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
                 let bar = self.bar(self.data.items.len(), &format!("voting for refine{k}"));
                 let vote = self.cfg.vote_params();
-                let regions: Vec<(Region, Vec<bool>)> = self
+                let regions: Vec<Labelled> = self
                     .train_regions
                     .iter()
                     .chain(&self.val)
@@ -478,8 +521,8 @@ impl Trainer {
                 bar.abandon();
                 return Err(interrupted(&self.dir));
             }
-            let regions: Vec<(Region, Vec<bool>)> = (0..t.batch)
-                .map(|_| self.train_regions[rng.random_range(0..self.train_regions.len())].clone())
+            let regions: Vec<Labelled> = (0..t.batch)
+                .map(|k| self.train_regions[self.draw(k, &mut rng)].clone())
                 .collect();
             let b = make_batch(
                 &self.data,
@@ -514,20 +557,27 @@ impl Trainer {
     fn loss(&self, phase: Phase, b: &data::Batch, train: bool) -> Result<Tensor> {
         let maps = self.net.forward_t(&b.x.to_device(self.device), train);
         Ok(match phase {
-            Phase::Classify => {
-                let s = pool(&maps, self.cfg.pooling()?).clamp(1e-6, 1.0 - 1e-6);
-                s.binary_cross_entropy::<Tensor>(
-                    &b.labels.to_device(self.device),
-                    None,
-                    tch::Reduction::Mean,
-                )
-            }
+            Phase::Classify => cell_bce(
+                &maps,
+                b,
+                &self.settings,
+                self.cfg.train.balance_bce,
+                self.device,
+            ),
             _ => {
                 let m = b
                     .masks
                     .as_ref()
-                    .ok_or_else(|| Error::Invalid("no mask targets".into()))?;
-                dice_loss_of(self.cfg.dice_kind()?, &maps, &m.to_device(self.device))
+                    .ok_or_else(|| Error::Invalid("no mask targets".into()))?
+                    .to_device(self.device);
+                let dice = dice_loss_of(self.cfg.dice_kind()?, &maps, &m);
+                match self.cfg.train.pixel_bce {
+                    w if w > 0.0 => {
+                        let p = maps.clamp(1e-6, 1.0 - 1e-6);
+                        dice + p.binary_cross_entropy::<Tensor>(&m, None, tch::Reduction::Mean) * w
+                    }
+                    _ => dice,
+                }
             }
         })
     }
@@ -569,20 +619,19 @@ impl Trainer {
                 );
             }
         }
-        let acc = eval::accuracy(
+        let cls = eval::cell_scores(
             &self.net,
             &self.data,
             &self.val,
-            self.cfg.pooling()?,
+            &self.settings,
             self.cfg.train.batch,
             self.device,
         )?;
         let target_dice = match (phase, targets) {
             (Phase::Refine(_), Some(t)) => self.target_dice(t)?,
-            _ => None,
+            _ => Vec::new(),
         };
-        let counter = self.counter;
-        let s = eval::score(&self.data, &val, &raw, counter.as_ref())?;
+        let s = eval::score(&self.data, &val, &raw, &self.counters)?;
         let name = match phase {
             Phase::Classify => "raw maps".to_string(),
             Phase::Refine(k) => format!("refine {k}"),
@@ -590,49 +639,104 @@ impl Trainer {
         };
         self.state
             .results
-            .push(result(&name, s, Some(acc), target_dice));
+            .push(result(&name, s, Some(&cls), target_dice));
         if phase == Phase::Classify {
-            let s = eval::score(&self.data, &val, &voted, counter.as_ref())?;
+            let s = eval::score(&self.data, &val, &voted, &self.counters)?;
             self.state
                 .results
-                .push(result("voting", s, Some(acc), None));
+                .push(result("voting", s, Some(&cls), Vec::new()));
         }
         Ok(())
     }
 
-    /// Dice of the training targets against the true masks, class 0, images
-    /// with objects.
-    fn target_dice(&self, targets: &[Option<Vec<Mask>>]) -> Result<Option<f64>> {
-        let pairs: Vec<(Mask, Mask)> = self
-            .data
-            .train
-            .iter()
-            .filter_map(|&i| {
-                let truth = self.data.items[i].truth.as_ref()?;
-                Some((targets[i].as_ref()?[0].clone(), truth[0].clone()))
+    /// Per class, Dice of the training targets against the true masks over
+    /// images with objects: how good the masks a round learns from are.
+    fn target_dice(&self, targets: &[Option<Vec<Mask>>]) -> Result<Vec<Option<f64>>> {
+        (0..self.data.classes.len())
+            .map(|c| {
+                let pairs: Vec<(Mask, Mask)> = self
+                    .data
+                    .train
+                    .iter()
+                    .filter_map(|&i| {
+                        let truth = self.data.items[i].truth.as_ref()?;
+                        Some((targets[i].as_ref()?[c].clone(), truth[c].clone()))
+                    })
+                    .collect();
+                mean_dice_positive(&pairs)
             })
-            .collect();
-        if pairs.is_empty() {
-            return Ok(None);
+            .collect()
+    }
+
+    /// The training region for batch slot `k`: with `train.balance`, slot
+    /// k mod (C+1) < C draws among the regions holding class k mod (C+1)
+    /// (a rare class is in every batch), the rest uniformly.
+    fn draw(&self, k: usize, rng: &mut impl Rng) -> usize {
+        let c = k % (self.positives.len() + 1);
+        match self.positives.get(c) {
+            Some(pos) if self.cfg.train.balance && !pos.is_empty() => {
+                pos[rng.random_range(0..pos.len())]
+            }
+            _ => rng.random_range(0..self.train_regions.len()),
         }
-        mean_dice_positive(&pairs)
     }
 }
 
-fn result(
+/// Stage 1's loss: per class, the map pooled over that class's cells and
+/// scored with BCE against the cell labels (unlabelled cells weigh 0),
+/// averaged over the labelled cells, then over the classes. With one cell
+/// per class and every cell labelled this is the plain BCE of the pooled
+/// scores.
+///
+/// With `balanced`, a class's positive and negative cells each carry half
+/// the weight (whichever the batch holds).
+pub fn cell_bce(
+    maps: &Tensor,
+    b: &data::Batch,
+    settings: &[ClassSettings],
+    balanced: bool,
+    device: Device,
+) -> Tensor {
+    let mut total = Tensor::zeros([], (Kind::Float, device));
+    for (c, s) in settings.iter().enumerate() {
+        let scores =
+            pool_cells(&maps.select(1, c as i64), s.cell, s.pooling).clamp(1e-6, 1.0 - 1e-6);
+        let y = b.labels[c].to_device(device);
+        let w = b.weights[c].to_device(device);
+        let w = if balanced {
+            let pos = &w * &y;
+            let neg = &w - &pos;
+            &pos / pos.sum(Kind::Float).clamp_min(1.0) + &neg / neg.sum(Kind::Float).clamp_min(1.0)
+        } else {
+            &w / w.sum(Kind::Float).clamp_min(1.0)
+        };
+        total += scores.binary_cross_entropy::<&Tensor>(&y, Some(&w), tch::Reduction::Sum);
+    }
+    total / settings.len().max(1) as f64
+}
+
+/// A stage's scores as the state and reports keep them.
+pub fn result(
     stage: &str,
     s: SegScores,
-    accuracy: Option<f64>,
-    target_dice: Option<f64>,
+    cls: Option<&eval::CellScores>,
+    target_dice: Vec<Option<f64>>,
 ) -> StageResult {
     StageResult {
         stage: stage.into(),
         dice: s.dice,
         per_image: s.per_image,
-        accuracy,
+        accuracy: cls.map(|c| c.accuracy),
         count_mae: s.count_mae,
         counts: s.counts,
-        target_dice,
+        target_dice: target_dice.first().copied().flatten(),
+        target_dice_per_class: target_dice,
+        auc: cls.map(|c| c.auc.clone()).unwrap_or_default(),
+        recall: cls.map(|c| c.recall.clone()).unwrap_or_default(),
+        precision: cls.map(|c| c.precision.clone()).unwrap_or_default(),
+        count_mae_per_class: s.count_mae_per_class,
+        found: s.found,
+        truth: s.truth,
     }
 }
 

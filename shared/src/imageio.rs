@@ -413,6 +413,17 @@ pub fn save_mask(mask: &Mask, path: &Path) -> Result<()> {
     save_raw8(raw, mask.width(), mask.height(), path)
 }
 
+/// Writes a small-integer label map (class or kind indices) as an 8-bit
+/// grayscale PNG, values as they are.
+pub fn save_labels8(labels: &Grid<u8>, path: &Path) -> Result<()> {
+    save_raw8(
+        labels.data().to_vec(),
+        labels.width(),
+        labels.height(),
+        path,
+    )
+}
+
 fn save_raw8(raw: Vec<u8>, w: usize, h: usize, path: &Path) -> Result<()> {
     let buf = image::GrayImage::from_raw(w as u32, h as u32, raw)
         .ok_or_else(|| Error::Invalid(format!("buffer does not fit {w}x{h}")))?;

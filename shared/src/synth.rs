@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::dataset::{generic, Dataset, Sample};
 use crate::felzenszwalb::gaussian_blur;
-use crate::imageio::{save_gray8, save_mask};
+use crate::imageio::{save_gray8, save_labels8, save_mask};
 use crate::{Class, Error, Grid, Mask, Plane, Result};
 
 /// How often a class appears in a positive frame and how many at most.
@@ -47,7 +47,27 @@ pub struct SynthConfig {
     pub noise: f32,
     /// Gaussian blur sigma range (pixels).
     pub blur: (f32, f32),
+    /// Thin translucent juvenile worms (counted as worms).
+    pub juveniles: Occurrence,
+    /// Fraction of eggs with a coiled juvenile visible inside.
+    pub egg_juvenile_fraction: f32,
+    /// Egg-sized confusers per frame: sand grains, pollen, spores.
+    pub egg_like: (usize, usize),
+    /// Cyst-sized confusers per frame: weed seeds of similar density.
+    pub seeds: (usize, usize),
+    /// Root fragments and xylem vessels per frame (wide, banded tubes).
+    pub roots: (usize, usize),
+    /// Chance that an egg is put touching an object already placed.
+    pub touching: f32,
+    /// Chance that an object (counted or not) is out of focus: soft edge,
+    /// less contrast.
+    pub defocus: f32,
 }
+
+/// What a pixel of a frame's confuser map holds (0: no confuser).
+pub const CONFUSER_KINDS: [&str; 7] = [
+    "none", "debris", "fibre", "bubble", "egg-like", "seed", "root",
+];
 
 impl Default for SynthConfig {
     fn default() -> Self {
@@ -73,9 +93,100 @@ impl Default for SynthConfig {
             negative_fraction: 0.25,
             noise: 0.015,
             blur: (0.5, 1.1),
+            juveniles: Occurrence {
+                probability: 0.0,
+                max: 0,
+            },
+            egg_juvenile_fraction: 0.0,
+            egg_like: (0, 0),
+            seeds: (0, 0),
+            roots: (0, 0),
+            touching: 0.0,
+            defocus: 0.0,
         }
     }
 }
+
+impl SynthConfig {
+    /// A soil or root extract with light debris: the default frame plus
+    /// translucent juveniles, eggs holding juveniles, egg-sized grains, the
+    /// odd weed seed and root fragment, touching and out-of-focus objects.
+    pub fn light() -> SynthConfig {
+        SynthConfig {
+            debris: (6, 20),
+            juveniles: Occurrence {
+                probability: 0.15,
+                max: 2,
+            },
+            egg_juvenile_fraction: 0.3,
+            egg_like: (2, 8),
+            seeds: (0, 1),
+            roots: (0, 2),
+            touching: 0.2,
+            defocus: 0.15,
+            ..SynthConfig::default()
+        }
+    }
+
+    /// Dense debris, as in `wm_0` of the NemaQuant images: grains, root
+    /// fragments and xylem everywhere, egg-sized and cyst-sized confusers
+    /// in numbers, more noise.
+    pub fn dense() -> SynthConfig {
+        SynthConfig {
+            debris: (30, 80),
+            fibres: (2, 6),
+            bubbles: (0, 3),
+            egg_like: (10, 30),
+            seeds: (1, 3),
+            roots: (3, 8),
+            juveniles: Occurrence {
+                probability: 0.25,
+                max: 2,
+            },
+            egg_juvenile_fraction: 0.4,
+            touching: 0.3,
+            defocus: 0.25,
+            noise: 0.02,
+            ..SynthConfig::default()
+        }
+    }
+
+    /// The config of frame `index` under a preset: `classic` (the
+    /// default), `light`, `dense`, or `mixed` (even frames light, odd
+    /// frames dense), at the given size and pixel size.
+    pub fn preset(
+        name: &str,
+        index: u64,
+        width: usize,
+        height: usize,
+        um_per_px: f32,
+    ) -> Result<SynthConfig> {
+        let base = match (name, index % 2) {
+            ("classic", _) => SynthConfig::default(),
+            ("light", _) | ("mixed", 0) => SynthConfig::light(),
+            ("dense", _) | ("mixed", _) => SynthConfig::dense(),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "synthetic preset `{name}`: expected classic, light, dense or mixed"
+                )))
+            }
+        };
+        Ok(SynthConfig {
+            width,
+            height,
+            um_per_px,
+            ..base
+        })
+    }
+}
+
+/// The frozen benchmark: [`BENCHMARK_FRAMES`] frames of the `mixed` preset
+/// from [`BENCHMARK_SEED`] (even frames light debris, odd frames dense).
+/// No run trains on it or chooses anything by it; training and validation
+/// draw from their own seeds.
+pub const BENCHMARK_SEED: u64 = 20_261_202;
+pub const BENCHMARK_FRAMES: usize = 240;
+pub const BENCHMARK_PRESET: &str = "mixed";
 
 /// One frame and its truth.
 #[derive(Debug, Clone)]
@@ -89,6 +200,9 @@ pub struct SynthFrame {
     /// Visible instance map (0 = none, i = `instance_class[i-1]`).
     pub instances: Grid<u32>,
     pub instance_class: Vec<Class>,
+    /// The confuser under each pixel, as an index into [`CONFUSER_KINDS`]
+    /// (under a counted object too): where false positives come from.
+    pub confusers: Grid<u8>,
 }
 
 impl SynthFrame {
@@ -109,6 +223,8 @@ struct Stamp {
     sd: Vec<f32>,
     /// Transmission (multiplies the light) inside the shape.
     trans: Vec<f32>,
+    /// Width of the edge ramp in pixels (1: in focus).
+    soft: f32,
 }
 
 impl Stamp {
@@ -125,12 +241,13 @@ impl Stamp {
             h,
             sd: vec![f32::INFINITY; w * h],
             trans: vec![1.0; w * h],
+            soft: 1.0,
         }
     }
 
     /// Coverage of pixel i (anti-aliased over one pixel).
     fn alpha(&self, i: usize) -> f32 {
-        (0.5 - self.sd[i]).clamp(0.0, 1.0)
+        (0.5 - self.sd[i] / self.soft).clamp(0.0, 1.0)
     }
 }
 
@@ -281,6 +398,7 @@ struct Canvas {
     classes: Vec<Class>,
     /// Pixels already taken by a counted object (for placement).
     occupied: Vec<bool>,
+    confusers: Vec<u8>,
 }
 
 impl Canvas {
@@ -321,6 +439,25 @@ impl Canvas {
             }
         }
         false
+    }
+
+    /// Draws a confuser of `kind` (an index into [`CONFUSER_KINDS`]) and
+    /// records where it is.
+    fn draw_confuser(&mut self, s: &Stamp, kind: u8, tex: impl Fn(f32, f32, f32) -> f32) {
+        self.draw(s, None, tex);
+        for yy in 0..s.h {
+            for xx in 0..s.w {
+                let (x, y) = (s.x0 + xx as isize, s.y0 + yy as isize);
+                if s.alpha(yy * s.w + xx) >= 0.5
+                    && x >= 0
+                    && y >= 0
+                    && (x as usize) < self.w
+                    && (y as usize) < self.h
+                {
+                    self.confusers[y as usize * self.w + x as usize] = kind;
+                }
+            }
+        }
     }
 
     /// Attenuates the light by the shape; `tex(x, y, depth)` gives the
@@ -407,7 +544,21 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         owner: vec![0; w * h],
         classes: Vec::new(),
         occupied: vec![false; w * h],
+        confusers: vec![0; w * h],
     };
+    // Out of focus: a wider edge ramp and a fainter body. Draws from the
+    // generator only when the config asks for defocus, so frames of the
+    // other presets stay as they were.
+    let defocus = |rng: &mut ChaCha8Rng, s: &mut Stamp| -> f32 {
+        if cfg.defocus > 0.0 && rng.random::<f32>() < cfg.defocus {
+            s.soft = rng.random_range(2.0..4.5);
+            rng.random_range(0.55..0.8)
+        } else {
+            1.0
+        }
+    };
+    // Transmission `t` seen at contrast `k` (1: as is).
+    let faint = |t: f32, k: f32| 1.0 - (1.0 - t) * k;
 
     let rand_pos = |rng: &mut ChaCha8Rng, m: f32| {
         (
@@ -425,9 +576,9 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         let inner = (r - th) / (r + th);
         let ring_t = rng.random_range(0.45..0.65f32);
         let glow = rng.random_range(1.03..1.12f32);
-        cv.draw(
+        cv.draw_confuser(
             &s,
-            None,
+            3,
             |_, _, depth| if depth > 1.0 - inner { glow } else { ring_t },
         );
     }
@@ -457,7 +608,7 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         });
         let t0 = rng.random_range(0.25..0.95f32);
         let ts: u32 = rng.random();
-        cv.draw(&s, None, |x, y, _| t0 + 0.12 * value_noise(x, y, 2.5, ts));
+        cv.draw_confuser(&s, 1, |x, y, _| t0 + 0.12 * value_noise(x, y, 2.5, ts));
     }
     for _ in 0..rng.random_range(cfg.fibres.0..=cfg.fibres.1) {
         let start = rand_pos(&mut rng, 0.0);
@@ -472,8 +623,103 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         });
         let t0 = rng.random_range(0.45..0.75f32);
         let ts: u32 = rng.random();
-        cv.draw(&s, None, |x, y, d| {
+        cv.draw_confuser(&s, 2, |x, y, d| {
             t0 + 0.1 * value_noise(x, y, 4.0, ts) + 0.05 * d
+        });
+    }
+    let draws = |rng: &mut ChaCha8Rng, (lo, hi): (usize, usize)| {
+        if hi == 0 {
+            0
+        } else {
+            rng.random_range(lo..=hi)
+        }
+    };
+    // Root fragments and xylem vessels: short, wide, nearly straight, pale
+    // with the dark bands of their wall thickenings.
+    for _ in 0..draws(&mut rng, cfg.roots) {
+        let start = rand_pos(&mut rng, 0.0);
+        let len = rng.random_range(120.0..500.0f32) / um;
+        let amp = rng.random_range(0.0..0.002);
+        let pts = centreline(&mut rng, start, len, amp);
+        let r = rng.random_range(10.0..30.0f32) / um;
+        let mut s = tube(&pts, |_| r);
+        let k = defocus(&mut rng, &mut s);
+        let (first, last) = (pts[0], pts[pts.len() - 1]);
+        let a = (last.1 - first.1).atan2(last.0 - first.0);
+        let period = rng.random_range(3.0..7.0f32);
+        let t0 = rng.random_range(0.75..0.92f32);
+        let band = rng.random_range(0.25..0.45f32);
+        cv.draw_confuser(&s, 6, |x, y, d| {
+            let along = (x * a.cos() + y * a.sin()) / period;
+            let wall = if along - along.floor() < 0.3 || d < 0.2 {
+                band
+            } else {
+                0.0
+            };
+            faint(t0 - wall, k)
+        });
+    }
+    // Egg-sized grains, spores and pollen: mostly irregular grains of an
+    // egg's size and darkness, some smooth round spores, a few near-ellipses
+    // as granular as an egg.
+    for _ in 0..draws(&mut rng, cfg.egg_like) {
+        let a = rng.random_range(18.0..60.0f32) / um;
+        let (px, py) = rand_pos(&mut rng, a);
+        let kind = rng.random_range(0..10);
+        let mut s = if kind < 6 {
+            let harm: Vec<(f32, f32)> = (2..6)
+                .map(|k| {
+                    (
+                        rng.random_range(0.05..0.35 / k as f32 + 0.05),
+                        rng.random_range(0.0..2.0 * PI),
+                    )
+                })
+                .collect();
+            let r0 = a * rng.random_range(0.5..0.8f32);
+            radial(px, py, r0 * 1.8, |t| {
+                r0 * (1.0
+                    + harm
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &(h, p))| h * ((k + 2) as f32 * t + p).cos())
+                        .sum::<f32>())
+            })
+        } else {
+            let b = a * if kind < 9 {
+                rng.random_range(0.8..1.0f32)
+            } else {
+                rng.random_range(0.6..0.8f32)
+            };
+            let ang = rng.random_range(0.0..PI);
+            body(px, py, ang, a, |u| {
+                b * (1.0 - (u / a).powi(2)).max(0.0).sqrt()
+            })
+        };
+        let k = defocus(&mut rng, &mut s);
+        let t0 = rng.random_range(0.25..0.75f32);
+        let grain = rng.random_range(0.0..0.14f32);
+        let ts: u32 = rng.random();
+        cv.draw_confuser(&s, 4, |x, y, d| {
+            faint(t0 * (0.8 + 0.2 * d) + grain * value_noise(x, y, 1.3, ts), k)
+        });
+    }
+    // Weed seeds: cyst-sized, as dense, oval without the lemon's poles.
+    for _ in 0..draws(&mut rng, cfg.seeds) {
+        let a = rng.random_range(180.0..380.0f32) / um;
+        let b = a * rng.random_range(0.6..0.95f32);
+        let (px, py) = rand_pos(&mut rng, a * 0.6);
+        let ang = rng.random_range(0.0..PI);
+        let mut s = body(px, py, ang, a, |u| {
+            b * (1.0 - (u / a).powi(2)).max(0.0).powf(0.5)
+        });
+        let k = defocus(&mut rng, &mut s);
+        let t0 = rng.random_range(0.15..0.4f32);
+        let ts: u32 = rng.random();
+        cv.draw_confuser(&s, 5, |x, y, d| {
+            faint(
+                t0 * (0.85 + 0.25 * (1.0 - d)) + 0.07 * value_noise(x, y, 3.0, ts),
+                k,
+            )
         });
     }
 
@@ -509,45 +755,95 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
                 if cv.inside_fraction(&s) < 0.85 || cv.overlaps(&s, 3) {
                     continue;
                 }
+                let mut s = s;
+                let k = defocus(&mut rng, &mut s);
                 let t0 = rng.random_range(0.18..0.32f32);
                 let ts: u32 = rng.random();
                 cv.draw(&s, Some(Class::Cyst), |x, y, d| {
-                    t0 * (0.85 + 0.25 * (1.0 - d)) + 0.07 * value_noise(x, y, 3.0, ts)
+                    faint(
+                        t0 * (0.85 + 0.25 * (1.0 - d)) + 0.07 * value_noise(x, y, 3.0, ts),
+                        k,
+                    )
                 });
                 counts[2] += 1;
                 break;
             }
         }
+        let mut eggs: Vec<(f32, f32)> = Vec::new();
         for _ in 0..want[1] {
             for _try in 0..40 {
                 let a = rng.random_range(28.0..55.0f32) / um;
                 let b = a * rng.random_range(0.4..0.55f32);
-                let (px, py) = rand_pos(&mut rng, a);
+                let touching =
+                    cfg.touching > 0.0 && !eggs.is_empty() && rng.random::<f32>() < cfg.touching;
+                let (mut px, mut py) = rand_pos(&mut rng, a);
                 let ang = rng.random_range(0.0..PI);
-                let s = body(px, py, ang, a, |u| {
-                    b * (1.0 - (u / a).powi(2)).max(0.0).sqrt()
-                });
-                if cv.inside_fraction(&s) < 0.95 || cv.overlaps(&s, 2) {
+                let shape = |px: f32, py: f32| {
+                    body(px, py, ang, a, |u| {
+                        b * (1.0 - (u / a).powi(2)).max(0.0).sqrt()
+                    })
+                };
+                let mut s = shape(px, py);
+                if touching {
+                    // Slide out from a placed egg until the two just touch.
+                    let (ox, oy) = eggs[rng.random_range(0..eggs.len())];
+                    let dir = rng.random_range(0.0..2.0 * PI);
+                    let mut d = b * 0.5;
+                    loop {
+                        (px, py) = (ox + d * dir.cos(), oy + d * dir.sin());
+                        s = shape(px, py);
+                        if !cv.overlaps(&s, 0) || d > 4.0 * a {
+                            break;
+                        }
+                        d += 0.7;
+                    }
+                }
+                if cv.inside_fraction(&s) < 0.95 || cv.overlaps(&s, if touching { 0 } else { 2 }) {
                     continue;
                 }
+                let k = defocus(&mut rng, &mut s);
+                let coiled = cfg.egg_juvenile_fraction > 0.0
+                    && rng.random::<f32>() < cfg.egg_juvenile_fraction;
                 let t0 = rng.random_range(0.5..0.68f32);
                 let ts: u32 = rng.random();
+                let (c, sn) = (ang.cos(), ang.sin());
                 cv.draw(&s, Some(Class::Egg), |x, y, d| {
-                    t0 * (0.8 + 0.2 * d) + 0.14 * value_noise(x, y, 1.3, ts)
+                    let mut t = t0 * (0.8 + 0.2 * d) + 0.14 * value_noise(x, y, 1.3, ts);
+                    if coiled {
+                        // A juvenile folded inside: a dark sinuous line.
+                        let (dx, dy) = (x + 0.5 - px, y + 0.5 - py);
+                        let (u, v) = (dx * c + dy * sn, -dx * sn + dy * c);
+                        if (v - 0.45 * b * (2.5 * PI * u / a).sin()).abs() < 0.9 {
+                            t *= 0.75;
+                        }
+                    }
+                    faint(t, k)
                 });
+                eggs.push((px, py));
                 counts[1] += 1;
                 break;
             }
         }
-        for _ in 0..want[0] {
+        // Adults, then thin translucent juveniles (J2s), both counted as
+        // worms: (length µm, width µm, transmission).
+        let adult = ((350.0, 1000.0), (18.0, 34.0), (0.38, 0.58));
+        let juvenile = ((250.0, 450.0), (10.0, 16.0), (0.68, 0.85));
+        let mut specs = vec![adult; want[0]];
+        if cfg.juveniles.max > 0 && rng.random::<f32>() < cfg.juveniles.probability {
+            specs.extend(std::iter::repeat_n(
+                juvenile,
+                rng.random_range(1..=cfg.juveniles.max),
+            ));
+        }
+        for (lens, wids, ts_range) in specs {
             for _try in 0..40 {
-                let len = rng.random_range(350.0..1000.0f32) / um;
-                let wid = rng.random_range(18.0..34.0f32) / um;
+                let len = rng.random_range(lens.0..lens.1) / um;
+                let wid = rng.random_range(wids.0..wids.1) / um;
                 let start = rand_pos(&mut rng, len * 0.3);
                 let amp = rng.random_range(0.0..0.035);
                 let pts = centreline(&mut rng, start, len, amp);
                 // Rounded head, long pointed tail.
-                let s = tube(&pts, |t| {
+                let mut s = tube(&pts, |t| {
                     let head = if t < 0.06 {
                         (0.35 + 0.65 * (t / 0.06).sqrt()).min(1.0)
                     } else {
@@ -578,10 +874,14 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
                 if cv.inside_fraction(&s) < 0.8 || blocked {
                     continue;
                 }
-                let t0 = rng.random_range(0.38..0.58f32);
+                let k = defocus(&mut rng, &mut s);
+                let t0 = rng.random_range(ts_range.0..ts_range.1);
                 let ts: u32 = rng.random();
                 cv.draw(&s, Some(Class::Worm), |x, y, d| {
-                    t0 * (0.75 + 0.35 * d) + 0.08 * value_noise(x, y, 2.0, ts)
+                    faint(
+                        t0 * (0.75 + 0.35 * d) + 0.08 * value_noise(x, y, 2.0, ts),
+                        k,
+                    )
                 });
                 counts[0] += 1;
                 break;
@@ -603,6 +903,7 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         })
         .collect();
     let instances = Grid::from_vec(w, h, cv.owner)?;
+    let confusers = Grid::from_vec(w, h, cv.confusers)?;
     let masks = Class::ALL
         .iter()
         .map(|&c| instances.map(|&o| o != 0 && cv.classes[o as usize - 1] == c))
@@ -613,6 +914,7 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
         counts,
         instances,
         instance_class: cv.classes,
+        confusers,
     })
 }
 
@@ -620,13 +922,23 @@ pub fn generate(cfg: &SynthConfig, seed: u64, index: u64) -> Result<SynthFrame> 
 /// (one PNG per frame and class) and `labels.csv` with presence bits, mask
 /// paths and instance counts.
 pub fn write_dataset(dir: &Path, cfg: &SynthConfig, seed: u64, n: usize) -> Result<Dataset> {
+    write_dataset_with(dir, |_| Ok(cfg.clone()), seed, n)
+}
+
+/// [`write_dataset`] with a config per frame (a preset such as `mixed`).
+pub fn write_dataset_with(
+    dir: &Path,
+    cfg: impl Fn(u64) -> Result<SynthConfig>,
+    seed: u64,
+    n: usize,
+) -> Result<Dataset> {
     let (img_dir, mask_dir) = (dir.join("images"), dir.join("masks"));
     for d in [&img_dir, &mask_dir] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        let f = generate(cfg, seed, i as u64)?;
+        let f = generate(&cfg(i as u64)?, seed, i as u64)?;
         let id = format!("synth_{seed}_{i:05}");
         let image = img_dir.join(format!("{id}.png"));
         save_gray8(&f.image, &image)?;
@@ -636,6 +948,9 @@ pub fn write_dataset(dir: &Path, cfg: &SynthConfig, seed: u64, n: usize) -> Resu
             save_mask(m, &p)?;
             masks.push(Some(p));
         }
+        // Which confuser lies under each pixel (CONFUSER_KINDS), so false
+        // positives can be put down to debris, fibres, seeds, ….
+        save_labels8(&f.confusers, &mask_dir.join(format!("{id}_confusers.png")))?;
         samples.push(Sample {
             id,
             image,
@@ -708,6 +1023,56 @@ mod tests {
         }
         assert!(negatives > 0 && negatives < 24);
         assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    }
+
+    #[test]
+    fn harder_presets_hold_every_confuser_touching_eggs_and_juveniles() {
+        let mut kinds = [0usize; CONFUSER_KINDS.len()];
+        let (mut touching, mut thin_worms) = (0, 0);
+        for i in 0..16 {
+            let cfg = SynthConfig::preset("mixed", i, 512, 384, 4.0).unwrap();
+            let f = generate(&cfg, 3, i).unwrap();
+            for &k in f.confusers.data() {
+                kinds[k as usize] += 1;
+            }
+            // Counted pixels are never confuser-only: masks and the confuser
+            // map agree where the object lies on top.
+            for k in 0..3 {
+                assert_eq!(f.masks[k].count() > 0, f.counts[k] > 0);
+            }
+            touching += (label_components(&f.masks[1]).count < f.counts[1]) as usize;
+            // Juveniles: worm instances under ~16 µm wide (4 px): area/length small.
+            for (j, &c) in f.instance_class.iter().enumerate() {
+                if c == Class::Worm {
+                    let m = f.instance_mask(j as u32 + 1);
+                    thin_worms += (m.count() < 450) as usize;
+                }
+            }
+        }
+        assert!(kinds[1..].iter().all(|&n| n > 0), "{kinds:?}");
+        assert!(touching > 0, "no touching eggs in 16 frames");
+        assert!(thin_worms > 0, "no juveniles in 16 frames");
+        // Dense frames hold several times the grains and egg-sized
+        // confusers of light ones.
+        let debris = |p: &str| -> usize {
+            (0..6)
+                .map(|i| {
+                    let f =
+                        generate(&SynthConfig::preset(p, i, 512, 384, 4.0).unwrap(), 9, i).unwrap();
+                    f.confusers
+                        .data()
+                        .iter()
+                        .filter(|&&k| k == 1 || k == 4)
+                        .count()
+                })
+                .sum()
+        };
+        let (dense, light) = (debris("dense"), debris("light"));
+        assert!(
+            dense > 2 * light,
+            "confuser pixels: dense {dense}, light {light}"
+        );
+        assert!(SynthConfig::preset("muddy", 0, 512, 384, 4.0).is_err());
     }
 
     #[test]

@@ -38,6 +38,17 @@ enum Cmd {
         width: usize,
         #[arg(long, default_value_t = 384)]
         height: usize,
+        /// Pixel size in µm (object sizes are drawn in µm).
+        #[arg(long, default_value_t = 4.0)]
+        um_per_px: f32,
+        /// classic, light (light debris), dense (dense debris) or mixed
+        /// (even frames light, odd dense).
+        #[arg(long, default_value = "classic")]
+        preset: String,
+        /// The frozen benchmark (mixed preset, its own seed, 240 frames);
+        /// overrides --seed, --count and --preset.
+        #[arg(long)]
+        benchmark: bool,
     },
     /// Cut images with masks into tiles with image-level labels only.
     Tiles {
@@ -94,13 +105,22 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             width,
             height,
+            um_per_px,
+            preset,
+            benchmark,
         } => {
-            let cfg = SynthConfig {
-                width,
-                height,
-                ..SynthConfig::default()
+            let (seed, count, preset) = if benchmark {
+                (
+                    synth::BENCHMARK_SEED,
+                    synth::BENCHMARK_FRAMES,
+                    synth::BENCHMARK_PRESET.to_string(),
+                )
+            } else {
+                (seed, count, preset)
             };
-            let ds = synth::write_dataset(&out, &cfg, seed, count)?;
+            let cfg = |i| SynthConfig::preset(&preset, i, width, height, um_per_px);
+            cfg(0)?;
+            let ds = synth::write_dataset_with(&out, cfg, seed, count)?;
             let mut totals = vec![0usize; ds.classes.len()];
             let mut negatives = 0;
             for s in &ds.samples {
