@@ -128,13 +128,7 @@ pub fn markdown(classes: &[String], rows: &[Row]) -> String {
     );
     for r in rows {
         for (c, name) in classes.iter().enumerate() {
-            let (found, truth) = (r.scores.found.get(c), r.scores.truth.get(c));
-            let ft = match (found, truth) {
-                (Some(f), Some(&t)) if t > 0 => {
-                    format!("{f} / {t} ({:+.0} %)", 100.0 * (*f as f64 / t as f64 - 1.0))
-                }
-                _ => "–".into(),
-            };
+            let ft = crate::report::found_true(&r.scores.found, &r.scores.truth, c);
             s.push_str(&format!(
                 "| {} | {} ({}) | {name} | {} | {} | {ft} | {} |\n",
                 r.method,

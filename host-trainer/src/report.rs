@@ -93,6 +93,17 @@ pub fn markdown(state: &State, title: &str) -> String {
     s
 }
 
+/// Class `c`'s objects found and true with the relative error
+/// (`12 / 10 (+20 %)`), or a dash where nothing true was counted.
+pub fn found_true(found: &[usize], truth: &[usize], c: usize) -> String {
+    match (found.get(c), truth.get(c)) {
+        (Some(f), Some(&t)) if t > 0 => {
+            format!("{f} / {t} ({:+.0} %)", 100.0 * (*f as f64 / t as f64 - 1.0))
+        }
+        _ => "–".into(),
+    }
+}
+
 /// Per stage and class: Dice, the pooled score's AUC, recall and precision
 /// on the validation cells, count error, found/true and the Dice of the
 /// masks the round learned from; a class that collapses shows here even
@@ -105,12 +116,7 @@ fn per_class(state: &State) -> String {
     let at = |v: &[Option<f64>], c: usize| fmt_opt(v.get(c).copied().flatten());
     for r in &state.results {
         for (c, name) in state.classes.iter().enumerate() {
-            let ft = match (r.found.get(c), r.truth.get(c)) {
-                (Some(f), Some(&t)) if t > 0 => {
-                    format!("{f} / {t} ({:+.0} %)", 100.0 * (*f as f64 / t as f64 - 1.0))
-                }
-                _ => "–".into(),
-            };
+            let ft = found_true(&r.found, &r.truth, c);
             s.push_str(&format!(
                 "| {} | {name} | {} | {} | {} | {} | {} | {ft} | {} |\n",
                 r.stage,
