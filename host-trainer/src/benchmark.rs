@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use nemascope_core::imageio::resize_nearest;
 use nemascope_core::metrics::dice;
 use nemascope_core::{Error, Mask, Result};
 use serde::Serialize;
@@ -65,17 +64,8 @@ pub fn run(run: &Path, weights: Option<&str>) -> Result<Vec<Row>> {
     for &i in &data.val {
         let it = &data.items[i];
         let maps = eval::predict_maps(&net, &it.input, device)?;
-        raw.push(
-            maps.iter()
-                .map(|m| eval::native_mask(m, it.native_size, vote.threshold))
-                .collect::<Result<Vec<_>>>()?,
-        );
-        voted.push(
-            eval::voted(it, &maps, &vote, None)?
-                .iter()
-                .map(|m| resize_nearest(m, it.native_size.0, it.native_size.1))
-                .collect::<Result<Vec<_>>>()?,
-        );
+        raw.push(eval::native_masks(it, &maps, vote.threshold)?);
+        voted.push(eval::voted_native(it, &maps, &vote, None)?);
     }
     let (ff, classical) = eval::classical(&data, &data.train, &data.val)?;
     let union: Vec<usize> = ["worm", "egg"]

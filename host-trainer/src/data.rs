@@ -471,7 +471,7 @@ pub fn clear_absent_cells<T: Copy>(
     cells: &[Option<bool>],
     zero: T,
 ) {
-    let n = (cells.len() as f64).sqrt().round().max(1.0) as usize;
+    let n = cells_per_row(cells.len());
     let (cw, ch) = ((w / n).max(1), (h / n).max(1));
     for (k, v) in values.iter_mut().enumerate() {
         let (x, y) = ((k % w / cw).min(n - 1), (k / w / ch).min(n - 1));
@@ -484,8 +484,13 @@ pub fn clear_absent_cells<T: Copy>(
 /// Cell width, height and cells per row of a region cut into `cells`
 /// square-grid cells (one cell: the region itself).
 fn cell_grid(r: &Region, cells: usize) -> (usize, usize, usize) {
-    let n = (cells as f64).sqrt().round().max(1.0) as usize;
+    let n = cells_per_row(cells);
     (r.w / n, r.h / n, n)
+}
+
+/// Cells per row of a square grid of `cells` cells.
+fn cells_per_row(cells: usize) -> usize {
+    (cells as f64).sqrt().round().max(1.0) as usize
 }
 
 /// A geometric augmentation: transpose, then flips (8 possibilities for
@@ -570,7 +575,7 @@ pub fn make_batch(
                     "regions of one batch differ in cells".into(),
                 ));
             }
-            let (_, _, n) = cell_grid(r, cells.len());
+            let n = cells_per_row(cells.len());
             let grid = nemascope_core::Grid::from_vec(n, n, cells.clone())?;
             let mut out = Vec::with_capacity(cells.len());
             let whole = Region {

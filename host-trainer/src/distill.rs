@@ -205,10 +205,8 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         .iter()
         .map(|&i| {
             let it = &data.items[i];
-            eval::predict_maps(&best_net, &it.input, device)?
-                .iter()
-                .map(|m| eval::native_mask(m, it.native_size, cfg.vote.threshold))
-                .collect::<Result<Vec<_>>>()
+            let maps = eval::predict_maps(&best_net, &it.input, device)?;
+            eval::native_masks(it, &maps, cfg.vote.threshold)
         })
         .collect::<Result<Vec<_>>>()?;
     let counters = eval::fit_counters(&data, &data.train);

@@ -5,7 +5,7 @@
 use nemascope_core::classical::FlatField;
 use nemascope_core::counting::{AreaCounter, CountSample};
 use nemascope_core::felzenszwalb;
-use nemascope_core::imageio::resize_bilinear;
+use nemascope_core::imageio::{resize_bilinear, resize_nearest};
 use nemascope_core::metrics::{auc, dice, mean_dice_positive};
 use nemascope_core::objects::{basic_stats, label_components};
 use nemascope_core::voting::vote;
@@ -48,6 +48,27 @@ pub fn native_mask(map: &Plane, size: (usize, usize), threshold: f32) -> Result<
         return Ok(map.threshold(threshold));
     }
     Ok(resize_bilinear(map, size.0, size.1)?.threshold(threshold))
+}
+
+/// Each class's working-size map as a mask at the item's own size
+/// ([`native_mask`]): what "the network alone" segments.
+pub fn native_masks(item: &Item, maps: &[Plane], threshold: f32) -> Result<Vec<Mask>> {
+    maps.iter()
+        .map(|m| native_mask(m, item.native_size, threshold))
+        .collect()
+}
+
+/// [`voted`] masks brought to the item's own size (nearest neighbour).
+pub fn voted_native(
+    item: &Item,
+    maps: &[Plane],
+    p: &VoteParams,
+    absent: Option<&[Mask]>,
+) -> Result<Vec<Mask>> {
+    voted(item, maps, p, absent)?
+        .iter()
+        .map(|m| resize_nearest(m, item.native_size.0, item.native_size.1))
+        .collect()
 }
 
 /// Maps voted over the image's superpixels, at the working size. Pixels in

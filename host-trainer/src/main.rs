@@ -402,11 +402,7 @@ fn eval_run(run: &Path, weights: Option<&str>, all: bool) -> Result<()> {
     for &i in &items {
         let it = &data.items[i];
         let maps = eval::predict_maps(&net, &it.input, device)?;
-        preds.push(
-            maps.iter()
-                .map(|m| eval::native_mask(m, it.native_size, cfg.vote.threshold))
-                .collect::<nemascope_core::Result<Vec<_>>>()?,
-        );
+        preds.push(eval::native_masks(it, &maps, cfg.vote.threshold)?);
     }
     let counters = eval::fit_counters(&data, &data.train);
     let s = eval::score(&data, &items, &preds, &counters)?;
@@ -453,20 +449,9 @@ fn predict(
                 }
             }
             let masks: Vec<Mask> = if vote {
-                eval::voted(&it, &maps, &cfg.vote_params(), None)?
-                    .iter()
-                    .map(|m| {
-                        nemascope_core::imageio::resize_nearest(
-                            m,
-                            it.native_size.0,
-                            it.native_size.1,
-                        )
-                    })
-                    .collect::<nemascope_core::Result<_>>()?
+                eval::voted_native(&it, &maps, &cfg.vote_params(), None)?
             } else {
-                maps.iter()
-                    .map(|m| eval::native_mask(m, it.native_size, cfg.vote.threshold))
-                    .collect::<nemascope_core::Result<_>>()?
+                eval::native_masks(&it, &maps, cfg.vote.threshold)?
             };
             let refs: Vec<&Mask> = masks.iter().collect();
             let any = Mask::union(&refs).context("no classes")?;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use nemascope_core::counting::AreaCounter;
-use nemascope_core::imageio::{load_mask, resize_nearest, save_mask};
+use nemascope_core::imageio::{load_mask, save_mask};
 use nemascope_core::metrics::mean_dice_positive;
 use nemascope_core::{Error, Mask, Result};
 use rand::SeedableRng;
@@ -604,19 +604,10 @@ impl Trainer {
         for &i in &val {
             let it = &self.data.items[i];
             let maps = eval::predict_maps(&self.net, &it.input, self.device)?;
-            raw.push(
-                maps.iter()
-                    .map(|m| eval::native_mask(m, it.native_size, vote.threshold))
-                    .collect::<Result<Vec<_>>>()?,
-            );
+            raw.push(eval::native_masks(it, &maps, vote.threshold)?);
             if phase == Phase::Classify {
                 let absent = known_absent(&self.data, i, &self.val);
-                voted.push(
-                    eval::voted(it, &maps, &vote, Some(&absent))?
-                        .iter()
-                        .map(|m| resize_nearest(m, it.native_size.0, it.native_size.1))
-                        .collect::<Result<Vec<_>>>()?,
-                );
+                voted.push(eval::voted_native(it, &maps, &vote, Some(&absent))?);
             }
         }
         let cls = eval::cell_scores(

@@ -81,13 +81,11 @@ pub fn tile_labels(
         'tile: for x in origins(width, spec.size, spec.stride) {
             let mut present = Vec::with_capacity(masks.len());
             for m in masks {
-                let n: usize = (y..y + spec.size)
-                    .map(|yy| m.row(yy)[x..x + spec.size].iter().filter(|&&v| v).count())
-                    .sum();
-                if n > 0 && n < spec.min_pixels {
-                    continue 'tile;
+                // One cell over the whole tile; a sliver (None) skips it.
+                match cell_labels(m, x, y, spec.size, spec.size, spec.min_pixels)?[0] {
+                    Some(p) => present.push(p),
+                    None => continue 'tile,
                 }
-                present.push(n >= spec.min_pixels);
             }
             tiles.push(Tile { x, y, present });
         }
