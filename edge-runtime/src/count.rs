@@ -107,6 +107,20 @@ pub struct PixelSize {
 /// A given pixel size more than this factor from the bundle's is warned of.
 pub const SCALE_TOLERANCE: f32 = 1.25;
 
+/// The largest side a frame is resampled to for the model's scale.
+pub const MAX_RESAMPLED_SIDE: usize = 16_384;
+
+/// The factor a frame is resized by before the model: the bundle's own
+/// `pixel_scale`, times the camera's pixel size over the bundle's when they
+/// differ by more than [`SCALE_TOLERANCE`], so the model sees objects at
+/// the size it learnt them (a lab whose camera has 2 µm pixels can use a
+/// model trained at 4 µm).
+pub fn frame_scale(manifest: &nemascope_bundle::Manifest, camera_um_per_px: f32) -> f32 {
+    let ratio = manifest.um_per_px.map_or(1.0, |m| camera_um_per_px / m);
+    let far = !(1.0 / SCALE_TOLERANCE..=SCALE_TOLERANCE).contains(&ratio);
+    manifest.pixel_scale * if far && ratio.is_finite() { ratio } else { 1.0 }
+}
+
 /// The pixel size to measure at: `given` (the user's or the unit's), else
 /// the bundle's own (`um_per_px`, the scale its model was trained at), else
 /// the generator's 4 µm.
@@ -122,10 +136,10 @@ pub fn pixel_size(given: Option<f32>, manifest: &nemascope_bundle::Manifest) -> 
                 warning: far.then(|| {
                     format!(
                         "{g} µm per pixel is far from the {m} µm the model {} was trained at: \
-                         objects look {:.2}x as large to it as in training, and its counts \
-                         may be wrong (resample the frames, or use a model trained at this scale)",
+                         frames are resampled by {:.2}x to its scale before counting (a model \
+                         trained at this scale sees finer detail)",
                         manifest.name,
-                        m / g
+                        g / m
                     )
                 }),
             }
@@ -280,9 +294,18 @@ pub fn count_frame<L: Luma + ?Sized>(
     }
     let q = quality(frame, s.bit_depth);
     // Frames are brought to the training data's pixel size first.
-    let mut counted = if (m.pixel_scale - 1.0).abs() > 1e-6 {
-        let w = ((fw as f32 * m.pixel_scale).round() as usize).max(1);
-        let h = ((fh as f32 * m.pixel_scale).round() as usize).max(1);
+    let scale = frame_scale(m, s.calibration.um_per_px);
+    let mut counted = if (scale - 1.0).abs() > 1e-6 {
+        let w = ((fw as f32 * scale).round() as usize).max(1);
+        let h = ((fh as f32 * scale).round() as usize).max(1);
+        if w.max(h) > MAX_RESAMPLED_SIDE {
+            return Err(Error::Invalid(format!(
+                "a {fw}x{fh} frame at {} µm per pixel would be resampled to {w}x{h} for the \
+                 model's scale: more than {MAX_RESAMPLED_SIDE} pixels a side (use a model \
+                 trained nearer this scale, or check the pixel size)",
+                s.calibration.um_per_px
+            )));
+        }
         let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
         count_at(model, &scaled, &quality(&scaled, None), Some((fw, fh)), s)?
     } else {
@@ -452,6 +475,28 @@ mod tests {
     use super::*;
     use nemascope_core::imageio::Pixels;
     use nemascope_core::{Grid, Plane};
+
+    #[test]
+    fn frames_are_resampled_to_the_models_scale_when_far_from_it() {
+        let mut m = nemascope_bundle::Manifest::example();
+        assert_eq!(m.um_per_px, Some(4.0));
+        assert_eq!(frame_scale(&m, 4.0), 1.0);
+        assert_eq!(
+            frame_scale(&m, 4.4),
+            1.0,
+            "within the tolerance: as trained"
+        );
+        assert_eq!(frame_scale(&m, 2.0), 0.5, "finer pixels: the frame shrinks");
+        assert_eq!(frame_scale(&m, 10.0), 2.5);
+        m.pixel_scale = 0.5;
+        assert_eq!(frame_scale(&m, 2.0), 0.25);
+        m.um_per_px = None;
+        assert_eq!(
+            frame_scale(&m, 2.0),
+            0.5,
+            "no scale in the bundle: its own only"
+        );
+    }
 
     /// A synthetic frame stored as a camera of `bits` bits writes it into
     /// a 16-bit file, each value through `f` (0..1 of the camera's range).

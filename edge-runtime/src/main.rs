@@ -48,6 +48,11 @@ enum Cmd {
         frames: usize,
         #[arg(long, default_value_t = 2026)]
         seed: u64,
+        /// The generator's preset: `mixed` (light and dense debris, the
+        /// benchmark's and the shipped model's), `light`, `dense` or
+        /// `classic` (the old, easier frames).
+        #[arg(long, default_value = nemascope_core::synth::BENCHMARK_PRESET)]
+        preset: String,
         /// Model bundle (default: the shipped synthetic worm/egg/cyst model).
         #[arg(long)]
         model: Option<PathBuf>,
@@ -629,8 +634,14 @@ fn synthetic_png(size: &str) -> Result<PathBuf> {
 
 /// The demo with a model bundle: each frame through `count_frame`, as
 /// `count` and the unit run it, against the generator's truth.
-fn demo_model(model: &Model, frames: usize, seed: u64, out: Option<PathBuf>) -> Result<()> {
-    let cfg = SynthConfig::default();
+fn demo_model(
+    model: &Model,
+    frames: usize,
+    preset: &str,
+    seed: u64,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    let cfg = demo_config(preset, 0)?;
     let classes = &model.manifest.classes;
     // Which truth mask and count each model class is scored against.
     let truth_of: Vec<Class> = classes
@@ -647,7 +658,7 @@ fn demo_model(model: &Model, frames: usize, seed: u64, out: Option<PathBuf>) -> 
         ..CountSettings::default()
     };
     println!(
-        "nemascope demo: model {} on {frames} synthetic {}x{} frames, seed {seed} (the model was trained on seed 11)",
+        "nemascope demo: model {} on {frames} synthetic {}x{} frames, preset {preset}, seed {seed} (the model was trained on seed 11)",
         model.manifest.name, cfg.width, cfg.height
     );
     println!();
@@ -662,7 +673,7 @@ fn demo_model(model: &Model, frames: usize, seed: u64, out: Option<PathBuf>) -> 
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     for i in 0..frames as u64 {
-        let f = generate(&cfg, seed, i)?;
+        let f = generate(&demo_config(preset, i)?, seed, i)?;
         let t = Instant::now();
         let c = count_frame(model, &f.image, &settings)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -706,17 +717,28 @@ fn demo_model(model: &Model, frames: usize, seed: u64, out: Option<PathBuf>) -> 
     Ok(())
 }
 
-fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf>) -> Result<()> {
-    let cfg = SynthConfig::default();
+/// Frame `index` of the demo's preset, at the generator's own 512×384 and
+/// 4 µm.
+fn demo_config(preset: &str, index: u64) -> Result<SynthConfig> {
+    SynthConfig::preset(preset, index, 512, 384, 4.0)
+}
+
+fn demo(
+    frames: usize,
+    preset: &str,
+    seed: u64,
+    calibration_frames: usize,
+    out: Option<PathBuf>,
+) -> Result<()> {
     let mut pipe = Pipeline::default();
     let calib: Vec<(Vec<Mask>, [usize; 3])> = (0..calibration_frames as u64)
-        .map(|i| generate(&cfg, seed.wrapping_add(1_000_000), i).map(|f| (f.masks, f.counts)))
+        .map(|i| {
+            generate(&demo_config(preset, i)?, seed.wrapping_add(1_000_000), i)
+                .map(|f| (f.masks, f.counts))
+        })
         .collect::<Result<_>>()?;
     pipe.calibrate(&calib)?;
-    println!(
-        "nemascope demo: {frames} synthetic {}x{} frames, seed {seed}",
-        cfg.width, cfg.height
-    );
+    println!("nemascope demo: {frames} synthetic 512x384 frames, preset {preset}, seed {seed}");
     println!("segmenter: classical flat-field threshold with superpixel voting (the floor a model is compared with)");
     println!();
     println!("| frame | worms true/found | eggs true/found | cysts true/found | Dice voted fg | Dice classified | ms |");
@@ -726,7 +748,7 @@ fn demo(frames: usize, seed: u64, calibration_frames: usize, out: Option<PathBuf
     let mut classified_pairs = Vec::new();
     let mut times = Vec::new();
     for i in 0..frames as u64 {
-        let f = generate(&cfg, seed, i)?;
+        let f = generate(&demo_config(preset, i)?, seed, i)?;
         let t = Instant::now();
         let r = pipe.process(&f.image)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -859,6 +881,7 @@ fn main() -> ExitCode {
         Cmd::Demo {
             frames,
             seed,
+            preset,
             model,
             public_key,
             classical,
@@ -866,10 +889,11 @@ fn main() -> ExitCode {
             out,
         } => {
             if classical {
-                demo(frames.max(1), seed, calibration_frames, out)
+                demo(frames.max(1), &preset, seed, calibration_frames, out)
             } else {
                 let model = model.or_else(|| Some(models_dir().join("synth-worm-egg-cyst")));
-                open_model(model, public_key).and_then(|m| demo_model(&m, frames.max(1), seed, out))
+                open_model(model, public_key)
+                    .and_then(|m| demo_model(&m, frames.max(1), &preset, seed, out))
             }
         }
         Cmd::Count(a) => count(a),

@@ -43,6 +43,11 @@ pub struct ClassConfig {
     pub r: Option<f32>,
 }
 
+/// Width in working pixels of the objects the built-in tile and superpixel
+/// settings were tuned on (BBBC010 worms: median 9.1 px, 2·area/perimeter
+/// over 200 worm masks).
+pub const REFERENCE_OBJECT_PX: f32 = 9.0;
+
 /// One class's resolved settings (see [`Config::classes`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClassSettings {
@@ -92,6 +97,27 @@ pub struct DataConfig {
     /// measure at the scale the model was trained at unless told
     /// otherwise (BBBC010 and the generator: 4 µm).
     pub um_per_px: f32,
+    /// Width of the thinnest object to find (a worm's body, an egg's short
+    /// axis), in µm; 0: not stated. With `um_per_px` it gives the objects'
+    /// width in working pixels, and the tile, sliver threshold and
+    /// superpixel settings left at their built-in values are scaled from
+    /// the ones tuned on BBBC010's ~9-px-wide worms ([`Config::for_objects`]).
+    pub object_um: f32,
+    /// Average each `bin`×`bin` block of the files' pixels and masks on
+    /// load (1: as they are): the set as a camera with `bin`× coarser
+    /// pixels would see it, to try a method at another scale (BBBC010 at ½
+    /// and ⅓). The images then have `bin × um_per_px` µm pixels.
+    pub bin: usize,
+    /// Side of the cells every class without its own `[class.X] cell` is
+    /// labelled and pooled at; it divides `crop` (0: the whole crop).
+    pub cell: usize,
+}
+
+impl DataConfig {
+    /// The pixel size of the images as loaded (after `bin`), in µm.
+    pub fn loaded_um_per_px(&self) -> f32 {
+        self.um_per_px * self.bin as f32
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +220,10 @@ impl Default for DataConfig {
             bad_rows: "refuse".into(),
             max_bad_fraction: 0.1,
             um_per_px: 4.0,
+            // BBBC010's worms: ~9 px at 4 µm (so its own defaults, unscaled).
+            object_um: 36.0,
+            bin: 1,
+            cell: 0,
         }
     }
 }
@@ -323,7 +353,19 @@ impl Config {
                 d.max_bad_fraction
             ));
         }
-        if !nemascope_bundle::manifest::valid_um_per_px(d.um_per_px) {
+        if !(d.object_um.is_finite() && (0.0..=10_000.0).contains(&d.object_um)) {
+            return bad(format!(
+                "data.object_um {} must be in 0..=10000 (µm; 0 = not stated)",
+                d.object_um
+            ));
+        }
+        if d.bin == 0 || d.bin > 16 || (d.bin > 1 && d.kind == "synth") {
+            return bad(format!(
+                "data.bin {} must be in 1..=16 (synthetic frames: set data.um_per_px instead)",
+                d.bin
+            ));
+        }
+        if !nemascope_bundle::manifest::valid_um_per_px(d.loaded_um_per_px()) {
             return bad(format!(
                 "data.um_per_px {} must be above 0 and at most 1000 (µm per pixel)",
                 d.um_per_px
@@ -383,6 +425,12 @@ impl Config {
         }
         if !(t.pixel_bce.is_finite() && t.pixel_bce >= 0.0) {
             return bad(format!("train.pixel_bce {} must be ≥ 0", t.pixel_bce));
+        }
+        if d.crop > 0 && d.cell > 0 && (d.cell > d.crop || d.crop % d.cell != 0) {
+            return bad(format!(
+                "data.cell {} must divide data.crop {}",
+                d.cell, d.crop
+            ));
         }
         for (name, c) in &self.class {
             if d.crop > 0 && c.cell > 0 && (c.cell > d.crop || d.crop % c.cell != 0) {
@@ -461,10 +509,11 @@ impl Config {
             .map(|name| {
                 let c = self.class.get(name).cloned().unwrap_or_default();
                 ClassSettings {
-                    cell: match (self.data.crop, c.cell) {
-                        (0, _) => 0,
-                        (crop, 0) => crop,
-                        (_, cell) => cell,
+                    cell: match (self.data.crop, c.cell, self.data.cell) {
+                        (0, _, _) => 0,
+                        (crop, 0, 0) => crop,
+                        (_, 0, cell) => cell,
+                        (_, cell, _) => cell,
                     },
                     min_pixels: if c.min_pixels > 0 {
                         c.min_pixels
@@ -478,6 +527,68 @@ impl Config {
                 }
             })
             .collect())
+    }
+
+    /// The config at the objects' scale: `working_um_per_px` is the pixel
+    /// size after resizing to `data.width`. The built-in tile (96 px, step
+    /// 48), sliver threshold (60 px) and superpixel scale (25, min size 10)
+    /// were tuned on objects [`REFERENCE_OBJECT_PX`] wide; objects `s`
+    /// times as wide get tiles `s`× as large (so an object fills the same
+    /// share of a tile and GWP's r and the voting rate still fit), the
+    /// sliver threshold `s²`×, and superpixels `s²`× as large when `s > 1`
+    /// (Felzenszwalb's threshold is per pixel of a segment).
+    /// Only fields still at their built-in value are derived, so a value set
+    /// in the config wins; without `object_um` nothing changes.
+    pub fn for_objects(&self, working_um_per_px: f32) -> Result<Config> {
+        let d = &self.data;
+        if d.object_um == 0.0 {
+            return Ok(self.clone());
+        }
+        if !(working_um_per_px.is_finite() && working_um_per_px > 0.0) {
+            return Err(Error::Invalid(format!(
+                "working pixel size {working_um_per_px} µm must be above 0"
+            )));
+        }
+        let s = (d.object_um / working_um_per_px / REFERENCE_OBJECT_PX) as f64;
+        let (dd, dv) = (DataConfig::default(), VoteConfig::default());
+        let mut out = self.clone();
+        let multiple = 1usize << self.model.depth;
+        let side = d.width.min(d.height) / multiple * multiple;
+        if d.crop == dd.crop && d.cell == dd.cell {
+            let tile = ((dd.crop as f64 * s / multiple as f64).round() as usize * multiple)
+                .clamp((2 * multiple).min(side), side.max(multiple));
+            let crop = dd.crop.div_ceil(tile) * tile;
+            if tile >= dd.crop || crop > side {
+                out.data.crop = tile;
+                if d.stride == dd.stride {
+                    out.data.stride = (tile / 2).max(1);
+                }
+            } else {
+                // Smaller objects: labels and pooling per smaller cell, but
+                // crops as large as tuned, so refinement still trains on
+                // context like the whole frames it segments (32-px crops
+                // made it collapse on BBBC010 at ⅓: 0.57 voted → 0.26).
+                out.data.crop = crop;
+                out.data.cell = tile;
+            }
+        }
+        let area = |v: usize, floor: usize| ((v as f64 * s * s).round() as usize).max(floor);
+        if d.min_pixels == dd.min_pixels {
+            out.data.min_pixels = area(dd.min_pixels, 4);
+        }
+        // Superpixels grow with larger objects but never shrink below the
+        // tuned ones: a segment needs pixels enough to average the noise,
+        // and on BBBC010 at ⅓ superpixels scaled down to min_size 2 voted
+        // noise in (Dice 0.26 against 0.61 unscaled, docs/trainer.md).
+        let up = s.max(1.0);
+        if self.vote.scale == dv.scale {
+            out.vote.scale = (dv.scale as f64 * up * up) as f32;
+        }
+        if self.vote.min_size == dv.min_size {
+            out.vote.min_size = (dv.min_size as f64 * up * up).round() as usize;
+        }
+        out.validate()?;
+        Ok(out)
     }
 
     /// The tile-grid step.
@@ -524,6 +635,65 @@ pub fn pooling_name(p: Pooling) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_size_scales_tiles_and_superpixels_but_never_a_set_value() {
+        let d = Config::default();
+        // BBBC010 at its own 4 µm: the tuned values themselves.
+        assert_eq!(d.for_objects(4.0).unwrap(), d);
+        // Half the resolution: objects half as wide.
+        let h = d.for_objects(8.0).unwrap();
+        assert_eq!(
+            (h.data.crop, h.data.cell, h.data.stride, h.data.min_pixels),
+            (96, 48, 48, 15)
+        );
+        assert_eq!((h.vote.scale, h.vote.min_size), (25.0, 10), "never finer");
+        assert_eq!((h.vote.rate, h.pooling.r), (d.vote.rate, d.pooling.r));
+        // A third: the smallest tile the network's depth allows.
+        let t = d.for_objects(12.0).unwrap();
+        assert_eq!((t.data.crop, t.data.cell, t.data.min_pixels), (96, 32, 7));
+        let names = ["worm".to_string()];
+        assert_eq!(t.classes(&names).unwrap()[0].cell, 32);
+        // ⅔: 64-px cells, so the crop grows to a multiple of them.
+        let t = d.for_objects(6.0).unwrap();
+        assert_eq!((t.data.crop, t.data.cell), (128, 64));
+        // Twice as wide: larger tiles, but never larger than the image.
+        let w = d.for_objects(2.0).unwrap();
+        assert_eq!((w.data.crop, w.data.min_pixels), (192, 240));
+        assert_eq!((w.vote.scale, w.vote.min_size), (100.0, 40));
+        let w = d.for_objects(0.5).unwrap();
+        assert_eq!(w.data.crop, 512);
+        // What the config sets itself is kept; resuming derives nothing new.
+        let own = Config::parse(
+            "[data]
+crop = 64
+[vote]
+scale = 30.0
+",
+        )
+        .unwrap();
+        let o = own.for_objects(8.0).unwrap();
+        assert_eq!(
+            (o.data.crop, o.vote.scale, o.data.min_pixels),
+            (64, 30.0, 15)
+        );
+        assert_eq!(h.for_objects(8.0).unwrap(), h);
+        // Not stated: nothing derived; a bad size is refused.
+        let none = Config::parse(
+            "[data]
+object_um = 0.0
+",
+        )
+        .unwrap();
+        assert_eq!(none.for_objects(12.0).unwrap(), none);
+        assert!(d.for_objects(0.0).is_err());
+        assert!(Config::parse(
+            "[data]
+object_um = -1.0
+"
+        )
+        .is_err());
+    }
 
     #[test]
     fn sweep_names_parse_to_pooling_sections() {

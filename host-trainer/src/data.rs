@@ -9,14 +9,15 @@ use std::path::Path;
 
 use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Sample};
 use nemascope_core::imageio::{
-    load_frame, load_mask, resize_bilinear, resize_nearest, standardise, stretch, LoadLimits,
+    bin_mask, bin_plane, load_frame, load_mask, resize_bilinear, resize_nearest, standardise,
+    stretch, LoadLimits,
 };
 use nemascope_core::synth::{self, SynthConfig};
 use nemascope_core::{Class, Error, Grid, Mask, Plane, Result};
 use rand::Rng;
 use tch::Tensor;
 
-use crate::config::{AugmentConfig, ClassSettings, Config};
+use crate::config::{AugmentConfig, ClassSettings, Config, DataConfig};
 
 /// One image at the working size.
 #[derive(Debug, Clone)]
@@ -48,6 +49,23 @@ pub struct Data {
     pub val: Vec<usize>,
     /// Rows left out (`data.bad_rows = "skip"`), each with where and why.
     pub skipped: Vec<String>,
+}
+
+impl Data {
+    /// The training images' pixel size after resizing to the working
+    /// width, in µm: `um_per_px` is at the files' own size (median width).
+    pub fn working_um_per_px(&self, um_per_px: f32, width: usize) -> f32 {
+        let mut widths: Vec<usize> = self
+            .train
+            .iter()
+            .map(|&i| self.items[i].native_size.0)
+            .collect();
+        widths.sort_unstable();
+        match widths.get(widths.len() / 2) {
+            Some(&w) if width > 0 => um_per_px * w as f32 / width as f32,
+            _ => um_per_px,
+        }
+    }
 }
 
 /// Turns a decoded plane (0..1) into an item.
@@ -115,7 +133,7 @@ pub fn load(cfg: &Config) -> Result<Data> {
             let rows = ds
                 .samples
                 .iter()
-                .map(|s| sample_item(s, ds.classes.len(), d.width, d.height))
+                .map(|s| sample_item(s, ds.classes.len(), d))
                 .collect();
             (ds.classes, rows)
         }
@@ -127,7 +145,7 @@ pub fn load(cfg: &Config) -> Result<Data> {
                 .into_iter()
                 .map(|r| {
                     r.sample
-                        .and_then(|s| sample_item(&s, n, d.width, d.height))
+                        .and_then(|s| sample_item(&s, n, d))
                         .map_err(|e| match e {
                             // Already names the table and line.
                             Error::Dataset { .. } => e,
@@ -242,13 +260,19 @@ fn sort_rows(rows: Vec<Result<Item>>, skip: bool, max_fraction: f64) -> Result<S
 /// One sample's image and masks read and brought to the working size; a
 /// class whose mask is missing counts as an empty mask when the label says
 /// absent, and as unknown otherwise.
-fn sample_item(s: &Sample, classes: usize, width: usize, height: usize) -> Result<Item> {
+fn sample_item(s: &Sample, classes: usize, d: &DataConfig) -> Result<Item> {
     let frame = load_frame(&s.image, LoadLimits::default())?;
-    let plane = frame.plane;
+    let plane = bin_plane(&frame.plane, d.bin)?;
     let mut masks = Vec::with_capacity(classes);
     for (c, m) in s.masks.iter().enumerate() {
         masks.push(match m {
-            Some(p) => Some(load_mask(p)?),
+            Some(p) => {
+                let m = load_mask(p)?;
+                frame
+                    .plane
+                    .check_same_size(&m, &format!("mask of {}", s.id))?;
+                Some(bin_mask(&m, d.bin)?)
+            }
             None if !s.present[c] => Some(Mask::filled(plane.width(), plane.height(), false)),
             None => None,
         });
@@ -260,8 +284,8 @@ fn sample_item(s: &Sample, classes: usize, width: usize, height: usize) -> Resul
         s.present.clone(),
         native,
         s.counts.clone(),
-        width,
-        height,
+        d.width,
+        d.height,
     )
 }
 
@@ -869,6 +893,32 @@ mod tests {
         cfg.data.crop = 0;
         cfg.data.val_fraction = 0.25;
         cfg
+    }
+
+    #[test]
+    fn binned_sets_are_the_files_at_coarser_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = broken_table(dir.path());
+        cfg.data.bad_rows = "skip".into();
+        cfg.data.max_bad_fraction = 0.2;
+        let full = load(&cfg).unwrap();
+        cfg.data.bin = 2;
+        cfg.data.width = 32;
+        cfg.data.height = 24;
+        let half = load(&cfg).unwrap();
+        assert_eq!(half.items.len(), full.items.len());
+        let (a, b) = (&full.items[0], &half.items[0]);
+        assert_eq!(b.native_size, (32, 24));
+        assert_eq!((b.input.width(), b.raw.width()), (32, 32));
+        assert!((b.raw.get(3, 5) - bin_plane(&a.raw, 2).unwrap().get(3, 5)).abs() < 1e-6);
+        // The same µm per file pixel, twice the µm per loaded pixel.
+        assert_eq!(cfg.data.loaded_um_per_px(), 2.0 * cfg.data.um_per_px);
+        assert_eq!(
+            half.working_um_per_px(cfg.data.loaded_um_per_px(), 32),
+            2.0 * full.working_um_per_px(cfg.data.um_per_px, 64)
+        );
+        cfg.data.kind = "synth".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("data.bin"));
     }
 
     #[test]

@@ -243,6 +243,30 @@ pub fn export_run(
     let counters = eval::fit_counters(&data, &data.train);
     let s = eval::score(&data, &data.val, &preds, &counters)?;
     let mut manifest = manifest(&cfg, &state, &data, &w, size, opts, &s)?;
+    // A synthetic model also carries its scores on the frozen benchmark,
+    // measured on the exported file.
+    if cfg.data.kind == "synth" {
+        let bench = crate::data::with_benchmark(&cfg)?;
+        let preds = onnx_val_masks(&runner, &bench, cfg.vote.threshold)?;
+        let b = eval::score(&bench, &bench.val, &preds, &counters)?;
+        for (c, name) in bench.classes.iter().enumerate() {
+            let m = &mut manifest.metrics;
+            if let Some(Some(d)) = b.dice.get(c) {
+                m.insert(format!("benchmark_dice_{name}"), *d);
+            }
+            if let Some(Some(e)) = b.count_mae_per_class.get(c) {
+                m.insert(format!("benchmark_count_mae_{name}"), *e);
+            }
+            if let (Some(&f), Some(&t)) = (b.found.get(c), b.truth.get(c)) {
+                if t > 0 {
+                    m.insert(
+                        format!("benchmark_found_over_true_{name}"),
+                        f as f64 / t as f64,
+                    );
+                }
+            }
+        }
+    }
     for (name, c) in data.classes.iter().zip(&counters) {
         if let Some(c) = c {
             manifest
@@ -358,7 +382,7 @@ fn manifest(
         training,
         metrics,
         object_area_px: BTreeMap::new(),
-        um_per_px: Some(cfg.data.um_per_px),
+        um_per_px: Some(cfg.data.loaded_um_per_px()),
         model_sha256: String::new(),
     })
 }

@@ -238,8 +238,6 @@ impl Trainer {
             }
             let cfg = cfg.unwrap_or_default();
             cfg.validate()?;
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
             (cfg, State::default())
         };
         if cfg.train.threads > 0 {
@@ -247,6 +245,14 @@ impl Trainer {
         }
         let device = device(&cfg)?;
         let data = data::load(&cfg)?;
+        // Tiles and superpixels at the objects' scale; the run's config.toml
+        // holds the derived values, so a resumed run derives nothing new.
+        let cfg =
+            cfg.for_objects(data.working_um_per_px(cfg.data.loaded_um_per_px(), cfg.data.width))?;
+        if !resume {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+        }
         let mut state = state;
         if state.classes.is_empty() {
             state.classes = data.classes.clone();

@@ -339,6 +339,45 @@ pub fn resize_bilinear(src: &Plane, width: usize, height: usize) -> Result<Plane
     Plane::from_vec(width, height, out)
 }
 
+/// The side of a `factor`×`factor` binned copy, refused when it is empty.
+fn binned_size(w: usize, h: usize, factor: usize) -> Result<(usize, usize)> {
+    match factor {
+        0 => Err(Error::Invalid("bin factor must be ≥ 1".into())),
+        f if w / f == 0 || h / f == 0 => Err(Error::Invalid(format!(
+            "cannot bin {w}x{h} pixels by {f}: nothing would be left"
+        ))),
+        f => Ok((w / f, h / f)),
+    }
+}
+
+/// Each `factor`×`factor` block averaged into one pixel (a leftover edge
+/// strip is dropped): the frame a camera with `factor`× coarser pixels
+/// would take, to try a data set at another scale.
+pub fn bin_plane(src: &Plane, factor: usize) -> Result<Plane> {
+    let (w, h) = binned_size(src.width(), src.height(), factor)?;
+    let norm = 1.0 / (factor * factor) as f32;
+    Ok(Plane::from_fn(w, h, |x, y| {
+        (0..factor)
+            .flat_map(|dy| (0..factor).map(move |dx| (x * factor + dx, y * factor + dy)))
+            .map(|(sx, sy)| *src.get(sx, sy))
+            .sum::<f32>()
+            * norm
+    }))
+}
+
+/// A mask binned like [`bin_plane`]: a pixel is on where at least half of
+/// its block is, so an object keeps its area.
+pub fn bin_mask(src: &Mask, factor: usize) -> Result<Mask> {
+    let (w, h) = binned_size(src.width(), src.height(), factor)?;
+    Ok(Mask::from_fn(w, h, |x, y| {
+        let on = (0..factor)
+            .flat_map(|dy| (0..factor).map(move |dx| (x * factor + dx, y * factor + dy)))
+            .filter(|&(sx, sy)| *src.get(sx, sy))
+            .count();
+        2 * on >= factor * factor
+    }))
+}
+
 /// Nearest-neighbour resize for masks and label maps.
 pub fn resize_nearest<T: Clone>(
     src: &crate::Grid<T>,
@@ -434,6 +473,24 @@ fn save_raw8(raw: Vec<u8>, w: usize, h: usize, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binning_averages_blocks_and_keeps_mask_areas() {
+        // 5×4 → 2×2 by 2: the last column is dropped.
+        let p = Plane::from_fn(5, 4, |x, y| (x + 10 * y) as f32);
+        let b = bin_plane(&p, 2).unwrap();
+        assert_eq!((b.width(), b.height()), (2, 2));
+        assert_eq!(b.data(), &[5.5, 7.5, 25.5, 27.5]);
+        // A 2-px bar and a 1-px line (half of each block) stay; a lone
+        // pixel (a quarter of its block) goes.
+        let m = Mask::from_fn(8, 8, |x, y| x == 2 || x == 3 || x == 6 || (x, y) == (0, 0));
+        let bm = bin_mask(&m, 2).unwrap();
+        assert_eq!(bm.data().iter().filter(|&&v| v).count(), 4 + 4);
+        assert!(*bm.get(1, 0) && *bm.get(3, 3) && !*bm.get(0, 0));
+        assert!(bin_plane(&p, 0).is_err());
+        assert!(bin_plane(&p, 5).is_err());
+        assert_eq!(bin_plane(&p, 1).unwrap(), p);
+    }
 
     fn png_bytes(img: DynamicImage) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
