@@ -877,6 +877,20 @@ fn journal_writer(dir: &std::path::Path, count: u64) -> std::result::Result<(), 
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Demo { .. } | Cmd::Count(_) | Cmd::Preview(_) | Cmd::Bench { .. }
+    ) {
+        // A closed pipe (`nemascope-edge count … | head`) ends these
+        // printing commands quietly, as other command-line tools end,
+        // instead of a panic on the next print; files they wrote are whole
+        // (atomic). The unit and the listener keep SIGPIPE ignored, so a
+        // peer that hangs up is an error they handle.
+        // SAFETY: sets the default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let r = match cli.cmd {
         Cmd::Demo {
             frames,
