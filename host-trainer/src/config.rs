@@ -536,7 +536,9 @@ impl Config {
     /// times as wide get tiles `s`× as large (so an object fills the same
     /// share of a tile and GWP's r and the voting rate still fit), the
     /// sliver threshold `s²`×, and superpixels `s²`× as large when `s > 1`
-    /// (Felzenszwalb's threshold is per pixel of a segment).
+    /// (Felzenszwalb's threshold is per pixel of a segment). Smaller objects
+    /// keep the tuned crop, labelled per smaller cell, and one refinement
+    /// round.
     /// Only fields still at their built-in value are derived, so a value set
     /// in the config wins; without `object_um` nothing changes.
     pub fn for_objects(&self, working_um_per_px: f32) -> Result<Config> {
@@ -570,6 +572,12 @@ impl Config {
                 // made it collapse on BBBC010 at ⅓: 0.57 voted → 0.26).
                 out.data.crop = crop;
                 out.data.cell = tile;
+                // Later rounds shrank these objects' masks (each vote drops
+                // border superpixels): on BBBC010 at ½ and ⅓ the first
+                // round was the best (0.809 / 0.830, third 0.646 / 0.698).
+                if self.train.rounds == TrainConfig::default().rounds {
+                    out.train.rounds = 1;
+                }
             }
         }
         let area = |v: usize, floor: usize| ((v as f64 * s * s).round() as usize).max(floor);
@@ -652,6 +660,7 @@ mod tests {
         // A third: the smallest tile the network's depth allows.
         let t = d.for_objects(12.0).unwrap();
         assert_eq!((t.data.crop, t.data.cell, t.data.min_pixels), (96, 32, 7));
+        assert_eq!((t.train.rounds, d.train.rounds), (1, 3));
         let names = ["worm".to_string()];
         assert_eq!(t.classes(&names).unwrap()[0].cell, 32);
         // ⅔: 64-px cells, so the crop grows to a multiple of them.
