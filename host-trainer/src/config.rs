@@ -657,7 +657,7 @@ mod tests {
         );
         assert_eq!((h.vote.scale, h.vote.min_size), (25.0, 10), "never finer");
         assert_eq!((h.vote.rate, h.pooling.r), (d.vote.rate, d.pooling.r));
-        // A third: the smallest tile the network's depth allows.
+        // A third: 32-px cells inside the tuned 96-px crops, one round.
         let t = d.for_objects(12.0).unwrap();
         assert_eq!((t.data.crop, t.data.cell, t.data.min_pixels), (96, 32, 7));
         assert_eq!((t.train.rounds, d.train.rounds), (1, 3));
