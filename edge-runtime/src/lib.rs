@@ -1,8 +1,8 @@
 //! nemascope-edge: frames → maps → masks → objects → counts on the board.
 //!
-//! [`count`] runs a signed model bundle ([`model`]) over a frame; [`inputs`]
-//! and [`report`] are the batch `count` command's ends. [`pipeline`] is the
-//! classical flat-field segmenter path the demo still uses. [`display`]
+//! Counting itself is `nemascope_count` (shared with the trainer's export
+//! scoring); [`model`] watches the unit's bundle; [`inputs`] and [`report`]
+//! are the batch `count` command's ends. [`display`]
 //! draws the unit's screens. [`journal`],
 //! [`protocol`] and [`link`] keep results and report them over serial.
 
@@ -19,8 +19,8 @@ macro_rules! say {
 
 #[cfg(feature = "v4l2")]
 pub mod camera;
+pub mod cli;
 pub mod config;
-pub mod count;
 pub mod display;
 pub mod inputs;
 pub mod journal;
@@ -28,7 +28,6 @@ pub mod link;
 pub mod listener;
 pub mod model;
 pub mod panels;
-pub mod pipeline;
 pub mod protocol;
 pub mod report;
 pub mod serial;

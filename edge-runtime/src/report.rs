@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use nemascope_core::{Error, Mask, Plane, Result};
 use serde::Serialize;
 
-use crate::count::Measured;
+use nemascope_count::Measured;
 
 /// One counted image.
 #[derive(Debug, Clone, Serialize)]

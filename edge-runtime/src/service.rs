@@ -17,16 +17,16 @@ use nemascope_core::synth::SynthConfig;
 use nemascope_core::Class;
 
 use crate::config::{Config, SerialConfig, SourceConfig};
-use crate::count::{count_frame, pixel_size, CountSettings};
 use crate::display::{LinkState, Screen};
 use crate::inputs::path_key;
 use crate::journal::{now_ms, Journal, JournalError, Record, Sources};
 use crate::link::{LinkError, UnitLink};
-use crate::model::{Model, ModelWatch};
+use crate::model::ModelWatch;
 use crate::panels::{self, Panel};
 use crate::protocol::warn;
 use crate::serial::Port;
 use crate::source::{FilesSource, FolderSource, FrameSource, Next, SynthSource};
+use nemascope_count::{count_frame, pixel_size, CountSettings, Model};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -123,13 +123,13 @@ impl SerialLink {
 }
 
 /// What a panic while counting said, as an error.
-fn panicked(p: Box<dyn std::any::Any + Send>) -> nemascope_core::Error {
+fn panicked(p: Box<dyn std::any::Any + Send>) -> nemascope_count::CountError {
     let what = p
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown".into());
-    nemascope_core::Error::Invalid(format!("counting failed (a bug, please report it: {what})"))
+    nemascope_count::CountError::Panicked(what)
 }
 
 /// Where each of the model's classes goes in a report's

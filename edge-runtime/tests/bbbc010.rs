@@ -6,8 +6,8 @@
 use nemascope_core::dataset::{bbbc010, split_indices};
 use nemascope_core::imageio::{load_frame, load_mask, LoadLimits};
 use nemascope_core::metrics::dice;
-use nemascope_edge::count::{count_frame, CountSettings};
-use nemascope_edge::model::Model;
+use nemascope_count::Model;
+use nemascope_count::{count_frame, CountSettings};
 
 mod common;
 use common::edge;

@@ -8,8 +8,8 @@ use std::process::Command;
 use nemascope_core::counting::mean_abs_error;
 use nemascope_core::imageio::save_gray16;
 use nemascope_core::synth::{generate, SynthConfig, BENCHMARK_PRESET};
-use nemascope_edge::count::{count_frame, CountSettings};
-use nemascope_edge::model::Model;
+use nemascope_count::Model;
+use nemascope_count::{count_frame, CountSettings};
 
 mod common;
 use common::edge;

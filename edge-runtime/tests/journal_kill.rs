@@ -5,17 +5,70 @@
 //! sequence number. (A process kill leaves what reached the kernel; a torn
 //! record is still possible when the kill lands inside a write, and is made
 //! by hand in the unit tests for every cut position.)
+//!
+//! The writer is this test binary itself, started again with
+//! `NEMASCOPE_JOURNAL_WRITER` set (`harness = false`), so the product CLI
+//! carries no test hook.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nemascope_edge::journal::Journal;
+use nemascope_edge::journal::{Journal, Record};
 
-mod common;
-use common::edge;
+/// The journal folder a writer child appends to.
+const WRITER: &str = "NEMASCOPE_JOURNAL_WRITER";
 
-#[test]
+fn main() {
+    match std::env::var_os(WRITER) {
+        Some(dir) => writer(std::path::Path::new(&dir)),
+        None => {
+            no_record_is_lost_or_duplicated_across_kills();
+            println!("journal_kill: ok");
+        }
+    }
+}
+
+/// Appends made-up records as fast as it can, printing each sequence
+/// number once it is durable, until killed.
+fn writer(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut j = Journal::open(dir).unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in 0.. {
+        let seq = j
+            .append(&Record {
+                time_ms: i,
+                sample: "kill-test".into(),
+                source: format!("frame{i}"),
+                counts: [i as u32, (i % 7) as u32, (i % 3) as u32],
+                frame_ms: 1,
+                model: "none".into(),
+                warnings: 0,
+                error: None,
+                identity: None,
+            })
+            .unwrap();
+        writeln!(out, "{seq}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// This test binary, under the emulator when the tests run under one.
+fn this_binary() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("NEMASCOPE_TEST_RUNNER").unwrap_or_default();
+    let mut parts = runner.split_whitespace();
+    match parts.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(parts).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
 fn no_record_is_lost_or_duplicated_across_kills() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("j");
@@ -30,9 +83,8 @@ fn no_record_is_lost_or_duplicated_across_kills() {
     let mut confirmed = 0u64;
     let kills = 25;
     for round in 0..kills {
-        let mut child = edge()
-            .arg("journal-writer")
-            .arg(&journal)
+        let mut child = this_binary()
+            .env(WRITER, &journal)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

@@ -5,8 +5,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use nemascope_core::Plane;
-use nemascope_edge::count::quality;
-use nemascope_edge::pipeline::Pipeline;
+use nemascope_count::{quality, Classical, CountSettings, Segmenter};
 
 fuzz_target!(|data: &[u8]| {
     let [a, b, rest @ ..] = data else {
@@ -18,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let plane = Plane::from_vec(w, h, values).expect("sized");
     let _ = quality(&plane, None).problem();
-    let r = Pipeline::default()
-        .process(&plane)
+    let r = Classical::default()
+        .count(&plane, &CountSettings::default())
         .expect("a frame is counted");
     assert_eq!(r.masks.len(), 3);
 });

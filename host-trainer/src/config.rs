@@ -10,8 +10,8 @@ use nemascope_core::pooling::Pooling;
 use nemascope_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::stages::VoteParams;
 use crate::unet::UNetConfig;
+use nemascope_core::voting::VoteParams;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

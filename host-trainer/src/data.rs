@@ -10,7 +10,7 @@ use std::path::Path;
 use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Sample};
 use nemascope_core::imageio::{
     bin_mask, bin_plane, load_frame, load_mask, resize_bilinear, resize_nearest, standardise,
-    stretch, LoadLimits,
+    stretched, LoadLimits,
 };
 use nemascope_core::synth::{self, SynthConfig};
 use nemascope_core::{Class, Error, Grid, Mask, Plane, Result};
@@ -83,7 +83,7 @@ pub fn item_from_plane(
     } else {
         resize_bilinear(plane, width, height)?
     };
-    let stretched = stretch(&work, 0.005, 0.995);
+    let stretched = stretched(&work);
     let mut input = work;
     standardise(&mut input);
     let truth = match &native {

@@ -4,11 +4,10 @@
 
 use nemascope_core::classical::FlatField;
 use nemascope_core::counting::{AreaCounter, CountSample};
-use nemascope_core::felzenszwalb;
 use nemascope_core::imageio::{resize_bilinear, resize_nearest};
 use nemascope_core::metrics::{auc, dice, mean_dice_positive};
 use nemascope_core::objects::{basic_stats, label_components};
-use nemascope_core::voting::vote;
+use nemascope_core::voting::{vote_maps, VoteParams};
 use nemascope_core::{Error, Mask, Plane, Result};
 use serde::Serialize;
 use tch::nn::ModuleT;
@@ -17,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::ClassSettings;
 use crate::data::{make_batch, Data, Item, Labelled};
 use crate::pooling::pool_cells;
-use crate::stages::{map_plane, VoteParams};
+use crate::stages::map_plane;
 use crate::unet::UNet;
 
 /// Per-class probability maps of one image at the working size. The input
@@ -58,53 +57,17 @@ pub fn native_masks(item: &Item, maps: &[Plane], threshold: f32) -> Result<Vec<M
         .collect()
 }
 
-/// [`voted`] masks brought to the item's own size (nearest neighbour).
+/// Maps voted over the item's superpixels ([`vote_maps`], at the working
+/// size), brought to the item's own size (nearest neighbour).
 pub fn voted_native(
     item: &Item,
     maps: &[Plane],
     p: &VoteParams,
     absent: Option<&[Mask]>,
 ) -> Result<Vec<Mask>> {
-    voted(item, maps, p, absent)?
+    vote_maps(&item.stretched, maps, p, absent)?
         .iter()
         .map(|m| resize_nearest(m, item.native_size.0, item.native_size.1))
-        .collect()
-}
-
-/// Maps voted over the image's superpixels, at the working size. Pixels in
-/// `absent[c]` (tiles labelled without class c) are cleared before the vote,
-/// so a large background superpixel cannot be claimed by map noise there.
-pub fn voted(
-    item: &Item,
-    maps: &[Plane],
-    p: &VoteParams,
-    absent: Option<&[Mask]>,
-) -> Result<Vec<Mask>> {
-    vote_planes(&item.stretched, maps, p, absent)
-}
-
-/// [`voted`] for any image: `stretched` is the image after the 0.5–99.5 %
-/// stretch the superpixels are computed on. The one voting path of the
-/// trainer.
-pub fn vote_planes(
-    stretched: &Plane,
-    maps: &[Plane],
-    p: &VoteParams,
-    absent: Option<&[Mask]>,
-) -> Result<Vec<Mask>> {
-    let seg = felzenszwalb::segment(stretched, &p.superpixels)?;
-    maps.iter()
-        .enumerate()
-        .map(|(c, m)| {
-            let mut fg = m.threshold(p.threshold);
-            if let Some(a) = absent.and_then(|a| a.get(c)) {
-                fg.check_same_size(a, "known-absent mask")?;
-                for (f, &no) in fg.data_mut().iter_mut().zip(a.data()) {
-                    *f &= !no;
-                }
-            }
-            vote(&seg, &fg, p.rate)
-        })
         .collect()
 }
 
@@ -135,11 +98,39 @@ pub fn score(
     preds: &[Vec<Mask>],
     counters: &[Option<AreaCounter>],
 ) -> Result<SegScores> {
+    let counts: Vec<Vec<Option<usize>>> = preds
+        .iter()
+        .map(|pred| {
+            pred.iter()
+                .enumerate()
+                .map(|(c, m)| {
+                    let counter = counters.get(c)?.as_ref()?;
+                    let areas: Vec<usize> = basic_stats(&label_components(m))
+                        .iter()
+                        .map(|o| o.area)
+                        .collect();
+                    Some(counter.count(&areas))
+                })
+                .collect()
+        })
+        .collect();
+    score_counted(data, items, preds, &counts)
+}
+
+/// Scores native-size masks against the items' true masks, and `found`
+/// counts (per image and class, `None` where not counted) against the
+/// known counts.
+pub fn score_counted(
+    data: &Data,
+    items: &[usize],
+    preds: &[Vec<Mask>],
+    found: &[Vec<Option<usize>>],
+) -> Result<SegScores> {
     let classes = data.classes.len();
     let mut per_image = Vec::new();
     let mut pairs: Vec<Vec<(Mask, Mask)>> = vec![Vec::new(); classes];
     let mut counts: Vec<Vec<(String, usize, usize)>> = vec![Vec::new(); classes];
-    for (&i, pred) in items.iter().zip(preds) {
+    for ((&i, pred), found) in items.iter().zip(preds).zip(found) {
         let it = &data.items[i];
         let truth = it
             .native
@@ -153,12 +144,8 @@ pub fn score(
                 None
             });
             pairs[c].push((pred[c].clone(), truth[c].clone()));
-            if let (Some(Some(counter)), Some(Some(n))) = (counters.get(c), it.counts.get(c)) {
-                let areas: Vec<usize> = basic_stats(&label_components(&pred[c]))
-                    .iter()
-                    .map(|o| o.area)
-                    .collect();
-                counts[c].push((it.id.clone(), counter.count(&areas), *n));
+            if let (Some(Some(f)), Some(Some(n))) = (found.get(c), it.counts.get(c)) {
+                counts[c].push((it.id.clone(), *f, *n));
             }
         }
         per_image.push(row);

@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use nemascope_bundle::{manifest::Voting, Bundle, Manifest, FORMAT};
+use nemascope_core::objects::Calibration;
+use nemascope_core::tiling::edge_window;
 use nemascope_core::{Error, Mask, Plane, Result};
+use nemascope_count::{count_frame, CountSettings, Model};
 use nemascope_onnx::{
-    export as onnx, graph::encode, run::edge_window, BatchNorm, Conv, InputSize, Runner,
-    UNetWeights,
+    export as onnx, graph::encode, BatchNorm, Conv, InputSize, Runner, UNetWeights,
 };
 use tch::{nn, Device, Kind, Tensor};
 
@@ -156,7 +158,7 @@ pub fn onnx_bytes(
         Precision::Fp32 => onnx::fp32(w, size, false).map_err(onnx_err)?,
         Precision::Int8 => {
             // Calibration tiles are the images edge-padded to the input size
-            // (what `Runner::predict` feeds for a one-tile image).
+            // (what the unit's tiling feeds for a one-tile image).
             let tiles: Vec<Vec<f32>> = calibration.iter().map(|p| pad_to(p, size)).collect();
             let cal = nemascope_onnx::run::calibrate(w, size, &tiles).map_err(onnx_err)?;
             onnx::int8(w, size, &cal).map_err(onnx_err)?
@@ -178,27 +180,31 @@ fn pad_to(p: &Plane, size: InputSize) -> Vec<f32> {
     out
 }
 
-/// Native-size masks of the validation images from an ONNX model run by
-/// tract (tiles as on the edge unit).
-pub fn onnx_val_masks(runner: &Runner, data: &Data, threshold: f32) -> Result<Vec<Vec<Mask>>> {
-    let mut preds = Vec::new();
-    for &i in &data.val {
+/// Per image, each class's mask at the file's size and its count.
+pub type ItemCounts = (Vec<Vec<Mask>>, Vec<Vec<Option<usize>>>);
+
+/// Counts `items` of `data` exactly as a unit counts them:
+/// `nemascope_count::count_frame` on each file's own pixels at the bundle's
+/// pixel size. Returns the masks at the file's size and the counts.
+pub fn count_items(model: &Model, data: &Data, items: &[usize]) -> Result<ItemCounts> {
+    let settings = CountSettings {
+        calibration: Calibration {
+            um_per_px: model
+                .manifest
+                .um_per_px
+                .unwrap_or(Calibration::default().um_per_px),
+        },
+        ..CountSettings::default()
+    };
+    let (mut masks, mut counts) = (Vec::new(), Vec::new());
+    for &i in items {
         let it = &data.items[i];
-        let (w, h) = (it.input.width(), it.input.height());
-        let maps = runner
-            .predict(it.input.data(), h, w, 32)
-            .map_err(onnx_err)?;
-        let classes = maps.len() / (w * h);
-        preds.push(
-            (0..classes)
-                .map(|c| {
-                    let plane = Plane::from_vec(w, h, maps[c * w * h..(c + 1) * w * h].to_vec())?;
-                    eval::native_mask(&plane, it.native_size, threshold)
-                })
-                .collect::<Result<Vec<_>>>()?,
-        );
+        let c = count_frame(model, &it.raw, &settings)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", it.id)))?;
+        masks.push((0..c.masks.len()).map(|k| c.mask(k)).collect());
+        counts.push(c.counts.into_iter().map(Some).collect());
     }
-    Ok(preds)
+    Ok((masks, counts))
 }
 
 /// What `export` measured of the file it wrote.
@@ -239,18 +245,38 @@ pub fn export_run(
         .collect();
     let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
     let runner = Runner::load(&bytes).map_err(onnx_err)?;
-    let preds = onnx_val_masks(&runner, &data, cfg.vote.threshold)?;
+    let mut manifest = manifest(&cfg, &state, &data, &w, size, opts)?;
+    // One object's area per class, for counting touching objects.
     let counters = eval::fit_counters(&data, &data.train);
-    let s = eval::score(&data, &data.val, &preds, &counters)?;
-    let mut manifest = manifest(&cfg, &state, &data, &w, size, opts, &s)?;
-    // A synthetic model also carries its scores on the frozen benchmark,
-    // measured on the exported file.
+    for (name, c) in data.classes.iter().zip(&counters) {
+        if let Some(c) = c {
+            manifest
+                .object_area_px
+                .insert(name.clone(), c.reference_area);
+        }
+    }
+    // The scores are the unit's own counting of the exported file.
+    let model = Model {
+        manifest: manifest.clone(),
+        runner,
+    };
+    let (preds, counts) = count_items(&model, &data, &data.val)?;
+    let s = eval::score_counted(&data, &data.val, &preds, &counts)?;
+    let m = &mut manifest.metrics;
+    for (c, d) in data.classes.iter().zip(&s.dice) {
+        if let Some(d) = d {
+            m.insert(format!("val_dice_{c}"), *d);
+        }
+    }
+    if let Some(e) = s.count_mae {
+        m.insert("val_count_mae".into(), e);
+    }
+    // A synthetic model also carries its scores on the frozen benchmark.
     if cfg.data.kind == "synth" {
         let bench = crate::data::with_benchmark(&cfg)?;
-        let preds = onnx_val_masks(&runner, &bench, cfg.vote.threshold)?;
-        let b = eval::score(&bench, &bench.val, &preds, &counters)?;
+        let (preds, counts) = count_items(&model, &bench, &bench.val)?;
+        let b = eval::score_counted(&bench, &bench.val, &preds, &counts)?;
         for (c, name) in bench.classes.iter().enumerate() {
-            let m = &mut manifest.metrics;
             if let Some(Some(d)) = b.dice.get(c) {
                 m.insert(format!("benchmark_dice_{name}"), *d);
             }
@@ -265,13 +291,6 @@ pub fn export_run(
                     );
                 }
             }
-        }
-    }
-    for (name, c) in data.classes.iter().zip(&counters) {
-        if let Some(c) = c {
-            manifest
-                .object_area_px
-                .insert(name.clone(), c.reference_area);
         }
     }
     let bundle =
@@ -290,7 +309,6 @@ fn manifest(
     w: &UNetWeights,
     size: InputSize,
     opts: &ExportOptions,
-    s: &eval::SegScores,
 ) -> Result<Manifest> {
     let mut training = BTreeMap::new();
     let kind = if cfg.train.supervised {
@@ -348,15 +366,6 @@ fn manifest(
             w.macs(384, 512) as f64 / 1e9
         ),
     );
-    let mut metrics = BTreeMap::new();
-    for (c, d) in data.classes.iter().zip(&s.dice) {
-        if let Some(d) = d {
-            metrics.insert(format!("val_dice_{c}"), *d);
-        }
-    }
-    if let Some(m) = s.count_mae {
-        metrics.insert("val_count_mae".into(), m);
-    }
     // Pixel scale: the model saw images resized to the working size.
     let pixel_scale = data
         .items
@@ -380,7 +389,7 @@ fn manifest(
         gwp_r: cfg.pooling.r,
         precision: opts.precision.name().into(),
         training,
-        metrics,
+        metrics: BTreeMap::new(),
         object_area_px: BTreeMap::new(),
         um_per_px: Some(cfg.data.loaded_um_per_px()),
         model_sha256: String::new(),

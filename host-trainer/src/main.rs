@@ -378,7 +378,7 @@ fn overlays(t: &Trainer) -> Result<()> {
         let it = &t.data.items[i];
         let maps = eval::predict_maps(&t.net, &it.input, t.device)?;
         let m = eval::native_mask(&maps[0], it.native_size, t.cfg.vote.threshold)?;
-        let img = nemascope_core::imageio::stretch(&it.raw, 0.005, 0.995);
+        let img = nemascope_core::imageio::stretched(&it.raw);
         report::overlay(
             &img,
             &m,

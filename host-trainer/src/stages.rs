@@ -1,30 +1,10 @@
 //! Stages 2 and 3 of the weakly supervised method: superpixel voting on the
 //! network's maps, and the Dice loss the refinement rounds train with.
 
-use nemascope_core::felzenszwalb::Params;
-use nemascope_core::imageio::stretch;
+use nemascope_core::voting::vote_maps;
+pub use nemascope_core::voting::VoteParams;
 use nemascope_core::{Error, Mask, Plane, Result};
 use tch::{Kind, Tensor};
-
-/// How maps become training masks.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VoteParams {
-    /// Map threshold before voting.
-    pub threshold: f32,
-    /// The paper's 20 % rule.
-    pub rate: f32,
-    pub superpixels: Params,
-}
-
-impl Default for VoteParams {
-    fn default() -> Self {
-        VoteParams {
-            threshold: 0.5,
-            rate: nemascope_core::voting::DEFAULT_RATE,
-            superpixels: Params::default(),
-        }
-    }
-}
 
 /// Map `[B, C, H, W]` row `b`, class `c`, as a plane.
 pub fn map_plane(maps: &Tensor, b: i64, c: i64) -> Result<Plane> {
@@ -35,42 +15,26 @@ pub fn map_plane(maps: &Tensor, b: i64, c: i64) -> Result<Plane> {
     Plane::from_vec(size[1] as usize, size[0] as usize, data)
 }
 
-/// Stage 2: for each image and class, the thresholded map voted over the
-/// image's Felzenszwalb superpixels (after the 0.5–99.5 % stretch); images
-/// whose label says the class is absent get an empty mask.
+/// Stage 2 for one image: each class map thresholded and voted over the
+/// superpixels of `stretched` (the image after `imageio::stretched`).
+/// Pixels where a class is known absent (`absent[c]`: cells labelled
+/// without it, or the whole image when its label says so) are cleared
+/// first, so a class labelled absent gets an empty mask. The trainer's
+/// refinement rounds make their targets with this.
 pub fn voted_masks(
-    maps: &Tensor,
-    images: &[&Plane],
-    labels: &[Vec<bool>],
+    stretched: &Plane,
+    maps: &[Plane],
+    absent: &[Mask],
     p: &VoteParams,
-) -> Result<Vec<Vec<Mask>>> {
-    let size = maps.size();
-    if size.len() != 4 || size[0] as usize != images.len() || labels.len() != images.len() {
+) -> Result<Vec<Mask>> {
+    if absent.len() != maps.len() {
         return Err(Error::Invalid(format!(
-            "voted_masks: {} maps for {} images and {} label rows",
-            size.first().copied().unwrap_or(0),
-            images.len(),
-            labels.len()
+            "voted_masks: {} maps and {} absent masks",
+            maps.len(),
+            absent.len()
         )));
     }
-    images
-        .iter()
-        .zip(labels)
-        .enumerate()
-        .map(|(b, (img, lab))| {
-            let planes = (0..size[1])
-                .map(|c| map_plane(maps, b as i64, c))
-                .collect::<Result<Vec<_>>>()?;
-            // A class the label says is absent is cleared everywhere.
-            let absent: Vec<Mask> = (0..planes.len())
-                .map(|c| {
-                    let present = lab.get(c).copied().unwrap_or(false);
-                    Mask::filled(img.width(), img.height(), !present)
-                })
-                .collect();
-            crate::eval::vote_planes(&stretch(img, 0.005, 0.995), &planes, p, Some(&absent))
-        })
-        .collect()
+    vote_maps(stretched, maps, p, Some(absent))
 }
 
 /// Masks `[B][C]` as a `[B, C, H, W]` float tensor of 0/1.

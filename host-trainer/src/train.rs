@@ -23,7 +23,7 @@ use crate::config::{ClassSettings, Config};
 use crate::data::{self, grid_regions, known_absent, make_batch, region_present, Data, Labelled};
 use crate::eval::{self, SegScores};
 use crate::pooling::pool_cells;
-use crate::stages::dice_loss_of;
+use crate::stages::{dice_loss_of, voted_masks};
 use crate::unet::UNet;
 use rand::Rng;
 
@@ -472,13 +472,18 @@ impl Trainer {
                     .collect();
                 for (i, it) in self.data.items.iter().enumerate() {
                     let maps = eval::predict_maps(&self.net, &it.input, self.device)?;
-                    let absent = known_absent(&self.data, i, &regions);
-                    let mut ms = eval::voted(it, &maps, &vote, Some(&absent))?;
-                    for (c, m) in ms.iter_mut().enumerate() {
+                    let mut absent = known_absent(&self.data, i, &regions);
+                    if self.cfg.data.crop == 0 {
                         // Whole-image labels: absent classes get empty masks.
-                        if self.cfg.data.crop == 0 && !it.present[c] {
-                            *m = Mask::filled(m.width(), m.height(), false);
+                        let (w, h) = (it.input.width(), it.input.height());
+                        for (a, &present) in absent.iter_mut().zip(&it.present) {
+                            if !present {
+                                *a = Mask::filled(w, h, true);
+                            }
                         }
+                    }
+                    let ms = voted_masks(&it.stretched, &maps, &absent, &vote)?;
+                    for (c, m) in ms.iter().enumerate() {
                         save_mask(m, &file(&it.id, &classes[c]))?;
                     }
                     out.push(Some(ms));

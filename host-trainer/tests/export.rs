@@ -3,9 +3,13 @@
 //! tiny trained run is distilled, exported, signed and scored end to end.
 
 use nemascope_bundle::{Bundle, SigningKey};
+use nemascope_core::metrics::mean_dice_positive;
+use nemascope_core::objects::Calibration;
+use nemascope_count::{count_frame, CountSettings, Model};
 use nemascope_onnx::export::{self as onnx, InputSize};
 use nemascope_onnx::graph::encode;
 use nemascope_onnx::Runner;
+use nemascope_train::config::Config;
 use nemascope_train::distill::{distill, DistillOptions};
 use nemascope_train::export::{export_run, unet_weights, ExportOptions, Precision};
 use nemascope_train::train::Trainer;
@@ -82,6 +86,47 @@ fn agree(separable: bool) {
     assert!(mean < 0.03, "mean |int8 − tch| = {mean}");
 }
 
+/// The signed bundle, counted by the unit's own `count_frame` on the
+/// validation images the export scored: every Dice and the count error
+/// the manifest carries come out again, to the last bit.
+fn manifest_scores_are_the_units_counts(run: &std::path::Path, b: Bundle) {
+    let cfg = Config::load(&run.join("config.toml")).unwrap();
+    let data = nemascope_train::data::load(&cfg).unwrap();
+    let model = Model::from_bundle(b, None).unwrap();
+    let settings = CountSettings {
+        calibration: Calibration {
+            um_per_px: model.manifest.um_per_px.unwrap(),
+        },
+        ..CountSettings::default()
+    };
+    let classes = model.manifest.classes.clone();
+    let mut pairs = vec![Vec::new(); classes.len()];
+    let mut errors = Vec::new();
+    for &i in &data.val {
+        let it = &data.items[i];
+        let counted = count_frame(&model, &it.raw, &settings).unwrap();
+        let truth = it.native.as_ref().unwrap();
+        for (c, pair) in pairs.iter_mut().enumerate() {
+            pair.push((counted.mask(c), truth[c].clone()));
+        }
+        if let Some(Some(n)) = it.counts.first() {
+            errors.push((counted.counts[0] as f64 - *n as f64).abs());
+        }
+    }
+    assert!(!data.val.is_empty());
+    for (c, name) in classes.iter().enumerate() {
+        let unit = mean_dice_positive(&pairs[c]).unwrap();
+        let signed = model
+            .manifest
+            .metrics
+            .get(&format!("val_dice_{name}"))
+            .copied();
+        assert_eq!(signed, unit, "{name}: manifest vs count_frame");
+    }
+    let mae = (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64);
+    assert_eq!(model.manifest.metrics.get("val_count_mae").copied(), mae);
+}
+
 #[test]
 fn a_tiny_run_is_distilled_exported_signed_and_scored() {
     tch::manual_seed(1);
@@ -156,6 +201,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
                 *d
             );
         }
+        manifest_scores_are_the_units_counts(&student, b);
     }
     // the fp32 export scores what the student scored in tch
     for (a, b) in dice[0].iter().zip(&r.dice) {

@@ -102,8 +102,9 @@ fn batch_dice_keeps_a_gradient_on_empty_tiles() {
 
 #[test]
 fn voting_turns_a_coarse_map_into_the_object_and_negatives_into_nothing() {
+    use nemascope_core::imageio::stretched;
     use nemascope_core::{Mask, Plane};
-    use nemascope_train::stages::{masks_tensor, voted_masks, VoteParams};
+    use nemascope_train::stages::{map_plane, masks_tensor, voted_masks, VoteParams};
     // A dark bar; the map is a coarse box around its left part.
     let truth = Mask::from_fn(64, 48, |x, y| {
         (10..50).contains(&x) && (20..26).contains(&y)
@@ -120,14 +121,21 @@ fn voting_turns_a_coarse_map_into_the_object_and_negatives_into_nothing() {
         .into_vec(),
     )
     .reshape([1, 1, 48, 64]);
-    let maps = Tensor::cat(&[map.shallow_clone(), map], 0);
-    let masks = voted_masks(
-        &maps,
-        &[&img, &img],
-        &[vec![true], vec![false]],
-        &VoteParams::default(),
-    )
-    .unwrap();
+    let map = map_plane(&map, 0, 0).unwrap();
+    let img = stretched(&img);
+    let masks: Vec<Vec<Mask>> = [true, false]
+        .iter()
+        .map(|&present| {
+            let absent = [Mask::filled(64, 48, !present)];
+            voted_masks(
+                &img,
+                std::slice::from_ref(&map),
+                &absent,
+                &VoteParams::default(),
+            )
+            .unwrap()
+        })
+        .collect();
     // Voting snaps the coarse box to the bar (plus the one-pixel halo of
     // blurred-edge superpixels around it): the whole bar is kept and the
     // Dice with the truth rises well above the raw thresholded map's.

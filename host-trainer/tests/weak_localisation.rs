@@ -3,6 +3,7 @@
 //! libtorch's global random generator while this one initialises and
 //! trains (that made runs differ).
 
+use nemascope_core::imageio::stretched;
 use nemascope_core::metrics::mean_dice_positive;
 use nemascope_core::pooling::Pooling;
 use nemascope_core::{Mask, Plane};
@@ -195,13 +196,19 @@ fn image_level_labels_train_maps_that_localise() {
     let train_labels: Vec<Vec<bool>> = train.iter().map(|t| vec![t.2]).collect();
     let xt = batch::images(&train_imgs).unwrap();
     let train_maps = tch::no_grad(|| net.forward_t(&xt, false));
-    let voted = voted_masks(
-        &train_maps,
-        &train_imgs,
-        &train_labels,
-        &VoteParams::default(),
-    )
-    .unwrap();
+    let voted: Vec<Vec<Mask>> = train_imgs
+        .iter()
+        .zip(&train_labels)
+        .enumerate()
+        .map(|(b, (img, labels))| {
+            let maps = vec![map_plane(&train_maps, b as i64, 0).unwrap()];
+            let absent: Vec<Mask> = labels
+                .iter()
+                .map(|&p| Mask::filled(img.width(), img.height(), !p))
+                .collect();
+            voted_masks(&stretched(img), &maps, &absent, &VoteParams::default()).unwrap()
+        })
+        .collect();
     let mean_dice = |pairs: Vec<(Mask, Mask)>| mean_dice_positive(&pairs).unwrap().unwrap();
     let voted_dice = mean_dice(
         train

@@ -242,63 +242,6 @@ fn runner_refuses_wrong_input_and_garbage() {
 }
 
 #[test]
-fn tiles_cover_the_frame() {
-    use nemascope_onnx::run::tile_starts;
-    assert_eq!(tile_starts(10, 16, 4), vec![0]);
-    assert_eq!(tile_starts(16, 16, 4), vec![0]);
-    assert_eq!(tile_starts(40, 16, 4), vec![0, 12, 24]);
-    assert_eq!(tile_starts(30, 16, 4), vec![0, 12, 14]);
-    for len in [17, 33, 100, 4112] {
-        let s = tile_starts(len, 16, 4);
-        assert_eq!(*s.last().unwrap(), len - 16);
-        assert!(s.windows(2).all(|p| p[1] > p[0] && p[1] - p[0] <= 12));
-    }
-}
-
-#[test]
-fn predict_pads_small_images_and_tiles_large_ones() {
-    let (th, tw) = (16, 16);
-    let net = UNetWeights::random(1, 1, 2, 2, 4);
-    let r = Runner::load(&encode(
-        &export::fp32(
-            &net,
-            InputSize {
-                height: th,
-                width: tw,
-            },
-            false,
-        )
-        .unwrap(),
-    ))
-    .unwrap();
-    // exact size: the plain output
-    let x = image(th, tw, 1);
-    assert_eq!(r.predict(&x, th, tw, 4).unwrap(), r.maps(&x).unwrap());
-    // smaller: the output of the edge-padded image, cropped
-    let small = image(10, 12, 2);
-    let mut padded = vec![0f32; th * tw];
-    for y in 0..th {
-        for xx in 0..tw {
-            padded[y * tw + xx] = small[y.min(9) * 12 + xx.min(11)];
-        }
-    }
-    let full = r.maps(&padded).unwrap();
-    let got = r.predict(&small, 10, 12, 4).unwrap();
-    for y in 0..10 {
-        for xx in 0..12 {
-            assert_eq!(got[y * 12 + xx], full[y * tw + xx]);
-        }
-    }
-    // larger: every pixel gets a probability, and a tile-sized window at a
-    // tile origin that no other tile overlaps equals that tile's output
-    let big = image(40, 24, 3);
-    let got = r.predict(&big, 40, 24, 4).unwrap();
-    assert_eq!(got.len(), 40 * 24);
-    assert!(got.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert!(r.predict(&big, 40, 25, 4).is_err());
-}
-
-#[test]
 fn a_plan_made_for_another_tile_size_matches_direct_evaluation() {
     // Exported for 16×24, run on 32×40 tiles: the network is fully
     // convolutional, so the same weights give the direct result there.

@@ -293,6 +293,15 @@ pub fn standardise(plane: &mut Plane) {
     }
 }
 
+/// The quantiles [`stretched`] maps to 0 and 1.
+pub const STRETCH: (f32, f32) = (0.005, 0.995);
+
+/// The 0.5–99.5 % stretch superpixels are computed on and overlays are
+/// drawn from, the same on both halves.
+pub fn stretched(plane: &Plane) -> Plane {
+    stretch(plane, STRETCH.0, STRETCH.1)
+}
+
 /// Maps the `lo`..`hi` quantiles to 0..1 and clips: the robust contrast
 /// stretch used before superpixels so that `scale` means the same on 8-bit,
 /// 16-bit and dim images.

@@ -1,7 +1,8 @@
 //! nemascope-core: the algorithms both halves of nemascope share.
 //!
 //! Data flows one way: frames ([`imageio`]) → planes ([`grid::Plane`]) →
-//! superpixels ([`felzenszwalb`]) → voted masks ([`voting`]) → objects
+//! tiles and thresholded maps ([`tiling`]) → superpixels ([`felzenszwalb`])
+//! → voted masks ([`voting`]) → objects
 //! ([`objects`]) → counts ([`counting`]); [`metrics`] scores each step and
 //! [`pooling`] is the plain-f32 reference of the trainer's pooling layers.
 //! [`dataset`] reads the BBBC010 and generic layouts, [`synth`] makes seeded
@@ -24,6 +25,7 @@ pub mod npy;
 pub mod objects;
 pub mod pooling;
 pub mod synth;
+pub mod tiling;
 pub mod voting;
 
 pub use bitmask::BitMask;

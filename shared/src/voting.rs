@@ -3,7 +3,8 @@
 //! `rate` (default 20 %) of its pixels are foreground, all-background
 //! otherwise. Applied per class.
 
-use crate::felzenszwalb::Segmentation;
+use crate::felzenszwalb::{self, Params, Segmentation};
+use crate::imageio::stretched;
 use crate::{Error, Mask, Plane, Result};
 
 /// The paper's vote rate.
@@ -32,21 +33,70 @@ pub fn vote(seg: &Segmentation, mask: &Mask, rate: f32) -> Result<Mask> {
     Ok(seg.labels.map(|&l| on[l as usize]))
 }
 
-/// Thresholds a per-class probability map at `threshold`, then votes.
-pub fn vote_map(seg: &Segmentation, map: &Plane, threshold: f32, rate: f32) -> Result<Mask> {
-    vote(seg, &map.threshold(threshold), rate)
+/// How class maps become voted masks: the trainer's stage 2 and the
+/// unit's optional voting read the same settings (the manifest's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoteParams {
+    /// Map threshold before voting.
+    pub threshold: f32,
+    /// The paper's 20 % rule.
+    pub rate: f32,
+    pub superpixels: Params,
 }
 
-/// Votes every class map over the same superpixels.
-pub fn vote_classes(
+impl Default for VoteParams {
+    fn default() -> Self {
+        VoteParams {
+            threshold: 0.5,
+            rate: DEFAULT_RATE,
+            superpixels: Params::default(),
+        }
+    }
+}
+
+/// The superpixels of a frame: Felzenszwalb on its 0.5–99.5 % stretch, so
+/// `scale` means the same on 8-bit, 16-bit and dim frames.
+pub fn superpixels(frame: &Plane, p: &Params) -> Result<Segmentation> {
+    felzenszwalb::segment(&stretched(frame), p)
+}
+
+/// Every class's mask voted over the same superpixels. Pixels in
+/// `absent[c]` (where a label says class `c` is not) are cleared before
+/// the vote, so map noise there cannot claim a large superpixel.
+pub fn vote_masks(
     seg: &Segmentation,
-    maps: &[Plane],
-    threshold: f32,
+    masks: &[Mask],
     rate: f32,
+    absent: Option<&[Mask]>,
 ) -> Result<Vec<Mask>> {
-    maps.iter()
-        .map(|m| vote_map(seg, m, threshold, rate))
+    masks
+        .iter()
+        .enumerate()
+        .map(|(c, m)| match absent.and_then(|a| a.get(c)) {
+            Some(a) => {
+                m.check_same_size(a, "known-absent mask")?;
+                let mut fg = m.clone();
+                for (f, &no) in fg.data_mut().iter_mut().zip(a.data()) {
+                    *f &= !no;
+                }
+                vote(seg, &fg, rate)
+            }
+            None => vote(seg, m, rate),
+        })
         .collect()
+}
+
+/// Class maps thresholded and voted over the superpixels of `stretched`
+/// (the frame after [`stretched`]): stage 2's masks.
+pub fn vote_maps(
+    stretched: &Plane,
+    maps: &[Plane],
+    p: &VoteParams,
+    absent: Option<&[Mask]>,
+) -> Result<Vec<Mask>> {
+    let seg = felzenszwalb::segment(stretched, &p.superpixels)?;
+    let masks: Vec<Mask> = maps.iter().map(|m| m.threshold(p.threshold)).collect();
+    vote_masks(&seg, &masks, p.rate, absent)
 }
 
 #[cfg(test)]
@@ -85,6 +135,21 @@ mod tests {
         assert!(vote(&seg, &Mask::filled(3, 1, false), 0.2).is_err());
         assert!(vote(&seg, &Mask::filled(2, 2, false), 0.0).is_err());
         assert!(vote(&seg, &Mask::filled(2, 2, false), f32::NAN).is_err());
+    }
+
+    #[test]
+    fn absent_pixels_cannot_claim_a_superpixel() {
+        let seg = seg_of(vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1], 10, 1);
+        let mut m = Mask::filled(10, 1, false);
+        m.set(2, 0, true);
+        let no = Mask::from_fn(10, 1, |x, _| x < 5);
+        let v = vote_masks(&seg, &[m.clone(), m.clone()], 0.2, Some(&[no])).unwrap();
+        assert_eq!(v[0].count(), 0, "cleared where absent");
+        assert_eq!(v[1].count(), 5, "no absent mask for class 1");
+        let maps = [Plane::from_fn(10, 1, |x, _| if x == 2 { 0.9 } else { 0.1 })];
+        let flat = Plane::from_fn(10, 1, |x, _| x as f32 / 9.0);
+        let p = VoteParams::default();
+        assert_eq!(vote_maps(&flat, &maps, &p, None).unwrap().len(), 1);
     }
 
     proptest! {

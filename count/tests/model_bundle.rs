@@ -2,7 +2,7 @@
 //! tract can run it as the manifest describes; otherwise it says why.
 
 use nemascope_bundle::{Bundle, Manifest, SigningKey};
-use nemascope_edge::model::{Model, ModelError};
+use nemascope_count::{count_frame, CountSettings, Model, ModelError};
 use nemascope_onnx::export::{self, InputSize};
 use nemascope_onnx::graph::encode;
 use nemascope_onnx::UNetWeights;
@@ -113,7 +113,7 @@ fn shipped_synthetic_bundle_is_accepted_and_segments_a_fresh_frame() {
             .contains_key(&format!("benchmark_dice_{c}")));
     }
     // A frame with worms and a cyst, of the preset the model was trained
-    // on, standardised as in training.
+    // on.
     let f = (0..40)
         .map(|i| {
             let cfg = SynthConfig::preset("mixed", i, 512, 384, 4.0).unwrap();
@@ -121,15 +121,14 @@ fn shipped_synthetic_bundle_is_accepted_and_segments_a_fresh_frame() {
         })
         .find(|f| f.counts[0] > 0 && f.counts[2] > 0)
         .expect("a frame with worms and a cyst");
-    let mut x = f.image.clone();
-    nemascope_core::imageio::standardise(&mut x);
-    let maps = m.runner.predict(x.data(), 384, 512, 32).unwrap();
-    let plane = 384 * 512;
+    // Counted as the unit counts it: tiles, threshold, masks.
+    let counted = count_frame(&m, &f.image, &CountSettings::default()).unwrap();
     for (c, want) in [(0usize, 0.3), (2, 0.5)] {
         let truth = f.masks[c].data();
         let (mut inter, mut found) = (0usize, 0usize);
+        let mask = counted.mask(c);
         for (i, &t) in truth.iter().enumerate() {
-            let on = maps[c * plane + i] > 0.5;
+            let on = mask.data()[i];
             found += on as usize;
             inter += (on && t) as usize;
         }

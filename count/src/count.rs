@@ -1,0 +1,245 @@
+//! Counting with a signed model: frame → tiles standardised on the fly
+//! with the frame's mean and deviation → tract maps → per-class bit masks
+//! (`nemascope_core::tiling`; optional superpixel voting as the manifest
+//! describes) → components from runs → counts and measurements in µm.
+//!
+//! Memory is the frame at its own depth (2 bytes a pixel for 16-bit), one
+//! band of tile rows, tract's working memory for one tile and a bit per
+//! pixel and class: no full-size float copy, map or label image.
+
+use nemascope_core::counting::AreaCounter;
+use nemascope_core::felzenszwalb::Params;
+use nemascope_core::imageio::{resize_bilinear, resize_nearest, Luma};
+use nemascope_core::objects::{measure_bits, Calibration, ShapeRules};
+use nemascope_core::tiling::{threshold_tiles, TilePlan};
+use nemascope_core::voting::{superpixels, vote_masks};
+use nemascope_core::{BitMask, Mask};
+
+use crate::light::{quality, Quality};
+use crate::model::Model;
+use crate::scale::{frame_scale, MAX_RESAMPLED_SIDE};
+use crate::{CountError, Result};
+
+/// How a model's maps become counted objects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountSettings {
+    /// Overlap between tiles, in model pixels, for frames larger than the
+    /// model input.
+    pub overlap: usize,
+    /// Superpixel voting with the manifest's settings. Off by default: as in
+    /// the paper, voting makes the training masks and the trained network
+    /// alone segments (on BBBC010 voting costs 5 Dice points, docs/edge.md).
+    pub vote: bool,
+    /// Components smaller than this are noise, not objects (µm²), whatever
+    /// their class; each class also has its size range ([`size_range`]).
+    pub min_area_um2: f32,
+    /// The camera's pixel size at the frame's resolution.
+    pub calibration: Calibration,
+    /// The camera's bits per pixel, which the light checks judge against
+    /// (`None`: found from each frame, [`light_top`]).
+    pub bit_depth: Option<u8>,
+}
+
+impl Default for CountSettings {
+    fn default() -> Self {
+        CountSettings {
+            overlap: 32,
+            vote: false,
+            min_area_um2: 0.0,
+            calibration: Calibration::default(),
+            bit_depth: None,
+        }
+    }
+}
+
+/// One counted object, measured at the frame's resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// Index into the manifest's classes.
+    pub class: usize,
+    /// Objects this component holds (touching worms count more than one).
+    pub count: usize,
+    pub area_um2: f32,
+    /// Skeleton length (worms) and mean width.
+    pub length_um: f32,
+    pub width_um: f32,
+    /// Centre in frame pixels (x, y).
+    pub centroid: (f32, f32),
+}
+
+/// What one frame gave.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    /// Per class, at the frame's size.
+    pub masks: Vec<BitMask>,
+    pub objects: Vec<Measured>,
+    /// Objects per class, in the manifest's class order.
+    pub counts: Vec<usize>,
+    /// The frame's light, as given (before any resizing).
+    pub quality: Quality,
+}
+
+impl Counted {
+    /// Every class's mask in one (for the `--masks` output).
+    pub fn any(&self) -> Option<Mask> {
+        BitMask::union(&self.masks)
+            .ok()
+            .flatten()
+            .map(|m| m.to_mask())
+    }
+
+    /// Class `k`'s mask, a byte per pixel.
+    pub fn mask(&self, k: usize) -> Mask {
+        self.masks[k].to_mask()
+    }
+}
+
+/// The areas (µm²) a class's objects can have, from the shape rules'
+/// biology rather than fitted to any data: a worm at least 150 µm long and
+/// 15 µm wide; an egg 600–9 000 µm²; a cyst at least 36 000 µm². Smaller
+/// pieces of a class's map are fragments or debris, larger "eggs" are
+/// clumps. Classes the rules do not know have no range.
+pub fn size_range(class: &str) -> (f32, f32) {
+    let r = ShapeRules::default();
+    match class {
+        "worm" => (r.worm_min_length_um * 15.0, f32::INFINITY),
+        "egg" => (r.egg_min_area_um2, r.egg_max_area_um2),
+        "cyst" => (r.cyst_min_area_um2, f32::INFINITY),
+        _ => (0.0, f32::INFINITY),
+    }
+}
+
+/// Counts the objects of every class in `frame` (intensities 0..1).
+pub fn count_frame<L: Luma + ?Sized>(
+    model: &Model,
+    frame: &L,
+    s: &CountSettings,
+) -> Result<Counted> {
+    let m = &model.manifest;
+    if m.normalisation != "per-image-standardise" {
+        return Err(CountError::Unsupported(format!(
+            "model normalisation `{}` is not supported",
+            m.normalisation
+        )));
+    }
+    let (fw, fh) = (frame.width(), frame.height());
+    if fw == 0 || fh == 0 {
+        return Err(nemascope_core::Error::Invalid(format!("frame of {fw}x{fh} pixels")).into());
+    }
+    let q = quality(frame, s.bit_depth);
+    // Frames are brought to the training data's pixel size first.
+    let scale = frame_scale(m, s.calibration.um_per_px);
+    let masks = if (scale - 1.0).abs() > 1e-6 {
+        let w = ((fw as f32 * scale).round() as usize).max(1);
+        let h = ((fh as f32 * scale).round() as usize).max(1);
+        if w.max(h) > MAX_RESAMPLED_SIDE {
+            return Err(CountError::Unsupported(format!(
+                "a {fw}x{fh} frame at {} µm per pixel would be resampled to {w}x{h} for the \
+                 model's scale: more than {MAX_RESAMPLED_SIDE} pixels a side (use a model \
+                 trained nearer this scale, or check the pixel size)",
+                s.calibration.um_per_px
+            )));
+        }
+        let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
+        let masks = class_masks(model, &scaled, &quality(&scaled, None), s)?;
+        masks
+            .iter()
+            .map(|k| Ok(BitMask::from_mask(&resize_nearest(&k.to_mask(), fw, fh)?)))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        class_masks(model, frame, &q, s)?
+    };
+    let area_px = |c: usize| m.object_area_px.get(&m.classes[c]).copied();
+    Ok(counted(masks, &m.classes, area_px, s, q))
+}
+
+/// The model's thresholded (and, if asked, voted) class masks of `work`,
+/// a frame at the model's pixel size.
+fn class_masks<L: Luma + ?Sized>(
+    model: &Model,
+    work: &L,
+    q: &Quality,
+    s: &CountSettings,
+) -> Result<Vec<BitMask>> {
+    let m = &model.manifest;
+    let [_, c, th, tw] = model.runner.input_shape;
+    if c != 1 {
+        return Err(CountError::Unsupported(format!(
+            "the model takes {c} channels; frames are counted as gray"
+        )));
+    }
+    let plan = TilePlan {
+        tile: [th, tw],
+        overlap: s.overlap,
+        mean: q.mean,
+        std: q.std,
+        threshold: m.threshold,
+    };
+    let masks = threshold_tiles(work, &plan, m.classes.len(), |tile| {
+        model.runner.maps(tile).map_err(CountError::from)
+    })?;
+    match (&m.voting, s.vote) {
+        (Some(v), true) => {
+            let p = Params {
+                scale: v.scale,
+                sigma: v.sigma,
+                min_size: v.min_size,
+            };
+            let seg = superpixels(&work.to_plane(), &p)?;
+            let plain: Vec<Mask> = masks.iter().map(BitMask::to_mask).collect();
+            Ok(vote_masks(&seg, &plain, v.rate, None)?
+                .iter()
+                .map(BitMask::from_mask)
+                .collect())
+        }
+        _ => Ok(masks),
+    }
+}
+
+/// The counting rules, the same for every segmenter: each class's
+/// components within its size range ([`size_range`], and at least
+/// `min_area_um2`) count as objects; where one object's area (pixels) is
+/// known, a component counts by area and a piece under a quarter of one
+/// object counts none.
+pub fn counted(
+    masks: Vec<BitMask>,
+    classes: &[String],
+    object_area_px: impl Fn(usize) -> Option<f64>,
+    s: &CountSettings,
+    quality: Quality,
+) -> Counted {
+    let cal = s.calibration;
+    let px_area = cal.um_per_px * cal.um_per_px;
+    let mut objects = Vec::new();
+    let mut counts = vec![0; classes.len()];
+    for (c, mask) in masks.iter().enumerate() {
+        let (lo, hi) = size_range(&classes[c]);
+        let lo = lo.max(s.min_area_um2);
+        let counter = object_area_px(c).and_then(|a| AreaCounter::new(a).ok());
+        for o in measure_bits(mask) {
+            let area_um2 = o.area as f32 * px_area;
+            if !(lo..=hi).contains(&area_um2) {
+                continue;
+            }
+            let n = counter.as_ref().map_or(1, |k| k.count_component(o.area));
+            if n == 0 {
+                continue;
+            }
+            counts[c] += n;
+            objects.push(Measured {
+                class: c,
+                count: n,
+                area_um2,
+                length_um: o.length * cal.um_per_px,
+                width_um: o.width * cal.um_per_px,
+                centroid: o.centroid,
+            });
+        }
+    }
+    Counted {
+        masks,
+        objects,
+        counts,
+        quality,
+    }
+}

@@ -1,0 +1,178 @@
+//! What a frame's light says, before any model looks at it: a lamp off, a
+//! lens cap or an over-exposed frame is flagged rather than counted as a
+//! slide without nematodes. The same figures standardise the frame.
+
+use nemascope_core::imageio::Luma;
+
+/// What a frame's light says, before any model looks at it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality {
+    /// Mean and deviation as stored (fractions of the file's full scale):
+    /// what counting standardises with.
+    pub mean: f64,
+    pub std: f64,
+    /// The top of the camera's range as a fraction of the file's full
+    /// scale: 4095/65535 for a 12-bit camera writing 16-bit files. The
+    /// light is judged against it, not against full scale.
+    pub top: f64,
+    /// Fraction of pixels at the top of the camera's range (≥ 0.995 top).
+    pub saturated: f32,
+}
+
+impl Quality {
+    /// Why counts from this frame should not be trusted, if they should
+    /// not: no light (lamp off, shutter closed), a blank field (lens cap,
+    /// nothing in focus), or an over-exposed one. Deliberately coarse: it
+    /// catches a broken acquisition, not a slightly dim slide.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.mean < 0.02 * self.top {
+            Some("dark frame (lamp off or shutter closed?)")
+        } else if self.saturated > 0.25 {
+            Some("over-exposed frame (a quarter of the pixels saturated)")
+        } else if self.std < 0.002 * self.top {
+            Some("blank frame (nothing in view or far out of focus?)")
+        } else {
+            None
+        }
+    }
+}
+
+/// Camera depths that write into 16-bit files, smallest first, as far as
+/// they can be told from a frame (a 10-bit camera's frames look like a dim
+/// 12-bit camera's; give `camera.bit_depth` for one).
+const CAMERA_BITS: [u8; 3] = [12, 14, 16];
+
+/// The top of the camera's range as a fraction of the file's full scale.
+/// `bits` is the camera's depth when known; otherwise a 16-bit file is
+/// taken to come from the smallest usual camera depth (12, 14 or 16 bits)
+/// that holds its brightest pixel `max`: BBBC010's 12-bit data sits in
+/// 16-bit files, at a mean of 1.5 % of full scale. Never below 12 bits, so
+/// a 12-bit camera with its lamp off still reads as dark; a 16-bit camera
+/// with its lamp off is caught from the frame only near black (under 80 of
+/// 65535), so a unit should be told its camera's depth. 8-bit and float
+/// data are judged against full scale.
+pub fn light_top(storage_bits: Option<u8>, bits: Option<u8>, max: f64) -> f64 {
+    let Some(store) = storage_bits.filter(|&s| s > 8) else {
+        return 1.0;
+    };
+    let full = ((1u64 << store) - 1) as f64;
+    let of = |b: u8| ((1u64 << b.min(store)) - 1) as f64 / full;
+    match bits {
+        Some(b) => of(b),
+        None => CAMERA_BITS
+            .iter()
+            .map(|&b| of(b))
+            .find(|&t| max <= t + 0.5 / full)
+            .unwrap_or(1.0),
+    }
+}
+
+/// Mean, deviation and saturated fraction of `frame`: two passes over its
+/// rows in f64, the same figures `imageio::standardise` uses, so counting
+/// standardises with them and reads the frame no third time. `bits` is
+/// the camera's depth if known ([`light_top`]).
+pub fn quality<L: Luma + ?Sized>(frame: &L, bits: Option<u8>) -> Quality {
+    let (w, h) = (frame.width(), frame.height());
+    let mut row = vec![0f32; w];
+    let n = (w * h).max(1) as f64;
+    let (mut sum, mut max) = (0f64, 0f64);
+    for y in 0..h {
+        frame.row_into(y, &mut row);
+        for &v in &row {
+            sum += v as f64;
+            max = max.max(v as f64);
+        }
+    }
+    let mean = sum / n;
+    let top = light_top(frame.storage_bits(), bits, max);
+    let at_top = (0.995 * top) as f32;
+    let (mut ss, mut sat) = (0f64, 0usize);
+    for y in 0..h {
+        frame.row_into(y, &mut row);
+        for &v in &row {
+            ss += (v as f64 - mean).powi(2);
+            sat += (v >= at_top) as usize;
+        }
+    }
+    Quality {
+        mean,
+        std: (ss / n).sqrt(),
+        top,
+        saturated: (sat as f64 / n) as f32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nemascope_core::imageio::Pixels;
+    use nemascope_core::{Grid, Plane};
+
+    /// A synthetic frame stored as a camera of `bits` bits writes it into
+    /// a 16-bit file, each value through `f` (0..1 of the camera's range).
+    fn as_camera(bits: u8, f: impl Fn(f32) -> f32) -> Vec<Pixels> {
+        use nemascope_core::synth::{generate, SynthConfig};
+        let top = ((1u32 << bits) - 1) as f32;
+        (0..4)
+            .map(|i| {
+                let p = generate(&SynthConfig::default(), 99, i).unwrap().image;
+                let v = p
+                    .data()
+                    .iter()
+                    .map(|&x| (f(x).clamp(0.0, 1.0) * top).round() as u16)
+                    .collect();
+                Pixels::Gray16(Grid::from_vec(p.width(), p.height(), v).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn broken_acquisitions_are_flagged_and_real_frames_are_not() {
+        use nemascope_core::synth::{generate, SynthConfig};
+        let dark = Plane::filled(64, 48, 0.005);
+        assert!(quality(&dark, None).problem().unwrap().contains("dark"));
+        let white = Plane::filled(64, 48, 1.0);
+        let e = quality(&white, None).problem().unwrap();
+        assert!(e.contains("over-exposed"), "{e}");
+        let grey = Plane::filled(64, 48, 0.5);
+        assert!(quality(&grey, None).problem().unwrap().contains("blank"));
+        for i in 0..4 {
+            let f = generate(&SynthConfig::default(), 99, i).unwrap();
+            let q = quality(&f.image, None);
+            assert_eq!(q.problem(), None, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn light_is_judged_against_the_cameras_range_not_the_files() {
+        // 12-bit data in 16-bit files (BBBC010's case): a mean of a few
+        // percent of full scale is a well-lit frame.
+        for bits in [10, 12, 14, 16] {
+            for f in as_camera(bits, |x| x) {
+                let q = quality(&f, None);
+                assert_eq!(q.problem(), None, "{bits} bits: {q:?}");
+                assert_eq!(quality(&f, Some(bits)).problem(), None);
+            }
+        }
+        let problem = |f: &Pixels, bits| quality(f, bits).problem().unwrap_or("none");
+        for bits in [12, 16] {
+            for f in as_camera(bits, |x| x * 0.01) {
+                // Lamp off, with the camera's depth given.
+                assert!(problem(&f, Some(bits)).contains("dark"), "{bits}");
+            }
+            // Found from the frame alone: near the black level.
+            let black = if bits == 12 { 0.01 } else { 0.0005 };
+            for f in as_camera(bits, |x| x * black) {
+                assert!(problem(&f, None).contains("dark"), "{bits}");
+            }
+            for f in as_camera(bits, |x| x * 3.0) {
+                let p = problem(&f, Some(bits));
+                assert!(p.contains("over-exposed"), "{bits}: {p}");
+                assert!(problem(&f, None).contains("over-exposed"), "{bits}");
+            }
+            for f in as_camera(bits, |_| 0.4) {
+                assert!(problem(&f, None).contains("blank"), "{bits}");
+            }
+        }
+    }
+}
