@@ -1,10 +1,13 @@
 //! nemascope-edge: frames → maps → masks → objects → counts on the board.
 //!
-//! Counting itself is `nemascope_count` (shared with the trainer's export
-//! scoring); [`model`] watches the unit's bundle; [`inputs`] and [`report`]
-//! are the batch `count` command's ends. [`display`]
-//! draws the unit's screens. [`journal`],
-//! [`protocol`] and [`link`] keep results and report them over serial.
+//! The folders follow the data: [`frames`] (a watched folder, a file list,
+//! synthetic frames, a V4L2 camera; the `count` command's inputs) →
+//! counting, which is the `nemascope_count` crate the trainer's export
+//! scores with ([`model`] watches the unit's bundle) → [`journal`] (the
+//! durable record) → [`screen`] (what a technician reads) and [`link`] (the
+//! serial protocol, the unit's and the host's ends, the listener's store).
+//! [`service`] runs that loop on a unit; [`report`] writes the `count`
+//! command's CSV, JSON and overlays; [`cli`] holds the commands.
 
 /// A line on stderr (the unit's log, journald under systemd) that, unlike
 /// `eprintln!`, cannot panic: a unit whose log has gone away (a closed
@@ -17,20 +20,13 @@ macro_rules! say {
     }};
 }
 
-#[cfg(feature = "v4l2")]
-pub mod camera;
 pub mod cli;
 pub mod config;
-pub mod display;
-pub mod inputs;
+pub mod frames;
 pub mod journal;
 pub mod link;
-pub mod listener;
 pub mod model;
-pub mod panels;
-pub mod protocol;
 pub mod report;
-pub mod serial;
+pub mod screen;
 pub mod service;
-pub mod source;
 pub mod trust;

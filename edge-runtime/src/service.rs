@@ -17,15 +17,15 @@ use nemascope_core::synth::SynthConfig;
 use nemascope_core::Class;
 
 use crate::config::{Config, SerialConfig, SourceConfig};
-use crate::display::{LinkState, Screen};
-use crate::inputs::path_key;
+use crate::screen::{LinkState, Screen};
+use crate::frames::inputs::path_key;
 use crate::journal::{now_ms, Journal, JournalError, Record, Sources};
 use crate::link::{LinkError, UnitLink};
 use crate::model::ModelWatch;
-use crate::panels::{self, Panel};
-use crate::protocol::warn;
-use crate::serial::Port;
-use crate::source::{FilesSource, FolderSource, FrameSource, Next, SynthSource};
+use crate::screen::panels::{self, Panel};
+use crate::link::protocol::warn;
+use crate::link::serial::Port;
+use crate::frames::{FilesSource, FolderSource, FrameSource, Next, SynthSource};
 use nemascope_count::{count_frame, pixel_size, CountSettings, Model};
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +198,7 @@ pub fn open_source(
             interval_ms,
             sample,
         } => Box::new(
-            crate::camera::V4l2Source::open(
+            crate::frames::camera::V4l2Source::open(
                 device,
                 *width,
                 *height,
@@ -281,13 +281,13 @@ impl Service {
         // are worth remembering: a frame still in the folder or the list.
         let mut keep: Box<dyn FnMut(&str) -> bool> = match &cfg.source {
             SourceConfig::Folder { path, .. } => {
-                let present = crate::source::folder_keys(path);
+                let present = crate::frames::folder_keys(path);
                 Box::new(move |s: &str| present.could_come_again(s))
             }
             SourceConfig::Files { paths, .. } => {
                 // The files the list names now, folders expanded (the keys
                 // the source gives).
-                let listed: HashSet<String> = crate::inputs::expand(paths, None)
+                let listed: HashSet<String> = crate::frames::inputs::expand(paths, None)
                     .unwrap_or_default()
                     .iter()
                     .map(|i| path_key(&i.path))

@@ -12,7 +12,7 @@ use nemascope_bundle::{Bundle, SigningKey};
 use nemascope_core::imageio::save_gray16;
 use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_edge::journal::Journal;
-use nemascope_edge::protocol::warn;
+use nemascope_edge::link::protocol::warn;
 
 mod common;
 use common::edge;

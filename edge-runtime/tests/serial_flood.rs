@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nemascope_edge::journal::Journal;
-use nemascope_edge::protocol::Message;
+use nemascope_edge::link::protocol::Message;
 use serialport::SerialPort;
 
 mod common;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nemascope_edge::journal::{Journal, Record};
 use nemascope_edge::link::{HostLink, UnitLink};
-use nemascope_edge::protocol::Message;
+use nemascope_edge::link::protocol::Message;
 use serialport::{SerialPort, TTYPort};
 
 fn record(i: u32) -> Record {

@@ -314,5 +314,5 @@ min_free_mb = 1
     assert!(log.contains("dark frame"), "{log}");
     let mut j = Journal::open(&dir.path().join("j")).unwrap();
     let w: Vec<u8> = (1..=2).map(|s| j.get(s).unwrap().record.warnings).collect();
-    assert_eq!(w, [nemascope_edge::protocol::warn::FRAME_QUALITY, 0]);
+    assert_eq!(w, [nemascope_edge::link::protocol::warn::FRAME_QUALITY, 0]);
 }

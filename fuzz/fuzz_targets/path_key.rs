@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use nemascope_edge::inputs::path_key;
+use nemascope_edge::frames::inputs::path_key;
 
 /// The inverse of `path_key`.
 fn unkey(k: &str) -> Vec<u8> {

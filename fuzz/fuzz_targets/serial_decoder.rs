@@ -2,7 +2,7 @@
 //! accepts encodes back to a frame that decodes to the same message.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nemascope_edge::protocol::Decoder;
+use nemascope_edge::link::protocol::Decoder;
 
 fuzz_target!(|data: &[u8]| {
     let mut d = Decoder::new();

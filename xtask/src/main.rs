@@ -285,8 +285,9 @@ fn cross_test() -> Result<(), String> {
     run(Command::new("rustup").args(["target", "add", AARCH64]))?;
     // Linker and qemu runner come from .cargo/config.toml. Doc-tests are not
     // run for a cross target, so `--tests` leaves them out explicitly. The
-    // edge crate's tests start its own binary (journal kill test): without
-    // binfmt that needs the emulator named, hence NEMASCOPE_TEST_RUNNER.
+    // edge crate's tests start its own binary, and the journal kill test
+    // its own test binary again: without binfmt that needs the emulator
+    // named, hence NEMASCOPE_TEST_RUNNER.
     run(cargo()
         .env(
             "NEMASCOPE_TEST_RUNNER",
@@ -296,6 +297,8 @@ fn cross_test() -> Result<(), String> {
             "test",
             "-p",
             "nemascope-core",
+            "-p",
+            "nemascope-count",
             "-p",
             "nemascope-edge",
             "--target",

@@ -11,7 +11,7 @@ use nemascope_core::objects::Calibration;
 use nemascope_count::{count_frame, pixel_size, CountSettings};
 
 use crate::config::MAX_MIN_AREA_UM2;
-use crate::inputs::{check_unique_stems, expand, path_key, Input};
+use crate::frames::inputs::{check_unique_stems, expand, path_key, Input};
 use crate::report::{
     check_outputs, csv as report_csv, overlay, samples, ImageReport, ObjectReport, RunReport,
 };

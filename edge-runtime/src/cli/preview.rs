@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::config::PanelKind;
-use crate::display::{LinkState, Screen};
+use crate::screen::{LinkState, Screen};
 use crate::report::check_free;
 
 /// The `preview` command's options: what the screen shows.
@@ -78,7 +78,7 @@ pub fn preview(a: PreviewArgs) -> anyhow::Result<()> {
         "mono" => PanelKind::Mono,
         p => bail!("--panel {p}: expected color or mono"),
     };
-    let img = crate::panels::render(&screen, kind, a.scale);
+    let img = crate::screen::panels::render(&screen, kind, a.scale);
     let (w, h) = (img.width(), img.height());
     img.save(&a.out)
         .map_err(|e| nemascope_core::Error::image(&a.out, e))?;

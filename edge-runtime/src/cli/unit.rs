@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use nemascope_count::Model;
 
 use crate::config::{parse_tile, Config, BAUDS};
-use crate::listener::ListenOptions;
+use crate::link::listener::ListenOptions;
 use crate::model::ModelWatch;
 use crate::service::Service;
 
@@ -56,7 +56,7 @@ pub fn listen(port: PathBuf, baud: u32, out: PathBuf, until: Option<u64>) -> any
     if !BAUDS.contains(&baud) {
         bail!("--baud {baud}: one of {BAUDS:?}");
     }
-    crate::listener::listen(&ListenOptions {
+    crate::link::listener::listen(&ListenOptions {
         port,
         baud,
         out,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nemascope_core::imageio::save_gray16;
 use nemascope_core::synth::{generate, SynthConfig};
-use nemascope_edge::listener::StoredReport;
+use nemascope_edge::link::listener::StoredReport;
 use serialport::{SerialPort, TTYPort};
 
 use super::edge;

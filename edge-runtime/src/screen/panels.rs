@@ -1,6 +1,6 @@
 //! Where the screen goes: a PNG file, a Linux framebuffer, or a real panel
 //! driven over SPI (ST7789, feature `st7789`) or I²C (SSD1306, feature
-//! `ssd1306`). All draw the same [`Screen`] through [`crate::display`]; a
+//! `ssd1306`). All draw the same [`Screen`] through [`crate::screen`]; a
 //! panel that fails is reported and the unit goes on counting.
 
 use std::fs::File;
@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{DisplayConfig, PanelKind};
-use crate::display::{draw_color, draw_mono, MonoBuffer, Rgb565Buffer, Screen};
+use crate::screen::{draw_color, draw_mono, MonoBuffer, Rgb565Buffer, Screen};
 
 #[derive(Debug, thiserror::Error)]
 #[error("display {what}: {msg}")]
@@ -244,7 +244,7 @@ mod st7789 {
     use mipidsi::options::ColorInversion;
 
     use super::{color_buffer, err, Panel, PanelError};
-    use crate::display::Screen;
+    use crate::screen::Screen;
 
     type Display = mipidsi::Display<SpiInterface<'static, SpidevDevice, CdevPin>, ST7789, CdevPin>;
 
@@ -317,7 +317,7 @@ mod ssd1306_panel {
     use ssd1306::{I2CDisplayInterface, Ssd1306};
 
     use super::{err, Panel, PanelError};
-    use crate::display::{draw_mono, Screen};
+    use crate::screen::{draw_mono, Screen};
 
     type Display =
         Ssd1306<I2CInterface<I2cdev>, DisplaySize128x64, BufferedGraphicsMode<DisplaySize128x64>>;
@@ -354,7 +354,7 @@ mod ssd1306_panel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::display::LinkState;
+    use crate::screen::LinkState;
     use embedded_graphics::prelude::IntoStorage;
 
     fn screen() -> Screen {

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::now_ms;
 use crate::link::HostLink;
-use crate::protocol::Message;
-use crate::serial::Port;
+use crate::link::protocol::Message;
+use crate::link::serial::Port;
 
 /// One stored report: the unit's record and when the host got it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,7 +259,7 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::name;
+    use crate::link::protocol::name;
 
     fn report(seq: u64) -> Message {
         Message::Report {

@@ -4,6 +4,8 @@
 //! reads them at arm's length. [`Rgb565Buffer`] and [`MonoBuffer`] are
 //! in-memory panels: PNG previews, and the Linux framebuffer's RGB565 bytes.
 
+pub mod panels;
+
 use embedded_graphics::mono_font::ascii::{FONT_10X20, FONT_6X10, FONT_9X15_BOLD};
 use embedded_graphics::mono_font::MonoTextStyle;
 use embedded_graphics::pixelcolor::{BinaryColor, Rgb565};
@@ -11,7 +13,7 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Alignment, Text};
 
-use crate::protocol::warn;
+use crate::link::protocol::warn;
 
 /// The serial link as the screen shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,10 @@
 //! the journal keeps; a source skips keys the journal already holds, so a
 //! restart after a crash neither loses nor double-counts a frame.
 
+#[cfg(feature = "v4l2")]
+pub mod camera;
+pub mod inputs;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nemascope_core::imageio::{load_pixels, LoadLimits, Pixels};
 use nemascope_core::synth::{generate, SynthConfig};
 
-use crate::inputs::{expand, is_image, path_key};
+use crate::frames::inputs::{expand, is_image, path_key};
 use crate::journal::Sources;
 
 /// One frame to count.

@@ -11,11 +11,15 @@
 //! dropped. Transport-agnostic (any `Write` + bytes in), so the same code
 //! runs over a UART, a pseudo-terminal or a test buffer.
 
+pub mod listener;
+pub mod protocol;
+pub mod serial;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::journal::{Entry, Journal, JournalError};
-use crate::protocol::{name, Decoder, Message};
+use crate::link::protocol::{name, Decoder, Message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
