@@ -24,6 +24,9 @@ pub enum ModelError {
     Bundle(nemascope_bundle::Error),
     #[error("bundle refused: {0}")]
     Onnx(nemascope_onnx::Error),
+    /// The bundle is sound but asks for what this runtime cannot give.
+    #[error("bundle refused: {0}")]
+    Unsupported(String),
     #[error("bundle refused: manifest promises input {manifest:?}, model.onnx takes {model:?}")]
     InputMismatch {
         manifest: [usize; 3],

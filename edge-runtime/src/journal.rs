@@ -30,8 +30,12 @@ pub struct Record {
     pub sample: String,
     /// Where the frame came from (file name, camera frame number).
     pub source: String,
-    /// Worms, eggs, cysts.
-    pub counts: [u32; 3],
+    /// The counting model's classes, in its order (records written before
+    /// classes were journaled counted worms, eggs and cysts).
+    #[serde(default = "three_classes")]
+    pub classes: Vec<String>,
+    /// Objects per class, in `classes` order.
+    pub counts: Vec<u32>,
     pub frame_ms: u32,
     /// Name of the model bundle that counted it.
     pub model: String,
@@ -46,6 +50,21 @@ pub struct Record {
     /// file replaced under a name already counted is a new frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+}
+
+/// The classes of records journaled before records named theirs.
+fn three_classes() -> Vec<String> {
+    ["worm", "egg", "cyst"].map(String::from).to_vec()
+}
+
+impl Record {
+    /// Each class with its count, in the model's order.
+    pub fn class_counts(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.classes
+            .iter()
+            .map(String::as_str)
+            .zip(self.counts.iter().copied())
+    }
 }
 
 /// Each journaled source with the identity of the frame last journaled
@@ -397,7 +416,8 @@ mod tests {
             time_ms: 1_764_000_000_000 + i as u64,
             sample: "soil-7".into(),
             source: format!("frame{i:04}.png"),
-            counts: [i, 2 * i, 0],
+            classes: three_classes(),
+            counts: vec![i, 2 * i, 0],
             frame_ms: 60,
             model: "synth-worm-egg-cyst".into(),
             warnings: 0,
@@ -465,6 +485,29 @@ mod tests {
             !text.contains("identity") && !text.contains("error"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn records_keep_any_classes_and_old_records_read_as_worm_egg_cyst() {
+        let old = r#"{"time_ms":1,"sample":"s","source":"f","counts":[4,5,6],"frame_ms":2,"model":"m","warnings":0}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            r.class_counts().collect::<Vec<_>>(),
+            [("worm", 4), ("egg", 5), ("cyst", 6)]
+        );
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path()).unwrap();
+        let four = Record {
+            classes: ["worm", "egg", "cyst", "juvenile"]
+                .map(String::from)
+                .to_vec(),
+            counts: vec![1, 2, 3, 4],
+            ..rec(1)
+        };
+        j.append(&four).unwrap();
+        drop(j);
+        let mut j = Journal::open(d.path()).unwrap();
+        assert_eq!(j.get(1).unwrap().record, four);
     }
 
     #[test]

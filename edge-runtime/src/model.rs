@@ -6,6 +6,17 @@ use std::path::Path;
 
 use nemascope_count::{Model, ModelError};
 
+use crate::link::protocol::check_classes;
+
+/// A bundle as a unit accepts it: every check of [`Model::open_tiled`],
+/// and classes the serial link can report (the journal, the link and the
+/// screen carry the manifest's classes, so none may be dropped).
+fn open_for_unit(dir: &Path, key: &Path, tile: Option<[usize; 2]>) -> Result<Model, ModelError> {
+    let m = Model::open_tiled(dir, key, tile)?;
+    check_classes(&m.manifest.classes).map_err(ModelError::Unsupported)?;
+    Ok(m)
+}
+
 /// What a bundle's files look like now (size and time of each): a change
 /// means someone put a new bundle there.
 type Stamp = Vec<(u64, Option<std::time::SystemTime>)>;
@@ -71,12 +82,12 @@ impl ModelWatch {
             last_check: std::time::Instant::now(),
             refused: None,
         };
-        match Model::open_tiled(dir, key, tile) {
+        match open_for_unit(dir, key, tile) {
             Ok(m) => {
                 w.keep_copy();
                 Ok((w, m))
             }
-            Err(e) => match Model::open_tiled(keep, key, tile) {
+            Err(e) => match open_for_unit(keep, key, tile) {
                 Ok(m) => {
                     w.refused = Some(e.to_string());
                     Ok((w, m))
@@ -130,7 +141,7 @@ impl ModelWatch {
             return None;
         }
         self.stamp = stamp;
-        Some(match Model::open_tiled(&self.dir, &self.key, self.tile) {
+        Some(match open_for_unit(&self.dir, &self.key, self.tile) {
             Ok(m) => {
                 self.keep_copy();
                 self.refused = None;

@@ -14,18 +14,17 @@ use std::time::{Duration, Instant};
 
 use nemascope_core::objects::Calibration;
 use nemascope_core::synth::SynthConfig;
-use nemascope_core::Class;
 
 use crate::config::{Config, SerialConfig, SourceConfig};
-use crate::screen::{LinkState, Screen};
 use crate::frames::inputs::path_key;
+use crate::frames::{FilesSource, FolderSource, FrameSource, Next, SynthSource};
 use crate::journal::{now_ms, Journal, JournalError, Record, Sources};
+use crate::link::protocol::warn;
+use crate::link::serial::Port;
 use crate::link::{LinkError, UnitLink};
 use crate::model::ModelWatch;
 use crate::screen::panels::{self, Panel};
-use crate::link::protocol::warn;
-use crate::link::serial::Port;
-use crate::frames::{FilesSource, FolderSource, FrameSource, Next, SynthSource};
+use crate::screen::{ClassRow, LinkState, Screen};
 use nemascope_count::{count_frame, pixel_size, CountSettings, Model};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +55,9 @@ pub struct SerialLink {
     heartbeat_s: u64,
     resend_s: u64,
     journal_error: Option<String>,
+    /// The other protocol version a peer was last heard speaking (said
+    /// once in the log).
+    told_version: Option<u8>,
     pub unit: UnitLink,
 }
 
@@ -70,6 +72,7 @@ impl SerialLink {
             heartbeat_s: cfg.heartbeat_s,
             resend_s: cfg.resend_s,
             journal_error: None,
+            told_version: None,
             unit,
         }
     }
@@ -90,6 +93,16 @@ impl SerialLink {
             .unit
             .receive(&bytes, journal, now, w)
             .and_then(|_| self.unit.poll(journal, now, w));
+        let peer = self.unit.decoder.peer_version;
+        if peer != self.told_version {
+            self.told_version = peer;
+            if let Some(v) = peer {
+                crate::say!(
+                    "serial link: {}; nothing is delivered until both speak the same",
+                    crate::link::protocol::FrameError::Version(v)
+                );
+            }
+        }
         match result {
             Ok(()) => self.journal_error = None,
             Err(LinkError::Journal(e)) => {
@@ -132,13 +145,38 @@ fn panicked(p: Box<dyn std::any::Any + Send>) -> nemascope_count::CountError {
     nemascope_count::CountError::Panicked(what)
 }
 
-/// Where each of the model's classes goes in a report's
-/// worm/egg/cyst counts (a class the protocol does not know: nowhere).
-fn report_slots(classes: &[String]) -> Vec<Option<usize>> {
-    classes
-        .iter()
-        .map(|c| Class::from_name(c).map(Class::index))
-        .collect()
+/// The screen after a restart: the last sample's running totals and last
+/// frame's counts, read back from the journal (the source of truth) and
+/// matched to the screen's classes by name.
+fn restore(screen: &mut Screen, journal: &mut Journal) -> Result<(), JournalError> {
+    let last = journal.last_seq();
+    if last == 0 {
+        return Ok(());
+    }
+    let newest = journal.get(last)?.record;
+    let mut newest_counted = true;
+    for seq in (1..=last).rev() {
+        let r = journal.get(seq)?.record;
+        if r.sample != newest.sample {
+            break;
+        }
+        if r.error.is_some() {
+            continue;
+        }
+        screen.frames += 1;
+        for (class, n) in r.class_counts() {
+            if let Some(row) = screen.counts.iter_mut().find(|row| row.class == class) {
+                row.total = row.total.saturating_add(n);
+                if newest_counted {
+                    row.frame = n;
+                }
+            }
+        }
+        newest_counted = false;
+    }
+    screen.sample = newest.sample;
+    screen.frame_ms = newest.frame_ms;
+    Ok(())
 }
 
 /// Makes the configured source, skipping the frames in `done`.
@@ -220,8 +258,6 @@ pub fn open_source(
 #[derive(Debug)]
 struct Pending {
     record: Record,
-    /// Counts per model class, for the screen.
-    shown: Vec<usize>,
 }
 
 /// How a step went.
@@ -254,7 +290,6 @@ pub struct Service {
     panel: Box<dyn Panel>,
     panel_failed: bool,
     pub link: Option<SerialLink>,
-    slots: Vec<Option<usize>>,
     /// Warnings about the last counted frame (its light).
     frame_warnings: u8,
     /// A result the journal refused (full disk), tried again each second.
@@ -322,10 +357,10 @@ impl Service {
             bit_depth: cfg.camera.bit_depth,
             ..CountSettings::default()
         };
-        let slots = report_slots(&classes);
         let mut screen = Screen {
             sample: "waiting for frames".into(),
-            counts: classes.iter().map(|c| (c.clone(), 0)).collect(),
+            frames: 0,
+            counts: classes.iter().map(|c| ClassRow::new(c)).collect(),
             frame_ms: 0,
             model: name,
             link: if link.is_some() {
@@ -335,18 +370,10 @@ impl Service {
             },
             warnings: 0,
         };
-        // After a restart the screen shows the last result again.
-        if journal.last_seq() > 0 {
-            let last = journal.get(journal.last_seq())?.record;
-            screen.sample = last.sample;
-            screen.frame_ms = last.frame_ms;
-            for (shown, slot) in screen.counts.iter_mut().zip(&slots) {
-                shown.1 = slot.map_or(0, |i| last.counts[i]);
-            }
-        }
+        // After a restart the screen shows the sample's totals again.
+        restore(&mut screen, &mut journal)?;
         let mut s = Service {
             um_per_px: cfg.camera.um_per_px,
-            slots,
             model,
             watch,
             settings,
@@ -399,12 +426,18 @@ impl Service {
     fn swap_model(&mut self, model: Model) {
         let name = model.manifest.name.clone();
         crate::say!("model: now {name} ({})", model.manifest.classes.join("/"));
-        self.slots = report_slots(&model.manifest.classes);
+        // The sample goes on: classes both models count keep their totals.
+        let old = std::mem::take(&mut self.screen.counts);
         self.screen.counts = model
             .manifest
             .classes
             .iter()
-            .map(|c| (c.clone(), 0))
+            .map(|c| {
+                old.iter()
+                    .find(|r| &r.class == c)
+                    .cloned()
+                    .unwrap_or_else(|| ClassRow::new(c))
+            })
             .collect();
         self.screen.model = name.clone();
         if let Some(l) = &mut self.link {
@@ -433,7 +466,7 @@ impl Service {
                         "#{seq} {} / {}: {:?} in {} ms",
                         r.sample,
                         r.source,
-                        p.shown,
+                        r.counts,
                         r.frame_ms
                     ),
                     Some(e) => crate::say!(
@@ -442,15 +475,7 @@ impl Service {
                         r.source
                     ),
                 }
-                self.screen.sample = p.record.sample;
-                self.screen.frame_ms = p.record.frame_ms;
-                // A refused frame leaves the last counts on the screen
-                // (with NOT COUNTED beside them).
-                if p.record.error.is_none() {
-                    for (slot, n) in self.screen.counts.iter_mut().zip(&p.shown) {
-                        slot.1 = *n as u32;
-                    }
-                }
+                self.show_record(p.record);
                 Step::Counted(seq)
             }
             Err(e) => {
@@ -464,6 +489,29 @@ impl Service {
                 self.pending = Some(p);
                 Step::DiskFull
             }
+        }
+    }
+
+    /// A journaled record on the screen: a new sample starts its totals
+    /// from zero; a refused frame leaves the counts as they were (with
+    /// NOT COUNTED beside them).
+    fn show_record(&mut self, r: Record) {
+        if r.sample != self.screen.sample {
+            self.screen.frames = 0;
+            for row in &mut self.screen.counts {
+                row.total = 0;
+                row.frame = 0;
+            }
+        }
+        self.screen.sample = r.sample;
+        self.screen.frame_ms = r.frame_ms;
+        if r.error.is_some() {
+            return;
+        }
+        self.screen.frames += 1;
+        for (row, n) in self.screen.counts.iter_mut().zip(&r.counts) {
+            row.total = row.total.saturating_add(*n);
+            row.frame = *n;
         }
     }
 
@@ -484,15 +532,15 @@ impl Service {
             time_ms: now_ms(),
             sample,
             source,
-            counts: [0; 3],
+            classes: self.model.manifest.classes.clone(),
+            counts: vec![0; self.model.manifest.classes.len()],
             frame_ms: 0,
             model: self.model.manifest.name.clone(),
             warnings: warnings | warn::NOT_COUNTED,
             error: Some(error),
             identity,
         };
-        let shown = vec![0; self.model.manifest.classes.len()];
-        match self.commit(Pending { record, shown }) {
+        match self.commit(Pending { record }) {
             Step::Counted(seq) => Step::Refused(seq),
             other => other,
         }
@@ -569,27 +617,23 @@ impl Service {
                                     }
                                     None => 0,
                                 };
-                                let mut counts = [0u32; 3];
-                                for (k, slot) in self.slots.iter().enumerate() {
-                                    if let Some(i) = slot {
-                                        counts[*i] = c.counts[k] as u32;
-                                    }
-                                }
                                 let record = Record {
                                     time_ms: now_ms(),
                                     sample: f.sample,
                                     source: f.source,
-                                    counts,
+                                    classes: self.model.manifest.classes.clone(),
+                                    counts: c
+                                        .counts
+                                        .iter()
+                                        .map(|&n| n.min(u32::MAX as usize) as u32)
+                                        .collect(),
                                     frame_ms,
                                     model: self.model.manifest.name.clone(),
                                     warnings: warnings | self.frame_warnings,
                                     error: None,
                                     identity: f.identity,
                                 };
-                                self.commit(Pending {
-                                    record,
-                                    shown: c.counts,
-                                })
+                                self.commit(Pending { record })
                             }
                             Err(e) => {
                                 self.refuse(f.sample, f.source, f.identity, e.to_string(), warnings)
@@ -666,10 +710,51 @@ impl Service {
 mod tests {
     use super::*;
 
+    /// After a restart the screen holds the last sample's totals over its
+    /// counted frames (a refused one adds nothing), matched by class name;
+    /// a class the old records did not count starts at zero.
     #[test]
-    fn classes_map_to_report_slots_by_name() {
-        let classes = ["cyst", "worm", "debris"].map(String::from);
-        assert_eq!(report_slots(&classes), [Some(2), Some(0), None]);
+    fn a_restart_restores_the_samples_running_totals() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path()).unwrap();
+        let rec = |sample: &str, counts: Vec<u32>, error: Option<&str>| Record {
+            time_ms: 1,
+            sample: sample.into(),
+            source: "f".into(),
+            classes: ["worm", "egg", "cyst"].map(String::from).to_vec(),
+            counts,
+            frame_ms: 40,
+            model: "m".into(),
+            warnings: 0,
+            error: error.map(String::from),
+            identity: None,
+        };
+        j.append(&rec("a", vec![9, 9, 9], None)).unwrap();
+        j.append(&rec("b", vec![1, 2, 0], None)).unwrap();
+        j.append(&rec("b", vec![0, 0, 0], Some("unreadable")))
+            .unwrap();
+        j.append(&rec("b", vec![3, 0, 1], None)).unwrap();
+        let mut screen = Screen {
+            sample: String::new(),
+            frames: 0,
+            counts: ["egg", "worm", "juvenile"]
+                .iter()
+                .map(|c| ClassRow::new(c))
+                .collect(),
+            frame_ms: 0,
+            model: "m".into(),
+            link: LinkState::Off,
+            warnings: 0,
+        };
+        restore(&mut screen, &mut j).unwrap();
+        assert_eq!(screen.sample, "b");
+        assert_eq!(screen.frames, 2);
+        let rows: Vec<(&str, u32, u32)> = screen
+            .counts
+            .iter()
+            .map(|r| (r.class.as_str(), r.total, r.frame))
+            .collect();
+        assert_eq!(rows, [("egg", 2, 0), ("worm", 4, 3), ("juvenile", 0, 0)]);
     }
 
     #[test]

@@ -77,8 +77,18 @@ fn shipped_worm_model_on_held_out_wells() {
     }
     let (d, e) = (dsum / val.len() as f64, esum / val.len() as f64);
     eprintln!("held-out wells: mean Dice {d:.3}, worm-count error {e:.2} per well");
-    // measured: 0.856 and 0.33 (docs/edge.md); the trainer's tract score
-    // of the same bundle is 0.856, so the edge path loses nothing
+    // measured: 0.856 and 0.33 (docs/edge.md)
     assert!(d > 0.83, "Dice {d}");
     assert!(e <= 1.0, "count error {e}");
+    // The scores the signed manifest carries are this count's (the
+    // trainer scores its export with the unit's `count_frame`).
+    let signed = |k: &str| model.manifest.metrics[k];
+    assert!(
+        (signed("val_dice_worm") - d).abs() < 1e-9,
+        "manifest vs count: Dice"
+    );
+    assert!(
+        (signed("val_count_mae") - e).abs() < 1e-9,
+        "manifest vs count: error"
+    );
 }

@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use nemascope_edge::journal::{Journal, Record};
-use nemascope_edge::link::{HostLink, UnitLink};
 use nemascope_edge::link::protocol::Message;
+use nemascope_edge::link::{HostLink, UnitLink};
 use serialport::{SerialPort, TTYPort};
 
 fn record(i: u32) -> Record {
@@ -18,7 +18,8 @@ fn record(i: u32) -> Record {
         time_ms: 1_764_000_000_000 + i as u64,
         sample: format!("plot-{}", i / 10),
         source: format!("f{i}.png"),
-        counts: [i, i % 4, i % 2],
+        classes: ["worm", "egg", "cyst"].map(String::from).to_vec(),
+        counts: vec![i, i % 4, i % 2],
         frame_ms: 55,
         model: "test".into(),
         warnings: 0,
@@ -113,7 +114,7 @@ fn reports_arrive_once_through_garbage_drops_and_resends() {
         seq: 11,
         time_ms: 0,
         sample: Default::default(),
-        counts: [0; 3],
+        counts: Default::default(),
         frame_ms: 0,
         warnings: 0,
     }

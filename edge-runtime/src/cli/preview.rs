@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::config::PanelKind;
-use crate::screen::{LinkState, Screen};
 use crate::report::check_free;
+use crate::screen::{ClassRow, LinkState, Screen};
 
 /// The `preview` command's options: what the screen shows.
 #[derive(clap::Args)]
@@ -24,8 +24,15 @@ pub struct PreviewArgs {
     pub sample: String,
     #[arg(long, default_value = "worm,egg,cyst")]
     pub classes: String,
+    /// The sample's running totals, one per class.
     #[arg(long, default_value = "12,3,0")]
     pub counts: String,
+    /// The last frame's counts, one per class.
+    #[arg(long, default_value = "2,1,0")]
+    pub frame_counts: String,
+    /// Frames of the sample counted so far.
+    #[arg(long, default_value_t = 4)]
+    pub frames: u32,
     #[arg(long, default_value_t = 51)]
     pub frame_ms: u32,
     #[arg(long, default_value = "bbbc010-worm-student")]
@@ -43,14 +50,21 @@ pub struct PreviewArgs {
 /// Renders the screen the options describe.
 pub fn preview(a: PreviewArgs) -> anyhow::Result<()> {
     let classes: Vec<&str> = a.classes.split(',').map(str::trim).collect();
-    let counts = a
-        .counts
-        .split(',')
-        .map(|c| c.trim().parse::<u32>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| anyhow::anyhow!("--counts {}: expected numbers like 12,3,0", a.counts))?;
-    if counts.len() != classes.len() {
-        bail!("{} classes but {} counts", classes.len(), counts.len());
+    let numbers = |opt: &str, text: &str| {
+        text.split(',')
+            .map(|c| c.trim().parse::<u32>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| anyhow::anyhow!("--{opt} {text}: expected numbers like 12,3,0"))
+    };
+    let counts = numbers("counts", &a.counts)?;
+    let frame_counts = numbers("frame-counts", &a.frame_counts)?;
+    if counts.len() != classes.len() || frame_counts.len() != classes.len() {
+        bail!(
+            "{} classes but {} counts and {} frame counts",
+            classes.len(),
+            counts.len(),
+            frame_counts.len()
+        );
     }
     let link = match a.link.as_str() {
         "up" => LinkState::Up,
@@ -67,7 +81,16 @@ pub fn preview(a: PreviewArgs) -> anyhow::Result<()> {
     check_free(&a.out, a.overwrite)?;
     let screen = Screen {
         sample: a.sample,
-        counts: classes.iter().map(|c| c.to_string()).zip(counts).collect(),
+        frames: a.frames,
+        counts: classes
+            .iter()
+            .zip(counts.iter().zip(&frame_counts))
+            .map(|(c, (&total, &frame))| ClassRow {
+                class: c.to_string(),
+                total,
+                frame,
+            })
+            .collect(),
         frame_ms: a.frame_ms,
         model: a.model,
         link,

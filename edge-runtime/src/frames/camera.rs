@@ -13,8 +13,8 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
-use crate::journal::now_ms;
 use crate::frames::{Frame, FrameSource, Next, Pacer};
+use crate::journal::now_ms;
 
 /// Buffers the driver fills; all are drained before a frame is used, so
 /// the frame counted is the newest, not one queued seconds ago.

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::now_ms;
-use crate::link::HostLink;
 use crate::link::protocol::Message;
 use crate::link::serial::Port;
+use crate::link::HostLink;
 
 /// One stored report: the unit's record and when the host got it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,12 +24,39 @@ pub struct StoredReport {
     pub seq: u64,
     pub time_ms: u64,
     pub sample: String,
-    pub worms: u32,
-    pub eggs: u32,
-    pub cysts: u32,
+    /// Each class the unit's model counts, with its count, in its order.
+    pub counts: Vec<ClassCount>,
     pub frame_ms: u32,
     pub warnings: u8,
     pub received_ms: u64,
+}
+
+/// One class's count in a stored report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassCount {
+    pub class: String,
+    pub count: u32,
+}
+
+impl StoredReport {
+    /// The count of `class` (0 when the unit's model does not count it).
+    pub fn count(&self, class: &str) -> u32 {
+        self.counts
+            .iter()
+            .find(|c| c.class == class)
+            .map_or(0, |c| c.count)
+    }
+}
+
+/// What any line of a report file holds, whatever version wrote it
+/// (version 1 wrote `worms`, `eggs` and `cysts` fields): enough to resume.
+#[derive(Deserialize)]
+struct Line {
+    seq: u64,
+    #[allow(dead_code)]
+    time_ms: u64,
+    #[allow(dead_code)]
+    sample: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +112,7 @@ impl ReportStore {
                 line: i + 1,
                 msg,
             };
-            let r: StoredReport =
-                serde_json::from_slice(line).map_err(|e| foreign(e.to_string()))?;
+            let r: Line = serde_json::from_slice(line).map_err(|e| foreign(e.to_string()))?;
             if r.seq != stored + 1 {
                 return Err(foreign(format!("sequence {} after {stored}", r.seq)));
             }
@@ -123,9 +149,13 @@ impl ReportStore {
             seq: *seq,
             time_ms: *time_ms,
             sample: sample.to_string(),
-            worms: counts[0],
-            eggs: counts[1],
-            cysts: counts[2],
+            counts: counts
+                .iter()
+                .map(|(c, n)| ClassCount {
+                    class: c.to_string(),
+                    count: *n,
+                })
+                .collect(),
             frame_ms: *frame_ms,
             warnings: *warnings,
             received_ms,
@@ -182,6 +212,7 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
     let mut host = HostLink::new(store.stored);
     let mut port = Port::new(&o.port, o.baud, o.reopen);
     let mut last_status = None;
+    let mut told_version = None;
     loop {
         if o.until.is_some_and(|u| host.stored >= u) {
             return Ok(());
@@ -213,14 +244,17 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
             Ok(r) => {
                 // Stored already: a closed stdout must not stop the ack.
                 use std::io::Write as _;
+                let counts: Vec<String> = r
+                    .counts
+                    .iter()
+                    .map(|c| format!("{} {}", c.class, c.count))
+                    .collect();
                 let _ = writeln!(
                     std::io::stdout(),
-                    "#{} {} worms {} eggs {} cysts {} ({} ms)",
+                    "#{} {} {} ({} ms)",
                     r.seq,
                     r.sample,
-                    r.worms,
-                    r.eggs,
-                    r.cysts,
+                    counts.join(" "),
                     r.frame_ms
                 );
                 true
@@ -231,6 +265,16 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
                 false
             }
         });
+        if host.decoder.peer_version != told_version {
+            told_version = host.decoder.peer_version;
+            if let Some(v) = told_version {
+                crate::say!(
+                    "{}: {}; nothing is stored until both speak the same",
+                    o.port.display(),
+                    crate::link::protocol::FrameError::Version(v)
+                );
+            }
+        }
         if let Some(e) = failure {
             crate::say!("{e}; report not acknowledged");
             std::thread::sleep(Duration::from_millis(500));
@@ -259,14 +303,14 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::protocol::name;
+    use crate::link::protocol::{class_counts, name};
 
     fn report(seq: u64) -> Message {
         Message::Report {
             seq,
             time_ms: 1_764_000_000_000 + seq,
             sample: name("plot-1"),
-            counts: [seq as u32, 1, 0],
+            counts: class_counts([("worm", seq as u32), ("egg", 1), ("cyst", 0)]),
             frame_ms: 50,
             warnings: 0,
         }
@@ -296,7 +340,24 @@ mod tests {
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
         assert_eq!(lines.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(lines[2].worms, 3);
+        assert_eq!(lines[2].count("worm"), 3);
+    }
+
+    #[test]
+    fn a_file_version_1_wrote_is_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("reports.jsonl");
+        let old = r#"{"seq":1,"time_ms":5,"sample":"s","worms":1,"eggs":2,"cysts":3,"frame_ms":9,"warnings":0,"received_ms":6}"#;
+        std::fs::write(&p, format!("{old}\n")).unwrap();
+        let mut s = ReportStore::open(&p).unwrap();
+        assert_eq!(s.stored, 1);
+        s.append(&report(2), 7).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with(old), "{text}");
+        assert!(
+            text.contains(r#""counts":[{"class":"worm","count":2}"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::journal::{Entry, Journal, JournalError};
-use crate::link::protocol::{name, Decoder, Message};
+use crate::link::protocol::{class_counts, name, Decoder, Message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -68,7 +68,7 @@ fn report(e: &Entry) -> Message {
         seq: e.seq,
         time_ms: e.record.time_ms,
         sample: name(&e.record.sample),
-        counts: e.record.counts,
+        counts: class_counts(e.record.class_counts()),
         frame_ms: e.record.frame_ms,
         warnings: e.record.warnings,
     }
@@ -297,7 +297,8 @@ mod tests {
                 time_ms: i as u64,
                 sample: "s".into(),
                 source: format!("f{i}"),
-                counts: [i, 0, 0],
+                classes: vec!["worm".into()],
+                counts: vec![i],
                 frame_ms: 1,
                 model: "m".into(),
                 warnings: 0,

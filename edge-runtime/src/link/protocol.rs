@@ -1,4 +1,4 @@
-//! The serial protocol between a unit and the lab's host, version 1.
+//! The serial protocol between a unit and the lab's host, version 2.
 //!
 //! Every message is one frame: `COBS(body) 0x00`, where
 //! `body = version (1) | kind | payload | CRC-32 (LE) of everything before`.
@@ -11,13 +11,19 @@
 //! Messages:
 //! - unit → host: `Report` (one journal record), `Heartbeat`, `Status`;
 //! - host → unit: `Ack`/`Nack` of a report, `GetStatus`, `ResendFrom`.
+//!
+//! Version 2 reports carry each class's name with its count (a model may
+//! count any classes, up to [`MAX_CLASSES`]); version 1 carried worms,
+//! eggs and cysts only. A frame of another version is refused as a whole
+//! and remembered ([`Decoder::peer_version`]) so each end can say which
+//! side to update, never read as garbage.
 
 use heapless::{String, Vec};
 
 /// Protocol version carried in every frame.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Longest body (version to CRC) a frame may carry.
-pub const MAX_BODY: usize = 128;
+pub const MAX_BODY: usize = 256;
 /// Longest frame on the wire: COBS overhead and the 0x00 delimiter.
 pub const MAX_WIRE: usize = MAX_BODY + MAX_BODY / 254 + 2;
 /// Longest sample id or model name.
@@ -27,9 +33,23 @@ pub const MAX_NAME: usize = 32;
 /// character boundary.
 pub type Name = String<MAX_NAME>;
 
+/// Most classes a report carries.
+pub const MAX_CLASSES: usize = 8;
+/// Longest class name on the wire.
+pub const MAX_CLASS_NAME: usize = 16;
+
+/// A class name as the wire carries it.
+pub type ClassName = String<MAX_CLASS_NAME>;
+/// Each class's name and count, in the model's order.
+pub type ClassCounts = Vec<(ClassName, u32), MAX_CLASSES>;
+
 /// Makes a [`Name`] from any string, cutting what does not fit.
 pub fn name(s: &str) -> Name {
-    let mut n = Name::new();
+    cut(s)
+}
+
+fn cut<const N: usize>(s: &str) -> String<N> {
+    let mut n = String::new();
     for ch in s.chars() {
         if n.push(ch).is_err() {
             break;
@@ -38,7 +58,39 @@ pub fn name(s: &str) -> Name {
     n
 }
 
+/// Why a model's classes cannot be reported over the link.
+pub fn check_classes(classes: &[std::string::String]) -> Result<(), std::string::String> {
+    if classes.len() > MAX_CLASSES {
+        return Err(format!(
+            "{} classes; the serial protocol reports at most {MAX_CLASSES}",
+            classes.len()
+        ));
+    }
+    match classes.iter().find(|c| c.len() > MAX_CLASS_NAME) {
+        Some(c) => Err(format!(
+            "class name `{c}` is longer than the serial protocol's {MAX_CLASS_NAME} bytes"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A report's class counts from a journal record's (names cut and classes
+/// beyond [`MAX_CLASSES`] left out: a unit refuses such models up front,
+/// [`check_classes`]).
+pub fn class_counts<'a>(pairs: impl IntoIterator<Item = (&'a str, u32)>) -> ClassCounts {
+    let mut v = ClassCounts::new();
+    for (c, n) in pairs {
+        if v.push((cut(c), n)).is_err() {
+            break;
+        }
+    }
+    v
+}
+
 /// One message.
+// A report holds its class counts inline (about 200 bytes): boxing them
+// would put an allocation on the path this module keeps free of them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// One counted frame, as journaled.
@@ -47,8 +99,8 @@ pub enum Message {
         /// Milliseconds since the Unix epoch when the frame was counted.
         time_ms: u64,
         sample: Name,
-        /// Worms, eggs, cysts.
-        counts: [u32; 3],
+        /// Each class's name and count, in the model's order.
+        counts: ClassCounts,
         /// Decode-to-counts time.
         frame_ms: u32,
         /// Bit flags of warnings (see [`warn`]).
@@ -110,7 +162,7 @@ pub enum FrameError {
     Cobs,
     #[error("CRC mismatch")]
     Crc,
-    #[error("protocol version {0}, expected {VERSION}")]
+    #[error("the other end speaks serial protocol version {0}, this end version {VERSION}: update the older one")]
     Version(u8),
     #[error("unknown message kind {0}")]
     Kind(u8),
@@ -118,6 +170,8 @@ pub enum FrameError {
     Length,
     #[error("name is not UTF-8 or too long")]
     Name,
+    #[error("more than {MAX_CLASSES} classes")]
+    Classes,
 }
 
 const REPORT: u8 = 1;
@@ -137,7 +191,7 @@ fn put(b: &mut Body, bytes: &[u8]) {
         .expect("message bodies fit MAX_BODY");
 }
 
-fn put_name(b: &mut Body, n: &Name) {
+fn put_name(b: &mut Body, n: &str) {
     put(b, &[n.len() as u8]);
     put(b, n.as_bytes());
 }
@@ -171,8 +225,10 @@ impl Message {
                 put(&mut b, &seq.to_le_bytes());
                 put(&mut b, &time_ms.to_le_bytes());
                 put_name(&mut b, sample);
-                for c in counts {
-                    put(&mut b, &c.to_le_bytes());
+                put(&mut b, &[counts.len() as u8]);
+                for (c, n) in counts {
+                    put_name(&mut b, c);
+                    put(&mut b, &n.to_le_bytes());
                 }
                 put(&mut b, &frame_ms.to_le_bytes());
                 put(&mut b, &[*warnings]);
@@ -229,7 +285,18 @@ impl Message {
                 seq: r.u64()?,
                 time_ms: r.u64()?,
                 sample: r.name()?,
-                counts: [r.u32()?, r.u32()?, r.u32()?],
+                counts: {
+                    let n = r.u8()? as usize;
+                    if n > MAX_CLASSES {
+                        return Err(FrameError::Classes);
+                    }
+                    let mut v = ClassCounts::new();
+                    for _ in 0..n {
+                        let c = r.short_name::<MAX_CLASS_NAME>()?;
+                        v.push((c, r.u32()?)).map_err(|_| FrameError::Classes)?;
+                    }
+                    v
+                },
                 frame_ms: r.u32()?,
                 warnings: r.u8()?,
             },
@@ -281,14 +348,17 @@ impl Reader<'_> {
         Ok(u64::from_le_bytes(self.take()?))
     }
     fn name(&mut self) -> Result<Name, FrameError> {
+        self.short_name::<MAX_NAME>()
+    }
+    fn short_name<const N: usize>(&mut self) -> Result<String<N>, FrameError> {
         let n = self.u8()? as usize;
-        if n > MAX_NAME || self.0.len() < n {
+        if n > N || self.0.len() < n {
             return Err(FrameError::Name);
         }
         let (s, rest) = self.0.split_at(n);
         self.0 = rest;
         let s = core::str::from_utf8(s).map_err(|_| FrameError::Name)?;
-        Name::try_from(s).map_err(|_| FrameError::Name)
+        String::try_from(s).map_err(|_| FrameError::Name)
     }
 }
 
@@ -302,6 +372,9 @@ pub struct Decoder {
     overflow: bool,
     pub malformed: u32,
     pub last_error: Option<FrameError>,
+    /// The version of the last frame refused for speaking another one:
+    /// the peer is older or newer, and one side needs updating.
+    pub peer_version: Option<u8>,
 }
 
 impl Decoder {
@@ -336,6 +409,9 @@ impl Decoder {
             Err(e) => {
                 self.malformed = self.malformed.saturating_add(1);
                 self.last_error = Some(e);
+                if let FrameError::Version(v) = e {
+                    self.peer_version = Some(v);
+                }
                 None
             }
         }
@@ -362,7 +438,10 @@ mod tests {
                 time_ms: 1_764_000_000_000,
                 // Longest name, with multi-byte characters.
                 sample: name("échantillon-2026-11-26-ß-0000000042"),
-                counts: [u32::MAX, 0, 7],
+                // The most classes, each name the longest.
+                counts: class_counts(
+                    (0..MAX_CLASSES as u32).map(|i| ("ß".repeat(8).leak() as &str, u32::MAX - i)),
+                ),
                 frame_ms: 118,
                 warnings: warn::FRAME_QUALITY | warn::BACKLOG,
             },
@@ -442,10 +521,61 @@ mod tests {
         assert_eq!(d.malformed, 3);
     }
 
+    /// A version 1 report, byte for byte as a unit before classes were
+    /// named sent it: refused as a whole, and the decoder says which
+    /// version the peer speaks.
+    #[test]
+    fn a_version_1_peer_is_refused_and_named() {
+        let mut body = std::vec![1u8, REPORT];
+        body.extend_from_slice(&7u64.to_le_bytes());
+        body.extend_from_slice(&1_764_000_000_000u64.to_le_bytes());
+        body.extend_from_slice(&[6]);
+        body.extend_from_slice(b"plot-1");
+        for c in [3u32, 1, 0, 50] {
+            body.extend_from_slice(&c.to_le_bytes());
+        }
+        body.push(0);
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        let mut wire = std::vec![0u8; body.len() + 4];
+        let n = cobs::encode(&body, &mut wire);
+        wire.truncate(n);
+        wire.push(0);
+        let mut d = Decoder::new();
+        let mut got = std::vec::Vec::new();
+        d.feed(&wire, |m| got.push(m));
+        assert!(got.is_empty());
+        assert_eq!(d.peer_version, Some(1));
+        let e = d.last_error.unwrap().to_string();
+        assert!(e.contains("version 1") && e.contains("version 2"), "{e}");
+    }
+
+    #[test]
+    fn class_lists_that_do_not_fit_are_named() {
+        let c = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<std::vec::Vec<_>>()
+        };
+        assert!(check_classes(&c(&["worm", "egg", "cyst", "juvenile"])).is_ok());
+        let e = check_classes(&c(&["a"; 9])).unwrap_err();
+        assert!(e.contains("at most 8"), "{e}");
+        let e = check_classes(&c(&["a-very-long-class-name"])).unwrap_err();
+        assert!(e.contains("16 bytes"), "{e}");
+        // Too many classes on the wire is a malformed frame.
+        let mut body = std::vec![VERSION, REPORT];
+        body.extend_from_slice(&[0; 16]);
+        body.extend_from_slice(&[0, 9]);
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(Message::parse(&body), Err(FrameError::Classes));
+    }
+
     #[test]
     fn other_versions_and_kinds_are_refused() {
         for (version, kind, want) in [
-            (2, ACK, FrameError::Version(2)),
+            (1, ACK, FrameError::Version(1)),
+            (3, ACK, FrameError::Version(3)),
             (VERSION, 99, FrameError::Kind(99)),
         ] {
             let mut body = std::vec![version, kind];

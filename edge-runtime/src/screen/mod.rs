@@ -28,12 +28,37 @@ pub enum LinkState {
     Off,
 }
 
+/// One class's line on the screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassRow {
+    pub class: String,
+    /// The sample's running total: what a technician reads off a slide
+    /// counted over many frames.
+    pub total: u32,
+    /// The last frame's count, shown beside it.
+    pub frame: u32,
+}
+
+impl ClassRow {
+    /// A class with nothing counted yet.
+    pub fn new(class: &str) -> Self {
+        ClassRow {
+            class: class.to_string(),
+            total: 0,
+            frame: 0,
+        }
+    }
+}
+
 /// Everything on the screen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Screen {
     pub sample: String,
-    /// Class name and count, in the model's order (up to three shown).
-    pub counts: Vec<(String, u32)>,
+    /// Frames of the sample counted so far.
+    pub frames: u32,
+    /// One line per class, in the model's order (up to four on the colour
+    /// panel, five on the monochrome one; more are named as left out).
+    pub counts: Vec<ClassRow>,
     pub frame_ms: u32,
     pub model: String,
     pub link: LinkState,
@@ -68,18 +93,23 @@ fn fit(s: &str, n: usize) -> String {
 }
 
 /// Class colours on the colour panel: the overlays' (worm red, egg yellow,
-/// cyst cyan).
-const CLASS_COLOURS: [Rgb565; 3] = [
+/// cyst cyan), then magenta for a fourth class.
+const CLASS_COLOURS: [Rgb565; 4] = [
     Rgb565::new(31, 12, 6),
     Rgb565::new(31, 55, 0),
     Rgb565::new(0, 55, 31),
+    Rgb565::new(31, 20, 31),
 ];
+
+/// Largest count four seven-segment digits show.
+const MAX_DIGITS_COUNT: u32 = 9999;
 
 /// Segments a–g of the digits 0–9 (bit 0 = a, top; clockwise; g middle).
 const SEGMENTS: [u8; 10] = [0x3f, 0x06, 0x5b, 0x4f, 0x66, 0x6d, 0x7d, 0x07, 0x7f, 0x6f];
 
 /// Draws `n` as seven-segment digits `w × h` with stroke `t`, right edge at
-/// `right`, top at `top`. Numbers above 9999 show as 9999.
+/// `right`, top at `top`. A number above [`MAX_DIGITS_COUNT`] shows as four
+/// dashes, never as a wrong number; the caller names it ("> 9999").
 fn draw_number<D: DrawTarget>(
     d: &mut D,
     n: u32,
@@ -88,12 +118,18 @@ fn draw_number<D: DrawTarget>(
     (w, h, t): (i32, i32, i32),
     colour: D::Color,
 ) -> Result<(), D::Error> {
-    let text = n.min(9999).to_string();
+    let over = n > MAX_DIGITS_COUNT;
+    let text = if over {
+        "----".to_string()
+    } else {
+        n.to_string()
+    };
     let style = PrimitiveStyle::with_fill(colour);
     let gap = t;
     for (i, ch) in text.chars().rev().enumerate() {
         let x = right - (i as i32 + 1) * (w + gap) + gap;
-        let seg = SEGMENTS[ch.to_digit(10).unwrap_or(0) as usize];
+        // segment g alone is a dash
+        let seg = ch.to_digit(10).map_or(0x40, |v| SEGMENTS[v as usize]);
         let half = h / 2;
         let rects = [
             (x, top, w, t),                       // a
@@ -134,23 +170,54 @@ pub fn draw_color<D: DrawTarget<Color = Rgb565>>(s: &Screen, d: &mut D) -> Resul
     Text::with_alignment(&label, Point::new(224, 12), small, Alignment::Right).draw(d)?;
     // sample
     Text::new(&fit(&s.sample, 23), Point::new(4, 40), text).draw(d)?;
-    // one row per class: name, big count
-    for (i, (name, n)) in s.counts.iter().take(3).enumerate() {
-        let top = 56 + i as i32 * 76;
+    // one row per class: name, this frame's count, the sample's total big
+    let shown = s.counts.len().min(CLASS_COLOURS.len());
+    let (row, digits) = if shown <= 3 {
+        (76, (26, 58, 6))
+    } else {
+        (58, (18, 40, 5))
+    };
+    for (i, c) in s.counts.iter().take(shown).enumerate() {
+        let top = 56 + i as i32 * row;
         let colour = CLASS_COLOURS[i];
+        let label = MonoTextStyle::new(&FONT_6X10, colour);
         Text::new(
-            &fit(&name.to_uppercase(), 8),
-            Point::new(4, top + 36),
+            &fit(&c.class.to_uppercase(), 8),
+            Point::new(4, top + row / 2 - 2),
             MonoTextStyle::new(&FONT_10X20, colour),
         )
         .draw(d)?;
-        draw_number(d, *n, 236, top + 6, (26, 58, 6), colour)?;
+        Text::new(
+            &format!("+{} frame", c.frame),
+            Point::new(4, top + row / 2 + 14),
+            label,
+        )
+        .draw(d)?;
+        if c.total > MAX_DIGITS_COUNT {
+            Text::new(
+                &format!("> {MAX_DIGITS_COUNT}"),
+                Point::new(4, top + row / 2 + 26),
+                label,
+            )
+            .draw(d)?;
+        }
+        draw_number(d, c.total, 236, top + 6, digits, colour)?;
     }
-    // bottom: frame time, warnings on a red band
+    // bottom: frames of the sample, frame time, classes left out; warnings
+    // on a red band
     let words = warning_words(s.warnings);
     if words.is_empty() {
+        let more = s.counts.len() - shown;
+        let tail = if more > 0 {
+            format!(", {more} more classes")
+        } else {
+            String::new()
+        };
         Text::new(
-            &format!("frame {} ms", s.frame_ms),
+            &fit(
+                &format!("{} frames, last {} ms{tail}", s.frames, s.frame_ms),
+                39,
+            ),
             Point::new(4, 312),
             small,
         )
@@ -198,17 +265,24 @@ pub fn draw_mono<D: DrawTarget<Color = BinaryColor>>(
     let small = MonoTextStyle::new(&FONT_6X10, fg);
     Text::new(&head, Point::new(1, 8), small).draw(d)?;
     Text::with_alignment(link, Point::new(127, 8), small, Alignment::Right).draw(d)?;
-    let bold = MonoTextStyle::new(&FONT_9X15_BOLD, BinaryColor::On);
-    for (i, (name, n)) in s.counts.iter().take(3).enumerate() {
-        let y = 25 + i as i32 * 18;
-        Text::new(&fit(name, 7), Point::new(1, y), bold).draw(d)?;
-        Text::with_alignment(
-            &(*n).min(99_999).to_string(),
-            Point::new(127, y),
-            bold,
-            Alignment::Right,
-        )
-        .draw(d)?;
+    // Three classes in bold; more in the small font, five at most.
+    let (font, step, first, rows) = if s.counts.len() <= 3 {
+        (&FONT_9X15_BOLD, 18, 25, 3)
+    } else {
+        (&FONT_6X10, 10, 20, 5)
+    };
+    let big = MonoTextStyle::new(font, BinaryColor::On);
+    let note = MonoTextStyle::new(&FONT_6X10, BinaryColor::On);
+    for (i, c) in s.counts.iter().take(rows).enumerate() {
+        let y = first + i as i32 * step;
+        Text::new(&fit(&c.class, 5), Point::new(1, y), big).draw(d)?;
+        Text::new(&format!("+{}", c.frame.min(9999)), Point::new(50, y), note).draw(d)?;
+        let total = if c.total > 99_999 {
+            ">99999".to_string()
+        } else {
+            c.total.to_string()
+        };
+        Text::with_alignment(&total, Point::new(127, y), big, Alignment::Right).draw(d)?;
     }
     Ok(())
 }
@@ -298,7 +372,14 @@ mod tests {
     fn screen() -> Screen {
         Screen {
             sample: "plot-7 / extraction 2".into(),
-            counts: vec![("worm".into(), 12), ("egg".into(), 3), ("cyst".into(), 0)],
+            frames: 4,
+            counts: [("worm", 12, 2), ("egg", 3, 1), ("cyst", 0, 0)]
+                .map(|(c, total, frame)| ClassRow {
+                    class: c.into(),
+                    total,
+                    frame,
+                })
+                .to_vec(),
             frame_ms: 51,
             model: "bbbc010-worm-student".into(),
             link: LinkState::Up,
@@ -337,7 +418,7 @@ mod tests {
     fn colour_screen_shows_each_class_in_its_colour() {
         let mut b = Rgb565Buffer::new(240, 320);
         draw_color(&screen(), &mut b).unwrap();
-        for (i, c) in CLASS_COLOURS.iter().enumerate() {
+        for (i, c) in CLASS_COLOURS.iter().take(3).enumerate() {
             let top = 56 + i as u32 * 76;
             // the big count on the right of the class's row
             assert!(lit(&b, (150, top, 240, top + 70), *c) > 300, "class {i}");
@@ -351,6 +432,37 @@ mod tests {
         assert!(lit(&b, (0, 290, 240, 320), Rgb565::RED) > 4000);
         assert!(lit(&b, (226, 2, 240, 16), Rgb565::RED) > 20, "link dot");
         assert_eq!(b.to_fb_bytes().len(), 240 * 320 * 2);
+    }
+
+    /// A fourth class gets a row in its own colour; a total too large for
+    /// the digits is dashes and named, never a wrong number.
+    #[test]
+    fn four_classes_and_totals_over_the_digits() {
+        let mut s = screen();
+        s.counts.push(ClassRow {
+            class: "juvenile".into(),
+            total: 123_456,
+            frame: 7,
+        });
+        let mut b = Rgb565Buffer::new(240, 320);
+        draw_color(&s, &mut b).unwrap();
+        for (i, c) in CLASS_COLOURS.iter().enumerate() {
+            let top = 56 + i as u32 * 58;
+            assert!(lit(&b, (150, top, 240, top + 52), *c) > 150, "class {i}");
+        }
+        // four dashes: the middle bars lit, the top bars dark
+        let (top, c) = (56 + 3 * 58, CLASS_COLOURS[3]);
+        assert!(lit(&b, (150, top + 6 + 17, 240, top + 6 + 23), c) > 200);
+        assert_eq!(lit(&b, (150, top + 6, 240, top + 11), c), 0);
+        let mut m = MonoBuffer::new(128, 64);
+        draw_mono(&s, &mut m).unwrap();
+        for i in 0..4u32 {
+            let y0 = 11 + i * 10;
+            assert!(
+                (y0..y0 + 10).any(|y| (0..128).any(|x| m.get(x, y).is_on())),
+                "line {i}"
+            );
+        }
     }
 
     #[test]

@@ -360,7 +360,12 @@ mod tests {
     fn screen() -> Screen {
         Screen {
             sample: "plot-7".into(),
-            counts: vec![("worm".into(), 12)],
+            frames: 1,
+            counts: vec![crate::screen::ClassRow {
+                class: "worm".into(),
+                total: 12,
+                frame: 12,
+            }],
             frame_ms: 51,
             model: "m".into(),
             link: LinkState::Up,

@@ -130,9 +130,18 @@ pub fn assert_each_frame_once(
     let mut sources = std::collections::BTreeSet::new();
     for r in &got {
         let e = journal.get(r.seq).unwrap().record;
+        let stored: Vec<(&str, u32)> = r
+            .counts
+            .iter()
+            .map(|c| (c.class.as_str(), c.count))
+            .collect();
         assert_eq!(
-            (e.sample.as_str(), e.counts, e.frame_ms),
-            (r.sample.as_str(), [r.worms, r.eggs, r.cysts], r.frame_ms)
+            (
+                e.sample.as_str(),
+                e.class_counts().collect::<Vec<_>>(),
+                e.frame_ms
+            ),
+            (r.sample.as_str(), stored, r.frame_ms)
         );
         sources.insert(e.source);
     }
