@@ -56,6 +56,53 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// SHA-256 of `bytes`, lower-case hex.
+/// Replaces the folder `dir` with one holding `files`, so that a crash or
+/// power cut leaves the old folder or the whole new one, never half a
+/// bundle: each file is written and fsynced into a temporary sibling,
+/// which is fsynced, renamed over `dir` and its parent fsynced. The one
+/// folder replace the project has (a written bundle, a unit's copy of its
+/// last accepted one).
+pub fn write_folder(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = dir.with_extension("partial");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    for (name, bytes) in files {
+        let p = tmp.join(name);
+        std::fs::File::create(&p)
+            .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+            .map_err(io(&p))?;
+    }
+    let sync_dir = |d: &Path| {
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(io(d))
+    };
+    sync_dir(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io(dir))?;
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Copies the bundle in `from` to `to` ([`write_folder`]), unchecked: the
+/// caller opened `from` already.
+pub fn copy_bundle(from: &Path, to: &Path) -> Result<(), Error> {
+    let mut files = Vec::new();
+    for f in [MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE] {
+        let p = from.join(f);
+        files.push((f, std::fs::read(&p).map_err(io(&p))?));
+    }
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    write_folder(to, &refs)
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -87,28 +134,15 @@ impl Bundle {
         })?;
         let text = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
         let sig = key.sign(&text);
-        // Written into a temporary sibling and renamed, so a crash leaves
-        // no half bundle under the final name.
-        let tmp = dir.with_extension("partial");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        for (name, bytes) in [
-            (MODEL_FILE, model.to_vec()),
-            (MANIFEST_FILE, text),
-            (
-                SIGNATURE_FILE,
-                format!("{}\n", hex::encode(sig.to_bytes())).into_bytes(),
-            ),
-        ] {
-            let p = tmp.join(name);
-            std::fs::write(&p, bytes).map_err(io(&p))?;
-        }
-        if dir.exists() {
-            std::fs::remove_dir(dir).map_err(io(dir))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        let sig = format!("{}\n", hex::encode(sig.to_bytes())).into_bytes();
+        write_folder(
+            dir,
+            &[
+                (MODEL_FILE, model),
+                (MANIFEST_FILE, &text),
+                (SIGNATURE_FILE, &sig),
+            ],
+        )?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
             manifest,

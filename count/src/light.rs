@@ -2,7 +2,7 @@
 //! lens cap or an over-exposed frame is flagged rather than counted as a
 //! slide without nematodes. The same figures standardise the frame.
 
-use nemascope_core::imageio::Luma;
+use nemascope_core::imageio::{moments, Luma};
 
 /// What a frame's light says, before any model looks at it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,38 +67,22 @@ pub fn light_top(storage_bits: Option<u8>, bits: Option<u8>, max: f64) -> f64 {
     }
 }
 
-/// Mean, deviation and saturated fraction of `frame`: two passes over its
-/// rows in f64, the same figures `imageio::standardise` uses, so counting
+/// Mean, deviation and saturated fraction of `frame`: the same two
+/// passes `imageio::standardise` makes ([`moments`]), so counting
 /// standardises with them and reads the frame no third time. `bits` is
 /// the camera's depth if known ([`light_top`]).
 pub fn quality<L: Luma + ?Sized>(frame: &L, bits: Option<u8>) -> Quality {
-    let (w, h) = (frame.width(), frame.height());
-    let mut row = vec![0f32; w];
-    let n = (w * h).max(1) as f64;
-    let (mut sum, mut max) = (0f64, 0f64);
-    for y in 0..h {
-        frame.row_into(y, &mut row);
-        for &v in &row {
-            sum += v as f64;
-            max = max.max(v as f64);
-        }
-    }
-    let mean = sum / n;
-    let top = light_top(frame.storage_bits(), bits, max);
-    let at_top = (0.995 * top) as f32;
-    let (mut ss, mut sat) = (0f64, 0usize);
-    for y in 0..h {
-        frame.row_into(y, &mut row);
-        for &v in &row {
-            ss += (v as f64 - mean).powi(2);
-            sat += (v >= at_top) as usize;
-        }
-    }
+    let mut top = 1.0;
+    let m = moments(frame, |max| {
+        top = light_top(frame.storage_bits(), bits, max);
+        (0.995 * top) as f32
+    });
+    let n = (frame.width() * frame.height()).max(1) as f64;
     Quality {
-        mean,
-        std: (ss / n).sqrt(),
+        mean: m.mean,
+        std: m.std,
         top,
-        saturated: (sat as f64 / n) as f32,
+        saturated: (m.at_or_above as f64 / n) as f32,
     }
 }
 

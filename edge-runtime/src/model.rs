@@ -110,18 +110,7 @@ impl ModelWatch {
         if same {
             return;
         }
-        let tmp = self.keep.with_extension("partial");
-        let copy = || -> std::io::Result<()> {
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp)?;
-            for f in BUNDLE_FILES {
-                std::fs::copy(self.dir.join(f), tmp.join(f))?;
-                std::fs::File::open(tmp.join(f))?.sync_all()?;
-            }
-            let _ = std::fs::remove_dir_all(&self.keep);
-            std::fs::rename(&tmp, &self.keep)
-        };
-        if let Err(e) = copy() {
+        if let Err(e) = nemascope_bundle::copy_bundle(&self.dir, &self.keep) {
             crate::say!(
                 "model: could not keep a copy in {}: {e} (counting goes on)",
                 self.keep.display()

@@ -220,7 +220,7 @@ pub fn check_outputs(
             .write(true)
             .create_new(true)
             .open(&probe)
-            .map_err(|e| Error::Invalid(format!("{}: cannot write there ({e})", d.display())))?;
+            .map_err(|e| Error::io(&d, e))?;
         let _ = std::fs::remove_file(&probe);
     }
     Ok(())

@@ -546,26 +546,55 @@ impl Service {
         }
     }
 
-    /// Counts at most one frame and services the link.
-    pub fn step(&mut self) -> Result<Step, ServiceError> {
+    /// One turn of the loop: take up a new bundle, serve the link, then
+    /// count (or retry journaling) one frame unless the disk is too full,
+    /// and show the result.
+    pub fn step(&mut self) -> Step {
         let now = Instant::now();
-        if let Some(update) = self.watch.as_mut().and_then(|w| w.poll(now)) {
-            match update {
-                Ok(m) => self.swap_model(m),
-                Err(why) => crate::say!(
-                    "model: the new bundle was refused: {why}; still counting with {}",
-                    self.model.manifest.name
-                ),
-            }
-        }
+        self.poll_model(now);
         if let Some(l) = &mut self.link {
             l.service(&mut self.journal, now);
         }
+        let disk_low = self.disk_low();
+        let mut warnings = if disk_low { warn::DISK } else { 0 };
+        if self.watch.as_ref().is_some_and(|w| w.refused.is_some()) {
+            warnings |= warn::MODEL;
+        }
+        let step = if disk_low {
+            Step::DiskFull
+        } else if let Some(p) = self.pending.take() {
+            self.retry(p, now)
+        } else {
+            self.count_next(warnings)
+        };
+        if self.pending.is_some() {
+            warnings |= warn::DISK;
+        }
+        // The last frame's light stays on the screen until the next frame.
+        warnings |= self.frame_warnings;
+        self.update_link_and_screen(&step, warnings);
+        step
+    }
+
+    /// A bundle that changed on disk: taken up if it passes every check.
+    fn poll_model(&mut self, now: Instant) {
+        match self.watch.as_mut().and_then(|w| w.poll(now)) {
+            Some(Ok(m)) => self.swap_model(m),
+            Some(Err(why)) => crate::say!(
+                "model: the new bundle was refused: {why}; still counting with {}",
+                self.model.manifest.name
+            ),
+            None => {}
+        }
+    }
+
+    /// Whether the journal's disk is under `journal.min_free_mb`; a unit
+    /// that stops counting says why, once, and when it goes on.
+    fn disk_low(&mut self) -> bool {
         let free = free_bytes(&self.journal_dir);
-        let disk_low = free.is_some_and(|f| f < self.min_free);
-        // A unit that stops counting says why, once, and when it goes on.
-        if disk_low != self.disk_low_logged {
-            match free.filter(|_| disk_low) {
+        let low = free.is_some_and(|f| f < self.min_free);
+        if low != self.disk_low_logged {
+            match free.filter(|_| low) {
                 Some(f) => crate::say!(
                     "journal: {} has {} MiB free, under journal.min_free_mb = {}: nothing is counted until there is room",
                     self.journal_dir.display(),
@@ -574,90 +603,84 @@ impl Service {
                 ),
                 None => crate::say!("journal: room again, counting goes on"),
             }
-            self.disk_low_logged = disk_low;
+            self.disk_low_logged = low;
         }
-        let mut warnings = if disk_low { warn::DISK } else { 0 };
-        if self.watch.as_ref().is_some_and(|w| w.refused.is_some()) {
-            warnings |= warn::MODEL;
-        }
-        let step = if disk_low {
+        low
+    }
+
+    /// A result the journal could not take yet, tried again each second:
+    /// nothing new is counted until it is written.
+    fn retry(&mut self, p: Pending, now: Instant) -> Step {
+        if self
+            .last_retry
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.pending = Some(p);
             Step::DiskFull
         } else {
-            let t0 = Instant::now();
-            if let Some(p) = self.pending.take() {
-                // A result the journal could not take yet: nothing new is
-                // counted until it is written.
-                if self
-                    .last_retry
-                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-                {
-                    self.pending = Some(p);
-                    Step::DiskFull
-                } else {
-                    self.commit(p)
-                }
-            } else {
-                match self.source.next() {
-                    Next::Frame(f) => {
-                        // A frame that makes counting panic is refused like
-                        // one that cannot be read: one file must never put
-                        // the unit in a crash loop.
-                        let counted = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            count_frame(&self.model, &f.pixels, &self.settings)
-                        }))
-                        .unwrap_or_else(|p| Err(panicked(p)));
-                        let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
-                        match counted {
-                            Ok(c) => {
-                                // Shown until the next frame is counted.
-                                self.frame_warnings = match c.quality.problem() {
-                                    Some(p) => {
-                                        crate::say!("{}: {p}", f.source);
-                                        warn::FRAME_QUALITY
-                                    }
-                                    None => 0,
-                                };
-                                let record = Record {
-                                    time_ms: now_ms(),
-                                    sample: f.sample,
-                                    source: f.source,
-                                    classes: self.model.manifest.classes.clone(),
-                                    counts: c
-                                        .counts
-                                        .iter()
-                                        .map(|&n| n.min(u32::MAX as usize) as u32)
-                                        .collect(),
-                                    frame_ms,
-                                    model: self.model.manifest.name.clone(),
-                                    warnings: warnings | self.frame_warnings,
-                                    error: None,
-                                    identity: f.identity,
-                                };
-                                self.commit(Pending { record })
-                            }
-                            Err(e) => {
-                                self.refuse(f.sample, f.source, f.identity, e.to_string(), warnings)
-                            }
-                        }
-                    }
-                    Next::Failed {
-                        source,
-                        sample,
-                        identity,
-                        error,
-                    } => self.refuse(sample, source, identity, error, warnings),
-                    Next::Idle => Step::Idle,
-                    Next::Finished => Step::Finished,
-                }
-            }
-        };
-        if self.pending.is_some() {
-            warnings |= warn::DISK;
+            self.commit(p)
         }
-        // The last frame's light stays on the screen until the next frame.
-        warnings |= self.frame_warnings;
+    }
+
+    /// Counts the source's next frame and journals it (or journals why it
+    /// could not be counted).
+    fn count_next(&mut self, warnings: u8) -> Step {
+        let t0 = Instant::now();
+        let f = match self.source.next() {
+            Next::Frame(f) => f,
+            Next::Failed {
+                source,
+                sample,
+                identity,
+                error,
+            } => return self.refuse(sample, source, identity, error, warnings),
+            Next::Idle => return Step::Idle,
+            Next::Finished => return Step::Finished,
+        };
+        // A frame that makes counting panic is refused like one that
+        // cannot be read: one file must never put the unit in a crash loop.
+        let counted = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            count_frame(&self.model, &f.pixels, &self.settings)
+        }))
+        .unwrap_or_else(|p| Err(panicked(p)));
+        let frame_ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
+        let c = match counted {
+            Ok(c) => c,
+            Err(e) => return self.refuse(f.sample, f.source, f.identity, e.to_string(), warnings),
+        };
+        // Shown until the next frame is counted.
+        self.frame_warnings = match c.quality.problem() {
+            Some(p) => {
+                crate::say!("{}: {p}", f.source);
+                warn::FRAME_QUALITY
+            }
+            None => 0,
+        };
+        let record = Record {
+            time_ms: now_ms(),
+            sample: f.sample,
+            source: f.source,
+            classes: self.model.manifest.classes.clone(),
+            counts: c
+                .counts
+                .iter()
+                .map(|&n| n.min(u32::MAX as usize) as u32)
+                .collect(),
+            frame_ms,
+            model: self.model.manifest.name.clone(),
+            warnings: warnings | self.frame_warnings,
+            error: None,
+            identity: f.identity,
+        };
+        self.commit(Pending { record })
+    }
+
+    /// Sends a new result at once, tells the link the unit's warnings, and
+    /// redraws the screen when something on it changed.
+    fn update_link_and_screen(&mut self, step: &Step, mut warnings: u8) {
+        let fresh = matches!(step, Step::Counted(_) | Step::Refused(_));
         if let Some(l) = &mut self.link {
-            if let Step::Counted(_) | Step::Refused(_) = step {
+            if fresh {
                 // Sent now rather than on the next step.
                 l.service(&mut self.journal, Instant::now());
             }
@@ -670,10 +693,9 @@ impl Service {
         }
         let changed = self.screen.warnings != warnings;
         self.screen.warnings = warnings;
-        if matches!(step, Step::Counted(_) | Step::Refused(_)) || changed {
+        if fresh || changed {
             self.show();
         }
-        Ok(step)
     }
 
     /// Whether every journaled report reached the host (or there is no link).
@@ -683,17 +705,17 @@ impl Service {
 
     /// Runs until the source is used up and, with a link, every report is
     /// acknowledged (`until_done`), or for ever.
-    pub fn run(&mut self, until_done: bool) -> Result<(), ServiceError> {
+    pub fn run(&mut self, until_done: bool) {
         let mut last_link_state = self.screen.link;
         loop {
-            let step = self.step()?;
+            let step = self.step();
             if self.screen.link != last_link_state {
                 last_link_state = self.screen.link;
                 self.show();
             }
             match step {
                 Step::Counted(_) | Step::Refused(_) => {}
-                Step::Finished if until_done && self.all_sent() => return Ok(()),
+                Step::Finished if until_done && self.all_sent() => return,
                 Step::Idle | Step::Finished | Step::DiskFull => {
                     std::thread::sleep(Duration::from_millis(if step == Step::DiskFull {
                         1000

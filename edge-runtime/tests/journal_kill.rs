@@ -55,19 +55,11 @@ fn writer(dir: &std::path::Path) {
     }
 }
 
+mod common;
+
 /// This test binary, under the emulator when the tests run under one.
 fn this_binary() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let runner = std::env::var("NEMASCOPE_TEST_RUNNER").unwrap_or_default();
-    let mut parts = runner.split_whitespace();
-    match parts.next() {
-        Some(prog) => {
-            let mut c = Command::new(prog);
-            c.args(parts).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    }
+    common::under_runner(&std::env::current_exe().unwrap())
 }
 
 fn no_record_is_lost_or_duplicated_across_kills() {

@@ -57,12 +57,72 @@ pub struct ClassSettings {
     pub pooling: Pooling,
 }
 
+/// Which data set layout `data.root` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// The Broad's C. elegans wells with their worm masks.
+    Bbbc010,
+    /// A `labels.csv` layout (docs/data.md).
+    Generic,
+    /// The seeded generator, with exact truth.
+    Synth,
+}
+
+impl DataKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataKind::Bbbc010 => "bbbc010",
+            DataKind::Generic => "generic",
+            DataKind::Synth => "synth",
+        }
+    }
+}
+
+/// What to do with a data set row that cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRows {
+    /// Stop before training, listing every such row.
+    Refuse,
+    /// Train without them, listing them.
+    Skip,
+}
+
+/// Where libtorch trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// How the Dice loss of the refinement (and supervised) phases sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiceKind {
+    /// Per tile and class, then averaged (the paper's form; the default).
+    #[default]
+    PerTile,
+    /// Per class over the batch.
+    Batch,
+}
+
+/// The global pooling of stage 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolingKind {
+    Gap,
+    Gmp,
+    Gwp,
+}
+
 /// Where images come from and how they become training inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// `bbbc010`, `generic` (a `labels.csv` layout) or `synth`.
-    pub kind: String,
+    pub kind: DataKind,
     /// Dataset folder; empty means the BBBC010 default location.
     pub root: PathBuf,
     /// Working size: every image is resized to it (the paper: 512×384).
@@ -87,7 +147,7 @@ pub struct DataConfig {
     /// A row whose image, mask or labels cannot be used: `refuse` stops
     /// before training and lists every such row; `skip` trains without
     /// them, listing them in the log, `state.json` and `results.md`.
-    pub bad_rows: String,
+    pub bad_rows: BadRows,
     /// With `skip`: the most rows (as a fraction of the table) that may
     /// be skipped; more means something larger is wrong (a share not
     /// mounted, the wrong folder), and the run is refused.
@@ -133,7 +193,7 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolingConfig {
-    pub kind: String,
+    pub kind: PoolingKind,
     pub r: f32,
 }
 
@@ -151,14 +211,14 @@ pub struct TrainConfig {
     /// Refinement rounds (stage 3).
     pub rounds: usize,
     /// `cpu` or `cuda`.
-    pub device: String,
+    pub device: DeviceKind,
     /// libtorch threads; 0 keeps libtorch's choice.
     pub threads: i32,
     pub seed: u64,
     /// Dice loss form: `per-tile` (per tile and class, the paper's) or
     /// `batch` (per class over the batch; needed with several classes that
     /// most tiles lack, see `stages::dice_loss`).
-    pub dice: String,
+    pub dice: DiceKind,
     /// Draw each batch so every class has positive regions in it (a
     /// quarter of the slots each with three classes, the rest uniform);
     /// uniform sampling gives ~1 egg tile per batch of 16 on the synthetic
@@ -204,7 +264,7 @@ pub struct AugmentConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
-            kind: "bbbc010".into(),
+            kind: DataKind::Bbbc010,
             root: PathBuf::new(),
             // BBBC010's own size: its worms are ~8 px wide, and at the
             // paper's 512×384 superpixels can no longer follow them.
@@ -217,7 +277,7 @@ impl Default for DataConfig {
             min_pixels: 60,
             synth_frames: 128,
             synth_preset: "classic".into(),
-            bad_rows: "refuse".into(),
+            bad_rows: BadRows::Refuse,
             max_bad_fraction: 0.1,
             um_per_px: 4.0,
             // BBBC010's worms: ~9 px at 4 µm (so its own defaults, unscaled).
@@ -241,7 +301,7 @@ impl Default for ModelConfig {
 impl Default for PoolingConfig {
     fn default() -> Self {
         PoolingConfig {
-            kind: "gwp".into(),
+            kind: PoolingKind::Gwp,
             // The sweep's best on BBBC010 at stage 1 (inside the paper's 5–9).
             r: 9.0,
         }
@@ -260,10 +320,10 @@ impl Default for TrainConfig {
             // Rounds long enough to converge (5-epoch rounds plateaued at 0.839).
             refine_epochs: 8,
             rounds: 3,
-            device: "cpu".into(),
+            device: DeviceKind::Cpu,
             threads: 0,
             seed: 7,
-            dice: "per-tile".into(),
+            dice: DiceKind::PerTile,
             balance: false,
             balance_bce: false,
             pixel_bce: 0.0,
@@ -317,36 +377,12 @@ impl Config {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
-    /// Refuses values that would train nothing or crash later.
-    /// The configured Dice loss form.
-    pub fn dice_kind(&self) -> Result<crate::stages::DiceKind> {
-        use crate::stages::DiceKind;
-        match self.train.dice.as_str() {
-            "per-tile" => Ok(DiceKind::PerTile),
-            "batch" => Ok(DiceKind::Batch),
-            d => Err(Error::Invalid(format!(
-                "train.dice `{d}`: expected per-tile or batch"
-            ))),
-        }
-    }
-
+    /// Refuses values that would train nothing or crash later (names
+    /// that are not one of a setting's values are refused on parsing).
     pub fn validate(&self) -> Result<()> {
-        self.dice_kind()?;
         let bad = |m: String| Err(Error::Invalid(m));
         let d = &self.data;
-        if !["bbbc010", "generic", "synth"].contains(&d.kind.as_str()) {
-            return bad(format!(
-                "data.kind `{}`: expected bbbc010, generic or synth",
-                d.kind
-            ));
-        }
         nemascope_core::synth::SynthConfig::preset(&d.synth_preset, 0, 64, 64, 4.0)?;
-        if !["refuse", "skip"].contains(&d.bad_rows.as_str()) {
-            return bad(format!(
-                "data.bad_rows `{}`: expected refuse or skip",
-                d.bad_rows
-            ));
-        }
         if !(0.0..1.0).contains(&d.max_bad_fraction) {
             return bad(format!(
                 "data.max_bad_fraction {} must be in [0, 1)",
@@ -359,7 +395,7 @@ impl Config {
                 d.object_um
             ));
         }
-        if d.bin == 0 || d.bin > 16 || (d.bin > 1 && d.kind == "synth") {
+        if d.bin == 0 || d.bin > 16 || (d.bin > 1 && d.kind == DataKind::Synth) {
             return bad(format!(
                 "data.bin {} must be in 1..=16 (synthetic frames: set data.um_per_px instead)",
                 d.bin
@@ -410,9 +446,6 @@ impl Config {
         if !(t.lr.is_finite() && t.lr > 0.0) || t.batch == 0 || t.steps_per_epoch == 0 {
             return bad("train.lr, train.batch and train.steps_per_epoch must be > 0".into());
         }
-        if !["cpu", "cuda"].contains(&t.device.as_str()) {
-            return bad(format!("train.device `{}`: expected cpu or cuda", t.device));
-        }
         let v = &self.vote;
         if !(0.0..=1.0).contains(&v.threshold) || !(0.0..=1.0).contains(&v.rate) {
             return bad("vote.threshold and vote.rate must be in 0..=1".into());
@@ -454,9 +487,10 @@ impl Config {
     /// section; checked by [`Config::pooling`] like one read from TOML.
     pub fn pooling_section(name: &str) -> Result<PoolingConfig> {
         let (kind, r) = match name {
-            "gap" | "gmp" => (name, 0.0),
+            "gap" => (PoolingKind::Gap, 0.0),
+            "gmp" => (PoolingKind::Gmp, 0.0),
             _ => (
-                "gwp",
+                PoolingKind::Gwp,
                 name.strip_prefix("gwp")
                     .and_then(|r| r.parse().ok())
                     .ok_or_else(|| {
@@ -464,10 +498,7 @@ impl Config {
                     })?,
             ),
         };
-        let p = PoolingConfig {
-            kind: kind.into(),
-            r,
-        };
+        let p = PoolingConfig { kind, r };
         Config {
             pooling: p.clone(),
             ..Config::default()
@@ -477,18 +508,15 @@ impl Config {
     }
 
     pub fn pooling(&self) -> Result<Pooling> {
-        match self.pooling.kind.as_str() {
-            "gap" => Ok(Pooling::Gap),
-            "gmp" => Ok(Pooling::Gmp),
-            "gwp" if self.pooling.r.is_finite() && self.pooling.r >= 0.0 => {
+        match self.pooling.kind {
+            PoolingKind::Gap => Ok(Pooling::Gap),
+            PoolingKind::Gmp => Ok(Pooling::Gmp),
+            PoolingKind::Gwp if self.pooling.r.is_finite() && self.pooling.r >= 0.0 => {
                 Ok(Pooling::Gwp { r: self.pooling.r })
             }
-            "gwp" => Err(Error::Invalid(format!(
+            PoolingKind::Gwp => Err(Error::Invalid(format!(
                 "pooling.r {} must be ≥ 0",
                 self.pooling.r
-            ))),
-            k => Err(Error::Invalid(format!(
-                "pooling.kind `{k}`: expected gap, gmp or gwp"
             ))),
         }
     }
@@ -707,7 +735,10 @@ object_um = -1.0
     #[test]
     fn sweep_names_parse_to_pooling_sections() {
         assert_eq!(Config::pooling_section("gwp9").unwrap().r, 9.0);
-        assert_eq!(Config::pooling_section("gmp").unwrap().kind, "gmp");
+        assert_eq!(
+            Config::pooling_section("gmp").unwrap().kind,
+            PoolingKind::Gmp
+        );
         assert!(Config::pooling_section("gwp-1").is_err());
         assert!(Config::pooling_section("max").is_err());
     }
@@ -751,5 +782,21 @@ object_um = -1.0
         assert!(e.to_string().contains("class.egg.cell"), "{e}");
         let e = Config::parse("[train]\ndevice = \"tpu\"\n").unwrap_err();
         assert!(e.to_string().contains("tpu"), "{e}");
+        // Each setting with named values is a typed enum: a wrong name is
+        // refused on parsing, naming the values it may take.
+        for (text, want) in [
+            ("[data]\nkind = \"bbbc01\"\n", "bbbc010"),
+            ("[data]\nbad_rows = \"ignore\"\n", "skip"),
+            ("[train]\ndice = \"per_tile\"\n", "per-tile"),
+            ("[pooling]\nkind = \"max\"\n", "gmp"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let c = Config::parse("[data]\nkind = \"synth\"\n[train]\ndice = \"batch\"\n").unwrap();
+        assert_eq!(
+            (c.data.kind, c.train.dice),
+            (DataKind::Synth, DiceKind::Batch)
+        );
     }
 }

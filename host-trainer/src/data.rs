@@ -17,7 +17,7 @@ use nemascope_core::{Class, Error, Grid, Mask, Plane, Result};
 use rand::Rng;
 use tch::Tensor;
 
-use crate::config::{AugmentConfig, ClassSettings, Config, DataConfig};
+use crate::config::{AugmentConfig, BadRows, ClassSettings, Config, DataConfig, DataKind};
 
 /// One image at the working size.
 #[derive(Debug, Clone)]
@@ -118,12 +118,12 @@ pub fn item_from_plane(
 /// training and validation.
 pub fn load(cfg: &Config) -> Result<Data> {
     let d = &cfg.data;
-    let (classes, rows) = match d.kind.as_str() {
-        "synth" => {
+    let (classes, rows) = match d.kind {
+        DataKind::Synth => {
             let (classes, items) = synth_items(cfg)?;
             (classes, items.into_iter().map(Ok).collect())
         }
-        "bbbc010" => {
+        DataKind::Bbbc010 => {
             let root = if d.root.as_os_str().is_empty() {
                 bbbc010::default_root()
             } else {
@@ -137,7 +137,7 @@ pub fn load(cfg: &Config) -> Result<Data> {
                 .collect();
             (ds.classes, rows)
         }
-        _ => {
+        DataKind::Generic => {
             let table = generic::read_rows(&d.root)?;
             let n = table.classes.len();
             let rows = table
@@ -164,7 +164,7 @@ pub fn load(cfg: &Config) -> Result<Data> {
         items,
         index,
         bad: skipped,
-    } = sort_rows(rows, d.bad_rows == "skip", d.max_bad_fraction)?;
+    } = sort_rows(rows, d.bad_rows == BadRows::Skip, d.max_bad_fraction)?;
     // Voted masks, overlays and reports are named after the image.
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = items.iter().find(|i| !seen.insert(i.id.as_str())) {
@@ -886,7 +886,7 @@ mod tests {
         std::fs::write(dir.join("f04.png"), &bytes[..bytes.len() / 2]).unwrap();
         std::fs::write(dir.join("labels.csv"), csv).unwrap();
         let mut cfg = Config::default();
-        cfg.data.kind = "generic".into();
+        cfg.data.kind = DataKind::Generic;
         cfg.data.root = dir.to_path_buf();
         cfg.data.width = 64;
         cfg.data.height = 48;
@@ -899,7 +899,7 @@ mod tests {
     fn binned_sets_are_the_files_at_coarser_pixels() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = broken_table(dir.path());
-        cfg.data.bad_rows = "skip".into();
+        cfg.data.bad_rows = BadRows::Skip;
         cfg.data.max_bad_fraction = 0.2;
         let full = load(&cfg).unwrap();
         cfg.data.bin = 2;
@@ -917,7 +917,7 @@ mod tests {
             half.working_um_per_px(cfg.data.loaded_um_per_px(), 32),
             2.0 * full.working_um_per_px(cfg.data.um_per_px, 64)
         );
-        cfg.data.kind = "synth".into();
+        cfg.data.kind = DataKind::Synth;
         assert!(cfg.validate().unwrap_err().to_string().contains("data.bin"));
     }
 
@@ -940,7 +940,7 @@ mod tests {
         }
 
         // skip: the other 17 train; the bad rows are listed.
-        cfg.data.bad_rows = "skip".into();
+        cfg.data.bad_rows = BadRows::Skip;
         cfg.data.max_bad_fraction = 0.2;
         let d = load(&cfg).unwrap();
         assert_eq!(d.items.len(), 17);

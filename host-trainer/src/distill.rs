@@ -136,7 +136,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
     if regions.is_empty() || val.is_empty() {
         return Err(Error::Invalid("no labelled tiles to distil on".into()));
     }
-    let dice = cfg.dice_kind()?;
+    let dice = cfg.train.dice;
     let loss = |net: &UNet, rs: &[Labelled], flip: (bool, bool), train: bool| -> Result<Tensor> {
         let b = make_batch(&data, rs, Some(&hard), None)?;
         let mut x = b.x;

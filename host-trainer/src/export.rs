@@ -16,7 +16,7 @@ use nemascope_onnx::{
 };
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::Config;
+use crate::config::{Config, DataKind};
 use crate::data::Data;
 use crate::eval;
 use crate::train::State;
@@ -272,7 +272,7 @@ pub fn export_run(
         m.insert("val_count_mae".into(), e);
     }
     // A synthetic model also carries its scores on the frozen benchmark.
-    if cfg.data.kind == "synth" {
+    if cfg.data.kind == DataKind::Synth {
         let bench = crate::data::with_benchmark(&cfg)?;
         let (preds, counts) = count_items(&model, &bench, &bench.val)?;
         let b = eval::score_counted(&bench, &bench.val, &preds, &counts)?;
@@ -317,15 +317,15 @@ fn manifest(
         "image-level labels only"
     };
     training.insert("supervision".into(), kind.into());
-    let source = if cfg.data.kind == "synth" {
+    let source = if cfg.data.kind == DataKind::Synth {
         format!(
             "synthetic generator, seed {}, {} frames",
             cfg.data.seed, cfg.data.synth_frames
         )
     } else if cfg.data.root.as_os_str().is_empty() {
-        format!("{} (default location)", cfg.data.kind)
+        format!("{} (default location)", cfg.data.kind.name())
     } else {
-        format!("{} at {}", cfg.data.kind, cfg.data.root.display())
+        format!("{} at {}", cfg.data.kind.name(), cfg.data.root.display())
     };
     training.insert("data".into(), source);
     training.insert(

@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod benchmark;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod distill;

@@ -4,6 +4,8 @@
 use nemascope_core::voting::vote_maps;
 pub use nemascope_core::voting::VoteParams;
 use nemascope_core::{Error, Mask, Plane, Result};
+
+pub use crate::config::DiceKind;
 use tch::{Kind, Tensor};
 
 /// Map `[B, C, H, W]` row `b`, class `c`, as a plane.
@@ -82,16 +84,6 @@ pub fn dice_loss_of(kind: DiceKind, pred: &Tensor, target: &Tensor) -> Tensor {
         DiceKind::PerTile => dice_loss(pred, target),
         DiceKind::Batch => dice_loss_batch(pred, target),
     }
-}
-
-/// How the Dice loss of the refinement (and supervised) phases sums.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DiceKind {
-    /// Per tile and class, then averaged (the paper's form; the default).
-    #[default]
-    PerTile,
-    /// Per class over the batch.
-    Batch,
 }
 
 fn dice_over(pred: &Tensor, target: &Tensor, dims: &[i64]) -> Tensor {

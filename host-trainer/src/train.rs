@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{ClassSettings, Config};
+use crate::config::{ClassSettings, Config, DeviceKind};
 use crate::data::{self, grid_regions, known_absent, make_batch, region_present, Data, Labelled};
 use crate::eval::{self, SegScores};
 use crate::pooling::pool_cells;
@@ -173,12 +173,12 @@ pub const MODEL: &str = "model.safetensors";
 
 /// The device a config names; `cuda` must exist.
 pub fn device(cfg: &Config) -> Result<Device> {
-    match cfg.train.device.as_str() {
-        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => Err(Error::Invalid(
+    match cfg.train.device {
+        DeviceKind::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceKind::Cuda => Err(Error::Invalid(
             "train.device = cuda but libtorch sees no CUDA device".into(),
         )),
-        _ => Ok(Device::Cpu),
+        DeviceKind::Cpu => Ok(Device::Cpu),
     }
 }
 
@@ -581,7 +581,7 @@ impl Trainer {
                     .as_ref()
                     .ok_or_else(|| Error::Invalid("no mask targets".into()))?
                     .to_device(self.device);
-                let dice = dice_loss_of(self.cfg.dice_kind()?, &maps, &m);
+                let dice = dice_loss_of(self.cfg.train.dice, &maps, &m);
                 match self.cfg.train.pixel_bce {
                     w if w > 0.0 => {
                         let p = maps.clamp(1e-6, 1.0 - 1e-6);

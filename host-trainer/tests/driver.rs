@@ -159,11 +159,11 @@ fn a_resumed_run_refuses_a_dataset_that_changed() {
     csv += "missing.png,0,0,0\n";
     std::fs::write(data.join("labels.csv"), csv).unwrap();
     let mut cfg = tiny_config();
-    cfg.data.kind = "generic".into();
+    cfg.data.kind = nemascope_train::config::DataKind::Generic;
     cfg.data.root = data.clone();
     cfg.data.width = 64;
     cfg.data.height = 48;
-    cfg.data.bad_rows = "skip".into();
+    cfg.data.bad_rows = nemascope_train::config::BadRows::Skip;
     cfg.data.max_bad_fraction = 0.2;
     let run = dir.path().join("run");
     let mut t = Trainer::open(&run, Some(cfg), false).unwrap();

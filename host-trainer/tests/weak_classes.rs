@@ -130,7 +130,7 @@ fn every_class_localises_from_image_level_labels() {
     std::fs::create_dir_all(&data_dir).unwrap();
     write_set(&data_dir, 160);
     let mut cfg = Config::default();
-    cfg.data.kind = "generic".into();
+    cfg.data.kind = nemascope_train::config::DataKind::Generic;
     cfg.data.root = data_dir;
     cfg.data.width = 96;
     cfg.data.height = 96;
@@ -157,7 +157,7 @@ fn every_class_localises_from_image_level_labels() {
     cfg.train.rounds = 1;
     cfg.train.threads = 1;
     cfg.train.balance = true;
-    cfg.train.dice = "batch".into();
+    cfg.train.dice = nemascope_train::config::DiceKind::Batch;
     cfg.train.balance_bce = true;
     cfg.vote.rate = 0.5;
     let mut t = Trainer::open(&dir.path().join("run"), Some(cfg), false).unwrap();

@@ -55,7 +55,7 @@ impl Runner {
             input_shape[3] = tw;
             model = model
                 .with_input_fact(0, f32::fact(input_shape).into())
-                .map_err(|e| Error::Model(format!("tile {th}x{tw}: {e:#}")))?;
+                .map_err(|e| Error::Model(format!("tile {tw}x{th}: {e:#}")))?;
         }
         if input_shape[0] != 1 {
             return Err(Error::Model(format!(
@@ -68,7 +68,7 @@ impl Runner {
             .and_then(|m| m.into_runnable())
             .map_err(|e| match tile {
                 Some([th, tw]) => Error::Model(format!(
-                    "the model cannot run on {th}x{tw} tiles (its pooling must divide both sides): {e:#}"
+                    "the model cannot run on {tw}x{th} tiles (its pooling must divide both sides): {e:#}"
                 )),
                 None => Error::Model(format!("tract cannot run the model: {e:#}")),
             })?;

@@ -261,9 +261,10 @@ fn a_plan_made_for_another_tile_size_matches_direct_evaluation() {
         .zip(&want)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(err < 1e-4, "max |tract − direct| = {err}");
-    // Three poolings need sides divisible by 8.
+    // Three poolings need sides divisible by 8; sizes are written
+    // WIDTHxHEIGHT, as `--tile` takes them.
     let e = Runner::load_tiled(&bytes, Some([20, 24]))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("20x24"), "{e}");
+    assert!(e.contains("24x20"), "{e}");
 }

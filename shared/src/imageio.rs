@@ -275,21 +275,79 @@ pub fn load_mask(path: &Path) -> Result<Mask> {
     Ok(frame.plane.map(|&v| v > 0.0))
 }
 
-/// Per-image zero-mean/unit-std standardisation (the paper's input
-/// normalisation). A constant image becomes all zeros rather than NaN.
+/// What two passes over a frame's rows give: mean and deviation (what
+/// per-image standardisation uses, on both halves), the brightest value,
+/// and how many values reach a level chosen from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moments {
+    pub mean: f64,
+    pub std: f64,
+    pub max: f64,
+    /// Values at or above `level(max)`.
+    pub at_or_above: usize,
+}
+
+/// [`Moments`] of `frame` in f64, row by row (no full-size copy);
+/// `level` picks the counted level from the brightest value (the light
+/// checks' saturation; `|_| f32::INFINITY` counts none).
+pub fn moments<L: Luma + ?Sized>(frame: &L, level: impl FnOnce(f64) -> f32) -> Moments {
+    let (w, h) = (frame.width(), frame.height());
+    let mut row = vec![0f32; w];
+    let n = (w * h).max(1) as f64;
+    let (mut sum, mut max) = (0f64, 0f64);
+    for y in 0..h {
+        frame.row_into(y, &mut row);
+        for &v in &row {
+            sum += v as f64;
+            max = max.max(v as f64);
+        }
+    }
+    let mean = sum / n;
+    let at = level(max);
+    let (mut ss, mut count) = (0f64, 0usize);
+    for y in 0..h {
+        frame.row_into(y, &mut row);
+        for &v in &row {
+            ss += (v as f64 - mean).powi(2);
+            count += (v >= at) as usize;
+        }
+    }
+    Moments {
+        mean,
+        std: (ss / n).sqrt(),
+        max,
+        at_or_above: count,
+    }
+}
+
+/// `(v − mean) / std` with a frame's own figures: the paper's per-image
+/// standardisation, the same on both halves. A constant frame (deviation
+/// 0) becomes all zeros rather than NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standardiser {
+    mean: f64,
+    inv: f64,
+}
+
+impl Standardiser {
+    pub fn new(mean: f64, std: f64) -> Self {
+        Standardiser {
+            mean,
+            inv: if std > 1e-12 { 1.0 / std } else { 0.0 },
+        }
+    }
+
+    pub fn apply(&self, v: f32) -> f32 {
+        ((v as f64 - self.mean) * self.inv) as f32
+    }
+}
+
+/// Per-image zero-mean/unit-std standardisation, in place.
 pub fn standardise(plane: &mut Plane) {
-    let n = plane.len().max(1) as f64;
-    let mean = plane.data().iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = plane
-        .data()
-        .iter()
-        .map(|&v| (v as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    let std = var.sqrt();
-    let inv = if std > 1e-12 { 1.0 / std } else { 0.0 };
+    let m = moments(&*plane, |_| f32::INFINITY);
+    let s = Standardiser::new(m.mean, m.std);
     for v in plane.data_mut() {
-        *v = ((*v as f64 - mean) * inv) as f32;
+        *v = s.apply(*v);
     }
 }
 

@@ -13,6 +13,8 @@
 
 pub mod bitmask;
 pub mod classical;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod counting;
 pub mod dataset;
 pub mod error;

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use crate::imageio::Luma;
+use crate::imageio::{Luma, Standardiser};
 use crate::{BitMask, Error};
 
 /// Tile origins along one axis: one tile (edge-padded) when `len ≤ tile`,
@@ -103,14 +103,7 @@ pub fn threshold_tiles<L: Luma + ?Sized, E: From<Error>>(
             "cannot tile a {w}x{h} frame with {tw}x{th} tiles"
         ))));
     }
-    let (mean, inv) = (
-        plan.mean,
-        if plan.std > 1e-12 {
-            1.0 / plan.std
-        } else {
-            0.0
-        },
-    );
+    let standardiser = Standardiser::new(plan.mean, plan.std);
     let (ys, xs) = (
         tile_starts(h, th, plan.overlap),
         tile_starts(w, tw, plan.overlap),
@@ -125,7 +118,7 @@ pub fn threshold_tiles<L: Luma + ?Sized, E: From<Error>>(
         for (ty, row) in band.chunks_exact_mut(w).enumerate() {
             frame.row_into((y0 + ty).min(h - 1), row);
             for v in row.iter_mut() {
-                *v = ((*v as f64 - mean) * inv) as f32;
+                *v = standardiser.apply(*v);
             }
         }
         for (&x0, ox) in xs.iter().zip(&own_x) {
@@ -214,15 +207,8 @@ mod tests {
             let p = Plane::from_fn(w, h, |x, y| ((x * 7 + y * 13) % 11) as f32 / 11.0);
             let mut s = p.clone();
             crate::imageio::standardise(&mut s);
-            let n = (w * h) as f64;
-            let mean = p.data().iter().map(|&v| v as f64).sum::<f64>() / n;
-            let std = (p
-                .data()
-                .iter()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n)
-                .sqrt();
+            let m = crate::imageio::moments(&p, |_| f32::INFINITY);
+            let (mean, std) = (m.mean, m.std);
             let plan = TilePlan {
                 tile,
                 overlap: 4,

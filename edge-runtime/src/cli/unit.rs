@@ -47,8 +47,8 @@ pub fn run(config: &Path, until_done: bool) -> anyhow::Result<()> {
         model.manifest.classes.join("/"),
         cfg.journal.dir.display()
     );
-    let mut service = Service::open(&cfg, model, Some(watch))?;
-    Ok(service.run(until_done)?)
+    Service::open(&cfg, model, Some(watch))?.run(until_done);
+    Ok(())
 }
 
 /// Stores every report the unit sends, once.

@@ -13,7 +13,7 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
-use crate::frames::{Frame, FrameSource, Next, Pacer};
+use crate::frames::{Acquired, FrameSource, Next, Pacer};
 use crate::journal::now_ms;
 
 /// Buffers the driver fills; all are drained before a frame is used, so
@@ -116,7 +116,7 @@ impl FrameSource for V4l2Source {
             };
         }
         match newest {
-            Ok(pixels) => Next::Frame(Frame {
+            Ok(pixels) => Next::Frame(Acquired {
                 pixels,
                 sample: self.sample.clone(),
                 source,

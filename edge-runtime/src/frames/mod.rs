@@ -19,9 +19,10 @@ use nemascope_core::synth::{generate, SynthConfig};
 use crate::frames::inputs::{expand, is_image, path_key};
 use crate::journal::Sources;
 
-/// One frame to count.
+/// One frame to count, as a source acquired it (the decoded pixels and
+/// where they came from).
 #[derive(Debug, Clone)]
-pub struct Frame {
+pub struct Acquired {
     /// At the file's own depth (16-bit gray stays 2 bytes a pixel).
     pub pixels: Pixels,
     pub sample: String,
@@ -35,7 +36,7 @@ pub struct Frame {
 /// What a source has now.
 #[derive(Debug)]
 pub enum Next {
-    Frame(Frame),
+    Frame(Acquired),
     /// A frame that cannot be read (named, with why); the source moves on
     /// and does not offer it again unless the file changes.
     Failed {
@@ -362,7 +363,7 @@ impl FrameSource for FolderSource {
                 // Counted (or refused by the counter): the caller journals
                 // it; not offered again unless the file is replaced.
                 self.done.insert(key.clone(), id.clone());
-                Next::Frame(Frame {
+                Next::Frame(Acquired {
                     pixels,
                     sample,
                     source: key,
@@ -414,7 +415,7 @@ impl FrameSource for FilesSource {
         let source = path_key(&p);
         let identity = std::fs::metadata(&p).ok().map(|m| identity(&stamp_of(&m)));
         match read(&p) {
-            Ok(pixels) => Next::Frame(Frame {
+            Ok(pixels) => Next::Frame(Acquired {
                 pixels,
                 sample,
                 source,
@@ -480,7 +481,7 @@ impl FrameSource for SynthSource {
             let i = self.next;
             self.next += 1;
             return match generate(&self.cfg, self.seed, i) {
-                Ok(f) => Next::Frame(Frame {
+                Ok(f) => Next::Frame(Acquired {
                     pixels: Pixels::Float(f.image),
                     sample: self.sample.clone(),
                     source,

@@ -6,7 +6,7 @@ use nemascope_train::config::Config;
 /// whole-image labels, a depth-2 base-4 U-Net, a few 8-step epochs.
 pub fn tiny_config() -> Config {
     let mut c = Config::default();
-    c.data.kind = "synth".into();
+    c.data.kind = nemascope_train::config::DataKind::Synth;
     c.data.width = 128;
     c.data.height = 96;
     c.data.crop = 0;

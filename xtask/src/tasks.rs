@@ -1,0 +1,382 @@
+//! The tasks behind `./x`, one function each, and the helpers they share.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const AARCH64: &str = "aarch64-unknown-linux-gnu";
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({st})"))
+    }
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// cargo, with libtorch from `.venv-torch` (made by scripts/setup.sh) when
+/// it is there: tch builds against the `torch` package's libraries
+/// (`LIBTORCH`, no Python import, so the CPU-only install works) and its
+/// programs find `torch/lib` through `LD_LIBRARY_PATH`.
+pub fn cargo() -> Command {
+    with_torch(Command::new(cargo_bin()))
+}
+
+/// `cmd` with the libtorch environment described at [`cargo`].
+fn with_torch(mut cmd: Command) -> Command {
+    if let Some(torch) = torch_dir() {
+        let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+        // The full install has the CUDA libraries beside torch (host-trainer/build.rs).
+        let cuda = torch.join("../nvidia/cudnn/lib").exists();
+        cmd.env("LIBTORCH", &torch)
+            .env("NEMASCOPE_TORCH_CUDA", if cuda { "1" } else { "0" })
+            .env("LIBTORCH_CXX11_ABI", "1")
+            .env_remove("LIBTORCH_USE_PYTORCH")
+            .env(
+                "LD_LIBRARY_PATH",
+                format!("{}:{ld}", torch.join("lib").display()),
+            );
+    }
+    cmd
+}
+
+/// The `torch` package inside `.venv-torch`, if its libtorch is there.
+pub fn torch_dir() -> Option<PathBuf> {
+    let lib = root().join(".venv-torch/lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages/torch"))
+        .find(|t| t.join("lib/libtorch_cpu.so").exists())
+}
+
+fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A Python venv with the reference packages, made on first use.
+pub fn venv() -> Result<PathBuf, String> {
+    let dir = root().join(".venv");
+    let py = dir.join("bin/python");
+    if !py.exists() {
+        // Debian's python3 (scripts/setup.sh installs it), not whichever
+        // python3 is first on PATH.
+        let python = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        run(Command::new(python).args(["-m", "venv"]).arg(&dir))?;
+    }
+    let ok = Command::new(&py)
+        .args(["-c", "import skimage, tifffile, PIL"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "scikit-image==0.26.0",
+            "tifffile",
+            "pillow",
+        ]))?;
+    }
+    Ok(py)
+}
+
+/// The reference venv with the ONNX checker and onnxruntime added.
+fn onnx_venv() -> Result<PathBuf, String> {
+    let py = venv()?;
+    let ok = Command::new(&py)
+        .args(["-c", "import onnx, onnxruntime"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        run(Command::new(&py).args(["-m", "pip", "install", "-q", "onnx", "onnxruntime"]))?;
+    }
+    Ok(py)
+}
+
+/// `onnx-check [MODEL.onnx...]`: seeded test models plus the given ones,
+/// run by tract on core 0 (`onnx_io`), then checked and timed with
+/// onnxruntime on the same core.
+pub fn onnx_check(models: &[String]) -> Result<(), String> {
+    let py = onnx_venv()?;
+    let dir = root().join("out/onnx-check");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nemascope-onnx",
+        "--example",
+        "onnx_io",
+    ]))?;
+    let mut files = vec![
+        dir.join("unet_fp32.onnx").display().to_string(),
+        dir.join("unet_int8.onnx").display().to_string(),
+    ];
+    // Given models are copied next to the test models: onnx_io writes its
+    // input/output files beside each model and a bundle stays untouched.
+    for (i, m) in models.iter().enumerate() {
+        let name = Path::new(m)
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("model{i}"));
+        let dst = dir.join(format!("{name}.onnx"));
+        std::fs::copy(m, &dst).map_err(|e| format!("{m}: {e}"))?;
+        files.push(dst.display().to_string());
+    }
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(root().join("target/release/examples/onnx_io"))
+        .args(["--repeat", "7", "--write-test-models"])
+        .arg(&dir)
+        .args(&files[2..])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("onnx_io: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "onnx_io failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let json = dir.join("tract.jsonl");
+    std::fs::write(&json, &out.stdout).map_err(|e| format!("{}: {e}", json.display()))?;
+    run(Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(&py)
+        .arg("tests/reference/onnx_check.py")
+        .arg("--tract-json")
+        .arg(&json)
+        .args(&files))
+}
+
+/// `bundles --key KEY`: rebuilds the two shipped bundles from scratch into
+/// `models/` (each only if its folder is absent): the BBBC010 worm student
+/// (default weak run → distilled separable student, base 4 → fp32 export; fp32 because
+/// tract runs int8 far slower, docs/models.md) and the synthetic
+/// worm/egg/cyst model (host-trainer/configs/synth.toml, already small).
+/// Finished runs under `out/` and existing bundle folders are kept.
+pub fn bundles(args: &[String]) -> Result<(), String> {
+    let key = match args {
+        [flag, key] if flag == "--key" => key.clone(),
+        _ => return Err("usage: cargo xtask bundles --key SIGNING.key (make one with `cargo xtask train keygen --out keys/lab`)".into()),
+    };
+    torch_dir().ok_or("libtorch not found in .venv-torch: run scripts/setup.sh")?;
+    run(cargo().args(["build", "--release", "-p", "nemascope-train"]))?;
+    let train = |a: &[&str]| {
+        run(with_torch(Command::new(root().join("target/release/nemascope-train"))).args(a))
+    };
+    let done = |dir: &str| root().join(dir).join("state.json").exists();
+    if !done("out/train-bbbc010") {
+        train(&["train", "--out", "out/train-bbbc010"])?;
+    }
+    if !done("out/student-bbbc010") {
+        // The shipped student: base 4, depth 4 (the defaults), 2000 steps,
+        // depthwise-separable (docs/models.md).
+        train(&[
+            "distill",
+            "--run",
+            "out/train-bbbc010",
+            "--out",
+            "out/student-bbbc010",
+            "--separable",
+        ])?;
+    }
+    let export = |run: &str, bundle: &str, name: &str| -> Result<(), String> {
+        if root().join(bundle).exists() {
+            eprintln!("{bundle} exists: kept");
+            return Ok(());
+        }
+        train(&[
+            "export",
+            "--run",
+            run,
+            "--key",
+            &key,
+            "--out",
+            bundle,
+            "--precision",
+            "fp32",
+            "--name",
+            name,
+        ])
+    };
+    export(
+        "out/student-bbbc010",
+        "models/bbbc010-worm",
+        "bbbc010-worm-student",
+    )?;
+    if !done("out/train-synth") {
+        train(&[
+            "train",
+            "--config",
+            "host-trainer/configs/synth.toml",
+            "--out",
+            "out/train-synth",
+        ])?;
+    }
+    export(
+        "out/train-synth",
+        "models/synth-worm-egg-cyst",
+        "synth-worm-egg-cyst",
+    )?;
+    Ok(())
+}
+
+/// The release `nemascope-data` the reference script drives.
+fn build_data_cli() -> Result<(), String> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nemascope-core",
+        "--features",
+        "cli",
+    ]))
+}
+
+pub fn cross_test() -> Result<(), String> {
+    for bin in ["aarch64-linux-gnu-gcc", "qemu-aarch64"] {
+        if !have(bin) {
+            return Err(format!("{bin} not found: run scripts/setup.sh (Debian: gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"));
+        }
+    }
+    run(Command::new("rustup").args(["target", "add", AARCH64]))?;
+    // Linker and qemu runner come from .cargo/config.toml. Doc-tests are not
+    // run for a cross target, so `--tests` leaves them out explicitly. The
+    // edge crate's tests start its own binary, and the journal kill test
+    // its own test binary again: without binfmt that needs the emulator
+    // named, hence NEMASCOPE_TEST_RUNNER.
+    run(cargo()
+        .env(
+            "NEMASCOPE_TEST_RUNNER",
+            "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+        )
+        .args([
+            "test",
+            "-p",
+            "nemascope-core",
+            "-p",
+            "nemascope-count",
+            "-p",
+            "nemascope-edge",
+            "--target",
+            AARCH64,
+            "--tests",
+        ]))
+}
+
+/// The main job on its built-in default.
+pub fn demo(args: &[String]) -> Result<(), String> {
+    run(cargo()
+        .args(["run", "--release", "-p", "nemascope-edge", "--", "demo"])
+        .args(args))
+}
+
+/// Everything CI checks: fmt, clippy, the workspace's tests, then the
+/// aarch64 tests under qemu.
+pub fn test() -> Result<(), String> {
+    torch_dir()
+        .ok_or_else(|| {
+            "libtorch not found in .venv-torch: run scripts/setup.sh (or ./x test)".to_string()
+        })
+        .and_then(|_| run(cargo().args(["fmt", "--all", "--check"])))
+        .and_then(|_| {
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        })
+        .and_then(|_| run(cargo().args(["test", "--workspace", "--all-features"])))
+        .and_then(|_| cross_test())
+}
+
+/// The host trainer, release build; no arguments: the default weak run.
+pub fn train(args: &[String]) -> Result<(), String> {
+    torch_dir()
+        .ok_or_else(|| "libtorch not found in .venv-torch: run ./x train".to_string())
+        .and_then(|_| {
+            let rest: Vec<&str> = if !args.is_empty() {
+                args.iter().map(String::as_str).collect()
+            } else {
+                vec!["train", "--out", "out/train-bbbc010"]
+            };
+            run(cargo()
+                .args(["run", "--release", "-p", "nemascope-train", "--"])
+                .args(rest))
+        })
+}
+
+/// Seconds per training step, Rust/tch against PyTorch.
+pub fn bench_step() -> Result<(), String> {
+    torch_dir()
+        .ok_or_else(|| "libtorch not found in .venv-torch: run ./x bench-step".to_string())
+        .and_then(|_| {
+            run(cargo().args(["build", "--release", "-p", "nemascope-train"]))?;
+            for _ in 0..2 {
+                run(cargo()
+                    .args(["run", "--release", "-q", "-p", "nemascope-train", "--"])
+                    .args(["bench-step", "--steps", "20"]))?;
+                run(Command::new(root().join(".venv-torch/bin/python")).args([
+                    "tests/reference/unet_step.py",
+                    "--steps",
+                    "20",
+                ]))?;
+            }
+            Ok(())
+        })
+}
+
+/// Criterion benches and the side-by-side with scikit-image.
+pub fn bench() -> Result<(), String> {
+    venv().and_then(|py| {
+        build_data_cli()?;
+        run(Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&py)
+            .args(["tests/reference/superpixels.py", "bench"]))?;
+        run(Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(cargo_bin())
+            .args(["bench", "-p", "nemascope-core", "--bench", "superpixels"]))
+    })
+}
+
+/// nemascope against scikit-image's Felzenszwalb on every BBBC010 well.
+pub fn parity(args: &[String]) -> Result<(), String> {
+    venv().and_then(|py| {
+        build_data_cli()?;
+        run(Command::new(&py)
+            .args(["tests/reference/superpixels.py", "parity"])
+            .args(args))
+    })
+}
