@@ -22,6 +22,29 @@ use crate::eval;
 use crate::train::State;
 use crate::unet::UNetConfig;
 
+/// Why a run could not be exported, each kind kept apart: a full disk is
+/// an I/O error of the bundle, not "invalid input".
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The run, its data or its weights.
+    #[error(transparent)]
+    Run(#[from] Error),
+    /// Writing the ONNX graph or running it with tract.
+    #[error("ONNX: {0}")]
+    Onnx(#[from] nemascope_onnx::Error),
+    /// Writing and signing the bundle.
+    #[error(transparent)]
+    Bundle(#[from] nemascope_bundle::Error),
+    /// Counting an image with the exported model, as a unit would.
+    #[error("{image}: {source}")]
+    Count {
+        image: String,
+        source: nemascope_count::CountError,
+    },
+}
+
+/// Weights problems are the run's; only here an ONNX error means the
+/// weights do not form a network.
 fn onnx_err(e: nemascope_onnx::Error) -> Error {
     Error::Invalid(e.to_string())
 }
@@ -153,15 +176,15 @@ pub fn onnx_bytes(
     size: InputSize,
     precision: Precision,
     calibration: &[&Plane],
-) -> Result<Vec<u8>> {
+) -> std::result::Result<Vec<u8>, ExportError> {
     let model = match precision {
-        Precision::Fp32 => onnx::fp32(w, size, false).map_err(onnx_err)?,
+        Precision::Fp32 => onnx::fp32(w, size, false)?,
         Precision::Int8 => {
             // Calibration tiles are the images edge-padded to the input size
             // (what the unit's tiling feeds for a one-tile image).
             let tiles: Vec<Vec<f32>> = calibration.iter().map(|p| pad_to(p, size)).collect();
-            let cal = nemascope_onnx::run::calibrate(w, size, &tiles).map_err(onnx_err)?;
-            onnx::int8(w, size, &cal).map_err(onnx_err)?
+            let cal = nemascope_onnx::run::calibrate(w, size, &tiles)?;
+            onnx::int8(w, size, &cal)?
         }
     };
     Ok(encode(&model))
@@ -186,7 +209,11 @@ pub type ItemCounts = (Vec<Vec<Mask>>, Vec<Vec<Option<usize>>>);
 /// Counts `items` of `data` exactly as a unit counts them:
 /// `nemascope_count::count_frame` on each file's own pixels at the bundle's
 /// pixel size. Returns the masks at the file's size and the counts.
-pub fn count_items(model: &Model, data: &Data, items: &[usize]) -> Result<ItemCounts> {
+pub fn count_items(
+    model: &Model,
+    data: &Data,
+    items: &[usize],
+) -> std::result::Result<ItemCounts, ExportError> {
     let settings = CountSettings {
         calibration: Calibration {
             um_per_px: model
@@ -199,8 +226,10 @@ pub fn count_items(model: &Model, data: &Data, items: &[usize]) -> Result<ItemCo
     let (mut masks, mut counts) = (Vec::new(), Vec::new());
     for &i in items {
         let it = &data.items[i];
-        let c = count_frame(model, &it.raw, &settings)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", it.id)))?;
+        let c = count_frame(model, &it.raw, &settings).map_err(|source| ExportError::Count {
+            image: it.id.clone(),
+            source,
+        })?;
         masks.push((0..c.masks.len()).map(|k| c.mask(k)).collect());
         counts.push(c.counts.into_iter().map(Some).collect());
     }
@@ -231,7 +260,7 @@ pub fn export_run(
     out: &Path,
     key: &nemascope_bundle::SigningKey,
     opts: &ExportOptions,
-) -> Result<Exported> {
+) -> std::result::Result<Exported, ExportError> {
     let (cfg, state, vs, net) = crate::train::load_model(run, None)?;
     let w = unet_weights(&vs, net.config)?;
     let size = opts.input.unwrap_or_else(|| default_input(&cfg));
@@ -244,7 +273,7 @@ pub fn export_run(
         .map(|&i| &data.items[i].input)
         .collect();
     let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
-    let runner = Runner::load(&bytes).map_err(onnx_err)?;
+    let runner = Runner::load(&bytes)?;
     let mut manifest = manifest(&cfg, &state, &data, &w, size, opts)?;
     // One object's area per class, for counting touching objects.
     let counters = eval::fit_counters(&data, &data.train);
@@ -293,8 +322,7 @@ pub fn export_run(
             }
         }
     }
-    let bundle =
-        Bundle::write(out, manifest, &bytes, key).map_err(|e| Error::Invalid(e.to_string()))?;
+    let bundle = Bundle::write(out, manifest, &bytes, key)?;
     Ok(Exported {
         bundle,
         dice: s.dice,
