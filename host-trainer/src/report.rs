@@ -1,6 +1,6 @@
 //! What a run leaves for people: `results.json`, `results.md`, a loss-curve
 //! PNG and mask overlays. Plots are drawn with embedded-graphics' built-in
-//! fonts onto an image buffer, so no system fonts are needed.
+//! fonts onto the project's in-memory canvas, so no system fonts are needed.
 
 use std::path::Path;
 
@@ -10,40 +10,10 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Line, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::Text;
 use image::{Rgb, RgbImage};
+use nemascope_core::canvas::Buffer;
 use nemascope_core::{Error, Mask, Plane, Result};
 
 use crate::train::{EpochLog, StageResult, State};
-
-/// An `RgbImage` as an embedded-graphics draw target.
-struct Canvas(RgbImage);
-
-impl OriginDimensions for Canvas {
-    fn size(&self) -> Size {
-        Size::new(self.0.width(), self.0.height())
-    }
-}
-
-impl DrawTarget for Canvas {
-    type Color = Rgb888;
-    type Error = core::convert::Infallible;
-
-    fn draw_iter<I>(&mut self, pixels: I) -> core::result::Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Pixel<Self::Color>>,
-    {
-        for Pixel(p, c) in pixels {
-            if p.x >= 0
-                && p.y >= 0
-                && (p.x as u32) < self.0.width()
-                && (p.y as u32) < self.0.height()
-            {
-                self.0
-                    .put_pixel(p.x as u32, p.y as u32, Rgb([c.r(), c.g(), c.b()]));
-            }
-        }
-        Ok(())
-    }
-}
 
 fn fmt_opt(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.3}"))
@@ -148,7 +118,7 @@ pub fn write(dir: &Path, state: &State, title: &str) -> Result<()> {
 /// Training and validation loss per epoch, phases one after another.
 pub fn curves(history: &[EpochLog], path: &Path) -> Result<()> {
     let (w, h) = (640u32, 360u32);
-    let mut c = Canvas(RgbImage::from_pixel(w, h, Rgb([255, 255, 255])));
+    let mut c = Buffer::filled(w, h, Rgb888::WHITE);
     let (x0, y0, x1, y1) = (50i32, 20i32, w as i32 - 20, h as i32 - 40);
     let black = PrimitiveStyle::with_stroke(Rgb888::BLACK, 1);
     let text = MonoTextStyle::new(&FONT_6X10, Rgb888::BLACK);
@@ -205,7 +175,7 @@ pub fn curves(history: &[EpochLog], path: &Path) -> Result<()> {
     let _ = Text::new(&format!("{ymax:.3}"), Point::new(4, y0 + 4), text).draw(&mut c);
     let _ = Text::new("0", Point::new(30, y1), text).draw(&mut c);
     let _ = Text::new("epochs", Point::new((x0 + x1) / 2 - 18, y1 + 25), text).draw(&mut c);
-    c.0.save(path).map_err(|e| Error::image(path, e))
+    c.to_image().save(path).map_err(|e| Error::image(path, e))
 }
 
 /// The image in grey with true-only pixels green, predicted-only magenta and

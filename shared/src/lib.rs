@@ -12,6 +12,7 @@
 //! aarch64 edge board unchanged.
 
 pub mod bitmask;
+pub mod canvas;
 pub mod classical;
 #[cfg(feature = "cli")]
 pub mod cli;
