@@ -14,6 +14,8 @@
 //! - `onnx-check`  written ONNX files (test models + any given) through the
 //!   official checker and onnxruntime vs tract, latencies on one core
 //! - `bundles`     rebuilds the shipped model bundles (`--key` signs them)
+//! - `dist`        the board's binary: aarch64 release, stripped, debug info
+//!   kept beside it (`--target`, `--features`)
 //!
 //! System packages are installed by `scripts/setup.sh` (called by `./x`).
 
@@ -34,10 +36,11 @@ fn main() -> ExitCode {
         "bench" => tasks::bench(),
         "onnx-check" => tasks::onnx_check(rest),
         "bundles" => tasks::bundles(rest),
+        "dist" => tasks::dist(rest),
         "parity" => tasks::parity(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|cross-test|bench|parity|train|bench-step|onnx-check|bundles> [args]"
+                "usage: cargo xtask <demo|test|cross-test|bench|parity|train|bench-step|onnx-check|bundles|dist> [args]"
             );
             if task == "help" {
                 Ok(())

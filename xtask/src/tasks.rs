@@ -259,6 +259,69 @@ fn build_data_cli() -> Result<(), String> {
     ]))
 }
 
+/// What goes onto a board: `nemascope-edge` built for `target` (default
+/// aarch64) in release, its debug info (line tables) moved into
+/// `nemascope-edge.debug` beside it for symbolising crash reports, and the
+/// binary stripped with a GNU debuglink to that file, in
+/// `target/<target>/dist/`. `features` are passed on (e.g. `st7789`).
+pub fn dist(args: &[String]) -> Result<(), String> {
+    let mut target = AARCH64.to_string();
+    let mut features = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--target" => target = it.next().ok_or("--target needs a value")?.clone(),
+            "--features" => features.push(it.next().ok_or("--features needs a value")?.clone()),
+            other => return Err(format!("dist: unknown argument `{other}`")),
+        }
+    }
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "nemascope-edge",
+        "--target",
+        &target,
+    ]);
+    for f in &features {
+        build.args(["--features", f]);
+    }
+    run(&mut build)?;
+    // binutils for the target: `aarch64-linux-gnu-objcopy`, or the host's.
+    let prefix = match target.as_str() {
+        AARCH64 => "aarch64-linux-gnu-",
+        _ => "",
+    };
+    let tool = |t: &str| format!("{prefix}{t}");
+    let built = root()
+        .join("target")
+        .join(&target)
+        .join("release/nemascope-edge");
+    let dir = root().join("target").join(&target).join("dist");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (bin, debug) = (dir.join("nemascope-edge"), dir.join("nemascope-edge.debug"));
+    run(Command::new(tool("objcopy"))
+        .arg("--only-keep-debug")
+        .arg(&built)
+        .arg(&debug))?;
+    run(Command::new(tool("objcopy"))
+        .args(["--strip-all", "--add-gnu-debuglink"])
+        .arg(&debug)
+        .arg(&built)
+        .arg(&bin))?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    println!(
+        "{}: {:.1} MB (debug info beside it: {}, {:.1} MB; as built {:.1} MB)",
+        bin.display(),
+        size(&bin),
+        debug.display(),
+        size(&debug),
+        size(&built)
+    );
+    Ok(())
+}
+
 pub fn cross_test() -> Result<(), String> {
     for bin in ["aarch64-linux-gnu-gcc", "qemu-aarch64"] {
         if !have(bin) {
