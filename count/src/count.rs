@@ -10,7 +10,7 @@
 use nemascope_core::counting::AreaCounter;
 use nemascope_core::felzenszwalb::Params;
 use nemascope_core::imageio::{resize_bilinear, resize_nearest, Luma};
-use nemascope_core::objects::{measure_bits, Calibration, ShapeRules};
+use nemascope_core::objects::{measure_bits_with, Calibration, ShapeRules};
 use nemascope_core::tiling::{threshold_tiles, TilePlan};
 use nemascope_core::voting::{superpixels, vote_masks};
 use nemascope_core::{BitMask, Mask};
@@ -38,6 +38,9 @@ pub struct CountSettings {
     /// The camera's bits per pixel, which the light checks judge against
     /// (`None`: found from each frame, [`light_top`]).
     pub bit_depth: Option<u8>,
+    /// Threads for the model's tiles and the measuring of objects (1: all
+    /// on the caller's thread). The counts are the same for any number.
+    pub threads: usize,
 }
 
 impl Default for CountSettings {
@@ -48,6 +51,7 @@ impl Default for CountSettings {
             min_area_um2: 0.0,
             calibration: Calibration::default(),
             bit_depth: None,
+            threads: 1,
         }
     }
 }
@@ -174,6 +178,7 @@ fn class_masks<L: Luma + ?Sized>(
         mean: q.mean,
         std: q.std,
         threshold: m.threshold,
+        threads: s.threads,
     };
     let masks = threshold_tiles(work, &plan, m.classes.len(), |tile| {
         model.runner.maps(tile).map_err(CountError::from)
@@ -216,7 +221,7 @@ pub fn counted(
         let (lo, hi) = size_range(&classes[c]);
         let lo = lo.max(s.min_area_um2);
         let counter = object_area_px(c).and_then(|a| AreaCounter::new(a).ok());
-        for o in measure_bits(mask) {
+        for o in measure_bits_with(mask, s.threads) {
             let area_um2 = o.area as f32 * px_area;
             if !(lo..=hi).contains(&area_um2) {
                 continue;

@@ -137,3 +137,31 @@ fn shipped_synthetic_bundle_is_accepted_and_segments_a_fresh_frame() {
         assert!(dice > want, "class {c}: Dice {dice:.3}");
     }
 }
+
+/// Tiles side by side and objects measured in parallel give the same
+/// masks, objects and counts as one thread (a frame of nine tiles).
+#[test]
+fn threads_do_not_change_the_count() {
+    use nemascope_core::synth::{generate, SynthConfig};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let m = Model::open_tiled(
+        &root.join("synth-worm-egg-cyst"),
+        &root.join("nemascope-dev.pub"),
+        Some([256, 256]),
+    )
+    .unwrap();
+    let cfg = SynthConfig::preset("mixed", 1, 700, 500, 4.0).unwrap();
+    let f = generate(&cfg, 77, 1).unwrap();
+    let one = count_frame(&m, &f.image, &CountSettings::default()).unwrap();
+    assert!(one.counts.iter().sum::<usize>() > 0, "{:?}", one.counts);
+    for threads in [2, 3] {
+        let s = CountSettings {
+            threads,
+            ..CountSettings::default()
+        };
+        let par = count_frame(&m, &f.image, &s).unwrap();
+        assert_eq!(par.masks, one.masks, "{threads} threads");
+        assert_eq!(par.objects, one.objects, "{threads} threads");
+        assert_eq!(par.counts, one.counts, "{threads} threads");
+    }
+}

@@ -75,7 +75,7 @@ pub struct CameraConfig {
     pub bit_depth: Option<u8>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CountConfig {
     /// Components smaller than this (µm²) are not counted.
@@ -88,6 +88,25 @@ pub struct CountConfig {
     /// size: tract's memory follows the tile's area (docs/edge.md).
     #[serde(default)]
     pub tile: Option<String>,
+    /// Threads counting a frame: tiles run side by side and objects are
+    /// measured in parallel (default 1; the board's cores, docs/edge.md).
+    #[serde(default = "one")]
+    pub threads: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for CountConfig {
+    fn default() -> Self {
+        CountConfig {
+            min_area_um2: 0.0,
+            vote: false,
+            tile: None,
+            threads: one(),
+        }
+    }
 }
 
 /// `WIDTHxHEIGHT` (each 32 to 4096) as `[H, W]`.
@@ -429,6 +448,8 @@ impl Config {
             mf,
             "0 to 65536 (MiB)",
         )?;
+        let th = self.count.threads;
+        check((1..=64).contains(&th), "count.threads", th, "1 to 64")?;
         if let Some(t) = &self.count.tile {
             parse_tile(t).map_err(|e| format!("count.tile {e}"))?;
         }
@@ -623,6 +644,8 @@ mod tests {
             "{MIN}[display]\nkind = \"png\"\npath = \"s.png\"\nscale = 0\n"
         ));
         assert!(e.contains("display.scale"), "{e}");
+        let e = refused(&format!("{MIN}[count]\nthreads = 0\n"));
+        assert!(e.contains("count.threads"), "{e}");
         let e = refused(&format!("{MIN}[count]\ntile = \"352\"\n"));
         assert!(e.contains("count.tile = \"352\""), "{e}");
         assert_eq!(parse_tile("352x256"), Ok([256, 352]));

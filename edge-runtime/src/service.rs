@@ -355,6 +355,7 @@ impl Service {
             vote: cfg.count.vote,
             min_area_um2: cfg.count.min_area_um2,
             bit_depth: cfg.camera.bit_depth,
+            threads: cfg.count.threads,
             ..CountSettings::default()
         };
         let mut screen = Screen {

@@ -175,23 +175,26 @@ pub fn measure(mask: &Mask) -> (Components, Vec<Object>) {
     for o in objs.iter_mut() {
         let b = o.bbox;
         // Crop with one pixel of background around it for the thinning.
-        let crop = Grid::from_fn(b.width() + 2, b.height() + 2, |x, y| {
-            x >= 1
-                && y >= 1
-                && x <= b.width()
-                && y <= b.height()
-                && *comps.labels.get(b.x0 + x - 1, b.y0 + y - 1) == o.label
-        });
-        set_shape(o, &crop);
+        let mut crop = BitMask::new(b.width() + 2, b.height() + 2);
+        for y in 0..b.height() {
+            for x in 0..b.width() {
+                if *comps.labels.get(b.x0 + x, b.y0 + y) == o.label {
+                    crop.set(x + 1, y + 1, true);
+                }
+            }
+        }
+        set_shape(o, crop);
     }
     (comps, objs)
 }
 
 /// Length, width and elongation of `o` from `crop`, its pixels alone in its
-/// bounding box with one pixel of background around it.
-fn set_shape(o: &mut Object, crop: &Mask) {
-    let skel = skeletonize(crop);
-    let path = longest_path(&skel) as f64;
+/// bounding box with one pixel of background around it. The crop is a bit
+/// per pixel and the path search holds the skeleton alone, so a component
+/// as large as the frame costs a few bits a pixel, not a float.
+fn set_shape(o: &mut Object, mut crop: BitMask) {
+    thin(&mut crop);
+    let path = skeleton_path(&crop) as f64;
     let area = o.area as f64;
     // A tube of length L and width W thins to a path of about L − W, so
     // solve W² + path·W = area for W, then L = path + W.
@@ -212,6 +215,12 @@ fn set_shape(o: &mut Object, crop: &Mask) {
 /// and each is measured from its own crop. Memory follows the number of
 /// runs, not the frame's size.
 pub fn measure_bits(mask: &BitMask) -> Vec<Object> {
+    measure_bits_with(mask, 1)
+}
+
+/// As [`measure_bits`], the shapes measured on `threads` threads (the same
+/// objects whatever the number).
+pub fn measure_bits_with(mask: &BitMask, threads: usize) -> Vec<Object> {
     // Runs (y, x0, x1) in raster order; row_start[y] indexes the first.
     let mut runs: Vec<(u32, u32, u32)> = Vec::new();
     let mut row_start = Vec::with_capacity(mask.height() + 1);
@@ -295,71 +304,125 @@ pub fn measure_bits(mask: &BitMask) -> Vec<Object> {
         order[next[k as usize]] = i as u32;
         next[k as usize] += 1;
     }
-    for (k, o) in objs.iter_mut().enumerate() {
+    let shape = |k: usize, o: &mut Object| {
         let s = sums[k];
         o.centroid = ((s.0 / o.area as f64) as f32, (s.1 / o.area as f64) as f32);
         let b = o.bbox;
-        let mut crop = Mask::filled(b.width() + 2, b.height() + 2, false);
+        let mut crop = BitMask::new(b.width() + 2, b.height() + 2);
         for &i in &order[first[k]..first[k + 1]] {
             let (y, x0, x1) = runs[i as usize];
             for x in x0 as usize..x1 as usize {
                 crop.set(x - b.x0 + 1, y as usize - b.y0 + 1, true);
             }
         }
-        set_shape(o, &crop);
+        set_shape(o, crop);
+    };
+    let threads = threads.clamp(1, objs.len().max(1));
+    if threads == 1 {
+        objs.iter_mut().enumerate().for_each(|(k, o)| shape(k, o));
+    } else {
+        // Interleaved, so one thread does not get all of a frame's large
+        // objects when they cluster in raster order.
+        let mut parts: Vec<Vec<(usize, &mut Object)>> = (0..threads).map(|_| Vec::new()).collect();
+        for (k, o) in objs.iter_mut().enumerate() {
+            parts[k % threads].push((k, o));
+        }
+        let shape = &shape;
+        std::thread::scope(|s| {
+            for part in parts {
+                s.spawn(move || part.into_iter().for_each(|(k, o)| shape(k, o)));
+            }
+        });
     }
     objs
 }
 
 /// Zhang–Suen thinning to a one-pixel-wide, 8-connected skeleton.
 pub fn skeletonize(mask: &Mask) -> Mask {
-    let (w, h) = (mask.width(), mask.height());
-    let mut img: Vec<u8> = mask.data().iter().map(|&v| v as u8).collect();
+    let mut bits = BitMask::from_mask(mask);
+    thin(&mut bits);
+    bits.to_mask()
+}
+
+/// Zhang–Suen thinning in place (masks narrower or shorter than 3 pixels
+/// are left as they are; the border is never removed).
+///
+/// Each sub-iteration judges only the pixels whose neighbourhood changed
+/// since it last judged them: whether a pixel goes depends on its eight
+/// neighbours alone, and an interior pixel (all eight set) never goes. The
+/// result equals the textbook full scan, while the work follows the pixels
+/// removed rather than the bounding box times the number of iterations (on
+/// a camera frame's thousands of objects the full scan was most of the
+/// counting time, docs/edge.md).
+fn thin(img: &mut BitMask) {
+    let (w, h) = (img.width(), img.height());
     if w < 3 || h < 3 {
-        return mask.clone();
+        return;
     }
-    let mut to_clear = Vec::new();
-    loop {
-        let mut changed = false;
-        for step in 0..2 {
-            to_clear.clear();
-            for y in 1..h - 1 {
-                for x in 1..w - 1 {
-                    let i = y * w + x;
-                    if img[i] == 0 {
-                        continue;
-                    }
-                    // P2..P9 clockwise from north.
-                    let p = [
-                        img[i - w],
-                        img[i - w + 1],
-                        img[i + 1],
-                        img[i + w + 1],
-                        img[i + w],
-                        img[i + w - 1],
-                        img[i - 1],
-                        img[i - w - 1],
-                    ];
-                    let b: u8 = p.iter().sum();
-                    if !(2..=6).contains(&b) {
-                        continue;
-                    }
-                    let a = (0..8).filter(|&k| p[k] == 0 && p[(k + 1) % 8] == 1).count();
-                    if a != 1 {
-                        continue;
-                    }
-                    let ok = if step == 0 {
-                        p[0] * p[2] * p[4] == 0 && p[2] * p[4] * p[6] == 0
-                    } else {
-                        p[0] * p[2] * p[6] == 0 && p[0] * p[4] * p[6] == 0
-                    };
-                    if ok {
-                        to_clear.push(i);
-                    }
+    // P2..P9 clockwise from north, as bits 0..7.
+    const AROUND: [(isize, isize); 8] = [
+        (0, -1),
+        (1, -1),
+        (1, 0),
+        (1, 1),
+        (0, 1),
+        (-1, 1),
+        (-1, 0),
+        (-1, -1),
+    ];
+    let code = |img: &BitMask, x: usize, y: usize| {
+        AROUND.iter().enumerate().fold(0u8, |c, (k, &(dx, dy))| {
+            let on = img.get((x as isize + dx) as usize, (y as isize + dy) as usize);
+            c | (u8::from(on) << k)
+        })
+    };
+    let interior = |x: usize, y: usize| x >= 1 && x < w - 1 && y >= 1 && y < h - 1;
+    // Per sub-iteration, the pixels whose neighbourhood changed since that
+    // sub-iteration last judged them (at first: every boundary pixel).
+    let mut flagged = [BitMask::new(w, h), BitMask::new(w, h)];
+    let mut queued: [Vec<(u32, u32)>; 2] = [Vec::new(), Vec::new()];
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            if img.get(x, y) && code(img, x, y) != 0xff {
+                for s in 0..2 {
+                    flagged[s].set(x, y, true);
+                    queued[s].push((x as u32, y as u32));
                 }
             }
-            for &i in &to_clear {
-                img[i] = 0;
+        }
+    }
+    static TABLES: std::sync::OnceLock<[[bool; 256]; 2]> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| [thinning_table(0), thinning_table(1)]);
+    let mut to_clear = Vec::new();
+    let mut judged = Vec::new();
+    loop {
+        let mut changed = false;
+        for (s, table) in tables.iter().enumerate() {
+            std::mem::swap(&mut judged, &mut queued[s]);
+            to_clear.clear();
+            for &(x, y) in &judged {
+                let (x, y) = (x as usize, y as usize);
+                flagged[s].set(x, y, false);
+                if img.get(x, y) && table[code(img, x, y) as usize] {
+                    to_clear.push((x, y));
+                }
+            }
+            judged.clear();
+            for &(x, y) in &to_clear {
+                img.set(x, y, false);
+            }
+            for &(x, y) in &to_clear {
+                for &(dx, dy) in &AROUND {
+                    let (nx, ny) = ((x as isize + dx) as usize, (y as isize + dy) as usize);
+                    if img.get(nx, ny) && interior(nx, ny) {
+                        for t in 0..2 {
+                            if !flagged[t].get(nx, ny) {
+                                flagged[t].set(nx, ny, true);
+                                queued[t].push((nx as u32, ny as u32));
+                            }
+                        }
+                    }
+                }
             }
             changed |= !to_clear.is_empty();
         }
@@ -367,65 +430,114 @@ pub fn skeletonize(mask: &Mask) -> Mask {
             break;
         }
     }
-    Mask::from_vec(w, h, img.into_iter().map(|v| v != 0).collect()).expect("same size")
+}
+
+/// Which 8-neighbourhoods (bit k = P(k+2), clockwise from north) Zhang–Suen
+/// removes in sub-iteration `step`.
+fn thinning_table(step: usize) -> [bool; 256] {
+    let mut t = [false; 256];
+    for (c, out) in t.iter_mut().enumerate() {
+        let p: [u8; 8] = std::array::from_fn(|k| (c >> k) as u8 & 1);
+        let b: u8 = p.iter().sum();
+        let a = (0..8).filter(|&k| p[k] == 0 && p[(k + 1) % 8] == 1).count();
+        let ok = if step == 0 {
+            p[0] * p[2] * p[4] == 0 && p[2] * p[4] * p[6] == 0
+        } else {
+            p[0] * p[2] * p[6] == 0 && p[0] * p[4] * p[6] == 0
+        };
+        *out = (2..=6).contains(&b) && a == 1 && ok;
+    }
+    t
 }
 
 /// Longest shortest path (steps 1 and √2) through the skeleton, found by a
 /// double sweep: exact on trees, which worm skeletons nearly are.
 pub fn longest_path(skel: &Mask) -> f32 {
-    let Some(start) = skel.data().iter().position(|&v| v) else {
-        return 0.0;
-    };
-    let (far, _) = farthest(skel, start);
-    farthest(skel, far).1
+    skeleton_path(&BitMask::from_mask(skel))
 }
 
-fn farthest(skel: &Mask, start: usize) -> (usize, f32) {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let (w, h) = (skel.width() as isize, skel.height() as isize);
-    let mut dist = vec![f32::INFINITY; skel.len()];
-    let mut heap = BinaryHeap::new();
-    dist[start] = 0.0;
-    // Distances scaled to integers so the heap needs no float ordering.
-    heap.push(Reverse((0u64, start)));
-    let mut best = (start, 0f32);
-    while let Some(Reverse((d, i))) = heap.pop() {
-        let d = d as f32 / 1000.0;
-        if d > dist[i] + 1e-3 {
-            continue;
-        }
-        if d > best.1 {
-            best = (i, d);
-        }
-        let (x, y) = ((i as isize) % w, (i as isize) / w);
-        for dy in -1..=1 {
-            for dx in -1..=1 {
-                if dx == 0 && dy == 0 {
+fn skeleton_path(skel: &BitMask) -> f32 {
+    // The skeleton's pixels in raster order, each row's first in
+    // `row_start`; distances are kept for them alone.
+    let h = skel.height();
+    let mut pixels: Vec<(u32, u32)> = Vec::new();
+    let mut row_start = Vec::with_capacity(h + 1);
+    for y in 0..h {
+        row_start.push(pixels.len());
+        skel.runs(y, |a, b| {
+            pixels.extend((a..b).map(|x| (x as u32, y as u32)))
+        });
+    }
+    row_start.push(pixels.len());
+    if pixels.is_empty() {
+        return 0.0;
+    }
+    let sk = Skeleton { pixels, row_start };
+    let (far, _) = sk.farthest(0);
+    sk.farthest(far).1
+}
+
+/// A skeleton's pixels `(x, y)` in raster order and where each row starts.
+struct Skeleton {
+    pixels: Vec<(u32, u32)>,
+    row_start: Vec<usize>,
+}
+
+impl Skeleton {
+    /// The skeleton pixels next to pixel `k`, with the step to each.
+    fn neighbours(&self, k: usize, mut each: impl FnMut(usize, f32)) {
+        let (x, y) = self.pixels[k];
+        let rows = y.saturating_sub(1) as usize..(y as usize + 2).min(self.row_start.len() - 1);
+        for ny in rows {
+            let row = &self.pixels[self.row_start[ny]..self.row_start[ny + 1]];
+            // The first pixel at or right of x − 1, then up to x + 1.
+            let from = row.partition_point(|&(px, _)| px + 1 < x);
+            for (i, &(nx, _)) in row[from..].iter().enumerate() {
+                if nx > x + 1 {
+                    break;
+                }
+                if nx == x && ny == y as usize {
                     continue;
                 }
-                let (nx, ny) = (x + dx, y + dy);
-                if nx < 0 || ny < 0 || nx >= w || ny >= h {
-                    continue;
-                }
-                let j = (ny * w + nx) as usize;
-                if !skel.data()[j] {
-                    continue;
-                }
-                let step = if dx != 0 && dy != 0 {
+                let step = if nx != x && ny != y as usize {
                     std::f32::consts::SQRT_2
                 } else {
                     1.0
                 };
+                each(self.row_start[ny] + from + i, step);
+            }
+        }
+    }
+
+    /// The pixel (index into `pixels`) farthest from `pixels[start]` along
+    /// the skeleton, and its distance.
+    fn farthest(&self, start: usize) -> (usize, f32) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut dist = vec![f32::INFINITY; self.pixels.len()];
+        let mut heap = BinaryHeap::new();
+        dist[start] = 0.0;
+        // Distances scaled to integers so the heap needs no float ordering.
+        heap.push(Reverse((0u64, start)));
+        let mut best = (start, 0f32);
+        while let Some(Reverse((d, k))) = heap.pop() {
+            let d = d as f32 / 1000.0;
+            if d > dist[k] + 1e-3 {
+                continue;
+            }
+            if d > best.1 {
+                best = (k, d);
+            }
+            self.neighbours(k, |j, step| {
                 let nd = d + step;
                 if nd + 1e-4 < dist[j] {
                     dist[j] = nd;
                     heap.push(Reverse(((nd * 1000.0).round() as u64, j)));
                 }
-            }
+            });
         }
+        best
     }
-    best
 }
 
 /// Pixel size, so rules and reports can speak micrometres.
@@ -646,6 +758,182 @@ mod tests {
         }
     }
 
+    /// The textbook Zhang–Suen: every pixel of the box, every sub-iteration.
+    fn skeletonize_full_scan(mask: &Mask) -> Mask {
+        let (w, h) = (mask.width(), mask.height());
+        let mut img: Vec<u8> = mask.data().iter().map(|&v| v as u8).collect();
+        if w < 3 || h < 3 {
+            return mask.clone();
+        }
+        let mut to_clear = Vec::new();
+        loop {
+            let mut changed = false;
+            for step in 0..2 {
+                to_clear.clear();
+                for y in 1..h - 1 {
+                    for x in 1..w - 1 {
+                        let i = y * w + x;
+                        if img[i] == 0 {
+                            continue;
+                        }
+                        // P2..P9 clockwise from north.
+                        let p = [
+                            img[i - w],
+                            img[i - w + 1],
+                            img[i + 1],
+                            img[i + w + 1],
+                            img[i + w],
+                            img[i + w - 1],
+                            img[i - 1],
+                            img[i - w - 1],
+                        ];
+                        let b: u8 = p.iter().sum();
+                        if !(2..=6).contains(&b) {
+                            continue;
+                        }
+                        let a = (0..8).filter(|&k| p[k] == 0 && p[(k + 1) % 8] == 1).count();
+                        if a != 1 {
+                            continue;
+                        }
+                        let ok = if step == 0 {
+                            p[0] * p[2] * p[4] == 0 && p[2] * p[4] * p[6] == 0
+                        } else {
+                            p[0] * p[2] * p[6] == 0 && p[0] * p[4] * p[6] == 0
+                        };
+                        if ok {
+                            to_clear.push(i);
+                        }
+                    }
+                }
+                for &i in &to_clear {
+                    img[i] = 0;
+                }
+                changed |= !to_clear.is_empty();
+            }
+            if !changed {
+                break;
+            }
+        }
+        Mask::from_vec(w, h, img.into_iter().map(|v| v != 0).collect()).expect("same size")
+    }
+
+    #[test]
+    fn skeleton_equals_the_full_scan() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..60 {
+            let (w, h) = (1 + rand() as usize % 70, 1 + rand() as usize % 50);
+            let density = rand() % 100;
+            let mut m = Mask::from_fn(w, h, |_, _| rand() % 100 < density);
+            // Thick discs and strokes, so thinning takes many iterations.
+            for _ in 0..2 {
+                let (cx, cy, r) = (rand() as usize % w, rand() as usize % h, rand() % 15);
+                for y in 0..h {
+                    for x in 0..w {
+                        let (dx, dy) = (x as i64 - cx as i64, y as i64 - cy as i64);
+                        if (dx * dx + dy * dy) as u64 <= r * r {
+                            m.set(x, y, true);
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                skeletonize(&m),
+                skeletonize_full_scan(&m),
+                "case {case}: {w}x{h}"
+            );
+        }
+    }
+
+    /// The path search as it was, over the whole crop.
+    fn longest_path_dense(skel: &Mask) -> f32 {
+        let Some(start) = skel.data().iter().position(|&v| v) else {
+            return 0.0;
+        };
+        let (far, _) = farthest_dense(skel, start);
+        farthest_dense(skel, far).1
+    }
+
+    fn farthest_dense(skel: &Mask, start: usize) -> (usize, f32) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let (w, h) = (skel.width() as isize, skel.height() as isize);
+        let mut dist = vec![f32::INFINITY; skel.len()];
+        let mut heap = BinaryHeap::new();
+        dist[start] = 0.0;
+        // Distances scaled to integers so the heap needs no float ordering.
+        heap.push(Reverse((0u64, start)));
+        let mut best = (start, 0f32);
+        while let Some(Reverse((d, i))) = heap.pop() {
+            let d = d as f32 / 1000.0;
+            if d > dist[i] + 1e-3 {
+                continue;
+            }
+            if d > best.1 {
+                best = (i, d);
+            }
+            let (x, y) = ((i as isize) % w, (i as isize) / w);
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    if dx == 0 && dy == 0 {
+                        continue;
+                    }
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx < 0 || ny < 0 || nx >= w || ny >= h {
+                        continue;
+                    }
+                    let j = (ny * w + nx) as usize;
+                    if !skel.data()[j] {
+                        continue;
+                    }
+                    let step = if dx != 0 && dy != 0 {
+                        std::f32::consts::SQRT_2
+                    } else {
+                        1.0
+                    };
+                    let nd = d + step;
+                    if nd + 1e-4 < dist[j] {
+                        dist[j] = nd;
+                        heap.push(Reverse(((nd * 1000.0).round() as u64, j)));
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn path_over_skeleton_pixels_equals_the_dense_search() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..60 {
+            let (w, h) = (1 + rand() as usize % 60, 1 + rand() as usize % 40);
+            let density = rand() % 100;
+            let m = Mask::from_fn(w, h, |_, _| rand() % 100 < density);
+            let skel = skeletonize(&m);
+            assert_eq!(
+                longest_path(&skel),
+                longest_path_dense(&skel),
+                "case {case}"
+            );
+            assert_eq!(
+                longest_path(&m),
+                longest_path_dense(&m),
+                "case {case}, unthinned"
+            );
+        }
+    }
+
     #[test]
     fn measure_bits_equals_measure() {
         // Random blobs, lines and specks, including ones touching only at a
@@ -673,6 +961,8 @@ mod tests {
             let (_, want) = measure(&m);
             let got = measure_bits(&BitMask::from_mask(&m));
             assert_eq!(got, want, "case {case}: {w}x{h}");
+            let par = measure_bits_with(&BitMask::from_mask(&m), 1 + case % 4);
+            assert_eq!(par, want, "case {case}: {w}x{h}, threads");
         }
         assert!(measure_bits(&BitMask::new(0, 0)).is_empty());
         assert!(measure_bits(&BitMask::new(5, 5)).is_empty());

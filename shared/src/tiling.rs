@@ -82,20 +82,31 @@ pub struct TilePlan {
     pub std: f64,
     /// Class maps at or above this are foreground.
     pub threshold: f32,
+    /// Tiles of a row run this many at a time, one thread each (0 and 1:
+    /// one at a time on the caller's thread). Memory grows by one tile's
+    /// input, maps and model working memory per thread.
+    pub threads: usize,
 }
 
 /// One bit mask per class of `frame`: each tile standardised, passed to
 /// `run` (`[th·tw]` in, `[classes·th·tw]` maps out) and thresholded over
-/// the pixels it owns. `run`'s own error type passes through.
+/// the pixels it owns. `run`'s own error type passes through. With
+/// `plan.threads` above one, that many tiles of a row run at once; the
+/// masks are the same bits whatever the number of threads.
 ///
-/// Memory is one band of tile rows, one tile and a bit per pixel and
-/// class: no full-size float copy or map.
-pub fn threshold_tiles<L: Luma + ?Sized, E: From<Error>>(
+/// Memory is one band of tile rows, a tile and its maps per thread and a
+/// bit per pixel and class: no full-size float copy or map.
+pub fn threshold_tiles<L, E, F>(
     frame: &L,
     plan: &TilePlan,
     classes: usize,
-    mut run: impl FnMut(&[f32]) -> std::result::Result<Vec<f32>, E>,
-) -> std::result::Result<Vec<BitMask>, E> {
+    run: F,
+) -> std::result::Result<Vec<BitMask>, E>
+where
+    L: Luma + ?Sized,
+    E: From<Error> + Send,
+    F: Fn(&[f32]) -> std::result::Result<Vec<f32>, E> + Sync,
+{
     let (w, h) = (frame.width(), frame.height());
     let [th, tw] = plan.tile;
     if w == 0 || h == 0 || th == 0 || tw == 0 {
@@ -111,7 +122,9 @@ pub fn threshold_tiles<L: Luma + ?Sized, E: From<Error>>(
     let (own_y, own_x) = (owned(&ys, th, h), owned(&xs, tw, w));
     let mut masks = vec![BitMask::new(w, h); classes];
     let mut band = vec![0f32; th * w];
-    let mut tile = vec![0f32; th * tw];
+    let threads = plan.threads.clamp(1, xs.len());
+    let mut tiles = vec![vec![0f32; th * tw]; threads];
+    let tiled: Vec<(usize, &Range<usize>)> = xs.iter().copied().zip(&own_x).collect();
     for (&y0, oy) in ys.iter().zip(&own_y) {
         // The band of rows under this row of tiles, standardised; rows
         // past the end repeat the last one.
@@ -121,22 +134,41 @@ pub fn threshold_tiles<L: Luma + ?Sized, E: From<Error>>(
                 *v = standardiser.apply(*v);
             }
         }
-        for (&x0, ox) in xs.iter().zip(&own_x) {
-            edge_window(&band, [1, th, w], (0, x0), (th, tw), &mut tile);
-            let maps = run(&tile)?;
-            if maps.len() != classes * th * tw {
-                return Err(E::from(Error::Invalid(format!(
-                    "model: {} output values for {classes} classes of {tw}x{th}",
-                    maps.len()
-                ))));
+        for group in tiled.chunks(threads) {
+            for ((x0, _), tile) in group.iter().zip(tiles.iter_mut()) {
+                edge_window(&band, [1, th, w], (0, *x0), (th, tw), tile);
             }
-            for (k, mask) in masks.iter_mut().enumerate() {
-                let map = &maps[k * th * tw..(k + 1) * th * tw];
-                for y in oy.clone() {
-                    let r = &map[(y - y0) * tw..];
-                    for x in ox.clone() {
-                        if r[x - x0] >= plan.threshold {
-                            mask.set(x, y, true);
+            let maps: Vec<std::result::Result<Vec<f32>, E>> = if group.len() == 1 {
+                vec![run(&tiles[0])]
+            } else {
+                let run = &run;
+                std::thread::scope(|s| {
+                    let running: Vec<_> = tiles[..group.len()]
+                        .iter()
+                        .map(|t| s.spawn(move || run(t)))
+                        .collect();
+                    running
+                        .into_iter()
+                        .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect()
+                })
+            };
+            for ((x0, ox), maps) in group.iter().zip(maps) {
+                let maps = maps?;
+                if maps.len() != classes * th * tw {
+                    return Err(E::from(Error::Invalid(format!(
+                        "model: {} output values for {classes} classes of {tw}x{th}",
+                        maps.len()
+                    ))));
+                }
+                for (k, mask) in masks.iter_mut().enumerate() {
+                    let map = &maps[k * th * tw..(k + 1) * th * tw];
+                    for y in oy.clone() {
+                        let r = &map[(y - y0) * tw..];
+                        for x in (*ox).clone() {
+                            if r[x - x0] >= plan.threshold {
+                                mask.set(x, y, true);
+                            }
                         }
                     }
                 }
@@ -215,14 +247,18 @@ mod tests {
                 mean,
                 std,
                 threshold: 0.1,
+                threads: 1,
             };
-            let m = threshold_tiles(&p, &plan, 2, |t| {
-                Ok::<_, Error>(t.iter().chain(t).copied().collect())
-            })
-            .unwrap();
+            let pointwise = |t: &[f32]| Ok::<_, Error>(t.iter().chain(t).copied().collect());
+            let m = threshold_tiles(&p, &plan, 2, pointwise).unwrap();
             let want = s.threshold(0.1);
             assert_eq!(m[0].to_mask(), want, "{w}x{h}");
             assert_eq!(m[1].to_mask(), want);
+            // Tiles run in parallel give the same bits.
+            for threads in [2, 3, 16] {
+                let par = TilePlan { threads, ..plan };
+                assert_eq!(threshold_tiles(&p, &par, 2, pointwise).unwrap(), m);
+            }
         }
     }
 
@@ -235,6 +271,7 @@ mod tests {
             mean: 0.5,
             std: 0.0,
             threshold: 0.5,
+            threads: 1,
         };
         let e = threshold_tiles(&p, &plan, 3, |t| Ok::<_, Error>(t.to_vec())).unwrap_err();
         assert!(e.to_string().contains("3 classes"), "{e}");

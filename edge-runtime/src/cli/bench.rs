@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// (less memory; see docs/edge.md).
     #[arg(long)]
     pub tile: Option<String>,
+    /// Threads counting the frame (tiles side by side, objects measured in
+    /// parallel).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
 }
 
 /// Peak resident memory (Linux `VmHWM`, MiB) since start or the last [`reset_peak_rss`].
@@ -76,7 +80,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         let c = load_pixels(&path, LoadLimits::default())
             .map_err(anyhow::Error::from)
             .and_then(|f| {
-                let c = count_frame(&model, &f, &CountSettings::default())
+                let settings = CountSettings {
+                    threads: a.threads.into(),
+                    ..CountSettings::default()
+                };
+                let c = count_frame(&model, &f, &settings)
                     .with_context(|| path.display().to_string())?;
                 Ok((f, c))
             });
@@ -97,12 +105,13 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     result?;
     times.sort_by(f64::total_cmp);
     println!(
-        "{} on {} ({}x{}, model input {:?}): decode to counts median {:.1} ms (min {:.1}, max {:.1}, {} runs); counts {counts:?}",
+        "{} on {} ({}x{}, model input {:?}, {} thread(s)): decode to counts median {:.1} ms (min {:.1}, max {:.1}, {} runs); counts {counts:?}",
         model.manifest.name,
         name.display(),
         dims.0,
         dims.1,
         model.runner.input_shape,
+        a.threads,
         times[times.len() / 2],
         times[0],
         times[times.len() - 1],

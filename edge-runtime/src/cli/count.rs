@@ -63,6 +63,10 @@ pub struct CountArgs {
     /// (less memory on large frames; see docs/edge.md).
     #[arg(long)]
     pub tile: Option<String>,
+    /// Threads counting each frame (tiles side by side, objects measured
+    /// in parallel); the counts do not depend on it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
     /// Replace output files that already exist.
     #[arg(long)]
     pub overwrite: bool,
@@ -90,6 +94,7 @@ pub fn count(a: CountArgs) -> anyhow::Result<()> {
         vote: a.vote,
         min_area_um2: min,
         bit_depth: a.bit_depth,
+        threads: a.threads.into(),
         calibration: Calibration {
             um_per_px: px.um_per_px,
         },
