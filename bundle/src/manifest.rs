@@ -126,9 +126,9 @@ impl Manifest {
         if !(self.gwp_r >= 0.0 && self.gwp_r.is_finite()) {
             return Err(format!("gwp_r: {}", self.gwp_r));
         }
-        if self.precision != "fp32" && self.precision != "int8" {
+        if !["fp32", "int8", "f16"].contains(&self.precision.as_str()) {
             return Err(format!(
-                "precision: {:?} is not fp32 or int8",
+                "precision: {:?} is not fp32, int8 or f16",
                 self.precision
             ));
         }

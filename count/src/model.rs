@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use nemascope_bundle::{Bundle, Manifest};
-use nemascope_onnx::Runner;
+use nemascope_onnx::{Precision, Runner};
 
 /// A bundle that passed every check, its plan optimised once.
 #[derive(Debug, Clone)]
@@ -55,7 +55,8 @@ impl Model {
     /// A bundle already verified (by [`Bundle::open`], or just written by
     /// the trainer's export), its plan made for `tile` or its own input.
     pub fn from_bundle(b: Bundle, tile: Option<[usize; 2]>) -> Result<Model, ModelError> {
-        let runner = Runner::load_tiled(&b.model, tile).map_err(ModelError::Onnx)?;
+        let precision = Precision::parse(&b.manifest.precision).map_err(ModelError::Onnx)?;
+        let runner = Runner::load_as(&b.model, tile, precision).map_err(ModelError::Onnx)?;
         let [_, c, h, w] = runner.declared_shape;
         if [c, h, w] != b.manifest.input {
             return Err(ModelError::InputMismatch {

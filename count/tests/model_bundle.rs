@@ -165,3 +165,52 @@ fn threads_do_not_change_the_count() {
         assert_eq!(par.counts, one.counts, "{threads} threads");
     }
 }
+
+/// The forms a board owner chooses between: the shipped synthetic model's
+/// file signed as `f16` counts a fresh frame with masks within 1 % of the
+/// fp32 ones (half precision, checked on aarch64 under qemu in CI); a
+/// manifest that names a form the file does not hold is refused.
+#[test]
+fn the_f16_form_counts_as_fp32_and_a_false_form_is_refused() {
+    use nemascope_core::synth::{generate, SynthConfig};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let shipped = Bundle::open(
+        &root.join("synth-worm-egg-cyst"),
+        &nemascope_bundle::read_public_key(&root.join("nemascope-dev.pub")).unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let public = write_key(tmp.path(), "k.pub", &key);
+    let form = |p: &str| {
+        let mut m = shipped.manifest.clone();
+        m.precision = p.into();
+        let dir = tmp.path().join(p);
+        Bundle::write(&dir, m, &shipped.model, &key).unwrap();
+        Model::open_tiled(&dir, &public, Some([256, 256]))
+    };
+    let (full, half) = (form("fp32").unwrap(), form("f16").unwrap());
+    // One tile: half precision is emulated off FP16 cores (slow under qemu).
+    let cfg = SynthConfig::preset("mixed", 1, 256, 256, 4.0).unwrap();
+    let f = (0..20)
+        .map(|i| generate(&cfg, 4242, i).unwrap())
+        .find(|f| f.counts.iter().sum::<usize>() > 2)
+        .unwrap();
+    let a = count_frame(&full, &f.image, &CountSettings::default()).unwrap();
+    let b = count_frame(&half, &f.image, &CountSettings::default()).unwrap();
+    assert!(a.counts.iter().sum::<usize>() > 0, "{:?}", a.counts);
+    for (k, (ma, mb)) in a.masks.iter().zip(&b.masks).enumerate() {
+        let (ma, mb) = (ma.to_mask(), mb.to_mask());
+        let differ = ma.data().iter().zip(mb.data()).filter(|(x, y)| x != y).count();
+        assert!(
+            differ * 100 <= ma.len(),
+            "class {k}: {differ} of {} pixels differ",
+            ma.len()
+        );
+    }
+    let e = form("int8").unwrap_err();
+    assert!(
+        e.to_string().contains("has no integer convolutions"),
+        "{e}"
+    );
+}

@@ -153,21 +153,7 @@ pub fn default_input(cfg: &Config) -> InputSize {
     }
 }
 
-/// fp32 or int8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    Fp32,
-    Int8,
-}
-
-impl Precision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Int8 => "int8",
-        }
-    }
-}
+pub use nemascope_onnx::Precision;
 
 /// The ONNX bytes of `w` at `size`; int8 is calibrated on `calibration`
 /// (working-size inputs of training images).
@@ -178,7 +164,8 @@ pub fn onnx_bytes(
     calibration: &[&Plane],
 ) -> std::result::Result<Vec<u8>, ExportError> {
     let model = match precision {
-        Precision::Fp32 => onnx::fp32(w, size, false)?,
+        // f16 is the float file, run in half precision by the unit.
+        Precision::Fp32 | Precision::F16 => onnx::fp32(w, size, false)?,
         Precision::Int8 => {
             // Calibration tiles are the images edge-padded to the input size
             // (what the unit's tiling feeds for a one-tile image).
@@ -273,7 +260,7 @@ pub fn export_run(
         .map(|&i| &data.items[i].input)
         .collect();
     let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
-    let runner = Runner::load(&bytes)?;
+    let runner = Runner::load_as(&bytes, None, opts.precision)?;
     let mut manifest = manifest(&cfg, &state, &data, &w, size, opts)?;
     // One object's area per class, for counting touching objects.
     let counters = eval::fit_counters(&data, &data.train);

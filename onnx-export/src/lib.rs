@@ -13,7 +13,7 @@ pub mod run;
 pub mod weights;
 
 pub use export::{Calibration, InputSize, INPUT, OUTPUT};
-pub use run::Runner;
+pub use run::{Precision, Runner};
 pub use weights::{BatchNorm, Conv, UNetWeights};
 
 /// What goes wrong making or running a model.

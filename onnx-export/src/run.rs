@@ -10,6 +10,45 @@ use tract_onnx::prelude::*;
 /// One output of a run: its shape and its values, row-major.
 pub type Output = (Vec<usize>, Vec<f32>);
 
+/// The form a bundle's model runs in, named by its manifest's `precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// The float graph as written.
+    Fp32,
+    /// Integer convolutions (`QLinearConv`, int8 weights, uint8
+    /// activations) written into the file.
+    Int8,
+    /// The float graph, run by tract in half precision (`f32_to_f16`):
+    /// fast only on cores with FP16 arithmetic (ARMv8.2, e.g. Cortex-A76 and
+    /// A55; docs/edge.md).
+    F16,
+}
+
+impl Precision {
+    pub const NAMES: [&'static str; 3] = ["fp32", "int8", "f16"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// The manifest's name, or an error listing the known ones.
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        match name {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            "f16" => Ok(Precision::F16),
+            other => Err(Error::Model(format!(
+                "precision {other:?} is not one of {}",
+                Precision::NAMES.join(", ")
+            ))),
+        }
+    }
+}
+
 /// An optimised tract plan for a model with one `[1, C, H, W]` f32 input.
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -18,6 +57,8 @@ pub struct Runner {
     pub input_shape: [usize; 4],
     /// `[1, C, H, W]` as the model declares it.
     pub declared_shape: [usize; 4],
+    /// The form the plan runs in.
+    pub precision: Precision,
 }
 
 impl Runner {
@@ -31,7 +72,35 @@ impl Runner {
     /// runs on any tile its pooling divides, and tract's working memory
     /// follows the tile's area (a unit with little memory uses small tiles
     /// on large frames).
+    /// The file runs as written: int8 if it has integer convolutions,
+    /// else fp32.
     pub fn load_tiled(bytes: &[u8], tile: Option<[usize; 2]>) -> Result<Self, Error> {
+        let written = if integer_convolutions(bytes)? {
+            Precision::Int8
+        } else {
+            Precision::Fp32
+        };
+        Self::load_as(bytes, tile, written)
+    }
+
+    /// As [`Runner::load_tiled`], run in `precision`: `F16` converts the
+    /// float graph to half precision before optimising; `Fp32` and `Int8`
+    /// run the file as written (an int8 file is integer already).
+    pub fn load_as(
+        bytes: &[u8],
+        tile: Option<[usize; 2]>,
+        precision: Precision,
+    ) -> Result<Self, Error> {
+        // The form the manifest names is the form the file holds: integer
+        // convolutions for int8 and none for the float forms.
+        let integer = integer_convolutions(bytes)?;
+        if integer != (precision == Precision::Int8) {
+            return Err(Error::Model(format!(
+                "the manifest says {}, but model.onnx {} integer convolutions",
+                precision.name(),
+                if integer { "has" } else { "has no" }
+            )));
+        }
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| Error::Model(format!("not a model tract can read: {e:#}")))?;
@@ -64,7 +133,16 @@ impl Runner {
             )));
         }
         let plan = model
-            .into_optimized()
+            .into_typed()
+            .and_then(|mut m| {
+                if precision == Precision::F16 {
+                    m.transform(&tract_onnx::tract_core::floats::FloatPrecisionTranslator::new(
+                        f32::datum_type(),
+                        f16::datum_type(),
+                    ))?;
+                }
+                m.into_optimized()
+            })
             .and_then(|m| m.into_runnable())
             .map_err(|e| match tile {
                 Some([th, tw]) => Error::Model(format!(
@@ -76,6 +154,7 @@ impl Runner {
             plan,
             input_shape,
             declared_shape,
+            precision,
         })
     }
 
@@ -94,8 +173,14 @@ impl Runner {
                 self.input_shape
             )));
         }
-        let t = Tensor::from_shape(&self.input_shape, input)
+        let mut t = Tensor::from_shape(&self.input_shape, input)
             .map_err(|e| Error::Model(e.to_string()))?;
+        if self.precision == Precision::F16 {
+            t = t
+                .cast_to::<f16>()
+                .map_err(|e| Error::Model(e.to_string()))?
+                .into_owned();
+        }
         let out = self
             .plan
             .run(tvec!(t.into()))
@@ -118,6 +203,19 @@ impl Runner {
     pub fn maps(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
         Ok(self.run(input)?.swap_remove(0).1)
     }
+}
+
+/// Whether the ONNX file `bytes` has integer convolutions (`QLinearConv`
+/// or `ConvInteger`).
+pub fn integer_convolutions(bytes: &[u8]) -> Result<bool, Error> {
+    use prost::Message;
+    let m = tract_onnx::pb::ModelProto::decode(bytes)
+        .map_err(|e| Error::Model(format!("not an ONNX model: {e}")))?;
+    Ok(m.graph.is_some_and(|g| {
+        g.node
+            .iter()
+            .any(|n| n.op_type == "QLinearConv" || n.op_type == "ConvInteger")
+    }))
 }
 
 /// Activation ranges of `w` over `images` (each `[C, H, W]` at `size`),

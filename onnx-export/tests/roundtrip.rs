@@ -5,7 +5,7 @@
 use nemascope_onnx::export::{self, InputSize};
 use nemascope_onnx::graph::encode;
 use nemascope_onnx::run::{calibrate, Runner};
-use nemascope_onnx::{Conv, UNetWeights};
+use nemascope_onnx::{Conv, Precision, UNetWeights};
 use prost::Message;
 
 /// `[C, H, W]` → `[cout, H, W]`, zero padding, then optional ReLU. Output
@@ -148,6 +148,42 @@ fn fp32_matches(net: UNetWeights) {
         let spread =
             want.iter().fold(0f32, |m, v| m.max(*v)) - want.iter().fold(1f32, |m, v| m.min(*v));
         assert!(spread > 0.01, "spread {spread}");
+    }
+}
+
+/// The f16 form: the same float file, run by tract in half precision,
+/// gives maps within half-precision rounding of the direct evaluation (on
+/// aarch64 under qemu in CI, where tract picks its FP16 kernels when the
+/// emulated core has them).
+#[test]
+fn f16_plan_is_close_to_direct_evaluation() {
+    for net in [
+        UNetWeights::random(1, 2, 3, 3, 11),
+        UNetWeights::random_shaped(1, 2, 4, 3, true, 12),
+    ] {
+        let (h, w) = (16, 24);
+        let size = InputSize {
+            height: h,
+            width: w,
+        };
+        let bytes = encode(&export::fp32(&net, size, false).unwrap());
+        let runner = Runner::load_as(&bytes, None, Precision::F16).unwrap();
+        assert_eq!(runner.precision, Precision::F16);
+        for seed in 0..2 {
+            let x = image(h, w, seed);
+            let got = runner.maps(&x).unwrap();
+            let want = forward(&net, &x, h, w);
+            assert_eq!(got.len(), want.len());
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            // f16 keeps 11 significant bits: a probability is off by a
+            // few thousandths after a dozen layers, never by more.
+            assert!(err < 2e-2, "max |f16 − direct| = {err}");
+            let exact = Runner::load(&bytes).unwrap().maps(&x).unwrap();
+            assert_ne!(got, exact, "the f16 plan computed in f32");
+        }
     }
 }
 

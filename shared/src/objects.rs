@@ -328,10 +328,12 @@ pub fn measure_bits_with(mask: &BitMask, threads: usize) -> Vec<Object> {
             parts[k % threads].push((k, o));
         }
         let shape = &shape;
+        let mine = parts.swap_remove(0);
         std::thread::scope(|s| {
             for part in parts {
                 s.spawn(move || part.into_iter().for_each(|(k, o)| shape(k, o)));
             }
+            mine.into_iter().for_each(|(k, o)| shape(k, o));
         });
     }
     objs

@@ -142,14 +142,17 @@ where
                 vec![run(&tiles[0])]
             } else {
                 let run = &run;
+                // The first tile runs here, the others on threads of their own.
                 std::thread::scope(|s| {
-                    let running: Vec<_> = tiles[..group.len()]
+                    let running: Vec<_> = tiles[1..group.len()]
                         .iter()
                         .map(|t| s.spawn(move || run(t)))
                         .collect();
-                    running
-                        .into_iter()
-                        .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    let first = run(&tiles[0]);
+                    std::iter::once(first)
+                        .chain(running.into_iter().map(|r| {
+                            r.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+                        }))
                         .collect()
                 })
             };

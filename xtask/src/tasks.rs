@@ -344,6 +344,8 @@ pub fn cross_test() -> Result<(), String> {
             "-p",
             "nemascope-core",
             "-p",
+            "nemascope-onnx",
+            "-p",
             "nemascope-count",
             "-p",
             "nemascope-edge",
@@ -431,7 +433,56 @@ pub fn bench() -> Result<(), String> {
             .args(["-c", "0"])
             .arg(cargo_bin())
             .args(["bench", "-p", "nemascope-core", "--bench", "superpixels"]))
-    })
+    })?;
+    edge_bench()?;
+    // Model only: tract against onnxruntime on the shipped files.
+    onnx_check(&[
+        "models/bbbc010-worm/model.onnx".into(),
+        "models/synth-worm-egg-cyst/model.onnx".into(),
+    ])
+}
+
+/// The unit's decode → counts for each shipped bundle: a BBBC010 well and
+/// a 512×384 synthetic frame on one core, and the paper's 4112×3008 camera
+/// frame on one core and on two (docs/edge.md).
+fn edge_bench() -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "nemascope-edge"]))?;
+    let bin = root().join("target/release/nemascope-edge");
+    let well = root().join("../shared/data/bbbc010/images/A01.tif");
+    for bundle in ["models/bbbc010-worm", "models/synth-worm-egg-cyst"] {
+        let model = ["--model", bundle, "--public-key", "models/nemascope-dev.pub"];
+        let mut frames: Vec<(Vec<String>, &str)> = vec![
+            (vec!["--size".into(), "512x384".into()], "0"),
+            (
+                vec![
+                    "--size".into(),
+                    "4112x3008".into(),
+                    "--tile".into(),
+                    "352x256".into(),
+                    "--runs".into(),
+                    "3".into(),
+                ],
+                "0",
+            ),
+        ];
+        if well.exists() {
+            frames.insert(0, (vec!["--image".into(), well.display().to_string()], "0"));
+        }
+        let big = frames.last().cloned().expect("the big frame");
+        frames.push((big.0, "0-1"));
+        for (args, cores) in frames {
+            let threads = if cores == "0" { "1" } else { "2" };
+            run(Command::new("taskset")
+                .args(["-c", cores])
+                .arg(&bin)
+                .arg("bench")
+                .args(model)
+                .args(&args)
+                .args(["--threads", threads])
+                .current_dir(root()))?;
+        }
+    }
+    Ok(())
 }
 
 /// nemascope against scikit-image's Felzenszwalb on every BBBC010 well.

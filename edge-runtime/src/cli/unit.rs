@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
+use nemascope_core::imageio::standardise;
+use nemascope_core::synth::{generate, SynthConfig};
 use nemascope_count::Model;
+use nemascope_onnx::{Precision, Runner};
 
 use crate::config::{parse_tile, Config, BAUDS};
 use crate::link::listener::ListenOptions;
@@ -86,5 +89,44 @@ pub fn check_model(bundle: &Path, key: &Path) -> anyhow::Result<()> {
         println!("  {k} = {v:.4}");
     }
     println!("  one inference {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    if m.runner.precision == Precision::F16 {
+        f16_against_fp32(&m, bundle, key)?;
+    }
+    Ok(())
+}
+
+/// An f16 bundle's maps against the same file run in fp32, on a seeded
+/// synthetic frame of the model's input size: refused if more than 1 % of
+/// pixels change class (this core's half precision is not good enough for
+/// the model).
+fn f16_against_fp32(m: &Model, bundle: &Path, key: &Path) -> anyhow::Result<()> {
+    let b = nemascope_bundle::Bundle::open(bundle, &nemascope_bundle::read_public_key(key)?)?;
+    let fp32 = Runner::load_as(&b.model, None, Precision::Fp32)?;
+    let [_, _, h, w] = m.runner.input_shape;
+    let cfg = SynthConfig::preset("mixed", 1, w, h, 4.0)?;
+    let mut frame = generate(&cfg, 2026, 1)?.image;
+    standardise(&mut frame);
+    let (half, full) = (m.runner.maps(frame.data())?, fp32.maps(frame.data())?);
+    let t = m.manifest.threshold;
+    let max = half
+        .iter()
+        .zip(&full)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    let changed = half
+        .iter()
+        .zip(&full)
+        .filter(|(x, y)| (**x >= t) != (**y >= t))
+        .count() as f64
+        / full.len() as f64;
+    println!(
+        "  f16 against fp32 on a synthetic frame: max |difference| {max:.4}, {:.3} % of pixels change class",
+        changed * 100.0
+    );
+    if changed > 0.01 {
+        bail!(
+            "bundle refused: in f16 {:.2} % of pixels change class against fp32 (more than 1 %)",
+            changed * 100.0
+        );
+    }
     Ok(())
 }

@@ -26,11 +26,7 @@ pub fn export(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into())
         }),
-        precision: if precision == "int8" {
-            export::Precision::Int8
-        } else {
-            export::Precision::Fp32
-        },
+        precision: export::Precision::parse(precision)?,
         input,
         calibration_images: calibration,
     };

@@ -137,7 +137,10 @@ pub enum Cmd {
         /// New bundle folder.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_parser = ["fp32", "int8"], default_value = "fp32")]
+        /// The form the unit runs: fp32, int8 (integer convolutions in the
+        /// file) or f16 (the float file run in half precision by tract);
+        /// docs/edge.md says which to ship on which board.
+        #[arg(long, value_parser = nemascope_onnx::Precision::NAMES, default_value = "fp32")]
         precision: String,
         /// Model input WIDTHxHEIGHT (multiples of 2^depth), as the edge's
         /// `--tile` and `--size` are written; default: the working size
