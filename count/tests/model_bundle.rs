@@ -201,7 +201,12 @@ fn the_f16_form_counts_as_fp32_and_a_false_form_is_refused() {
     assert!(a.counts.iter().sum::<usize>() > 0, "{:?}", a.counts);
     for (k, (ma, mb)) in a.masks.iter().zip(&b.masks).enumerate() {
         let (ma, mb) = (ma.to_mask(), mb.to_mask());
-        let differ = ma.data().iter().zip(mb.data()).filter(|(x, y)| x != y).count();
+        let differ = ma
+            .data()
+            .iter()
+            .zip(mb.data())
+            .filter(|(x, y)| x != y)
+            .count();
         assert!(
             differ * 100 <= ma.len(),
             "class {k}: {differ} of {} pixels differ",
@@ -209,8 +214,5 @@ fn the_f16_form_counts_as_fp32_and_a_false_form_is_refused() {
         );
     }
     let e = form("int8").unwrap_err();
-    assert!(
-        e.to_string().contains("has no integer convolutions"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("has no integer convolutions"), "{e}");
 }

@@ -150,9 +150,11 @@ where
                         .collect();
                     let first = run(&tiles[0]);
                     std::iter::once(first)
-                        .chain(running.into_iter().map(|r| {
-                            r.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-                        }))
+                        .chain(
+                            running
+                                .into_iter()
+                                .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                        )
                         .collect()
                 })
             };

@@ -450,7 +450,12 @@ fn edge_bench() -> Result<(), String> {
     let bin = root().join("target/release/nemascope-edge");
     let well = root().join("../shared/data/bbbc010/images/A01.tif");
     for bundle in ["models/bbbc010-worm", "models/synth-worm-egg-cyst"] {
-        let model = ["--model", bundle, "--public-key", "models/nemascope-dev.pub"];
+        let model = [
+            "--model",
+            bundle,
+            "--public-key",
+            "models/nemascope-dev.pub",
+        ];
         let mut frames: Vec<(Vec<String>, &str)> = vec![
             (vec!["--size".into(), "512x384".into()], "0"),
             (
