@@ -5,7 +5,8 @@
 //! - `test`        everything CI checks: fmt, clippy, workspace tests, and
 //!   the shared and edge crates' tests for aarch64 under qemu
 //! - `cross-test`  only the aarch64 + qemu part
-//! - `bench`       criterion benches + the side-by-side with scikit-image
+//! - `bench`       Felzenszwalb vs scikit-image and OpenCV, criterion, the unit's
+//!                 frames on one and two threads, tract vs onnxruntime
 //! - `parity`      nemascope vs scikit-image Felzenszwalb on every BBBC010 well
 //! - `train`       the host trainer (`nemascope-train`, release build); no
 //!   arguments = the default weak run on BBBC010 into `out/train-bbbc010`

@@ -117,6 +117,26 @@ fn onnx_venv() -> Result<PathBuf, String> {
     Ok(py)
 }
 
+/// The reference venv with OpenCV's contrib modules added (`ximgproc`,
+/// the graph segmentation the Felzenszwalb bench compares with).
+fn bench_venv() -> Result<PathBuf, String> {
+    let py = venv()?;
+    let ok = Command::new(&py)
+        .args(["-c", "import cv2; cv2.ximgproc.segmentation"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "opencv-contrib-python-headless",
+        ]))?;
+    }
+    Ok(py)
+}
+
 /// `onnx-check [MODEL.onnx...]`: seeded test models plus the given ones,
 /// run by tract on core 0 (`onnx_io`), then checked and timed with
 /// onnxruntime on the same core.
@@ -421,9 +441,11 @@ pub fn bench_step() -> Result<(), String> {
         })
 }
 
-/// Criterion benches and the side-by-side with scikit-image.
+/// Felzenszwalb against scikit-image and OpenCV, the criterion benches, the
+/// unit's frames ([`edge_bench`]) and tract against onnxruntime
+/// (docs/edge.md, "Speed").
 pub fn bench() -> Result<(), String> {
-    venv().and_then(|py| {
+    bench_venv().and_then(|py| {
         build_data_cli()?;
         run(Command::new("taskset")
             .args(["-c", "0"])
