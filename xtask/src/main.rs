@@ -6,7 +6,7 @@
 //!   the shared and edge crates' tests for aarch64 under qemu
 //! - `cross-test`  only the aarch64 + qemu part
 //! - `bench`       Felzenszwalb vs scikit-image and OpenCV, criterion, the unit's
-//!                 frames on one and two threads, tract vs onnxruntime
+//!   frames on one and two threads, tract vs onnxruntime
 //! - `parity`      nemascope vs scikit-image Felzenszwalb on every BBBC010 well
 //! - `train`       the host trainer (`nemascope-train`, release build); no
 //!   arguments = the default weak run on BBBC010 into `out/train-bbbc010`
