@@ -221,15 +221,14 @@ pub fn counted(
         let (lo, hi) = size_range(&classes[c]);
         let lo = lo.max(s.min_area_um2);
         let counter = object_area_px(c).and_then(|a| AreaCounter::new(a).ok());
-        for o in measure_bits_with(mask, s.threads) {
+        let objects_in = |area: usize| counter.as_ref().map_or(1, |k| k.count_component(area));
+        // Components outside the class's size range, or too small a piece
+        // to count, are dropped before their shapes are measured.
+        let counts_as =
+            |area: usize| (lo..=hi).contains(&(area as f32 * px_area)) && objects_in(area) > 0;
+        for o in measure_bits_with(mask, s.threads, counts_as) {
             let area_um2 = o.area as f32 * px_area;
-            if !(lo..=hi).contains(&area_um2) {
-                continue;
-            }
-            let n = counter.as_ref().map_or(1, |k| k.count_component(o.area));
-            if n == 0 {
-                continue;
-            }
+            let n = objects_in(o.area);
             counts[c] += n;
             objects.push(Measured {
                 class: c,

@@ -215,12 +215,19 @@ fn set_shape(o: &mut Object, mut crop: BitMask) {
 /// and each is measured from its own crop. Memory follows the number of
 /// runs, not the frame's size.
 pub fn measure_bits(mask: &BitMask) -> Vec<Object> {
-    measure_bits_with(mask, 1)
+    measure_bits_with(mask, 1, |_| true)
 }
 
-/// As [`measure_bits`], the shapes measured on `threads` threads (the same
-/// objects whatever the number).
-pub fn measure_bits_with(mask: &BitMask, threads: usize) -> Vec<Object> {
+/// As [`measure_bits`], only the components whose area (pixels) `keep`
+/// accepts, their shapes measured on `threads` threads (the same objects
+/// whatever the number). Shapes cost most; a frame full of debris has
+/// thousands of specks a counter drops by area alone, so they are dropped
+/// before their shapes are measured.
+pub fn measure_bits_with(
+    mask: &BitMask,
+    threads: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<Object> {
     // Runs (y, x0, x1) in raster order; row_start[y] indexes the first.
     let mut runs: Vec<(u32, u32, u32)> = Vec::new();
     let mut row_start = Vec::with_capacity(mask.height() + 1);
@@ -317,15 +324,20 @@ pub fn measure_bits_with(mask: &BitMask, threads: usize) -> Vec<Object> {
         }
         set_shape(o, crop);
     };
-    let threads = threads.clamp(1, objs.len().max(1));
+    let mut kept: Vec<(usize, &mut Object)> = objs
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, o)| keep(o.area))
+        .collect();
+    let threads = threads.clamp(1, kept.len().max(1));
     if threads == 1 {
-        objs.iter_mut().enumerate().for_each(|(k, o)| shape(k, o));
+        kept.into_iter().for_each(|(k, o)| shape(k, o));
     } else {
         // Interleaved, so one thread does not get all of a frame's large
         // objects when they cluster in raster order.
         let mut parts: Vec<Vec<(usize, &mut Object)>> = (0..threads).map(|_| Vec::new()).collect();
-        for (k, o) in objs.iter_mut().enumerate() {
-            parts[k % threads].push((k, o));
+        for (i, ko) in kept.drain(..).enumerate() {
+            parts[i % threads].push(ko);
         }
         let shape = &shape;
         let mine = parts.swap_remove(0);
@@ -336,6 +348,7 @@ pub fn measure_bits_with(mask: &BitMask, threads: usize) -> Vec<Object> {
             mine.into_iter().for_each(|(k, o)| shape(k, o));
         });
     }
+    objs.retain(|o| keep(o.area));
     objs
 }
 
@@ -963,8 +976,12 @@ mod tests {
             let (_, want) = measure(&m);
             let got = measure_bits(&BitMask::from_mask(&m));
             assert_eq!(got, want, "case {case}: {w}x{h}");
-            let par = measure_bits_with(&BitMask::from_mask(&m), 1 + case % 4);
+            let par = measure_bits_with(&BitMask::from_mask(&m), 1 + case % 4, |_| true);
             assert_eq!(par, want, "case {case}: {w}x{h}, threads");
+            // Dropping components by area keeps the others as they were.
+            let big = measure_bits_with(&BitMask::from_mask(&m), 1 + case % 3, |a| a >= 5);
+            let want_big: Vec<Object> = want.iter().filter(|o| o.area >= 5).cloned().collect();
+            assert_eq!(big, want_big, "case {case}: {w}x{h}, kept by area");
         }
         assert!(measure_bits(&BitMask::new(0, 0)).is_empty());
         assert!(measure_bits(&BitMask::new(5, 5)).is_empty());
