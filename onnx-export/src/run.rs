@@ -25,9 +25,14 @@ pub enum Precision {
 }
 
 impl Precision {
-    pub const NAMES: [&'static str; 3] = ["fp32", "int8", "f16"];
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Int8, Precision::F16];
+    pub const NAMES: [&'static str; 3] = [
+        Precision::ALL[0].name(),
+        Precision::ALL[1].name(),
+        Precision::ALL[2].name(),
+    ];
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Int8 => "int8",
@@ -37,15 +42,15 @@ impl Precision {
 
     /// The manifest's name, or an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self, Error> {
-        match name {
-            "fp32" => Ok(Precision::Fp32),
-            "int8" => Ok(Precision::Int8),
-            "f16" => Ok(Precision::F16),
-            other => Err(Error::Model(format!(
-                "precision {other:?} is not one of {}",
-                Precision::NAMES.join(", ")
-            ))),
-        }
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                Error::Model(format!(
+                    "precision {name:?} is not one of {}",
+                    Precision::NAMES.join(", ")
+                ))
+            })
     }
 }
 
@@ -72,6 +77,7 @@ impl Runner {
     /// runs on any tile its pooling divides, and tract's working memory
     /// follows the tile's area (a unit with little memory uses small tiles
     /// on large frames).
+    ///
     /// The file runs as written: int8 if it has integer convolutions,
     /// else fp32.
     pub fn load_tiled(bytes: &[u8], tile: Option<[usize; 2]>) -> Result<Self, Error> {
@@ -80,7 +86,7 @@ impl Runner {
         } else {
             Precision::Fp32
         };
-        Self::load_as(bytes, tile, written)
+        Self::plan(bytes, tile, written)
     }
 
     /// As [`Runner::load_tiled`], run in `precision`: `F16` converts the
@@ -101,6 +107,11 @@ impl Runner {
                 if integer { "has" } else { "has no" }
             )));
         }
+        Self::plan(bytes, tile, precision)
+    }
+
+    /// The optimised plan of `bytes` in `precision` (checked by the caller).
+    fn plan(bytes: &[u8], tile: Option<[usize; 2]>, precision: Precision) -> Result<Self, Error> {
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| Error::Model(format!("not a model tract can read: {e:#}")))?;

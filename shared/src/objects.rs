@@ -324,32 +324,32 @@ pub fn measure_bits_with(
         }
         set_shape(o, crop);
     };
-    let mut kept: Vec<(usize, &mut Object)> = objs
-        .iter_mut()
+    // Each kept object with its component index (into `sums`, `first`).
+    let mut kept: Vec<(usize, Object)> = objs
+        .into_iter()
         .enumerate()
         .filter(|(_, o)| keep(o.area))
         .collect();
     let threads = threads.clamp(1, kept.len().max(1));
     if threads == 1 {
-        kept.into_iter().for_each(|(k, o)| shape(k, o));
+        kept.iter_mut().for_each(|(k, o)| shape(*k, o));
     } else {
         // Interleaved, so one thread does not get all of a frame's large
         // objects when they cluster in raster order.
-        let mut parts: Vec<Vec<(usize, &mut Object)>> = (0..threads).map(|_| Vec::new()).collect();
-        for (i, ko) in kept.drain(..).enumerate() {
+        let mut parts: Vec<Vec<&mut (usize, Object)>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, ko) in kept.iter_mut().enumerate() {
             parts[i % threads].push(ko);
         }
         let shape = &shape;
         let mine = parts.swap_remove(0);
         std::thread::scope(|s| {
             for part in parts {
-                s.spawn(move || part.into_iter().for_each(|(k, o)| shape(k, o)));
+                s.spawn(move || part.into_iter().for_each(|(k, o)| shape(*k, o)));
             }
-            mine.into_iter().for_each(|(k, o)| shape(k, o));
+            mine.into_iter().for_each(|(k, o)| shape(*k, o));
         });
     }
-    objs.retain(|o| keep(o.area));
-    objs
+    kept.into_iter().map(|(_, o)| o).collect()
 }
 
 /// Zhang–Suen thinning to a one-pixel-wide, 8-connected skeleton.
@@ -396,13 +396,19 @@ fn thin(img: &mut BitMask) {
     // sub-iteration last judged them (at first: every boundary pixel).
     let mut flagged = [BitMask::new(w, h), BitMask::new(w, h)];
     let mut queued: [Vec<(u32, u32)>; 2] = [Vec::new(), Vec::new()];
+    // Queues (x, y) for both sub-iterations, once each.
+    let flag = |flagged: &mut [BitMask; 2], queued: &mut [Vec<(u32, u32)>; 2], x, y| {
+        for (f, q) in flagged.iter_mut().zip(queued.iter_mut()) {
+            if !f.get(x, y) {
+                f.set(x, y, true);
+                q.push((x as u32, y as u32));
+            }
+        }
+    };
     for y in 1..h - 1 {
         for x in 1..w - 1 {
             if img.get(x, y) && code(img, x, y) != 0xff {
-                for s in 0..2 {
-                    flagged[s].set(x, y, true);
-                    queued[s].push((x as u32, y as u32));
-                }
+                flag(&mut flagged, &mut queued, x, y);
             }
         }
     }
@@ -430,12 +436,7 @@ fn thin(img: &mut BitMask) {
                 for &(dx, dy) in &AROUND {
                     let (nx, ny) = ((x as isize + dx) as usize, (y as isize + dy) as usize);
                     if img.get(nx, ny) && interior(nx, ny) {
-                        for t in 0..2 {
-                            if !flagged[t].get(nx, ny) {
-                                flagged[t].set(nx, ny, true);
-                                queued[t].push((nx as u32, ny as u32));
-                            }
-                        }
+                        flag(&mut flagged, &mut queued, nx, ny);
                     }
                 }
             }

@@ -104,37 +104,34 @@ pub fn venv() -> Result<PathBuf, String> {
     Ok(py)
 }
 
-/// The reference venv with the ONNX checker and onnxruntime added.
-fn onnx_venv() -> Result<PathBuf, String> {
+/// The reference venv with `packages` installed unless `check` (Python)
+/// already runs.
+fn venv_with(check: &str, packages: &[&str]) -> Result<PathBuf, String> {
     let py = venv()?;
     let ok = Command::new(&py)
-        .args(["-c", "import onnx, onnxruntime"])
+        .args(["-c", check])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        run(Command::new(&py).args(["-m", "pip", "install", "-q", "onnx", "onnxruntime"]))?;
+        run(Command::new(&py)
+            .args(["-m", "pip", "install", "-q"])
+            .args(packages))?;
     }
     Ok(py)
+}
+
+/// The reference venv with the ONNX checker and onnxruntime added.
+fn onnx_venv() -> Result<PathBuf, String> {
+    venv_with("import onnx, onnxruntime", &["onnx", "onnxruntime"])
 }
 
 /// The reference venv with OpenCV's contrib modules added (`ximgproc`,
 /// the graph segmentation the Felzenszwalb bench compares with).
 fn bench_venv() -> Result<PathBuf, String> {
-    let py = venv()?;
-    let ok = Command::new(&py)
-        .args(["-c", "import cv2; cv2.ximgproc.segmentation"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        run(Command::new(&py).args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "opencv-contrib-python-headless",
-        ]))?;
-    }
-    Ok(py)
+    venv_with(
+        "import cv2; cv2.ximgproc.segmentation",
+        &["opencv-contrib-python-headless"],
+    )
 }
 
 /// `onnx-check [MODEL.onnx...]`: seeded test models plus the given ones,
@@ -471,41 +468,29 @@ fn edge_bench() -> Result<(), String> {
     run(cargo().args(["build", "--release", "-p", "nemascope-edge"]))?;
     let bin = root().join("target/release/nemascope-edge");
     let well = root().join("../shared/data/bbbc010/images/A01.tif");
+    let well = well.display().to_string();
+    let camera = ["--size", "4112x3008", "--tile", "352x256", "--runs", "3"];
+    // (frame arguments, threads); threads run on as many pinned cores.
+    let mut rows: Vec<(&[&str], usize)> = Vec::new();
+    let well_args = ["--image", well.as_str()];
+    if Path::new(&well).exists() {
+        rows.push((&well_args, 1));
+    }
+    rows.extend([(&["--size", "512x384"][..], 1), (&camera, 1), (&camera, 2)]);
     for bundle in ["models/bbbc010-worm", "models/synth-worm-egg-cyst"] {
-        let model = [
-            "--model",
-            bundle,
-            "--public-key",
-            "models/nemascope-dev.pub",
-        ];
-        let mut frames: Vec<(Vec<String>, &str)> = vec![
-            (vec!["--size".into(), "512x384".into()], "0"),
-            (
-                vec![
-                    "--size".into(),
-                    "4112x3008".into(),
-                    "--tile".into(),
-                    "352x256".into(),
-                    "--runs".into(),
-                    "3".into(),
-                ],
-                "0",
-            ),
-        ];
-        if well.exists() {
-            frames.insert(0, (vec!["--image".into(), well.display().to_string()], "0"));
-        }
-        let big = frames.last().cloned().expect("the big frame");
-        frames.push((big.0, "0-1"));
-        for (args, cores) in frames {
-            let threads = if cores == "0" { "1" } else { "2" };
+        for (frame, threads) in &rows {
             run(Command::new("taskset")
-                .args(["-c", cores])
+                .args(["-c", &format!("0-{}", threads - 1)])
                 .arg(&bin)
                 .arg("bench")
-                .args(model)
-                .args(&args)
-                .args(["--threads", threads])
+                .args([
+                    "--model",
+                    bundle,
+                    "--public-key",
+                    "models/nemascope-dev.pub",
+                ])
+                .args(*frame)
+                .args(["--threads", &threads.to_string()])
                 .current_dir(root()))?;
         }
     }

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
+use nemascope_bundle::Bundle;
 use nemascope_core::imageio::standardise;
 use nemascope_core::synth::{generate, SynthConfig};
-use nemascope_count::Model;
+use nemascope_count::{Model, ModelError};
 use nemascope_onnx::{Precision, Runner};
 
 use crate::config::{parse_tile, Config, BAUDS};
@@ -71,7 +72,12 @@ pub fn listen(port: PathBuf, baud: u32, out: PathBuf, until: Option<u64>) -> any
 
 /// Opens the bundle as a unit would and runs the model once.
 pub fn check_model(bundle: &Path, key: &Path) -> anyhow::Result<()> {
-    let m = Model::open(bundle, key)?;
+    // Opened as `Model::open` does, keeping an f16 bundle's file for the
+    // comparison with fp32 below.
+    let key = nemascope_bundle::read_public_key(key).map_err(ModelError::Key)?;
+    let b = Bundle::open(bundle, &key).map_err(ModelError::Bundle)?;
+    let float_file = (b.manifest.precision == Precision::F16.name()).then(|| b.model.clone());
+    let m = Model::from_bundle(b, None)?;
     let t = Instant::now();
     let input = vec![0f32; m.runner.input_len()];
     m.runner.maps(&input).context("bundle refused")?;
@@ -89,8 +95,8 @@ pub fn check_model(bundle: &Path, key: &Path) -> anyhow::Result<()> {
         println!("  {k} = {v:.4}");
     }
     println!("  one inference {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-    if m.runner.precision == Precision::F16 {
-        f16_against_fp32(&m, bundle, key)?;
+    if let Some(bytes) = float_file {
+        f16_against_fp32(&m, &bytes)?;
     }
     Ok(())
 }
@@ -99,9 +105,8 @@ pub fn check_model(bundle: &Path, key: &Path) -> anyhow::Result<()> {
 /// synthetic frame of the model's input size: refused if more than 1 % of
 /// pixels change class (this core's half precision is not good enough for
 /// the model).
-fn f16_against_fp32(m: &Model, bundle: &Path, key: &Path) -> anyhow::Result<()> {
-    let b = nemascope_bundle::Bundle::open(bundle, &nemascope_bundle::read_public_key(key)?)?;
-    let fp32 = Runner::load_as(&b.model, None, Precision::Fp32)?;
+fn f16_against_fp32(m: &Model, float_file: &[u8]) -> anyhow::Result<()> {
+    let fp32 = Runner::load_as(float_file, None, Precision::Fp32)?;
     let [_, _, h, w] = m.runner.input_shape;
     let cfg = SynthConfig::preset("mixed", 1, w, h, 4.0)?;
     let mut frame = generate(&cfg, 2026, 1)?.image;
