@@ -31,13 +31,14 @@ task="${1:-}"
 #   python3 python3-venv    the venvs for libtorch and the reference scripts
 #   libclang-dev            bindgen (the edge's V4L2 camera feature, built by clippy/test --all-features)
 #   util-linux              taskset, for the pinned one-core benchmarks
+#   chromium-headless-shell the browser the labelling page's tests drive (label/tests/browser.rs)
 base=(build-essential curl ca-certificates git)
 case "$task" in
     demo) pkgs=("${base[@]}") ;;
     train | bundles) pkgs=("${base[@]}" python3 python3-venv) ;;
     bench | parity | onnx-check | bench-step) pkgs=("${base[@]}" python3 python3-venv util-linux) ;;
     cross-test) pkgs=("${base[@]}" gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
-    *) pkgs=("${base[@]}" gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user python3 python3-venv libclang-dev util-linux) ;;
+    *) pkgs=("${base[@]}" gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user python3 python3-venv libclang-dev util-linux chromium-headless-shell) ;;
 esac
 # libtorch (.venv-torch) for the tasks that build the trainer.
 case "$task" in

@@ -1,0 +1,496 @@
+//! A labelling folder on disk: the images (read only, never changed), and
+//! in the output folder `session.json` (tile size, classes),
+//! `decisions.csv` (every decision in order, the record), `labels.csv`
+//! (derived, the trainer's table) and `tiles/` (each labelled tile's
+//! pixels at the source bit depth, luma as the trainer reads them).
+//!
+//! Every file is replaced atomically (`nemascope_core::files`) before a
+//! decision is acknowledged, and a lock on `.lock` keeps a second server
+//! off the same output folder.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use nemascope_core::files::{replace_with, write_atomic};
+use nemascope_core::imageio::{load_frame, save_gray, Frame, LoadLimits};
+use serde::{Deserialize, Serialize};
+
+use crate::session::{labels_csv, tile_file, units, Cut, Decision, ImageInfo, Log, Unit};
+use crate::{Error, Result};
+
+/// The extensions read as images (what the trainer and the unit decode).
+pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "tif", "tiff", "jpg", "jpeg"];
+
+/// Output folder inside the image folder when `--out` is not given.
+pub const DEFAULT_OUT: &str = "nemascope-labels";
+
+/// How a session is opened (the command line's options).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub folder: PathBuf,
+    /// Default: `folder/nemascope-labels`.
+    pub out: Option<PathBuf>,
+    /// Classes to label; empty: those of the session being resumed.
+    pub classes: Vec<String>,
+    /// Tile size; `None`: the session's, or chosen on the page.
+    pub cut: Option<Cut>,
+}
+
+/// What `session.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub classes: Vec<String>,
+    /// `None` until chosen (on the page or with `--tile`).
+    pub cut: Option<Cut>,
+}
+
+/// An open labelling folder.
+pub struct Store {
+    pub folder: PathBuf,
+    pub out: PathBuf,
+    pub images: Vec<ImageInfo>,
+    pub settings: Settings,
+    pub log: Log,
+    /// Said once at start: decisions about images no longer in the folder.
+    pub warnings: Vec<String>,
+    _lock: File,
+    frame: Option<(usize, Frame)>,
+}
+
+impl Store {
+    /// Opens (or resumes) labelling of `opts.folder`.
+    pub fn open(opts: &Options) -> Result<Store> {
+        let folder = opts.folder.clone();
+        let images = scan(&folder)?;
+        let out = opts.out.clone().unwrap_or_else(|| folder.join(DEFAULT_OUT));
+        std::fs::create_dir_all(&out).map_err(|e| {
+            Error::Input(format!(
+                "cannot create the output folder {} ({e}); give another with --out",
+                out.display()
+            ))
+        })?;
+        let lock_path = out.join(".lock");
+        let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Busy(format!(
+                    "{} is already being labelled by another nemascope-label; close that one first",
+                    out.display()
+                )))
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let settings_path = out.join("session.json");
+        let saved: Option<Settings> = match std::fs::read_to_string(&settings_path) {
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::Input(format!("{}: {e}", settings_path.display())))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&settings_path, e)),
+        };
+        let classes = match (&saved, opts.classes.is_empty()) {
+            (None, true) => {
+                return Err(Error::Input(
+                    "name the classes to label, e.g. --classes egg (or egg,worm)".into(),
+                ))
+            }
+            (None, false) => check_classes(&opts.classes)?,
+            (Some(s), true) => s.classes.clone(),
+            (Some(s), false) if s.classes == opts.classes => s.classes.clone(),
+            (Some(s), false) => {
+                return Err(Error::Input(format!(
+                    "{} is labelled for the classes {}, not {}: leave out --classes to go on, or give a new --out",
+                    out.display(),
+                    s.classes.join(","),
+                    opts.classes.join(",")
+                )))
+            }
+        };
+        let log_path = out.join("decisions.csv");
+        let log = match std::fs::read_to_string(&log_path) {
+            Ok(text) => Log::parse(&text, &classes, &log_path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Log::new(classes.clone()),
+            Err(e) => return Err(Error::io(&log_path, e)),
+        };
+        let saved_cut = saved.as_ref().and_then(|s| s.cut);
+        let cut = match (saved_cut, opts.cut) {
+            (Some(s), Some(c)) if s != c && !log.decisions.is_empty() => {
+                return Err(Error::Input(format!(
+                    "{} is labelled with tile size {}, not {}: leave out --tile to go on, or give a new --out",
+                    out.display(),
+                    s.name(),
+                    c.name()
+                )))
+            }
+            (s, c) => c.or(s),
+        };
+        if let Some(cut) = cut {
+            for img in &images {
+                units(img, cut)?;
+            }
+        }
+        let mut missing: Vec<&str> = log
+            .decisions
+            .iter()
+            .map(|d| d.image.as_str())
+            .filter(|n| !images.iter().any(|i| i.name == *n))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        let warnings = missing
+            .iter()
+            .map(|n| {
+                format!("decisions about {n}, which is no longer in the folder, stay in decisions.csv but not in labels.csv")
+            })
+            .collect();
+        let mut store = Store {
+            folder,
+            out,
+            images,
+            settings: Settings { classes, cut },
+            log,
+            warnings,
+            _lock: lock,
+            frame: None,
+        };
+        if saved.as_ref() != Some(&store.settings) {
+            store.save_settings()?;
+        }
+        if cut.is_some() {
+            // Mends a stop between the writes of the last decision.
+            store.write_tables()?;
+        }
+        Ok(store)
+    }
+
+    /// The tile size, once chosen.
+    pub fn cut(&self) -> Option<Cut> {
+        self.settings.cut
+    }
+
+    /// Chooses the tile size; refused once anything is decided, since the
+    /// decisions belong to the tiles they were taken on.
+    pub fn set_cut(&mut self, cut: Cut) -> Result<()> {
+        if self.settings.cut == Some(cut) {
+            return Ok(());
+        }
+        if !self.log.decisions.is_empty() {
+            return Err(Error::Input(format!(
+                "{} decisions are recorded on tiles of {}: the size can no longer change (label into a new --out folder for another size)",
+                self.log.decisions.len(),
+                self.settings.cut.map(Cut::name).unwrap_or_default()
+            )));
+        }
+        for img in &self.images {
+            units(img, cut)?;
+        }
+        self.settings.cut = Some(cut);
+        self.save_settings()?;
+        self.write_tables()
+    }
+
+    /// The units of image `i` under the chosen cut.
+    pub fn units(&self, i: usize) -> Result<Vec<Unit>> {
+        let cut = self.require_cut()?;
+        let img = self
+            .images
+            .get(i)
+            .ok_or_else(|| Error::Input(format!("there is no image {i}")))?;
+        units(img, cut)
+    }
+
+    /// Records a decision on unit `u` of image `i` and writes every file
+    /// before returning; on a failure the decision is not kept.
+    pub fn decide(&mut self, i: usize, u: usize, class: usize, present: bool) -> Result<()> {
+        let unit = *self
+            .units(i)?
+            .get(u)
+            .ok_or_else(|| Error::Input(format!("image {i} has no tile {u}")))?;
+        if class >= self.settings.classes.len() {
+            return Err(Error::Input(format!("there is no class {class}")));
+        }
+        self.log.decisions.push(Decision {
+            image: self.images[i].name.clone(),
+            x: unit.x,
+            y: unit.y,
+            class,
+            present,
+        });
+        let written = self.write_tables();
+        if written.is_err() {
+            self.log.decisions.pop();
+        }
+        written
+    }
+
+    /// Takes back the last decision (also one from before a restart).
+    pub fn undo(&mut self) -> Result<Decision> {
+        let last = self
+            .log
+            .decisions
+            .pop()
+            .ok_or_else(|| Error::Input("nothing to undo".into()))?;
+        if let Err(e) = self.write_tables() {
+            self.log.decisions.push(last);
+            return Err(e);
+        }
+        Ok(last)
+    }
+
+    /// Writes what follows from the log: missing tile files, `labels.csv`,
+    /// then `decisions.csv` (a stop between the two is mended at start).
+    fn write_tables(&mut self) -> Result<()> {
+        let cut = self.require_cut()?;
+        if let Cut::Tile(_) = cut {
+            self.write_tile_files(cut)?;
+        }
+        let out = self.out.clone();
+        let folder = self.folder.clone();
+        let table = labels_csv(&self.log, &self.images, cut, |img| {
+            image_path(&folder, &out, &img.name)
+        })?;
+        write_atomic(&self.out.join("labels.csv"), table.as_bytes())?;
+        write_atomic(
+            &self.out.join("decisions.csv"),
+            self.log.to_csv().as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Writes the pixels of every fully decided tile that has no file yet.
+    fn write_tile_files(&mut self, cut: Cut) -> Result<()> {
+        let current = self.log.current();
+        for i in 0..self.images.len() {
+            for unit in units(&self.images[i], cut)? {
+                let key = (self.images[i].name.clone(), unit.x, unit.y);
+                let complete = current
+                    .get(&key)
+                    .is_some_and(|bits| bits.iter().all(Option::is_some));
+                let path = self.out.join(tile_file(&self.images[i].name, &unit));
+                if !complete || path.exists() {
+                    continue;
+                }
+                std::fs::create_dir_all(self.out.join("tiles"))
+                    .map_err(|e| Error::io(self.out.join("tiles"), e))?;
+                let frame = self.frame(i)?;
+                let crop = frame.plane.crop(
+                    unit.x as usize,
+                    unit.y as usize,
+                    unit.width as usize,
+                    unit.height as usize,
+                );
+                let depth = frame.bit_depth.min(16);
+                replace_with(&path, |tmp| save_gray(&crop, depth, tmp))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Image `i` as the trainer reads it (luma at its bit depth), kept for
+    /// the next tile of the same image.
+    fn frame(&mut self, i: usize) -> Result<&Frame> {
+        if self.frame.as_ref().map(|f| f.0) != Some(i) {
+            let f = load_frame(&self.images[i].path, LoadLimits::default())?;
+            self.frame = Some((i, f));
+        }
+        Ok(&self.frame.as_ref().expect("just loaded").1)
+    }
+
+    fn require_cut(&self) -> Result<Cut> {
+        self.settings
+            .cut
+            .ok_or_else(|| Error::Input("choose a tile size first".into()))
+    }
+
+    fn save_settings(&self) -> Result<()> {
+        let text = serde_json::to_string_pretty(&self.settings)
+            .map_err(|e| Error::Input(format!("session settings: {e}")))?;
+        write_atomic(&self.out.join("session.json"), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// A whole image's path in `labels.csv`: relative when the output folder
+/// sits in the image folder (the default), else absolute.
+fn image_path(folder: &Path, out: &Path, name: &str) -> String {
+    if out.parent() == Some(folder) {
+        format!("../{name}")
+    } else {
+        let abs = std::path::absolute(folder.join(name)).unwrap_or_else(|_| folder.join(name));
+        abs.display().to_string()
+    }
+}
+
+/// Class names the generic layout can hold as columns.
+fn check_classes(classes: &[String]) -> Result<Vec<String>> {
+    for (k, c) in classes.iter().enumerate() {
+        let reserved = c == "image" || c.ends_with("_mask") || c.ends_with("_count");
+        if c.is_empty()
+            || reserved
+            || !c
+                .chars()
+                .all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '-')
+        {
+            return Err(Error::Input(format!(
+                "class name `{c}`: use letters, digits, `_` or `-` (not `image`, nor ending in _mask or _count)"
+            )));
+        }
+        if classes[..k].contains(c) {
+            return Err(Error::Input(format!("class `{c}` is named twice")));
+        }
+    }
+    Ok(classes.to_vec())
+}
+
+/// The images of `folder` (not its subfolders), by name; every file that
+/// looks like an image but whose header does not read is listed at once.
+pub fn scan(folder: &Path) -> Result<Vec<ImageInfo>> {
+    let entries = std::fs::read_dir(folder).map_err(|e| {
+        Error::Input(format!(
+            "cannot read the image folder {} ({e})",
+            folder.display()
+        ))
+    })?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(folder, e))?.path();
+        let is_image = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        if is_image && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Error::Input(format!(
+            "no images in {} (looked for .{} files)",
+            folder.display(),
+            IMAGE_EXTENSIONS.join(", .")
+        )));
+    }
+    let mut images = Vec::new();
+    let mut bad = Vec::new();
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match image::image_dimensions(&path) {
+            Ok((width, height)) => images.push(ImageInfo {
+                name,
+                path,
+                width,
+                height,
+            }),
+            Err(e) => bad.push(format!("  {name}: {e}")),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Error::Input(format!(
+            "{} image(s) in {} cannot be read; move them out of the folder or replace them:\n{}",
+            bad.len(),
+            folder.display(),
+            bad.join("\n")
+        )));
+    }
+    Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(n: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for k in 0..n {
+            let img = image::GrayImage::from_fn(96, 64, |x, y| {
+                image::Luma([(x * 2 + y + k as u32) as u8])
+            });
+            img.save(dir.path().join(format!("f{k}.png"))).unwrap();
+        }
+        dir
+    }
+
+    fn opts(dir: &Path, cut: Option<Cut>) -> Options {
+        Options {
+            folder: dir.to_path_buf(),
+            out: None,
+            classes: vec!["egg".into()],
+            cut,
+        }
+    }
+
+    #[test]
+    fn decisions_survive_a_restart_and_undo_reaches_before_it() {
+        let dir = folder(2);
+        let mut s = Store::open(&opts(dir.path(), Some(Cut::Tile(32)))).unwrap();
+        assert_eq!(s.units(0).unwrap().len(), 6);
+        s.decide(0, 0, 0, true).unwrap();
+        s.decide(0, 1, 0, false).unwrap();
+        drop(s);
+        let mut s = Store::open(&Options {
+            classes: vec![],
+            cut: None,
+            ..opts(dir.path(), None)
+        })
+        .unwrap();
+        assert_eq!(s.cut(), Some(Cut::Tile(32)));
+        assert_eq!(s.undo().unwrap().x, 32);
+        let out = dir.path().join(DEFAULT_OUT);
+        assert_eq!(
+            std::fs::read_to_string(out.join("labels.csv")).unwrap(),
+            "image,egg\ntiles/f0.png_x0000_y0000.png,1\n"
+        );
+        let tile = image::open(out.join("tiles/f0.png_x0000_y0000.png")).unwrap();
+        assert_eq!((tile.width(), tile.height()), (32, 32));
+        assert_eq!(tile.to_luma8().get_pixel(3, 2).0[0], 8);
+        assert!(s
+            .set_cut(Cut::Tile(48))
+            .unwrap_err()
+            .to_string()
+            .contains("no longer change"));
+    }
+
+    #[test]
+    fn a_second_server_on_the_folder_is_refused() {
+        let dir = folder(1);
+        let _first = Store::open(&opts(dir.path(), None)).unwrap();
+        let e = Store::open(&opts(dir.path(), None)).err().unwrap();
+        assert!(matches!(e, Error::Busy(_)), "{e}");
+    }
+
+    #[test]
+    fn bad_folders_are_named() {
+        let empty = tempfile::tempdir().unwrap();
+        let e = Store::open(&opts(empty.path(), None))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no images"), "{e}");
+        let dir = folder(1);
+        std::fs::write(dir.path().join("broken.png"), b"not a png").unwrap();
+        let e = Store::open(&opts(dir.path(), None))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("broken.png") && e.contains("1 image(s)"), "{e}");
+        std::fs::remove_file(dir.path().join("broken.png")).unwrap();
+        let e = Store::open(&opts(dir.path(), Some(Cut::Tile(80))))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("larger than f0.png (96×64)"), "{e}");
+        let e = Store::open(&Options {
+            classes: vec!["egg_count".into()],
+            ..opts(dir.path(), None)
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("egg_count"), "{e}");
+    }
+}

@@ -1,0 +1,328 @@
+//! The labelling page in a real browser: headless Chromium (installed by
+//! scripts/setup.sh) driven over the DevTools protocol, key press by key
+//! press. Screenshots go to target/screenshots/ to be looked at.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::{Browser, LaunchOptions, Tab};
+use nemascope_label::server::{Server, Stopper};
+use nemascope_label::{Cut, Options, Store};
+
+/// The headless Chromium to drive: `$NEMASCOPE_CHROMIUM`, or the Debian
+/// packages' binaries. Missing is a failure, not a skip: set-up installs it.
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("NEMASCOPE_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    for name in ["chromium-headless-shell", "chromium"] {
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("no headless Chromium on PATH: scripts/setup.sh installs the Debian package chromium-headless-shell");
+}
+
+fn browser() -> Browser {
+    Browser::new(
+        LaunchOptions::default_builder()
+            .path(Some(chromium()))
+            .sandbox(false)
+            .window_size(Some((1400, 1000)))
+            .idle_browser_timeout(Duration::from_secs(120))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+struct Running {
+    url: String,
+    stop: Stopper,
+    join: JoinHandle<()>,
+}
+
+fn serve(opts: &Options) -> Running {
+    let server = Server::bind(Store::open(opts).unwrap(), 0).unwrap();
+    let url = server.url().to_string();
+    let stop = server.stopper();
+    Running {
+        url,
+        stop,
+        join: std::thread::spawn(move || server.run()),
+    }
+}
+
+impl Running {
+    fn stop(self) {
+        self.stop.stop();
+        self.join.join().unwrap();
+    }
+}
+
+/// A folder of `n` RGB frames `w`×`h` with dark ellipses ("eggs") and thin
+/// lines ("debris"), so the screenshots show something to judge.
+fn frames(n: usize, w: u32, h: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for k in 0..n {
+        let eggs: Vec<(f32, f32)> = (0..6)
+            .map(|j| {
+                let t = (k * 7 + j * 13) as f32;
+                ((t * 37.0) % w as f32, (t * 23.0) % h as f32)
+            })
+            .collect();
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let (xf, yf) = (x as f32, y as f32);
+            let egg = eggs
+                .iter()
+                .any(|&(cx, cy)| ((xf - cx) / 14.0).powi(2) + ((yf - cy) / 9.0).powi(2) < 1.0);
+            let debris = (x + 2 * y + 5 * k as u32) % 97 < 2;
+            let v = if egg {
+                60
+            } else if debris {
+                150
+            } else {
+                225
+            };
+            image::Rgb([v, v, (v as u32 + 20).min(255) as u8])
+        });
+        img.save(dir.path().join(format!("frame{k:02}.png")))
+            .unwrap();
+    }
+    dir
+}
+
+fn wait(tab: &Tab, condition: &str, what: impl std::fmt::Display) {
+    let start = Instant::now();
+    loop {
+        let v = tab.evaluate(condition, false).unwrap().value;
+        if v == Some(serde_json::Value::Bool(true)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the page says every decision is on disk.
+fn saved(tab: &Tab) {
+    wait(
+        tab,
+        "document.getElementById('status').dataset.state === 'saved'",
+        "all decisions saved",
+    );
+}
+
+fn text(tab: &Tab, id: &str) -> String {
+    tab.evaluate(
+        &format!("document.getElementById('{id}').textContent"),
+        false,
+    )
+    .unwrap()
+    .value
+    .and_then(|v| v.as_str().map(str::to_string))
+    .unwrap_or_default()
+}
+
+fn screenshot(tab: &Tab, name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Let the tile images arrive first.
+    wait(
+        tab,
+        "[...document.images].every(i => i.complete || i.loading === 'lazy')",
+        "images loaded",
+    );
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+fn keys(tab: &Tab, keys: &[&str]) {
+    for k in keys {
+        tab.press_key(k).unwrap();
+    }
+}
+
+fn open(browser: &Browser, url: &str) -> Arc<Tab> {
+    let tab = browser.new_tab().unwrap();
+    tab.navigate_to(url)
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    tab
+}
+
+#[test]
+fn keys_label_tiles_across_a_restart_and_undo_into_labels_csv() {
+    let dir = frames(2, 256, 192);
+    let out = dir.path().join("labels");
+    let opts = Options {
+        folder: dir.path().to_path_buf(),
+        out: Some(out.clone()),
+        classes: vec!["egg".into()],
+        cut: None,
+    };
+    let server = serve(&opts);
+    let browser = browser();
+    let tab = open(&browser, &server.url);
+
+    // Choose 64 px tiles on the page, from the keyboard (the size field
+    // has the focus, its value selected).
+    tab.wait_for_element("#setup:not([hidden])").unwrap();
+    tab.type_str("64").unwrap();
+    wait(
+        &tab,
+        "document.getElementById('plan').textContent.startsWith('12 tiles')",
+        "the plan for 64 px tiles",
+    );
+    screenshot(&tab, "label-setup");
+    keys(&tab, &["Enter"]);
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+
+    // Five decisions with one key each.
+    keys(&tab, &["y", "n", "n", " ", "y"]);
+    saved(&tab);
+    assert!(
+        text(&tab, "status").contains("5 decisions"),
+        "{}",
+        text(&tab, "status")
+    );
+
+    // The server stops and starts again (resuming from disk); the page is
+    // reloaded and carries on at the first undecided tile.
+    server.stop();
+    let server = serve(&Options {
+        classes: vec![],
+        ..opts.clone()
+    });
+    tab.navigate_to(&server.url)
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+    wait(
+        &tab,
+        "document.getElementById('current-caption').textContent.includes('tile 6 of 12')",
+        "resume at the sixth tile",
+    );
+    // Present by mistake, undone, then absent; then the rest of the image.
+    keys(&tab, &["n", "y", "u", "n"]);
+    keys(&tab, &["n"; 5]);
+    saved(&tab);
+    screenshot(&tab, "label-tiles");
+
+    let labels = std::fs::read_to_string(out.join("labels.csv")).unwrap();
+    let mut want = String::from("image,egg\n");
+    let bits = [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+    let corners = [0, 64, 128, 192];
+    for (k, b) in bits.iter().enumerate() {
+        let (x, y) = (corners[k % 4], corners[k / 4]);
+        want.push_str(&format!("tiles/frame00.png_x{x:04}_y{y:04}.png,{b}\n"));
+    }
+    assert_eq!(labels, want);
+    // The trainer's reader takes the table as it is.
+    let ds = nemascope_core::dataset::generic::read(&out).unwrap();
+    assert_eq!(ds.samples.len(), 12);
+    assert!(ds.samples[0].present[0] && !ds.samples[1].present[0]);
+    let log = std::fs::read_to_string(out.join("decisions.csv")).unwrap();
+    assert_eq!(log.lines().count(), 1 + 12, "{log}");
+    // The next image's first tile is current after the last of the first.
+    assert!(text(&tab, "current-caption").starts_with("frame01.png · tile 1 of 12"));
+    server.stop();
+}
+
+#[test]
+fn a_second_tab_takes_over_and_the_first_one_no_longer_saves() {
+    let dir = frames(1, 128, 128);
+    let opts = Options {
+        folder: dir.path().to_path_buf(),
+        out: None,
+        classes: vec!["egg".into(), "worm".into()],
+        cut: Some(Cut::Tile(64)),
+    };
+    let server = serve(&opts);
+    let browser = browser();
+    let first = open(&browser, &server.url);
+    first.wait_for_element("#label:not([hidden])").unwrap();
+    keys(&first, &["y"]);
+    saved(&first);
+    let second = open(&browser, &server.url);
+    second.wait_for_element("#label:not([hidden])").unwrap();
+    keys(&first, &["y"]);
+    wait(
+        &first,
+        "!document.getElementById('banner').hidden",
+        "the first tab told it no longer saves",
+    );
+    assert!(
+        text(&first, "banner").contains("another tab"),
+        "{}",
+        text(&first, "banner")
+    );
+    screenshot(&first, "label-second-tab");
+    // Two classes: the table has a row only once both are decided.
+    let labels = dir.path().join("nemascope-labels/labels.csv");
+    assert_eq!(
+        std::fs::read_to_string(&labels).unwrap(),
+        "image,egg,worm\n"
+    );
+    keys(&second, &["Tab", "ArrowLeft", "n", "Tab"]);
+    saved(&second);
+    assert_eq!(
+        std::fs::read_to_string(&labels).unwrap(),
+        "image,egg,worm\ntiles/frame00.png_x0000_y0000.png,1,0\n"
+    );
+    server.stop();
+}
+
+/// The keyboard path end to end at machine speed: 510 tiles, one key each,
+/// every decision on disk. Prints the rate, which is the test driver's: it
+/// holds its DevTools socket up to 100 ms per call, two calls a key, while
+/// the page's key handler takes ~3 ms and the server's save ~17 ms
+/// (docs/labelling.md). A person is the limit, not the page.
+#[test]
+fn a_scripted_run_labels_over_five_hundred_tiles_one_key_each() {
+    let dir = frames(1, 1536, 1024);
+    let opts = Options {
+        folder: dir.path().to_path_buf(),
+        out: None,
+        classes: vec!["egg".into()],
+        cut: Some(Cut::Tile(48)),
+    };
+    let server = serve(&opts);
+    let browser = browser();
+    let tab = open(&browser, &server.url);
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+    let n = 510;
+    let start = Instant::now();
+    for k in 0..n {
+        keys(&tab, &[if k % 7 == 0 { "y" } else { "n" }]);
+    }
+    saved(&tab);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "scripted labelling: {n} tiles in {secs:.1} s ({:.0} tiles per 10 minutes)",
+        n as f64 / secs * 600.0
+    );
+    let labels = std::fs::read_to_string(dir.path().join("nemascope-labels/labels.csv")).unwrap();
+    let rows: Vec<&str> = labels.lines().skip(1).collect();
+    assert_eq!(rows.len(), n);
+    for (k, row) in rows.iter().enumerate() {
+        assert!(
+            row.ends_with(if k % 7 == 0 { ",1" } else { ",0" }),
+            "row {k}: {row}"
+        );
+    }
+    server.stop();
+}

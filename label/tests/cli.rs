@@ -1,0 +1,37 @@
+//! The command line: bad input ends with a message and exit status 2.
+
+use std::process::Command;
+
+fn label(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nemascope-label"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_folders_and_sizes_are_refused_with_a_message() {
+    let empty = tempfile::tempdir().unwrap();
+    let p = empty.path().to_str().unwrap();
+    let (code, err) = label(&[p, "--classes", "egg", "--port", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no images in"), "{err}");
+
+    let (code, err) = label(&["/nonexistent/folder", "--classes", "egg"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read the image folder"), "{err}");
+
+    image::GrayImage::new(100, 80)
+        .save(empty.path().join("a.png"))
+        .unwrap();
+    let (code, err) = label(&[p, "--classes", "egg", "--tile", "128", "--port", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("larger than a.png (100×80)"), "{err}");
+    let (code, err) = label(&[p, "--tile", "64", "--port", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("name the classes"), "{err}");
+}
