@@ -15,6 +15,7 @@ use crate::train::INTERRUPTED;
 mod bench;
 mod eval;
 mod export;
+mod labelled;
 mod train;
 
 #[derive(Parser)]
@@ -154,6 +155,27 @@ pub enum Cmd {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Train from a folder labelled with nemascope-label (its labels.csv
+    /// and tiles, present/absent bits only): the teacher through every
+    /// weak stage, the student, and the signed bundle, into
+    /// OUT/teacher, OUT/student and OUT/bundle. Run again to resume.
+    /// --steps, --base, … are the student's (as for `distill`).
+    Labelled {
+        /// The labelling folder (nemascope-label's --out: labels.csv, tiles/).
+        folder: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Signing key from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The bundle's form (as for `export`).
+        #[arg(long, value_parser = nemascope_onnx::Precision::NAMES, default_value = "fp32")]
+        precision: String,
+        #[command(flatten)]
+        student: distill::DistillOptions,
+    },
     /// Print the built-in default config as TOML.
     Config {
         #[command(flatten)]
@@ -260,6 +282,24 @@ impl Cmd {
                 steps,
                 warmup,
             } => bench::bench_step(&load_config(&config)?, steps, warmup),
+            Cmd::Labelled {
+                folder,
+                config,
+                key,
+                out,
+                precision,
+                student,
+            } => {
+                install_ctrlc();
+                labelled::labelled(labelled::Labelled {
+                    folder: &folder,
+                    config: &config,
+                    student: &student,
+                    key: &key,
+                    out: &out,
+                    precision: &precision,
+                })
+            }
             Cmd::Config { config } => {
                 print!("{}", load_config(&config)?.to_toml());
                 Ok(())

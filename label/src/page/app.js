@@ -12,7 +12,7 @@ let items = [];        // [image, unit] in labelling order
 let pending = 0;       // requests not yet answered
 let readonly = false;  // another tab took over
 let chain = Promise.resolve();
-let tilePx = 120;
+let tilePx = null;     // tile display size: fitted to the window until +/- is used
 
 async function api(path, body) {
   const r = await fetch(path, body === undefined ? {} : {
@@ -179,13 +179,15 @@ function render() {
   // Page of units: the tiles of this image, or in whole mode all images.
   const page = S.cut === "whole" ? items.map((_, k) => k) : items.map((_, k) => k).filter((k) => items[k][0] === i);
   const grid = $("grid");
-  document.documentElement.style.setProperty("--tile", `${tilePx}px`);
+  const cols = S.cut === "whole" ? 6 : Math.max(1, new Set(us.map((v) => v.x)).size);
+  const fit = Math.floor((grid.clientWidth - 12 - 4 * (cols - 1)) / cols) - 6;
+  document.documentElement.style.setProperty("--tile", `${tilePx || Math.max(64, Math.min(256, fit))}px`);
   const key = `${page[0]}-${page.length}|${cls}`;
   let all = false;
   if (grid.dataset.key !== key) {
     all = true;
     grid.dataset.key = key;
-    grid.style.setProperty("--cols", S.cut === "whole" ? 6 : Math.max(1, new Set(us.map((v) => v.x)).size));
+    grid.style.setProperty("--cols", cols);
     grid.innerHTML = page.map((k) => {
       const [pi, pu] = items[k];
       return `<div class="tile" id="t${k}" data-k="${k}"><img loading="lazy" src="/img/unit/${pi}/${pu}" alt=""><span class="mark"></span></div>`;
@@ -254,6 +256,10 @@ function undo() {
   });
 }
 
+function tileNow() {
+  return parseInt(getComputedStyle(document.documentElement).getPropertyValue("--tile"), 10) || 120;
+}
+
 function move(dk) {
   cur = Math.min(items.length - 1, Math.max(0, cur + dk));
   render();
@@ -279,8 +285,8 @@ document.addEventListener("keydown", (e) => {
     ArrowDown: () => move(cols), ArrowUp: () => move(-cols),
     PageDown: () => nextImage(1), PageUp: () => nextImage(-1),
     Tab: () => { cls = (cls + (e.shiftKey ? S.classes.length - 1 : 1)) % S.classes.length; render(); },
-    "+": () => { tilePx = Math.min(512, tilePx + 24); render(); },
-    "-": () => { tilePx = Math.max(48, tilePx - 24); render(); },
+    "+": () => { tilePx = Math.min(512, tileNow() + 24); render(); },
+    "-": () => { tilePx = Math.max(48, tileNow() - 24); render(); },
   };
   const f = keys[e.key];
   if (f) { e.preventDefault(); f(); }

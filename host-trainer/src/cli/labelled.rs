@@ -1,0 +1,143 @@
+//! `labelled`: a folder labelled with `nemascope-label` (its `labels.csv`
+//! and tiles, image-level bits only) → teacher → student → signed bundle,
+//! one stage after another, each resumed or skipped when already done.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::{export, load_config, train, ConfigArgs};
+use crate::config::Config;
+use crate::distill::DistillOptions;
+use crate::train::{State, STATE_FILE};
+
+/// What `labelled` does, from the command line.
+pub struct Labelled<'a> {
+    pub folder: &'a Path,
+    pub config: &'a ConfigArgs,
+    pub student: &'a DistillOptions,
+    pub key: &'a Path,
+    pub out: &'a Path,
+    pub precision: &'a str,
+}
+
+/// The training config for a labelled folder: its `labels.csv` as a
+/// generic dataset, every image whole at the folder's median size (the
+/// tile size the page cut, over `data.bin`), labels per image
+/// (`data.crop = 0`); the user's `--config`/`--set` on top.
+pub fn config_for(folder: &Path, user: &ConfigArgs) -> Result<Config> {
+    let ds = nemascope_core::dataset::generic::read(folder)
+        .with_context(|| format!("reading the labels of {}", folder.display()))?;
+    if ds.samples.is_empty() {
+        bail!(
+            "{} has no labelled tiles yet: label some with nemascope-label first",
+            folder.display()
+        );
+    }
+    for (c, name) in ds.classes.iter().enumerate() {
+        let present = ds.samples.iter().filter(|s| s.present[c]).count();
+        if present == 0 || present == ds.samples.len() {
+            bail!(
+                "class `{name}`: {present} of {} labelled tiles are marked present; weak training needs tiles with and without it",
+                ds.samples.len()
+            );
+        }
+    }
+    let mut sizes = Vec::with_capacity(ds.samples.len());
+    for s in &ds.samples {
+        sizes.push(
+            image::image_dimensions(&s.image)
+                .with_context(|| format!("reading {}", s.image.display()))?,
+        );
+    }
+    let median = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (w, h) = (
+        median(sizes.iter().map(|s| s.0).collect()),
+        median(sizes.iter().map(|s| s.1).collect()),
+    );
+    let base = load_config(user)?;
+    let multiple = 1u32 << base.model.depth;
+    // The working size is that of the images after `data.bin`.
+    let bin = base.data.bin.max(1) as u32;
+    let round = |v: u32| (v / bin).div_ceil(multiple).max(1) * multiple;
+    let root = folder
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let mut set = vec![
+        "data.kind=\"generic\"".to_string(),
+        format!("data.root=\"{root}\""),
+        format!("data.width={}", round(w)),
+        format!("data.height={}", round(h)),
+        "data.crop=0".to_string(),
+    ];
+    set.extend(user.set.iter().cloned());
+    load_config(&ConfigArgs {
+        config: user.config.clone(),
+        set,
+    })
+}
+
+fn done(run: &Path) -> bool {
+    State::load(run).map(|s| s.done).unwrap_or(false)
+}
+
+/// Runs the three stages into `out/teacher`, `out/student`, `out/bundle`.
+pub fn labelled(a: Labelled) -> Result<()> {
+    let (teacher, student, bundle): (PathBuf, PathBuf, PathBuf) = (
+        a.out.join("teacher"),
+        a.out.join("student"),
+        a.out.join("bundle"),
+    );
+    if bundle.exists() {
+        bail!(
+            "{} already holds a bundle; choose another --out",
+            bundle.display()
+        );
+    }
+    let start = Instant::now();
+    let stage = |n: usize, what: &str| {
+        eprintln!(
+            "[{n}/3] {what} ({:.0} min so far)",
+            start.elapsed().as_secs_f64() / 60.0
+        )
+    };
+    if done(&teacher) {
+        stage(1, "teacher already trained");
+    } else if teacher.join(STATE_FILE).exists() {
+        stage(1, "resuming the teacher's training");
+        train::train(&teacher, None, true)?;
+    } else {
+        let cfg = config_for(a.folder, a.config)?;
+        stage(1, "training the teacher from the image-level labels");
+        train::train(&teacher, Some(cfg), false)?;
+    }
+    if done(&student) {
+        stage(2, "student already distilled");
+    } else {
+        if student.exists() {
+            std::fs::remove_dir_all(&student)
+                .with_context(|| format!("clearing an unfinished {}", student.display()))?;
+        }
+        stage(2, "distilling the student");
+        train::distill(&teacher, &student, a.student)?;
+    }
+    stage(3, "exporting the signed bundle");
+    let name = a
+        .folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    export::export(&student, a.key, &bundle, a.precision, None, 16, name)?;
+    eprintln!(
+        "bundle {} in {:.0} min: count with `nemascope-edge count --model {} IMAGES…`",
+        bundle.display(),
+        start.elapsed().as_secs_f64() / 60.0,
+        bundle.display()
+    );
+    Ok(())
+}

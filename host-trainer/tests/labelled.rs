@@ -1,0 +1,115 @@
+//! `nemascope-train labelled`: a folder as nemascope-label writes it
+//! (labels.csv with present/absent bits, tiles/) → teacher → student →
+//! signed bundle in one command, and the folders it refuses.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Writes `n` 32×32 tiles, every other one with a dark ellipse ("egg"),
+/// and the labels.csv the labelling page would write for them.
+fn labelled_folder(dir: &Path, n: usize, bits: impl Fn(usize) -> bool) {
+    std::fs::create_dir_all(dir.join("tiles")).unwrap();
+    let mut csv = String::from("image,egg\n");
+    for k in 0..n {
+        let egg = k % 2 == 0;
+        let img = image::GrayImage::from_fn(32, 32, |x, y| {
+            let (dx, dy) = (x as f32 - 10.0 - k as f32, (y as f32 - 16.0) / 0.6);
+            let inside = egg && dx * dx + dy * dy < 36.0;
+            image::Luma([if inside {
+                40
+            } else {
+                200 + (x * 7 + y * 3) as u8 % 20
+            }])
+        });
+        let name = format!("tiles/f.png_x{:04}_y0000.png", 32 * k);
+        img.save(dir.join(&name)).unwrap();
+        csv.push_str(&format!("{name},{}\n", bits(k) as u8));
+    }
+    std::fs::write(dir.join("labels.csv"), csv).unwrap();
+}
+
+fn labelled(folder: &Path, out: &Path, key: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nemascope-train"))
+        .arg("labelled")
+        .arg(folder)
+        .arg("--key")
+        .arg(key)
+        .arg("--out")
+        .arg(out)
+        .args(["--steps", "2", "--base", "2", "--depth", "2"])
+        .args([
+            "--set",
+            "model.base=4",
+            "--set",
+            "model.depth=2",
+            "--set",
+            "train.batch=4",
+            "--set",
+            "train.steps_per_epoch=2",
+            "--set",
+            "train.classify_epochs=1",
+            "--set",
+            "train.refine_epochs=1",
+            "--set",
+            "train.rounds=1",
+            "--set",
+            "train.threads=1",
+            "--set",
+            "data.val_fraction=0.25",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    nemascope_bundle::generate_keys(&key).unwrap();
+    let key = dir.path().join("k.key");
+
+    let folder = dir.path().join("labels");
+    labelled_folder(&folder, 8, |k| k % 2 == 0);
+    let out = dir.path().join("run");
+    let o = labelled(&folder, &out, &key);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for stage in ["[1/3]", "[2/3]", "[3/3]"] {
+        assert!(err.contains(stage), "{stage} in {err}");
+    }
+    let manifest = std::fs::read_to_string(out.join("bundle/manifest.json")).unwrap();
+    assert!(manifest.contains("\"egg\""), "{manifest}");
+    assert!(out.join("bundle/manifest.sig").exists());
+    let cfg = std::fs::read_to_string(out.join("teacher/config.toml")).unwrap();
+    for want in [
+        "kind = \"generic\"",
+        "width = 32",
+        "height = 32",
+        "crop = 0",
+    ] {
+        assert!(cfg.contains(want), "{want} in {cfg}");
+    }
+    // Again: the bundle is there, nothing is overwritten.
+    let o = labelled(&folder, &out, &key);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a bundle"));
+
+    // Every tile absent: nothing to learn the class from.
+    let none = dir.path().join("none");
+    labelled_folder(&none, 4, |_| false);
+    let o = labelled(&none, &dir.path().join("r2"), &key);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("0 of 4 labelled tiles are marked present"),
+        "{err}"
+    );
+
+    // Nothing labelled yet.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("labels.csv"), "image,egg\n").unwrap();
+    let o = labelled(&empty, &dir.path().join("r3"), &key);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no labelled tiles yet"), "{err}");
+}
