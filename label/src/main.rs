@@ -27,6 +27,10 @@ struct Args {
     /// Port on 127.0.0.1 (0: any free one).
     #[arg(long, default_value_t = 8765)]
     port: u16,
+    /// Write labels.csv and the tiles from the recorded decisions, then
+    /// exit without serving (e.g. after a clone, where tiles/ is not kept).
+    #[arg(long)]
+    write_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,14 @@ fn main() -> ExitCode {
             store.folder.display(),
             store.out.display()
         );
+        if args.write_only {
+            println!(
+                "{} decisions; labels.csv and tiles written in {}",
+                store.log.decisions.len(),
+                store.out.display()
+            );
+            return Ok(());
+        }
         let server = Server::bind(store, args.port)?;
         println!(
             "open {} in a browser (Ctrl+C stops; every decision is already saved)",

@@ -35,3 +35,34 @@ fn bad_folders_and_sizes_are_refused_with_a_message() {
     assert_eq!(code, 2);
     assert!(err.contains("name the classes"), "{err}");
 }
+
+#[test]
+fn write_only_rebuilds_the_table_and_tiles_from_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_str().unwrap();
+    image::GrayImage::from_fn(64, 32, |x, _| image::Luma([x as u8]))
+        .save(dir.path().join("a.png"))
+        .unwrap();
+    let out = dir.path().join("nemascope-labels");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("session.json"),
+        r#"{"classes":["egg"],"cut":{"tile":32}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("decisions.csv"),
+        "image,x,y,class,present\na.png,32,0,egg,1\n",
+    )
+    .unwrap();
+    let (code, err) = label(&[p, "--write-only"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("labels.csv")).unwrap(),
+        "image,egg\ntiles/a.png_x0032_y0000.png,1\n"
+    );
+    let tile = image::open(out.join("tiles/a.png_x0032_y0000.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(tile.get_pixel(0, 0).0[0], 32);
+}
