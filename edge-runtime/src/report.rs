@@ -76,16 +76,29 @@ pub fn samples(reports: &[ImageReport]) -> Vec<SampleTotal> {
     out
 }
 
-/// One row per image: `image,sample,<class>…,ms`.
+/// A text cell a spreadsheet shows as text: one starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return would be taken as a formula (a
+/// sample named `=HYPERLINK(…)` runs when the lab opens the file), so it
+/// gets a leading `'`, as OWASP advises for CSV files.
+pub fn spreadsheet_text(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// One row per image: `image,sample,<class>…,ms`; names are
+/// [`spreadsheet_text`].
 pub fn csv(classes: &[String], reports: &[ImageReport]) -> Result<Vec<u8>> {
     let err = |e: csv::Error| Error::Invalid(format!("csv: {e}"));
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut head = vec!["image".to_string(), "sample".into()];
-    head.extend(classes.iter().cloned());
+    head.extend(classes.iter().map(|c| spreadsheet_text(c)));
     head.push("ms".into());
     w.write_record(&head).map_err(err)?;
     for r in reports {
-        let mut row = vec![r.image.clone(), r.sample.clone()];
+        let mut row = vec![spreadsheet_text(&r.image), spreadsheet_text(&r.sample)];
         row.extend(r.counts.iter().map(usize::to_string));
         row.push(format!("{:.1}", r.ms));
         w.write_record(&row).map_err(err)?;
@@ -106,10 +119,14 @@ pub struct RunReport<'a> {
     pub failed: &'a [(String, String)],
 }
 
+/// Each class's outline colour on overlays, in the model's class order.
+const COLOURS: [[u8; 3]; 4] = [[255, 48, 48], [255, 220, 0], [0, 220, 255], [160, 255, 96]];
+
 /// Outlines each class's objects in its colour on the gray frame (pass it
-/// contrast-stretched: camera frames are often dark).
-pub fn overlay(frame: &Plane, masks: &[Mask]) -> image::RgbImage {
-    const COLOURS: [[u8; 3]; 4] = [[255, 48, 48], [255, 220, 0], [0, 220, 255], [160, 255, 96]];
+/// contrast-stretched: camera frames are often dark), with the legend and
+/// the counts (`legend`: class name and count, in the masks' order) in the
+/// top left corner, so the picture says what it shows on its own.
+pub fn overlay(frame: &Plane, masks: &[Mask], legend: &[(String, usize)]) -> image::RgbImage {
     let (w, h) = (frame.width(), frame.height());
     let mut img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let v = (frame.get(x as usize, y as usize).clamp(0.0, 1.0) * 255.0).round() as u8;
@@ -136,7 +153,50 @@ pub fn overlay(frame: &Plane, masks: &[Mask]) -> image::RgbImage {
             }
         }
     }
+    draw_legend(&mut img, legend);
     img
+}
+
+/// Draws "■ class count" per line on a dark box, scaled with the frame
+/// (1× up to 1000 px wide) so it stays readable on a camera frame.
+fn draw_legend(img: &mut image::RgbImage, legend: &[(String, usize)]) {
+    use embedded_graphics::mono_font::{ascii::FONT_10X20, MonoTextStyle};
+    use embedded_graphics::pixelcolor::Rgb888;
+    use embedded_graphics::prelude::*;
+    use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
+    use embedded_graphics::text::{Baseline, Text};
+    if legend.is_empty() {
+        return;
+    }
+    let chars = legend
+        .iter()
+        .map(|(c, n)| c.chars().count() + n.to_string().len() + 1)
+        .max()
+        .unwrap_or(0) as u32;
+    let (w, h) = (34 + 10 * chars + 8, 24 * legend.len() as u32 + 8);
+    let mut panel = nemascope_core::canvas::Buffer::filled(w, h, Rgb888::new(20, 20, 20));
+    for (k, (class, n)) in legend.iter().enumerate() {
+        let y = 4 + 24 * k as i32;
+        let [r, g, b] = COLOURS[k % COLOURS.len()];
+        let _ = Rectangle::new(Point::new(6, y + 3), Size::new(18, 18))
+            .into_styled(PrimitiveStyle::with_fill(Rgb888::new(r, g, b)))
+            .draw(&mut panel);
+        let style = MonoTextStyle::new(&FONT_10X20, Rgb888::WHITE);
+        let _ = Text::with_baseline(
+            &format!("{class} {n}"),
+            Point::new(32, y + 2),
+            style,
+            Baseline::Top,
+        )
+        .draw(&mut panel);
+    }
+    let scale = (img.width() / 1000).max(1);
+    let panel = panel.to_image();
+    for y in 0..(h * scale).min(img.height()) {
+        for x in 0..(w * scale).min(img.width()) {
+            img.put_pixel(x, y, *panel.get_pixel(x / scale, y / scale));
+        }
+    }
 }
 
 /// Refuses to start when an output file is already there, so a run never
@@ -321,10 +381,41 @@ mod tests {
     }
 
     #[test]
+    fn overlay_draws_the_legend_with_each_class_colour_and_count() {
+        let frame = Plane::filled(300, 200, 0.5);
+        let legend = [("worm".to_string(), 3), ("egg".to_string(), 12)];
+        let img = overlay(&frame, &[], &legend);
+        // The swatches, in the class colours, one line apart.
+        assert_eq!(img.get_pixel(10, 12).0, COLOURS[0]);
+        assert_eq!(img.get_pixel(10, 36).0, COLOURS[1]);
+        // White text on the dark box, and the frame untouched beyond it.
+        let white = (32..120).flat_map(|x| (30..52).map(move |y| (x, y)));
+        assert!(white
+            .into_iter()
+            .any(|(x, y)| img.get_pixel(x, y).0 == [255; 3]));
+        assert_eq!(img.get_pixel(299, 199).0, [128; 3]);
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_are_text() {
+        let classes = vec!["worm".to_string()];
+        let r = [
+            rep("=HYPERLINK(\"x\").png", "+plot", vec![1]),
+            rep("-1.png", "@A", vec![2]),
+            rep("a=b.png", "plot 3", vec![3]),
+        ];
+        let text = String::from_utf8(csv(&classes, &r).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "image,sample,worm,ms\n\"'=HYPERLINK(\"\"x\"\").png\",'+plot,1,1.2\n'-1.png,'@A,2,1.2\na=b.png,plot 3,3,1.2\n"
+        );
+    }
+
+    #[test]
     fn overlay_outlines_only_the_edge() {
         let frame = Plane::filled(5, 5, 0.5);
         let m = Mask::from_fn(5, 5, |x, y| (1..4).contains(&x) && (1..4).contains(&y));
-        let img = overlay(&frame, &[m]);
+        let img = overlay(&frame, &[m], &[]);
         assert_eq!(img.get_pixel(1, 1).0, [255, 48, 48]);
         assert_eq!(img.get_pixel(2, 2).0, [128, 128, 128]); // inside stays gray
         assert_eq!(img.get_pixel(0, 0).0, [128, 128, 128]);

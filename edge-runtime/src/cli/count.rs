@@ -169,6 +169,11 @@ pub fn count(a: CountArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|m| m.to_mask())
                     .collect::<Vec<_>>(),
+                &classes
+                    .iter()
+                    .cloned()
+                    .zip(counted.counts.iter().copied())
+                    .collect::<Vec<_>>(),
             )
             .save(&p)
             .map_err(|e| nemascope_core::Error::image(&p, e))?;
