@@ -326,3 +326,36 @@ fn a_scripted_run_labels_over_five_hundred_tiles_one_key_each() {
     }
     server.stop();
 }
+
+#[test]
+fn whole_image_mode_labels_each_image_once_by_its_own_path() {
+    let dir = frames(3, 96, 64);
+    let server = serve(&Options {
+        folder: dir.path().to_path_buf(),
+        out: None,
+        classes: vec!["egg".into()],
+        cut: Some(Cut::Whole),
+    });
+    let browser = browser();
+    let tab = open(&browser, &server.url);
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+    keys(&tab, &["y", "n", "ArrowLeft", "y"]);
+    saved(&tab);
+    wait(
+        &tab,
+        "document.getElementById('frame').getAttribute('src') === '/img/frame/2?w=768'",
+        "the frame view showing the current image",
+    );
+    screenshot(&tab, "label-whole");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("nemascope-labels/labels.csv")).unwrap(),
+        "image,egg\n../frame00.png,1\n../frame01.png,1\n"
+    );
+    // The table is read as the trainer reads it, paths relative to it.
+    let ds = nemascope_core::dataset::generic::read(&dir.path().join("nemascope-labels")).unwrap();
+    assert_eq!(
+        ds.samples[1].image,
+        dir.path().join("nemascope-labels/../frame01.png")
+    );
+    server.stop();
+}

@@ -192,16 +192,16 @@ function render() {
       const [pi, pu] = items[k];
       return `<div class="tile" id="t${k}" data-k="${k}"><img loading="lazy" src="/img/unit/${pi}/${pu}" alt=""><span class="mark"></span></div>`;
     }).join("");
-    // The frame with every tile's decision for this class.
-    if ($("frame").dataset.i !== String(i)) {
-      $("frame").dataset.i = String(i);
-      $("frame").src = `/img/frame/${i}?w=768`;
-    }
     const svg = $("frame-grid");
     svg.setAttribute("viewBox", `0 0 ${img.width} ${img.height}`);
     const sw = Math.max(2, img.width / 300);
     svg.innerHTML = S.cut === "whole" ? "" : us.map((v, k) =>
       `<rect id="r${k}" x="${v.x}" y="${v.y}" width="${v.width}" height="${v.height}" stroke-width="${sw}"/>`).join("");
+  }
+  // The frame with every tile's decision for this class.
+  if ($("frame").dataset.i !== String(i)) {
+    $("frame").dataset.i = String(i);
+    $("frame").src = `/img/frame/${i}?w=768`;
   }
   const dirty = all ? page : [...new Set([lastCur, cur, ...painted.splice(0)])];
   dirty.forEach((k) => { if (k !== null && page.includes(k)) paint(k); });
