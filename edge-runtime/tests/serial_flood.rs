@@ -62,6 +62,20 @@ fn journaled(dir: &std::path::Path) -> u64 {
     ignore = "qemu-user cannot set a baud rate; the same code runs natively"
 )]
 fn a_flooding_peer_neither_stops_counting_nor_grows_memory_nor_forges_delivery() {
+    flood(false);
+}
+
+/// The same flood, then the lab database as the host's store.
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "qemu-user cannot set a baud rate; the same code runs natively"
+)]
+fn after_a_flood_every_report_reaches_the_lab_database_once() {
+    flood(true);
+}
+
+fn flood(database: bool) {
     let flood_s: u64 = std::env::var("NEMASCOPE_FLOOD_S")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -169,22 +183,37 @@ fn a_flooding_peer_neither_stops_counting_nor_grows_memory_nor_forges_delivery()
     // A real host is plugged in: every report, once.
     let (host_master, host_port) = end();
     let _cable = Cable::new(unit_master, host_master);
-    let out = root.join("host/reports.jsonl");
+    let out = root.join(if database {
+        "host/lab.sqlite"
+    } else {
+        "host/reports.jsonl"
+    });
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let plugged = Instant::now();
-    let host = start_host(&host_port, &out, &host_log);
+    let host = if database {
+        start_db_host(&host_port, &out, "unit-1", &host_log)
+    } else {
+        start_host(&host_port, &out, &host_log)
+    };
+    let stored = || {
+        if database {
+            unit_reports(&out, "unit-1")
+        } else {
+            reports(&out)
+        }
+    };
     let n = expected.len();
     wait_for(
         "every report at the host",
         Duration::from_secs(60),
-        || reports(&out).len() >= n,
+        || stored().len() >= n,
         &logs,
     );
     let delivered = plugged.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     drop(unit);
     drop(host);
-    assert_each_frame_once(&out, &root.join("journal"), &expected);
+    assert_reports_are_the_journal(stored(), &root.join("journal"), &expected);
     if std::env::var_os("NEMASCOPE_SHOW_LOGS").is_some() {
         for l in logs {
             eprintln!(

@@ -62,12 +62,29 @@ pub enum Cmd {
         port: PathBuf,
         #[arg(long, default_value_t = 115_200)]
         baud: u32,
-        /// Report file; reopened where it stopped.
+        /// Report file (`.jsonl`), or the lab's database (`.sqlite`,
+        /// `.sqlite3`, `.db`) that several listeners share; reopened
+        /// where it stopped.
         #[arg(long)]
         out: PathBuf,
+        /// The unit's name in a database (default: the port's file name).
+        #[arg(long)]
+        unit: Option<String>,
         /// Stop once report number N is stored.
         #[arg(long)]
         until: Option<u64>,
+    },
+    /// Every unit's reports in the lab's database as CSV (one row per
+    /// report, a column per class), for a spreadsheet.
+    Reports {
+        /// The database `listen --out` writes.
+        db: PathBuf,
+        /// Only this sample's reports.
+        #[arg(long)]
+        sample: Option<String>,
+        /// Write here (atomically) instead of to stdout.
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
     /// Check a model bundle: signature under the public key, model hash,
     /// manifest values, and that tract loads and runs the model.
@@ -103,8 +120,12 @@ impl Cmd {
                 port,
                 baud,
                 out,
+                unit,
                 until,
-            } => unit::listen(port, baud, out, until),
+            } => unit::listen(port, baud, out, unit, until),
+            Cmd::Reports { db, sample, csv } => {
+                unit::reports(&db, sample.as_deref(), csv.as_deref())
+            }
             Cmd::CheckModel { bundle, public_key } => unit::check_model(&bundle, &public_key),
         }
     }

@@ -56,7 +56,13 @@ pub fn run(config: &Path, until_done: bool) -> anyhow::Result<()> {
 }
 
 /// Stores every report the unit sends, once.
-pub fn listen(port: PathBuf, baud: u32, out: PathBuf, until: Option<u64>) -> anyhow::Result<()> {
+pub fn listen(
+    port: PathBuf,
+    baud: u32,
+    out: PathBuf,
+    unit: Option<String>,
+    until: Option<u64>,
+) -> anyhow::Result<()> {
     if !BAUDS.contains(&baud) {
         bail!("--baud {baud}: one of {BAUDS:?}");
     }
@@ -64,9 +70,22 @@ pub fn listen(port: PathBuf, baud: u32, out: PathBuf, until: Option<u64>) -> any
         port,
         baud,
         out,
+        unit,
         until,
         reopen: std::time::Duration::from_secs(2),
     })?;
+    Ok(())
+}
+
+/// Writes the database's reports (of one sample, or all) as CSV for a
+/// spreadsheet, to `csv` or stdout.
+pub fn reports(db: &Path, sample: Option<&str>, csv: Option<&Path>) -> anyhow::Result<()> {
+    let rows = crate::link::db::read(db, sample)?;
+    let bytes = crate::link::db::csv(&rows);
+    match csv {
+        Some(p) => nemascope_core::files::write_atomic(p, &bytes)?,
+        None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::now_ms;
+use crate::link::db::{is_database, ReportDb};
 use crate::link::protocol::Message;
 use crate::link::serial::Port;
 use crate::link::HostLink;
@@ -39,6 +40,36 @@ pub struct ClassCount {
 }
 
 impl StoredReport {
+    /// The record of report `m` received at `received_ms`.
+    pub fn from_message(m: &Message, received_ms: u64) -> StoredReport {
+        let Message::Report {
+            seq,
+            time_ms,
+            sample,
+            counts,
+            frame_ms,
+            warnings,
+        } = m
+        else {
+            unreachable!("only reports are stored");
+        };
+        StoredReport {
+            seq: *seq,
+            time_ms: *time_ms,
+            sample: sample.to_string(),
+            counts: counts
+                .iter()
+                .map(|(c, n)| ClassCount {
+                    class: c.to_string(),
+                    count: *n,
+                })
+                .collect(),
+            frame_ms: *frame_ms,
+            warnings: *warnings,
+            received_ms,
+        }
+    }
+
     /// The count of `class` (0 when the unit's model does not count it).
     pub fn count(&self, class: &str) -> u32 {
         self.counts
@@ -66,6 +97,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: {msg}")]
+    Db { path: PathBuf, msg: String },
     #[error("{path} line {line}: {msg}; not a report file this listener wrote, left untouched")]
     Foreign {
         path: PathBuf,
@@ -134,32 +167,7 @@ impl ReportStore {
 
     /// Appends report `m` (the next in sequence) durably.
     pub fn append(&mut self, m: &Message, received_ms: u64) -> Result<StoredReport, StoreError> {
-        let Message::Report {
-            seq,
-            time_ms,
-            sample,
-            counts,
-            frame_ms,
-            warnings,
-        } = m
-        else {
-            unreachable!("only reports are stored");
-        };
-        let r = StoredReport {
-            seq: *seq,
-            time_ms: *time_ms,
-            sample: sample.to_string(),
-            counts: counts
-                .iter()
-                .map(|(c, n)| ClassCount {
-                    class: c.to_string(),
-                    count: *n,
-                })
-                .collect(),
-            frame_ms: *frame_ms,
-            warnings: *warnings,
-            received_ms,
-        };
+        let r = StoredReport::from_message(m, received_ms);
         let mut line = serde_json::to_vec(&r).expect("reports serialise");
         line.push(b'\n');
         let end = self
@@ -181,8 +189,31 @@ impl ReportStore {
                 source,
             });
         }
-        self.stored = *seq;
+        self.stored = r.seq;
         Ok(r)
+    }
+}
+
+/// Where a listener keeps reports: a JSON-lines file of its own, or the
+/// lab's SQLite database shared with the other units' listeners.
+enum Sink {
+    File(ReportStore),
+    Db(ReportDb),
+}
+
+impl Sink {
+    fn stored(&self) -> u64 {
+        match self {
+            Sink::File(s) => s.stored,
+            Sink::Db(d) => d.stored,
+        }
+    }
+
+    fn append(&mut self, m: &Message, received_ms: u64) -> Result<StoredReport, StoreError> {
+        match self {
+            Sink::File(s) => s.append(m, received_ms),
+            Sink::Db(d) => d.append(m, received_ms),
+        }
     }
 }
 
@@ -191,7 +222,10 @@ impl ReportStore {
 pub struct ListenOptions {
     pub port: PathBuf,
     pub baud: u32,
+    /// A `.jsonl` file, or a `.sqlite`/`.sqlite3`/`.db` database.
     pub out: PathBuf,
+    /// The unit's name in a database (default: the port's file name).
+    pub unit: Option<String>,
     /// Stop once this report is stored (tests, one-off collection).
     pub until: Option<u64>,
     pub reopen: Duration,
@@ -200,16 +234,33 @@ pub struct ListenOptions {
 /// Receives reports into `o.out` until `o.until` (or for ever), printing
 /// one line per stored report and the unit's status when it changes.
 pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
-    let mut store = ReportStore::open(&o.out)?;
-    if store.torn_bytes > 0 {
+    let mut store = if is_database(&o.out) {
+        let unit = o.unit.clone().unwrap_or_else(|| {
+            o.port
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let db = ReportDb::open(&o.out, &unit)?;
         crate::say!(
-            "{}: cut a torn last line ({} bytes); the unit sends it again",
+            "{}: unit {unit}, {} reports held",
             o.out.display(),
-            store.torn_bytes
+            db.stored
         );
-    }
-    crate::say!("{}: {} reports held", o.out.display(), store.stored);
-    let mut host = HostLink::new(store.stored);
+        Sink::Db(db)
+    } else {
+        let file = ReportStore::open(&o.out)?;
+        if file.torn_bytes > 0 {
+            crate::say!(
+                "{}: cut a torn last line ({} bytes); the unit sends it again",
+                o.out.display(),
+                file.torn_bytes
+            );
+        }
+        crate::say!("{}: {} reports held", o.out.display(), file.stored);
+        Sink::File(file)
+    };
+    let mut host = HostLink::new(store.stored());
     let mut port = Port::new(&o.port, o.baud, o.reopen);
     let mut last_status = None;
     let mut told_version = None;

@@ -118,7 +118,16 @@ pub fn assert_each_frame_once(
     journal_dir: &Path,
     expected: &std::collections::BTreeSet<String>,
 ) {
-    let got = reports(out);
+    assert_reports_are_the_journal(reports(out), journal_dir, expected);
+}
+
+/// `got` holds every journaled frame's report once, in order, each equal
+/// to its journal record, and the journal every frame in `expected` once.
+pub fn assert_reports_are_the_journal(
+    got: Vec<StoredReport>,
+    journal_dir: &Path,
+    expected: &std::collections::BTreeSet<String>,
+) {
     let n = expected.len() as u64;
     assert_eq!(
         got.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -146,6 +155,16 @@ pub fn assert_each_frame_once(
         sources.insert(e.source);
     }
     assert_eq!(&sources, expected, "every frame journaled");
+}
+
+/// The reports `unit` stored in the lab database at `db` (none yet: empty).
+pub fn unit_reports(db: &Path, unit: &str) -> Vec<StoredReport> {
+    nemascope_edge::link::db::read(db, None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.unit == unit)
+        .map(|r| r.report)
+        .collect()
 }
 
 pub fn reports(path: &Path) -> Vec<StoredReport> {
@@ -227,6 +246,22 @@ pub fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> Proc {
 pub fn start_unit(config: &Path, log: &Path) -> Proc {
     spawn(
         &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        log,
+    )
+}
+
+/// A listener storing into the lab database as `unit`.
+pub fn start_db_host(port: &Path, db: &Path, unit: &str, log: &Path) -> Proc {
+    spawn(
+        &[
+            "listen".as_ref(),
+            "--port".as_ref(),
+            port.as_os_str(),
+            "--out".as_ref(),
+            db.as_os_str(),
+            "--unit".as_ref(),
+            unit.as_ref(),
+        ],
         log,
     )
 }
