@@ -160,7 +160,7 @@ impl Store {
         }
         if cut.is_some() {
             // Mends a stop between the writes of the last decision.
-            store.write_tables()?;
+            store.write_tables(0..store.images.len())?;
         }
         Ok(store)
     }
@@ -188,7 +188,7 @@ impl Store {
         }
         self.settings.cut = Some(cut);
         self.save_settings()?;
-        self.write_tables()
+        self.write_tables(0..self.images.len())
     }
 
     /// The units of image `i` under the chosen cut.
@@ -218,7 +218,8 @@ impl Store {
             class,
             present,
         });
-        let written = self.write_tables();
+        // Only this image's tiles can have become complete.
+        let written = self.write_tables(i..i + 1);
         if written.is_err() {
             self.log.decisions.pop();
         }
@@ -232,19 +233,20 @@ impl Store {
             .decisions
             .pop()
             .ok_or_else(|| Error::Input("nothing to undo".into()))?;
-        if let Err(e) = self.write_tables() {
+        if let Err(e) = self.write_tables(0..self.images.len()) {
             self.log.decisions.push(last);
             return Err(e);
         }
         Ok(last)
     }
 
-    /// Writes what follows from the log: missing tile files, `labels.csv`,
-    /// then `decisions.csv` (a stop between the two is mended at start).
-    fn write_tables(&mut self) -> Result<()> {
+    /// Writes what follows from the log: the missing tile files of the
+    /// images in `tiles_of`, `labels.csv`, then `decisions.csv` (a stop
+    /// between the two is mended at start).
+    fn write_tables(&mut self, tiles_of: std::ops::Range<usize>) -> Result<()> {
         let cut = self.require_cut()?;
         if let Cut::Tile(_) = cut {
-            self.write_tile_files(cut)?;
+            self.write_tile_files(cut, tiles_of)?;
         }
         let out = self.out.clone();
         let folder = self.folder.clone();
@@ -259,10 +261,11 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the pixels of every fully decided tile that has no file yet.
-    fn write_tile_files(&mut self, cut: Cut) -> Result<()> {
+    /// Writes the pixels of every fully decided tile of the images in
+    /// `images` that has no file yet.
+    fn write_tile_files(&mut self, cut: Cut, images: std::ops::Range<usize>) -> Result<()> {
         let current = self.log.current();
-        for i in 0..self.images.len() {
+        for i in images {
             for unit in units(&self.images[i], cut)? {
                 let key = (self.images[i].name.clone(), unit.x, unit.y);
                 let complete = current
