@@ -76,17 +76,7 @@ pub fn samples(reports: &[ImageReport]) -> Vec<SampleTotal> {
     out
 }
 
-/// A text cell a spreadsheet shows as text: one starting with `=`, `+`,
-/// `-`, `@`, a tab or a carriage return would be taken as a formula (a
-/// sample named `=HYPERLINK(…)` runs when the lab opens the file), so it
-/// gets a leading `'`, as OWASP advises for CSV files.
-pub fn spreadsheet_text(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    }
-}
+pub use nemascope_reports::spreadsheet_text;
 
 /// One row per image: `image,sample,<class>…,ms`; names are
 /// [`spreadsheet_text`].

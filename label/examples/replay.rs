@@ -57,6 +57,7 @@ fn main() {
         out: arg(&args, "--out").map(PathBuf::from),
         classes: vec![arg(&args, "--class").unwrap_or_else(|| "egg".into())],
         cut: Some(cut),
+        images: vec![],
     })
     .unwrap();
     let server = Server::bind(store, 0).unwrap();

@@ -7,8 +7,13 @@
 //! the decision log, `labels.csv` and tile files, all written atomically)
 //! → the HTTP API and page (`server`, `page/`) → pixels for the browser
 //! (`display`). The decisions themselves are pure data (`session`).
+//!
+//! `review` serves the results of `nemascope-edge count` (and the lab
+//! database) with the same store, which then records a technician's
+//! corrections in a folder of their own.
 
 pub mod display;
+pub mod review;
 pub mod server;
 pub mod session;
 pub mod store;

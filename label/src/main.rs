@@ -3,17 +3,27 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use nemascope_label::review::{self, ReviewOptions};
 use nemascope_label::server::Server;
 use nemascope_label::{Cut, Options, Store};
 
 /// Label a folder of images tile by tile (present/absent per class) in the
-/// browser, into the labels.csv that `nemascope-train` reads.
+/// browser, into the labels.csv that `nemascope-train` reads; or review a
+/// model's counts and record corrections (`nemascope-label review`).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    review: Option<Cmd>,
     /// The folder of images (.png, .tif, .jpg); they are only read.
-    folder: PathBuf,
+    #[arg(required = true)]
+    folder: Option<PathBuf>,
     /// Classes to decide, comma separated (e.g. `egg` or `egg,worm`);
     /// leave out to resume a session.
     #[arg(long, value_delimiter = ',')]
@@ -33,15 +43,83 @@ struct Args {
     write_only: bool,
 }
 
+#[derive(Subcommand)]
+enum Cmd {
+    /// Review the results of `nemascope-edge count` beside the frames (and
+    /// a lab database's reports) and mark what is wrong, tile by tile or
+    /// per image, as labels for the next training run, in a folder of
+    /// their own (`nemascope-train labelled LABELS --corrections OUT`).
+    Review {
+        /// The `--json` that `nemascope-edge count` wrote.
+        counts: PathBuf,
+        /// Where the corrections go (labels.csv, decisions.csv, tiles/).
+        #[arg(long)]
+        out: PathBuf,
+        /// The `--overlays` folder of the same count.
+        #[arg(long)]
+        overlays: Option<PathBuf>,
+        /// The labelling folder the model was trained from: its labels are
+        /// shown and its tile size is used.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Where the counted images are [default: their paths in the JSON].
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// The lab database to show (`nemascope-edge listen --out lab.sqlite`).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Tile side, or `whole`, when there are no --labels [default: whole].
+        #[arg(long)]
+        tile: Option<String>,
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+    },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let run = || -> nemascope_label::Result<()> {
+        if let Some(Cmd::Review {
+            counts,
+            out,
+            overlays,
+            labels,
+            images,
+            db,
+            tile,
+            port,
+        }) = &args.review
+        {
+            let (store, review) = review::open(&ReviewOptions {
+                counts: counts.clone(),
+                images: images.clone(),
+                overlays: overlays.clone(),
+                labels: labels.clone(),
+                db: db.clone(),
+                out: out.clone(),
+                cut: tile.as_deref().map(Cut::parse).transpose()?,
+            })?;
+            eprintln!(
+                "reviewing {} counted images; corrections go into {}",
+                store.images.len(),
+                store.out.display()
+            );
+            let server = Server::bind(store, *port)?.with_review(review);
+            println!(
+                "open {} in a browser (Ctrl+C stops; every correction is already saved)",
+                server.url()
+            );
+            server.run();
+            return Ok(());
+        }
+        let folder = args.folder.clone().expect("clap requires the folder");
         let cut = args.tile.as_deref().map(Cut::parse).transpose()?;
         let store = Store::open(&Options {
-            folder: args.folder.clone(),
+            folder,
             out: args.out.clone(),
             classes: args.classes.clone(),
             cut,
+            images: vec![],
         })?;
         for w in &store.warnings {
             eprintln!("warning: {w}");

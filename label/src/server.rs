@@ -15,13 +15,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response};
 
+use crate::review::Review;
 use crate::session::Cut;
 use crate::store::Store;
 use crate::{display, Error, Result};
 
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
+const COMMON: &str = include_str!("page/common.js");
 const STYLE: &str = include_str!("page/app.css");
+const REVIEW_INDEX: &str = include_str!("page/review.html");
+const REVIEW_SCRIPT: &str = include_str!("page/review.js");
 
 /// Largest request body accepted (a decision is a few dozen bytes).
 const MAX_BODY: u64 = 64 * 1024;
@@ -49,6 +53,9 @@ struct App {
     tab: Option<String>,
     /// The last image decoded for display.
     shown: Option<(usize, RgbImage)>,
+    /// Review mode: the count results beside the frames; the store then
+    /// holds the corrections.
+    review: Option<Review>,
 }
 
 impl Server {
@@ -69,9 +76,17 @@ impl Server {
                 store,
                 tab: None,
                 shown: None,
+                review: None,
             },
             url: format!("http://{addr}/"),
         })
+    }
+
+    /// Serves the review page for `review` (the store holds its
+    /// corrections) instead of the labelling page.
+    pub fn with_review(mut self, review: Review) -> Server {
+        self.app.review = Some(review);
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -143,8 +158,20 @@ impl App {
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let got = match (req.method(), parts.as_slice()) {
-            (Method::Get, [""]) => Ok(with_type(INDEX.into(), "text/html; charset=utf-8", 200)),
+            (Method::Get, [""]) => {
+                let page = if self.review.is_some() {
+                    REVIEW_INDEX
+                } else {
+                    INDEX
+                };
+                Ok(with_type(page.into(), "text/html; charset=utf-8", 200))
+            }
             (Method::Get, ["app.js"]) => Ok(with_type(SCRIPT.into(), "text/javascript", 200)),
+            (Method::Get, ["common.js"]) => Ok(with_type(COMMON.into(), "text/javascript", 200)),
+            (Method::Get, ["review.js"]) => {
+                Ok(with_type(REVIEW_SCRIPT.into(), "text/javascript", 200))
+            }
+            (Method::Get, ["img", "overlay", i]) => self.overlay(i, query),
             (Method::Get, ["app.css"]) => Ok(with_type(STYLE.into(), "text/css", 200)),
             (Method::Get, ["api", "state"]) => self.state().map(json_reply),
             (Method::Get, ["api", "plan"]) => self.plan(query).map(json_reply),
@@ -271,6 +298,7 @@ impl App {
             }
         }
         let mut v = json!({
+            "review": self.review.as_ref().map(Review::state),
             "folder": s.folder.display().to_string(),
             "out": s.out.display().to_string(),
             "classes": s.settings.classes,
@@ -322,13 +350,19 @@ impl App {
 
     fn frame(&mut self, i: &str, query: &str) -> Result<Reply> {
         let i = index(i)?;
-        let width = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("w="))
-            .and_then(|w| w.parse::<u32>().ok())
-            .unwrap_or(1024)
-            .clamp(64, 4096);
-        let jpeg = display::preview_jpeg(self.shown(i)?, width)?;
+        let jpeg = display::preview_jpeg(self.shown(i)?, width(query))?;
+        Ok(with_type(jpeg, "image/jpeg", 200))
+    }
+
+    /// The overlay `count` drew for image `i`, in review mode.
+    fn overlay(&mut self, i: &str, query: &str) -> Result<Reply> {
+        let i = index(i)?;
+        let path = self
+            .review
+            .as_ref()
+            .and_then(|r| r.overlays.get(i).cloned().flatten())
+            .ok_or_else(|| Error::Input(format!("no such page: /img/overlay/{i}")))?;
+        let jpeg = display::preview_jpeg(&display::rgb8(&path)?, width(query))?;
         Ok(with_type(jpeg, "image/jpeg", 200))
     }
 
@@ -346,6 +380,16 @@ impl App {
         let png = display::crop_png(self.shown(i)?, unit.x, unit.y, unit.width, unit.height)?;
         Ok(with_type(png, "image/png", 200))
     }
+}
+
+/// The display width asked for with `w=` (default 1024 px).
+fn width(query: &str) -> u32 {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("w="))
+        .and_then(|w| w.parse::<u32>().ok())
+        .unwrap_or(1024)
+        .clamp(64, 4096)
 }
 
 fn index(s: &str) -> Result<usize> {

@@ -34,6 +34,9 @@ pub struct Options {
     pub classes: Vec<String>,
     /// Tile size; `None`: the session's, or chosen on the page.
     pub cut: Option<Cut>,
+    /// The images, when not every image of `folder` (a review's counted
+    /// images, in their order); their file names must differ.
+    pub images: Vec<PathBuf>,
 }
 
 /// What `session.json` holds.
@@ -61,7 +64,11 @@ impl Store {
     /// Opens (or resumes) labelling of `opts.folder`.
     pub fn open(opts: &Options) -> Result<Store> {
         let folder = opts.folder.clone();
-        let images = scan(&folder)?;
+        let images = if opts.images.is_empty() {
+            scan(&folder)?
+        } else {
+            describe(opts.images.clone(), &folder)?
+        };
         let out = opts.out.clone().unwrap_or_else(|| folder.join(DEFAULT_OUT));
         std::fs::create_dir_all(&out).map_err(|e| {
             Error::Input(format!(
@@ -81,15 +88,7 @@ impl Store {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
-        let settings_path = out.join("session.json");
-        let saved: Option<Settings> = match std::fs::read_to_string(&settings_path) {
-            Ok(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| Error::Input(format!("{}: {e}", settings_path.display())))?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(&settings_path, e)),
-        };
+        let saved = read_settings(&out)?;
         let classes = match (&saved, opts.classes.is_empty()) {
             (None, true) => {
                 return Err(Error::Input(
@@ -108,12 +107,7 @@ impl Store {
                 )))
             }
         };
-        let log_path = out.join("decisions.csv");
-        let log = match std::fs::read_to_string(&log_path) {
-            Ok(text) => Log::parse(&text, &classes, &log_path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Log::new(classes.clone()),
-            Err(e) => return Err(Error::io(&log_path, e)),
-        };
+        let log = read_log(&out, &classes)?;
         let saved_cut = saved.as_ref().and_then(|s| s.cut);
         let cut = match (saved_cut, opts.cut) {
             (Some(s), Some(c)) if s != c && !log.decisions.is_empty() => {
@@ -251,7 +245,7 @@ impl Store {
         let out = self.out.clone();
         let folder = self.folder.clone();
         let table = labels_csv(&self.log, &self.images, cut, |img| {
-            image_path(&folder, &out, &img.name)
+            image_path(&folder, &out, img)
         })?;
         write_atomic(&self.out.join("labels.csv"), table.as_bytes())?;
         write_atomic(
@@ -315,13 +309,37 @@ impl Store {
     }
 }
 
+/// The settings of the labelling folder `out`, if it has any (read only).
+pub fn read_settings(out: &Path) -> Result<Option<Settings>> {
+    let path = out.join("session.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            Ok(Some(serde_json::from_str(&text).map_err(|e| {
+                Error::Input(format!("{}: {e}", path.display()))
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// The decisions recorded in the labelling folder `out` (read only).
+pub fn read_log(out: &Path, classes: &[String]) -> Result<Log> {
+    let path = out.join("decisions.csv");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Log::parse(&text, classes, &path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Log::new(classes.to_vec())),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
 /// A whole image's path in `labels.csv`: relative when the output folder
 /// sits in the image folder (the default), else absolute.
-fn image_path(folder: &Path, out: &Path, name: &str) -> String {
-    if out.parent() == Some(folder) {
-        format!("../{name}")
+fn image_path(folder: &Path, out: &Path, img: &ImageInfo) -> String {
+    if out.parent() == Some(folder) && img.path == folder.join(&img.name) {
+        format!("../{}", img.name)
     } else {
-        let abs = std::path::absolute(folder.join(name)).unwrap_or_else(|_| folder.join(name));
+        let abs = std::path::absolute(&img.path).unwrap_or_else(|_| img.path.clone());
         abs.display().to_string()
     }
 }
@@ -375,13 +393,25 @@ pub fn scan(folder: &Path) -> Result<Vec<ImageInfo>> {
             IMAGE_EXTENSIONS.join(", .")
         )));
     }
-    let mut images = Vec::new();
+    describe(paths, folder)
+}
+
+/// The images at `paths` (sizes from their headers), named by file name;
+/// every one that does not read is listed at once. `place` names where
+/// they are in the message.
+pub fn describe(paths: Vec<PathBuf>, place: &Path) -> Result<Vec<ImageInfo>> {
+    let mut images: Vec<ImageInfo> = Vec::new();
     let mut bad = Vec::new();
     for path in paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if images.iter().any(|i| i.name == name) {
+            return Err(Error::Input(format!(
+                "two images are named {name}; review one sample (folder) at a time"
+            )));
+        }
         match image::image_dimensions(&path) {
             Ok((width, height)) => images.push(ImageInfo {
                 name,
@@ -396,7 +426,7 @@ pub fn scan(folder: &Path) -> Result<Vec<ImageInfo>> {
         return Err(Error::Input(format!(
             "{} image(s) in {} cannot be read; move them out of the folder or replace them:\n{}",
             bad.len(),
-            folder.display(),
+            place.display(),
             bad.join("\n")
         )));
     }
@@ -424,6 +454,7 @@ mod tests {
             out: None,
             classes: vec!["egg".into()],
             cut,
+            images: vec![],
         }
     }
 

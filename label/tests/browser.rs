@@ -172,6 +172,7 @@ fn keys_label_tiles_across_a_restart_and_undo_into_labels_csv() {
         out: Some(out.clone()),
         classes: vec!["egg".into()],
         cut: None,
+        images: vec![],
     };
     let server = serve(&opts);
     let browser = browser();
@@ -250,6 +251,7 @@ fn a_second_tab_takes_over_and_the_first_one_no_longer_saves() {
         out: None,
         classes: vec!["egg".into(), "worm".into()],
         cut: Some(Cut::Tile(64)),
+        images: vec![],
     };
     let server = serve(&opts);
     let browser = browser();
@@ -299,6 +301,7 @@ fn a_scripted_run_labels_over_five_hundred_tiles_one_key_each() {
         out: None,
         classes: vec!["egg".into()],
         cut: Some(Cut::Tile(48)),
+        images: vec![],
     };
     let server = serve(&opts);
     let browser = browser();
@@ -335,6 +338,7 @@ fn whole_image_mode_labels_each_image_once_by_its_own_path() {
         out: None,
         classes: vec!["egg".into()],
         cut: Some(Cut::Whole),
+        images: vec![],
     });
     let browser = browser();
     let tab = open(&browser, &server.url);

@@ -11,71 +11,43 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::journal::now_ms;
-use crate::link::db::{is_database, ReportDb};
 use crate::link::protocol::Message;
 use crate::link::serial::Port;
 use crate::link::HostLink;
+use nemascope_reports::db::{is_database, ReportDb};
 
-/// One stored report: the unit's record and when the host got it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredReport {
-    pub seq: u64,
-    pub time_ms: u64,
-    pub sample: String,
-    /// Each class the unit's model counts, with its count, in its order.
-    pub counts: Vec<ClassCount>,
-    pub frame_ms: u32,
-    pub warnings: u8,
-    pub received_ms: u64,
-}
+pub use nemascope_reports::{ClassCount, StoredReport};
 
-/// One class's count in a stored report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassCount {
-    pub class: String,
-    pub count: u32,
-}
-
-impl StoredReport {
-    /// The record of report `m` received at `received_ms`.
-    pub fn from_message(m: &Message, received_ms: u64) -> StoredReport {
-        let Message::Report {
-            seq,
-            time_ms,
-            sample,
-            counts,
-            frame_ms,
-            warnings,
-        } = m
-        else {
-            unreachable!("only reports are stored");
-        };
-        StoredReport {
-            seq: *seq,
-            time_ms: *time_ms,
-            sample: sample.to_string(),
-            counts: counts
-                .iter()
-                .map(|(c, n)| ClassCount {
-                    class: c.to_string(),
-                    count: *n,
-                })
-                .collect(),
-            frame_ms: *frame_ms,
-            warnings: *warnings,
-            received_ms,
-        }
-    }
-
-    /// The count of `class` (0 when the unit's model does not count it).
-    pub fn count(&self, class: &str) -> u32 {
-        self.counts
+/// The record of report `m` received at `received_ms`.
+pub fn stored_report(m: &Message, received_ms: u64) -> StoredReport {
+    let Message::Report {
+        seq,
+        time_ms,
+        sample,
+        counts,
+        frame_ms,
+        warnings,
+    } = m
+    else {
+        unreachable!("only reports are stored");
+    };
+    StoredReport {
+        seq: *seq,
+        time_ms: *time_ms,
+        sample: sample.to_string(),
+        counts: counts
             .iter()
-            .find(|c| c.class == class)
-            .map_or(0, |c| c.count)
+            .map(|(c, n)| ClassCount {
+                class: c.to_string(),
+                count: *n,
+            })
+            .collect(),
+        frame_ms: *frame_ms,
+        warnings: *warnings,
+        received_ms,
     }
 }
 
@@ -97,8 +69,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {msg}")]
-    Db { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Db(#[from] nemascope_reports::DbError),
     #[error("{path} line {line}: {msg}; not a report file this listener wrote, left untouched")]
     Foreign {
         path: PathBuf,
@@ -167,7 +139,7 @@ impl ReportStore {
 
     /// Appends report `m` (the next in sequence) durably.
     pub fn append(&mut self, m: &Message, received_ms: u64) -> Result<StoredReport, StoreError> {
-        let r = StoredReport::from_message(m, received_ms);
+        let r = stored_report(m, received_ms);
         let mut line = serde_json::to_vec(&r).expect("reports serialise");
         line.push(b'\n');
         let end = self
@@ -212,7 +184,7 @@ impl Sink {
     fn append(&mut self, m: &Message, received_ms: u64) -> Result<StoredReport, StoreError> {
         match self {
             Sink::File(s) => s.append(m, received_ms),
-            Sink::Db(d) => d.append(m, received_ms),
+            Sink::Db(d) => Ok(d.append(stored_report(m, received_ms))?),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! dropped. Transport-agnostic (any `Write` + bytes in), so the same code
 //! runs over a UART, a pseudo-terminal or a test buffer.
 
-pub mod db;
+pub use nemascope_reports::db;
 pub mod listener;
 pub mod protocol;
 pub mod serial;

@@ -15,6 +15,8 @@ use crate::train::{State, STATE_FILE};
 /// What `labelled` does, from the command line.
 pub struct Labelled<'a> {
     pub folder: &'a Path,
+    /// A review's corrections (`nemascope-label review --out`), on top.
+    pub corrections: Option<&'a Path>,
     pub config: &'a ConfigArgs,
     pub student: &'a DistillOptions,
     pub key: &'a Path,
@@ -83,6 +85,46 @@ pub fn config_for(folder: &Path, user: &ConfigArgs) -> Result<Config> {
     })
 }
 
+/// Writes `out/labels.csv`: the labels of `folder` with the review's
+/// `corrections` on top (`generic::merge`), every path absolute; neither
+/// folder is changed. Returns `out`, the table's folder.
+fn with_corrections(folder: &Path, corrections: &Path, out: &Path) -> Result<PathBuf> {
+    use nemascope_core::dataset::generic;
+    let read = |f: &Path| {
+        generic::read(f).with_context(|| format!("reading the labels of {}", f.display()))
+    };
+    let (base, fix) = (read(folder)?, read(corrections)?);
+    let size = |s: &nemascope_core::dataset::Sample| {
+        image::image_dimensions(&s.image).with_context(|| format!("reading {}", s.image.display()))
+    };
+    if let (Some(b), Some(c)) = (base.samples.first(), fix.samples.first()) {
+        let (bs, cs) = (size(b)?, size(c)?);
+        if bs != cs {
+            bail!(
+                "the corrections in {} are {}×{} px, the labels in {} {}×{} px: review with the labels' tile size (--labels)",
+                corrections.display(), cs.0, cs.1, folder.display(), bs.0, bs.1
+            );
+        }
+    }
+    let (mut merged, stats) = generic::merge(&base, &fix)?;
+    for s in &mut merged.samples {
+        s.image = std::path::absolute(&s.image)
+            .with_context(|| format!("resolving {}", s.image.display()))?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    generic::write(out, &merged)?;
+    eprintln!(
+        "corrections from {}: {} confirm a label, {} change one, {} are new tiles ({} rows in {})",
+        corrections.display(),
+        stats.confirmed,
+        stats.changed,
+        stats.added,
+        merged.samples.len(),
+        out.join(generic::LABELS).display()
+    );
+    Ok(out.to_path_buf())
+}
+
 fn done(run: &Path) -> bool {
     State::load(run).map(|s| s.done).unwrap_or(false)
 }
@@ -113,7 +155,11 @@ pub fn labelled(a: Labelled) -> Result<()> {
         stage(1, "resuming the teacher's training");
         train::train(&teacher, None, true)?;
     } else {
-        let cfg = config_for(a.folder, a.config)?;
+        let table = match a.corrections {
+            Some(c) => with_corrections(a.folder, c, a.out)?,
+            None => a.folder.to_path_buf(),
+        };
+        let cfg = config_for(&table, a.config)?;
         stage(1, "training the teacher from the image-level labels");
         train::train(&teacher, Some(cfg), false)?;
     }

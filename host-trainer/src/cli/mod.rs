@@ -163,6 +163,10 @@ pub enum Cmd {
     Labelled {
         /// The labelling folder (nemascope-label's --out: labels.csv, tiles/).
         folder: PathBuf,
+        /// A review's corrections (nemascope-label review --out) to train
+        /// with: each replaces the label of its tile, new tiles are added.
+        #[arg(long)]
+        corrections: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
         /// Signing key from `keygen`.
@@ -284,6 +288,7 @@ impl Cmd {
             } => bench::bench_step(&load_config(&config)?, steps, warmup),
             Cmd::Labelled {
                 folder,
+                corrections,
                 config,
                 key,
                 out,
@@ -293,6 +298,7 @@ impl Cmd {
                 install_ctrlc();
                 labelled::labelled(labelled::Labelled {
                     folder: &folder,
+                    corrections: corrections.as_deref(),
                     config: &config,
                     student: &student,
                     key: &key,

@@ -1,79 +1,20 @@
 // nemascope label: the page. The server holds the truth (decisions are on
 // disk before it answers); this page shows it, queues key presses in order
-// and says what is saved.
+// (common.js) and says what is saved.
 "use strict";
 
-const tab = (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2));
-const $ = (id) => document.getElementById(id);
 let S = null;          // state from /api/state
 let cls = 0;           // class being labelled
 let cur = 0;           // index into items
 let items = [];        // [image, unit] in labelling order
-let pending = 0;       // requests not yet answered
-let readonly = false;  // another tab took over
-let chain = Promise.resolve();
 let tilePx = null;     // tile display size: fitted to the window until +/- is used
 
-async function api(path, body) {
-  const r = await fetch(path, body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-  });
-  const v = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
-  if (!r.ok) {
-    const e = new Error(v.error || `HTTP ${r.status}`);
-    e.status = r.status;
-    throw e;
-  }
-  return v;
-}
-
-function banner(text, warn) {
-  const b = $("banner");
-  b.textContent = text;
-  b.className = warn ? "warn" : "";
-  b.hidden = !text;
-}
-
-function showStatus(error) {
-  const s = $("status");
-  s.dataset.pending = String(pending);
-  if (error) {
-    s.dataset.state = "error";
-    s.textContent = "not saved: see above";
-  } else if (readonly) {
-    s.dataset.state = "error";
-    s.textContent = "read only (another tab labels this folder)";
-  } else if (pending > 0) {
-    s.dataset.state = "saving";
-    s.textContent = `saving ${pending}…`;
-  } else {
-    s.dataset.state = "saved";
-    s.textContent = S ? `all saved · ${S.decisions} decisions · ${S.complete} rows in labels.csv` : "";
-  }
-}
-
-// Sends requests one after another, in key-press order.
-function send(path, body, then) {
-  if (readonly) return;
-  pending++;
-  showStatus();
-  chain = chain
-    .then(() => api(path, Object.assign({ tab }, body)))
-    .then((v) => { if (then) return then(v); })
-    .then(() => { pending--; showStatus(); })
-    .catch(async (e) => {
-      pending--;
-      if (e.status === 409) {
-        readonly = true;
-        banner(e.message);
-      } else {
-        banner(e.message);
-      }
-      await reload();
-      if (!$("label").hidden) { $("grid").dataset.key = ""; render(); }
-      showStatus(true);
-    });
-}
+saver.readonlyText = "read only (another tab labels this folder)";
+saver.saved = () => S ? `all saved · ${S.decisions} decisions · ${S.complete} rows in labels.csv` : "";
+saver.afterError = async () => {
+  await reload();
+  if (!$("label").hidden) { $("grid").dataset.key = ""; render(); }
+};
 
 async function reload() {
   S = await api("/api/state");
@@ -229,7 +170,7 @@ function paint(k) {
 }
 
 function decide(k, present) {
-  if (readonly) { showStatus(); return; }
+  if (saver.readonly) { showStatus(); return; }
   const [i, u] = items[k];
   setValue(k, cls, present ? "1" : "0");
   painted.push(k);
@@ -243,7 +184,7 @@ function decide(k, present) {
 }
 
 function undo() {
-  if (readonly) return;
+  if (saver.readonly) return;
   send("/api/undo", {}, (v) => {
     S.decisions = v.decisions;
     S.complete = v.complete;

@@ -288,9 +288,111 @@ pub fn write(dir: &Path, ds: &Dataset) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// What [`merge`] did with the corrections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Merged {
+    /// Rows whose bits the corrections kept as they were.
+    pub confirmed: usize,
+    /// Rows whose bits the corrections changed.
+    pub changed: usize,
+    /// Rows only the corrections have.
+    pub added: usize,
+}
+
+/// The labels with a review's corrections on top: a correction replaces the
+/// row of the same image file (tiles are named after their image and
+/// corner, so the same tile has the same name), in place so the seeded
+/// split keeps every earlier row on its side; new rows go at the end.
+/// Neither input is changed. Image-level bits only: masks and counts of a
+/// replaced row go with it.
+pub fn merge(base: &Dataset, corrections: &Dataset) -> Result<(Dataset, Merged)> {
+    if base.classes != corrections.classes {
+        return Err(Error::Invalid(format!(
+            "the corrections are for the classes {}, the labels for {}",
+            corrections.classes.join(","),
+            base.classes.join(",")
+        )));
+    }
+    let key = |s: &Sample| s.image.file_name().map(|n| n.to_owned());
+    let mut out = base.clone();
+    let mut stats = Merged::default();
+    for c in &corrections.samples {
+        match out.samples.iter_mut().find(|s| key(s) == key(c)) {
+            Some(s) if s.present == c.present => stats.confirmed += 1,
+            Some(s) => {
+                *s = c.clone();
+                stats.changed += 1;
+            }
+            None => {
+                out.samples.push(c.clone());
+                stats.added += 1;
+            }
+        }
+    }
+    Ok((out, stats))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corrections_replace_their_rows_in_place_and_add_new_ones_at_the_end() {
+        let ds = |rows: &[(&str, bool)]| Dataset {
+            classes: vec!["egg".into()],
+            samples: rows
+                .iter()
+                .map(|&(p, b)| Sample {
+                    id: p.into(),
+                    image: PathBuf::from(p),
+                    present: vec![b],
+                    masks: vec![None],
+                    counts: vec![None],
+                })
+                .collect(),
+        };
+        let base = ds(&[
+            ("/l/tiles/a_x0", true),
+            ("/l/tiles/a_x1", false),
+            ("/l/tiles/b_x0", false),
+        ]);
+        let fix = ds(&[
+            ("/c/tiles/a_x1", true),
+            ("/c/tiles/a_x0", true),
+            ("/c/tiles/z_x0", false),
+        ]);
+        let (m, stats) = merge(&base, &fix).unwrap();
+        assert_eq!(
+            stats,
+            Merged {
+                confirmed: 1,
+                changed: 1,
+                added: 1
+            }
+        );
+        let rows: Vec<(String, bool)> = m
+            .samples
+            .iter()
+            .map(|s| (s.image.display().to_string(), s.present[0]))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("/l/tiles/a_x0".into(), true),
+                ("/c/tiles/a_x1".into(), true),
+                ("/l/tiles/b_x0".into(), false),
+                ("/c/tiles/z_x0".into(), false)
+            ]
+        );
+        let other = Dataset {
+            classes: vec!["cyst".into()],
+            ..fix
+        };
+        assert!(merge(&base, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("cyst"));
+    }
 
     fn tmpdir(name: &str) -> PathBuf {
         let d =

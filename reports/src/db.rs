@@ -13,8 +13,15 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::link::listener::{ClassCount, StoreError, StoredReport};
-use crate::link::protocol::Message;
+use crate::{ClassCount, StoredReport};
+
+/// A database that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct DbError {
+    pub path: PathBuf,
+    pub msg: String,
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS reports (
@@ -58,10 +65,10 @@ pub struct ReportDb {
 
 impl ReportDb {
     /// Opens (or creates) the database for `unit`'s reports.
-    pub fn open(path: &Path, unit: &str) -> Result<ReportDb, StoreError> {
+    pub fn open(path: &Path, unit: &str) -> Result<ReportDb, DbError> {
         let err = db_err(path);
         if unit.is_empty() {
-            return Err(StoreError::Db {
+            return Err(DbError {
                 path: path.to_path_buf(),
                 msg: "a unit needs a name (--unit)".into(),
             });
@@ -73,7 +80,7 @@ impl ReportDb {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(&err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Db {
+            return Err(DbError {
                 path: path.to_path_buf(),
                 msg: format!("cannot use a write-ahead log (journal mode {mode})"),
             });
@@ -98,12 +105,11 @@ impl ReportDb {
         })
     }
 
-    /// Commits report `m` (the next in this unit's sequence) and its
+    /// Commits report `r` (the next in this unit's sequence) and its
     /// counts in one transaction.
-    pub fn append(&mut self, m: &Message, received_ms: u64) -> Result<StoredReport, StoreError> {
-        let r = StoredReport::from_message(m, received_ms);
+    pub fn append(&mut self, r: StoredReport) -> Result<StoredReport, DbError> {
         if r.seq != self.stored + 1 {
-            return Err(StoreError::Db {
+            return Err(DbError {
                 path: self.path.clone(),
                 msg: format!("unit {}: report {} after {}", self.unit, r.seq, self.stored),
             });
@@ -137,8 +143,8 @@ impl ReportDb {
     }
 }
 
-fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |e| StoreError::Db {
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> DbError + '_ {
+    move |e| DbError {
         path: path.to_path_buf(),
         msg: e.to_string(),
     }
@@ -153,10 +159,10 @@ pub struct UnitReport {
 
 /// Every report in the database (of `sample` only, if given), by unit and
 /// sequence; opened read-only, beside listeners that keep writing.
-pub fn read(path: &Path, sample: Option<&str>) -> Result<Vec<UnitReport>, StoreError> {
+pub fn read(path: &Path, sample: Option<&str>) -> Result<Vec<UnitReport>, DbError> {
     let err = db_err(path);
     if !path.exists() {
-        return Err(StoreError::Db {
+        return Err(DbError {
             path: path.to_path_buf(),
             msg: "no such database".into(),
         });
@@ -209,9 +215,9 @@ pub fn read(path: &Path, sample: Option<&str>) -> Result<Vec<UnitReport>, StoreE
 
 /// The reports as a spreadsheet opens them: one row per report, a column
 /// per class (in order of first appearance), text cells made safe
-/// (`report::spreadsheet_text`).
+/// ([`spreadsheet_text`](crate::spreadsheet_text)).
 pub fn csv(reports: &[UnitReport]) -> Vec<u8> {
-    use crate::report::spreadsheet_text;
+    use crate::spreadsheet_text;
     let mut classes: Vec<String> = Vec::new();
     for r in reports {
         for c in &r.report.counts {
@@ -250,16 +256,22 @@ pub fn csv(reports: &[UnitReport]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::protocol::{class_counts, name};
 
-    fn report(seq: u64, sample: &str, counts: &[(&str, u32)]) -> Message {
-        Message::Report {
+    fn report(seq: u64, sample: &str, counts: &[(&str, u32)], received_ms: u64) -> StoredReport {
+        StoredReport {
             seq,
             time_ms: 1000 + seq,
-            sample: name(sample),
-            counts: class_counts(counts.iter().copied()),
+            sample: sample.into(),
+            counts: counts
+                .iter()
+                .map(|&(class, count)| ClassCount {
+                    class: class.into(),
+                    count,
+                })
+                .collect(),
             frame_ms: 40,
             warnings: 0,
+            received_ms,
         }
     }
 
@@ -270,13 +282,13 @@ mod tests {
         let mut a = ReportDb::open(&path, "unit-a").unwrap();
         let mut b = ReportDb::open(&path, "unit-b").unwrap();
         for seq in 1..=3 {
-            a.append(&report(seq, "plot-1", &[("egg", seq as u32)]), 5)
+            a.append(report(seq, "plot-1", &[("egg", seq as u32)], 5))
                 .unwrap();
         }
-        b.append(&report(1, "plot-1", &[("worm", 7), ("egg", 2)]), 6)
+        b.append(report(1, "plot-1", &[("worm", 7), ("egg", 2)], 6))
             .unwrap();
         // Out of sequence: refused, nothing stored.
-        assert!(b.append(&report(3, "plot-1", &[]), 6).is_err());
+        assert!(b.append(report(3, "plot-1", &[], 6)).is_err());
         drop((a, b));
         assert_eq!(ReportDb::open(&path, "unit-a").unwrap().stored, 3);
         assert_eq!(ReportDb::open(&path, "unit-b").unwrap().stored, 1);
@@ -300,7 +312,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lab.db");
         let mut a = ReportDb::open(&path, "=unit").unwrap();
-        a.append(&report(1, "=cmd|' /C calc'!A0", &[("egg", 1)]), 5)
+        a.append(report(1, "=cmd|' /C calc'!A0", &[("egg", 1)], 5))
             .unwrap();
         let text = String::from_utf8(csv(&read(&path, None).unwrap())).unwrap();
         assert!(

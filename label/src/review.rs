@@ -1,0 +1,281 @@
+//! Review and correct: the results of `nemascope-edge count` (its `--json`
+//! and `--overlays`) beside the frames, the labels the model was trained
+//! from, and a unit's reports in the lab database; what the technician
+//! marks wrong is recorded as image-level labels in a folder of its own
+//! (a [`Store`]), which `nemascope-train labelled --corrections` lays over
+//! the original labels. Nothing the review reads is ever written.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::session::{Cut, UnitKey};
+use crate::store::{read_log, read_settings, Options, Store};
+use crate::{Error, Result};
+
+/// One `count --json` run, the fields the review shows (the file is
+/// `nemascope_edge::report::RunReport`; other fields are ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CountRun {
+    pub model: String,
+    pub classes: Vec<String>,
+    pub images: Vec<CountedImage>,
+    pub samples: Vec<SampleTotal>,
+    #[serde(default)]
+    pub failed: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CountedImage {
+    /// The path `count` was given.
+    pub image: String,
+    pub sample: String,
+    /// Per class, in `CountRun::classes` order.
+    pub counts: Vec<usize>,
+    pub objects: Vec<CountedObject>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CountedObject {
+    pub class: String,
+    pub count: usize,
+    /// Centre in frame pixels.
+    pub x: f32,
+    pub y: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleTotal {
+    pub sample: String,
+    pub images: usize,
+    pub counts: Vec<usize>,
+}
+
+/// What `nemascope-label review` is given.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewOptions {
+    /// `count --json` output.
+    pub counts: PathBuf,
+    /// Where the counted images are, by file name [default: the paths in
+    /// the JSON, from the current folder or the JSON's].
+    pub images: Option<PathBuf>,
+    /// `count --overlays` output (`<stem>.png`).
+    pub overlays: Option<PathBuf>,
+    /// The labelling folder the model was trained from: its tile size is
+    /// the corrections', and its labels are shown.
+    pub labels: Option<PathBuf>,
+    /// The lab database (`nemascope-edge listen --out lab.sqlite`).
+    pub db: Option<PathBuf>,
+    /// Where the corrections go (never the labels' folder).
+    pub out: PathBuf,
+    /// Tile size when there are no labels [default: whole images].
+    pub cut: Option<Cut>,
+}
+
+/// An open review: the count run in the order of the store's images.
+pub struct Review {
+    pub run: CountRun,
+    /// Per image: its overlay file, if there is one.
+    pub overlays: Vec<Option<PathBuf>>,
+    /// The labels the model was trained from, per image and unit
+    /// (`"1"`, `"0"`, `"."` per class), when given.
+    pub labels: Option<Vec<Vec<String>>>,
+    /// The lab database's reports, as shown.
+    pub db: Option<Value>,
+}
+
+/// Reads what the review shows and opens the corrections folder.
+pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
+    let text = std::fs::read_to_string(&opts.counts).map_err(|e| {
+        Error::Input(format!(
+            "cannot read the count results {} ({e})",
+            opts.counts.display()
+        ))
+    })?;
+    let run: CountRun = serde_json::from_str(&text).map_err(|e| {
+        Error::Input(format!(
+            "{} is not the --json of nemascope-edge count: {e}",
+            opts.counts.display()
+        ))
+    })?;
+    if run.images.is_empty() {
+        return Err(Error::Input(format!(
+            "{} holds no counted images",
+            opts.counts.display()
+        )));
+    }
+    let json_dir = opts.counts.parent().unwrap_or(Path::new("."));
+    let paths = run
+        .images
+        .iter()
+        .map(|i| find_image(&i.image, opts.images.as_deref(), json_dir))
+        .collect::<Result<Vec<_>>>()?;
+    let (classes, cut, labelled) = match &opts.labels {
+        Some(dir) => {
+            let s = read_settings(dir)?.ok_or_else(|| {
+                Error::Input(format!(
+                    "{} is not a labelling folder (no session.json)",
+                    dir.display()
+                ))
+            })?;
+            if s.classes != run.classes {
+                return Err(Error::Input(format!(
+                    "the labels in {} are for {}, the model counts {}",
+                    dir.display(),
+                    s.classes.join(","),
+                    run.classes.join(",")
+                )));
+            }
+            if same_folder(dir, &opts.out) {
+                return Err(Error::Input(
+                    "corrections go into a folder of their own, never into the labels' folder: give another --out".into(),
+                ));
+            }
+            let log = read_log(dir, &s.classes)?;
+            (s.classes, s.cut.or(opts.cut), Some(log.current()))
+        }
+        None => (run.classes.clone(), opts.cut, None),
+    };
+    let folder = paths[0].parent().unwrap_or(Path::new(".")).to_path_buf();
+    let store = Store::open(&Options {
+        folder,
+        out: Some(opts.out.clone()),
+        classes,
+        cut: Some(cut.unwrap_or(Cut::Whole)),
+        images: paths,
+    })?;
+    let labels = match labelled {
+        Some(current) => Some(
+            (0..store.images.len())
+                .map(|i| {
+                    let name = &store.images[i].name;
+                    Ok(store
+                        .units(i)?
+                        .iter()
+                        .map(|u| {
+                            let key: UnitKey = (name.clone(), u.x, u.y);
+                            bits(
+                                current.get(&key).map(Vec::as_slice),
+                                store.settings.classes.len(),
+                            )
+                        })
+                        .collect())
+                })
+                .collect::<Result<Vec<Vec<String>>>>()?,
+        ),
+        None => None,
+    };
+    let overlays = store
+        .images
+        .iter()
+        .map(|img| {
+            let dir = opts.overlays.as_ref()?;
+            let stem = Path::new(&img.name).file_stem()?;
+            let p = dir.join(stem).with_extension("png");
+            p.is_file().then_some(p)
+        })
+        .collect();
+    let db = opts.db.as_deref().map(db_reports).transpose()?;
+    Ok((
+        store,
+        Review {
+            run,
+            overlays,
+            labels,
+            db,
+        },
+    ))
+}
+
+/// A unit's bits as the page shows them: `1`, `0` or `.` per class.
+pub fn bits(b: Option<&[Option<bool>]>, classes: usize) -> String {
+    (0..classes)
+        .map(|c| match b.and_then(|b| b[c]) {
+            Some(true) => '1',
+            Some(false) => '0',
+            None => '.',
+        })
+        .collect()
+}
+
+impl Review {
+    /// What the page shows besides the corrections (the store's state).
+    pub fn state(&self) -> Value {
+        json!({
+            "model": self.run.model,
+            "classes": self.run.classes,
+            "samples": self.run.samples,
+            "images": self.run.images,
+            "failed": self.run.failed,
+            "overlays": self.overlays.iter().map(Option::is_some).collect::<Vec<_>>(),
+            "labels": self.labels,
+            "db": self.db,
+        })
+    }
+}
+
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Finds a counted image: by file name in `images` when given, else at
+/// its path from the current folder, else from the JSON's folder.
+fn find_image(key: &str, images: Option<&Path>, json_dir: &Path) -> Result<PathBuf> {
+    let p = Path::new(key);
+    let tries: Vec<PathBuf> = match images {
+        Some(dir) => vec![dir.join(p.file_name().unwrap_or(p.as_os_str()))],
+        None => vec![p.to_path_buf(), json_dir.join(p)],
+    };
+    tries.iter().find(|t| t.is_file()).cloned().ok_or_else(|| {
+        Error::Input(format!(
+            "the counted image {key} is not at {}; say where the images are with --images DIR",
+            tries
+                .iter()
+                .map(|t| t.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" nor ")
+        ))
+    })
+}
+
+/// The lab database as the page shows it: per unit and sample the totals,
+/// and every report.
+fn db_reports(path: &Path) -> Result<Value> {
+    let reports = nemascope_reports::db::read(path, None)
+        .map_err(|e| Error::Input(format!("the lab database: {e}")))?;
+    let mut samples: Vec<Value> = Vec::new();
+    for r in &reports {
+        let s = &r.report;
+        let found = samples
+            .iter_mut()
+            .find(|v| v["unit"] == r.unit.as_str() && v["sample"] == s.sample.as_str());
+        let v = match found {
+            Some(v) => v,
+            None => {
+                samples.push(json!({ "unit": r.unit, "sample": s.sample, "reports": 0,
+                                      "warnings": 0, "counts": {} }));
+                samples.last_mut().expect("just pushed")
+            }
+        };
+        v["reports"] = json!(v["reports"].as_u64().unwrap_or(0) + 1);
+        v["warnings"] = json!(v["warnings"].as_u64().unwrap_or(0) + u64::from(s.warnings));
+        for c in &s.counts {
+            let n = v["counts"][&c.class].as_u64().unwrap_or(0) + u64::from(c.count);
+            v["counts"][&c.class] = json!(n);
+        }
+    }
+    let rows: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            let s = &r.report;
+            json!({ "unit": r.unit, "seq": s.seq, "sample": s.sample, "time_ms": s.time_ms,
+                    "counts": s.counts.iter().map(|c| json!([c.class, c.count])).collect::<Vec<_>>(),
+                    "frame_ms": s.frame_ms, "warnings": s.warnings })
+        })
+        .collect();
+    Ok(json!({ "path": path.display().to_string(), "samples": samples, "reports": rows }))
+}
