@@ -8,72 +8,19 @@ use serde::Serialize;
 
 use nemascope_count::Measured;
 
-/// One counted image.
-#[derive(Debug, Clone, Serialize)]
-pub struct ImageReport {
-    pub image: String,
-    pub sample: String,
-    /// Per class, in the model's class order.
-    pub counts: Vec<usize>,
-    pub objects: Vec<ObjectReport>,
-    /// Decode to counts.
-    pub ms: f64,
-}
+pub use nemascope_reports::counts::{samples, ImageReport, ObjectReport, SampleTotal};
 
-/// One object as reported: class name and measurements.
-#[derive(Debug, Clone, Serialize)]
-pub struct ObjectReport {
-    pub class: String,
-    /// Objects in this component (touching ones count by area).
-    pub count: usize,
-    pub area_um2: f32,
-    pub length_um: f32,
-    pub width_um: f32,
-    pub x: f32,
-    pub y: f32,
-}
-
-impl ObjectReport {
-    pub fn new(m: &Measured, classes: &[String]) -> Self {
-        ObjectReport {
-            class: classes.get(m.class).cloned().unwrap_or_default(),
-            count: m.count,
-            area_um2: m.area_um2,
-            length_um: m.length_um,
-            width_um: m.width_um,
-            x: m.centroid.0,
-            y: m.centroid.1,
-        }
+/// The report of a measured object of the model whose classes are `classes`.
+pub fn object_report(m: &Measured, classes: &[String]) -> ObjectReport {
+    ObjectReport {
+        class: classes.get(m.class).cloned().unwrap_or_default(),
+        count: m.count,
+        area_um2: m.area_um2,
+        length_um: m.length_um,
+        width_um: m.width_um,
+        x: m.centroid.0,
+        y: m.centroid.1,
     }
-}
-
-/// Counts summed over a sample's images.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SampleTotal {
-    pub sample: String,
-    pub images: usize,
-    pub counts: Vec<usize>,
-}
-
-/// Per-sample totals, samples in order of first appearance.
-pub fn samples(reports: &[ImageReport]) -> Vec<SampleTotal> {
-    let mut out: Vec<SampleTotal> = Vec::new();
-    for r in reports {
-        match out.iter_mut().find(|s| s.sample == r.sample) {
-            Some(s) => {
-                s.images += 1;
-                for (t, c) in s.counts.iter_mut().zip(&r.counts) {
-                    *t += c;
-                }
-            }
-            None => out.push(SampleTotal {
-                sample: r.sample.clone(),
-                images: 1,
-                counts: r.counts.clone(),
-            }),
-        }
-    }
-    out
 }
 
 pub use nemascope_reports::spreadsheet_text;
@@ -279,6 +226,41 @@ pub fn check_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_json_reads_back_as_the_review_reads_it() {
+        let classes = vec!["egg".to_string()];
+        let images = vec![ImageReport {
+            image: "a/=1.png".into(),
+            sample: "a".into(),
+            counts: vec![2],
+            objects: vec![ObjectReport {
+                class: "egg".into(),
+                count: 2,
+                area_um2: 900.0,
+                length_um: 40.0,
+                width_um: 20.0,
+                x: 12.5,
+                y: 3.0,
+            }],
+            ms: 4.0,
+        }];
+        let failed = vec![("b.png".to_string(), "cannot decode".to_string())];
+        let run = RunReport {
+            model: "m",
+            classes: &classes,
+            um_per_px: 2.0,
+            images: &images,
+            samples: samples(&images),
+            failed: &failed,
+        };
+        let back: nemascope_reports::counts::CountRun =
+            serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert_eq!(
+            (back.model.as_str(), back.images, back.failed, back.samples),
+            ("m", images.clone(), failed.clone(), samples(&images))
+        );
+    }
 
     #[test]
     fn outputs_that_collide_or_replace_an_input_are_refused_before_counting() {

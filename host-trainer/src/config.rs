@@ -171,6 +171,13 @@ pub struct DataConfig {
     /// Side of the cells every class without its own `[class.X] cell` is
     /// labelled and pooled at; it divides `crop` (0: the whole crop).
     pub cell: usize,
+    /// A file naming, one per line, the images (by file name) a review
+    /// marked because the model got them wrong (`labelled --corrections`
+    /// writes it); empty: none.
+    pub reviewed: PathBuf,
+    /// How many times as often stage 1 draws a reviewed training image's
+    /// regions as any other's: the model's own mistakes weigh more.
+    pub reviewed_repeat: usize,
 }
 
 impl DataConfig {
@@ -284,6 +291,8 @@ impl Default for DataConfig {
             object_um: 36.0,
             bin: 1,
             cell: 0,
+            reviewed: PathBuf::new(),
+            reviewed_repeat: 3,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Data {
     pub val: Vec<usize>,
     /// Rows left out (`data.bad_rows = "skip"`), each with where and why.
     pub skipped: Vec<String>,
+    /// Items a review marked (`data.reviewed`), in `items` order.
+    pub reviewed: Vec<usize>,
 }
 
 impl Data {
@@ -194,11 +196,45 @@ pub fn load(cfg: &Config) -> Result<Data> {
     }
     Ok(Data {
         classes,
-        items,
         train,
         val,
         skipped,
+        reviewed: reviewed_items(&d.reviewed, &items)?,
+        items,
     })
+}
+
+/// The items named in the `data.reviewed` file (one image a line, by its
+/// file name or path; matched on the name without extension, the item's
+/// id); a name that matches no image is an error, not silently dropped.
+fn reviewed_items(file: &Path, items: &[Item]) -> Result<Vec<usize>> {
+    if file.as_os_str().is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let stem = Path::new(line)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let i = items
+            .iter()
+            .position(|it| it.id == stem)
+            .ok_or_else(|| Error::Dataset {
+                path: file.to_path_buf(),
+                line: Some(n as u64 + 1),
+                reason: format!("`{line}` is none of the training table's images"),
+            })?;
+        out.push(i);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// The rows of a table sorted into usable items and bad rows.
@@ -726,6 +762,7 @@ mod tests {
             classes: vec!["worm".into()],
             items: vec![item],
             train: vec![0],
+            reviewed: vec![],
             val: vec![],
             skipped: vec![],
         };
@@ -795,6 +832,7 @@ mod tests {
             classes: vec!["a".into(), "b".into()],
             items,
             train: (0..8).collect(),
+            reviewed: vec![],
             val: vec![],
             skipped: vec![],
         };

@@ -291,7 +291,16 @@ impl Trainer {
         }
         let crop = cfg.data.crop;
         let settings = cfg.classes(&data.classes)?;
-        let train_regions = grid_regions(&data, &data.train, crop, cfg.stride(), &settings)?;
+        let mut train_regions = grid_regions(&data, &data.train, crop, cfg.stride(), &settings)?;
+        // What a review marked (the model's mistakes) is drawn more often.
+        let marked: Vec<Labelled> = train_regions
+            .iter()
+            .filter(|(r, _)| data.reviewed.binary_search(&r.item).is_ok())
+            .cloned()
+            .collect();
+        for _ in 1..cfg.data.reviewed_repeat.max(1) {
+            train_regions.extend(marked.iter().cloned());
+        }
         let val = grid_regions(&data, &data.val, crop, crop, &settings)?;
         if train_regions.is_empty() || val.is_empty() {
             return Err(Error::Invalid(

@@ -29,9 +29,14 @@ fn labelled_folder(dir: &Path, n: usize, bits: impl Fn(usize) -> bool) {
 }
 
 fn labelled(folder: &Path, out: &Path, key: &Path) -> std::process::Output {
+    labelled_with(folder, out, key, &[])
+}
+
+fn labelled_with(folder: &Path, out: &Path, key: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_nemascope-train"))
         .arg("labelled")
         .arg(folder)
+        .args(extra)
         .arg("--key")
         .arg(key)
         .arg("--out")
@@ -112,4 +117,81 @@ fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
     let o = labelled(&empty, &dir.path().join("r3"), &key);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no labelled tiles yet"), "{err}");
+}
+
+#[test]
+fn corrections_replace_labels_add_tiles_and_leave_the_labels_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    nemascope_bundle::generate_keys(&dir.path().join("k")).unwrap();
+    let key = dir.path().join("k.key");
+    let folder = dir.path().join("labels");
+    labelled_folder(&folder, 8, |k| k % 2 == 0);
+    let before = std::fs::read(folder.join("labels.csv")).unwrap();
+    // The review: tile 1 (labelled absent) has the class, tile 8 is new.
+    let fix = dir.path().join("fix");
+    labelled_folder(&fix, 9, |k| k % 2 == 0 || k == 1);
+    std::fs::write(
+        fix.join("labels.csv"),
+        "image,egg\ntiles/f.png_x0032_y0000.png,1\ntiles/f.png_x0256_y0000.png,1\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let fix_arg = fix.display().to_string();
+    let o = labelled_with(&folder, &out, &key, &["--corrections", &fix_arg]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("0 confirm a label, 1 change one, 1 are new tiles (9 rows"),
+        "{err}"
+    );
+    let table = std::fs::read_to_string(out.join("labels.csv")).unwrap();
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 10, "{table}");
+    assert!(
+        rows[2].ends_with("fix/tiles/f.png_x0032_y0000.png,1"),
+        "{table}"
+    );
+    assert!(
+        rows[9].ends_with("fix/tiles/f.png_x0256_y0000.png,1"),
+        "{table}"
+    );
+    assert!(
+        rows[1].ends_with("labels/tiles/f.png_x0000_y0000.png,1"),
+        "{table}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("reviewed.txt")).unwrap(),
+        "f.png_x0032_y0000.png\nf.png_x0256_y0000.png\n"
+    );
+    let cfg = std::fs::read_to_string(out.join("teacher/config.toml")).unwrap();
+    assert!(
+        cfg.contains("reviewed_repeat = 3") && cfg.contains("reviewed.txt"),
+        "{cfg}"
+    );
+    assert_eq!(std::fs::read(folder.join("labels.csv")).unwrap(), before);
+
+    // Corrections cut at another tile size are refused.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("tiles")).unwrap();
+    image::GrayImage::new(48, 48)
+        .save(other.join("tiles/g.png_x0000_y0000.png"))
+        .unwrap();
+    std::fs::write(
+        other.join("labels.csv"),
+        "image,egg\ntiles/g.png_x0000_y0000.png,1\n",
+    )
+    .unwrap();
+    let other_arg = other.display().to_string();
+    let o = labelled_with(
+        &folder,
+        &dir.path().join("r2"),
+        &key,
+        &["--corrections", &other_arg],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("48×48 px, the labels in") && err.contains("tile size"),
+        "{err}"
+    );
 }

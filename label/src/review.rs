@@ -7,50 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use nemascope_reports::counts::CountRun;
 use serde_json::{json, Value};
 
 use crate::session::{Cut, UnitKey};
 use crate::store::{read_log, read_settings, Options, Store};
 use crate::{Error, Result};
-
-/// One `count --json` run, the fields the review shows (the file is
-/// `nemascope_edge::report::RunReport`; other fields are ignored).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CountRun {
-    pub model: String,
-    pub classes: Vec<String>,
-    pub images: Vec<CountedImage>,
-    pub samples: Vec<SampleTotal>,
-    #[serde(default)]
-    pub failed: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CountedImage {
-    /// The path `count` was given.
-    pub image: String,
-    pub sample: String,
-    /// Per class, in `CountRun::classes` order.
-    pub counts: Vec<usize>,
-    pub objects: Vec<CountedObject>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CountedObject {
-    pub class: String,
-    pub count: usize,
-    /// Centre in frame pixels.
-    pub x: f32,
-    pub y: f32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SampleTotal {
-    pub sample: String,
-    pub images: usize,
-    pub counts: Vec<usize>,
-}
 
 /// What `nemascope-label review` is given.
 #[derive(Debug, Clone, Default)]

@@ -363,3 +363,160 @@ fn whole_image_mode_labels_each_image_once_by_its_own_path() {
     );
     server.stop();
 }
+
+/// The review page: a count's results beside the frames, the training
+/// labels, the lab database; corrections marked with keys land as rows in
+/// their own folder, and neither the labels nor the images change.
+#[test]
+fn review_marks_become_label_rows_in_their_own_folder() {
+    use nemascope_label::review::{self, ReviewOptions};
+    use nemascope_reports::counts::{samples, CountRun, ImageReport, ObjectReport};
+    let dir = frames(2, 192, 128);
+    let images: Vec<PathBuf> = (0..2)
+        .map(|k| dir.path().join(format!("frame{k:02}.png")))
+        .collect();
+    // The labels the model was trained from: 64 px tiles, some decided.
+    let labels = dir.path().join("labels");
+    {
+        let mut s = Store::open(&Options {
+            folder: dir.path().to_path_buf(),
+            out: Some(labels.clone()),
+            classes: vec!["egg".into()],
+            cut: Some(Cut::Tile(64)),
+            images: vec![],
+        })
+        .unwrap();
+        for (u, present) in [(0, true), (1, false), (2, true)] {
+            s.decide(0, u, 0, present).unwrap();
+        }
+    }
+    let labels_before = std::fs::read(labels.join("labels.csv")).unwrap();
+    // What `count --json --overlays` wrote: 3 eggs in frame00 (two in its
+    // first tile), none in frame01.
+    let obj = |x, y| ObjectReport {
+        class: "egg".into(),
+        count: 1,
+        area_um2: 700.0,
+        length_um: 40.0,
+        width_um: 20.0,
+        x,
+        y,
+    };
+    let counted = vec![
+        ImageReport {
+            image: images[0].display().to_string(),
+            sample: "plot-7".into(),
+            counts: vec![3],
+            objects: vec![obj(10.0, 10.0), obj(50.0, 40.0), obj(150.0, 100.0)],
+            ms: 5.0,
+        },
+        ImageReport {
+            image: images[1].display().to_string(),
+            sample: "plot-7".into(),
+            counts: vec![0],
+            objects: vec![],
+            ms: 5.0,
+        },
+    ];
+    let run = CountRun {
+        model: "egg-model".into(),
+        classes: vec!["egg".into()],
+        um_per_px: 2.0,
+        samples: samples(&counted),
+        images: counted,
+        failed: vec![],
+    };
+    let json = dir.path().join("counts.json");
+    std::fs::write(&json, serde_json::to_vec(&run).unwrap()).unwrap();
+    let overlays = dir.path().join("overlays");
+    std::fs::create_dir_all(&overlays).unwrap();
+    image::RgbImage::from_pixel(192, 128, image::Rgb([90, 30, 30]))
+        .save(overlays.join("frame00.png"))
+        .unwrap();
+    // A unit's reports in the lab database.
+    let db = dir.path().join("lab.sqlite");
+    let mut unit = nemascope_reports::ReportDb::open(&db, "bench-1").unwrap();
+    for seq in 1..=2 {
+        unit.append(nemascope_reports::StoredReport {
+            seq,
+            time_ms: seq * 1000,
+            sample: "plot-7".into(),
+            counts: vec![nemascope_reports::ClassCount {
+                class: "egg".into(),
+                count: 4,
+            }],
+            frame_ms: 40,
+            warnings: 0,
+            received_ms: seq * 1000 + 5,
+        })
+        .unwrap();
+    }
+    drop(unit);
+
+    let out = dir.path().join("corrections");
+    let opts = ReviewOptions {
+        counts: json.clone(),
+        images: None,
+        overlays: Some(overlays),
+        labels: Some(labels.clone()),
+        db: Some(db),
+        out: out.clone(),
+        cut: None,
+    };
+    // Corrections never go into the labels' folder.
+    let e = review::open(&ReviewOptions {
+        out: labels.clone(),
+        ..opts.clone()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("folder of their own"), "{e}");
+    let (store, rv) = review::open(&opts).unwrap();
+    let server = Server::bind(store, 0).unwrap().with_review(rv);
+    let url = server.url().to_string();
+    let stop = server.stopper();
+    let join = std::thread::spawn(move || server.run());
+
+    let browser = browser();
+    let tab = open(&browser, &url);
+    saved(&tab);
+    assert!(
+        text(&tab, "samples").contains("plot-723"),
+        "{}",
+        text(&tab, "samples")
+    );
+    assert!(
+        text(&tab, "db-samples").contains("bench-1plot-728"),
+        "{}",
+        text(&tab, "db-samples")
+    );
+    assert!(
+        text(&tab, "tile-caption").contains("counted 2 here · trained as present"),
+        "{}",
+        text(&tab, "tile-caption")
+    );
+    // Tile 0 of frame00: the model counted 2, there is none (N). Tile 1:
+    // missed (Y), then undone (U) and marked absent (N). frame01 tile 3:
+    // missed (Y).
+    keys(&tab, &["n", "ArrowRight", "y", "u"]);
+    saved(&tab);
+    keys(&tab, &["n", "PageDown", "ArrowDown", "y"]);
+    saved(&tab);
+    assert_eq!(text(&tab, "correction"), "present");
+    assert!(text(&tab, "no-overlay").contains("--overlays"));
+    keys(&tab, &["PageUp"]);
+    screenshot(&tab, "review");
+    stop.stop();
+    join.join().unwrap();
+
+    assert_eq!(
+        std::fs::read_to_string(out.join("labels.csv")).unwrap(),
+        "image,egg\ntiles/frame00.png_x0000_y0000.png,0\ntiles/frame00.png_x0064_y0000.png,0\ntiles/frame01.png_x0000_y0064.png,1\n"
+    );
+    assert!(out.join("tiles/frame01.png_x0000_y0064.png").is_file());
+    assert_eq!(
+        std::fs::read(labels.join("labels.csv")).unwrap(),
+        labels_before
+    );
+}

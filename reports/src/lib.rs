@@ -1,12 +1,14 @@
-//! The reports a lab keeps: what a unit reported for a frame as stored on
-//! the lab PC ([`StoredReport`]), the lab's SQLite database of every
-//! unit's reports ([`db`]), and text cells made safe for a spreadsheet.
+//! The reports a lab keeps: what `count` found per image and sample
+//! ([`counts`]), what a unit reported for a frame as stored on the lab PC
+//! ([`StoredReport`]), the lab's SQLite database of every unit's reports
+//! ([`db`]), and text cells made safe for a spreadsheet.
 //! Shared by the listener (`nemascope-edge listen`, which writes) and the
 //! review page (`nemascope-label review`, which reads); no tract, no
 //! libtorch.
 
 use serde::{Deserialize, Serialize};
 
+pub mod counts;
 pub mod db;
 
 pub use db::{DbError, ReportDb};

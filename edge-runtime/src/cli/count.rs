@@ -13,7 +13,7 @@ use nemascope_count::{count_frame, pixel_size, CountSettings};
 use crate::config::MAX_MIN_AREA_UM2;
 use crate::frames::inputs::{check_unique_stems, expand, path_key, Input};
 use crate::report::{
-    check_outputs, csv as report_csv, overlay, samples, ImageReport, ObjectReport, RunReport,
+    check_outputs, csv as report_csv, object_report, overlay, samples, ImageReport, RunReport,
 };
 
 use super::{open_model_tiled, parse_tile};
@@ -196,7 +196,7 @@ pub fn count(a: CountArgs) -> anyhow::Result<()> {
             objects: counted
                 .objects
                 .iter()
-                .map(|o| ObjectReport::new(o, &classes))
+                .map(|o| object_report(o, &classes))
                 .collect(),
             ms,
         });

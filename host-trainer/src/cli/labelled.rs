@@ -66,11 +66,7 @@ pub fn config_for(folder: &Path, user: &ConfigArgs) -> Result<Config> {
     // The working size is that of the images after `data.bin`.
     let bin = base.data.bin.max(1) as u32;
     let round = |v: u32| (v / bin).div_ceil(multiple).max(1) * multiple;
-    let root = folder
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+    let root = toml_text(folder);
     let mut set = vec![
         "data.kind=\"generic\"".to_string(),
         format!("data.root=\"{root}\""),
@@ -86,8 +82,9 @@ pub fn config_for(folder: &Path, user: &ConfigArgs) -> Result<Config> {
 }
 
 /// Writes `out/labels.csv`: the labels of `folder` with the review's
-/// `corrections` on top (`generic::merge`), every path absolute; neither
-/// folder is changed. Returns `out`, the table's folder.
+/// `corrections` on top (`generic::merge`), every path absolute, and
+/// `out/reviewed.txt`, the images the review marked (drawn more often,
+/// `data.reviewed_repeat`); neither folder is changed. Returns the list's path.
 fn with_corrections(folder: &Path, corrections: &Path, out: &Path) -> Result<PathBuf> {
     use nemascope_core::dataset::generic;
     let read = |f: &Path| {
@@ -113,6 +110,15 @@ fn with_corrections(folder: &Path, corrections: &Path, out: &Path) -> Result<Pat
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     generic::write(out, &merged)?;
+    let reviewed = std::path::absolute(out.join("reviewed.txt"))
+        .with_context(|| format!("resolving {}", out.display()))?;
+    let names: String = fix
+        .samples
+        .iter()
+        .filter_map(|s| s.image.file_name())
+        .map(|n| format!("{}\n", n.to_string_lossy()))
+        .collect();
+    nemascope_core::files::write_atomic(&reviewed, names.as_bytes())?;
     eprintln!(
         "corrections from {}: {} confirm a label, {} change one, {} are new tiles ({} rows in {})",
         corrections.display(),
@@ -122,7 +128,15 @@ fn with_corrections(folder: &Path, corrections: &Path, out: &Path) -> Result<Pat
         merged.samples.len(),
         out.join(generic::LABELS).display()
     );
-    Ok(out.to_path_buf())
+    Ok(reviewed)
+}
+
+/// A path as the inside of a TOML basic string.
+fn toml_text(p: &Path) -> String {
+    p.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
 }
 
 fn done(run: &Path) -> bool {
@@ -155,11 +169,16 @@ pub fn labelled(a: Labelled) -> Result<()> {
         stage(1, "resuming the teacher's training");
         train::train(&teacher, None, true)?;
     } else {
-        let table = match a.corrections {
-            Some(c) => with_corrections(a.folder, c, a.out)?,
-            None => a.folder.to_path_buf(),
+        let cfg = match a.corrections {
+            Some(c) => {
+                let reviewed = with_corrections(a.folder, c, a.out)?;
+                let mut user = a.config.clone();
+                user.set
+                    .insert(0, format!("data.reviewed=\"{}\"", toml_text(&reviewed)));
+                config_for(a.out, &user)?
+            }
+            None => config_for(a.folder, a.config)?,
         };
-        let cfg = config_for(&table, a.config)?;
         stage(1, "training the teacher from the image-level labels");
         train::train(&teacher, Some(cfg), false)?;
     }

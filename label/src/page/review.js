@@ -77,7 +77,7 @@ function grids() {
         ? `<text x="${v.x + sw * 2}" y="${v.y + fs}" font-size="${fs}" fill="#fff" stroke="#000" stroke-width="${sw / 2}">${n || ""}${label === "1" ? " L" : ""}</text>`
         : "";
       return `<rect data-u="${u}" x="${v.x}" y="${v.y}" width="${v.width}" height="${v.height}" fill="${fill}" ` +
-        `stroke="${cur ? "#1f5fd6" : "rgba(255,212,0,.6)"}" stroke-width="${cur ? 3 * sw : sw}"/>${text}`;
+        `stroke="${cur ? "#1f5fd6" : "rgba(255,255,255,.75)"}" stroke-width="${cur ? 3 * sw : sw}"/>${text}`;
     }).join("");
   });
 }

@@ -1,0 +1,71 @@
+//! What `nemascope-edge count` reports: per image, per object, per sample,
+//! and the whole run as its `--json` file, which the review page reads back.
+
+use serde::{Deserialize, Serialize};
+
+/// One counted image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageReport {
+    pub image: String,
+    pub sample: String,
+    /// Per class, in the model's class order.
+    pub counts: Vec<usize>,
+    pub objects: Vec<ObjectReport>,
+    /// Decode to counts.
+    pub ms: f64,
+}
+
+/// One object as reported: class name and measurements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectReport {
+    pub class: String,
+    /// Objects in this component (touching ones count by area).
+    pub count: usize,
+    pub area_um2: f32,
+    pub length_um: f32,
+    pub width_um: f32,
+    pub x: f32,
+    pub y: f32,
+}
+
+/// Counts summed over a sample's images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleTotal {
+    pub sample: String,
+    pub images: usize,
+    pub counts: Vec<usize>,
+}
+
+/// Per-sample totals, samples in order of first appearance.
+pub fn samples(reports: &[ImageReport]) -> Vec<SampleTotal> {
+    let mut out: Vec<SampleTotal> = Vec::new();
+    for r in reports {
+        match out.iter_mut().find(|s| s.sample == r.sample) {
+            Some(s) => {
+                s.images += 1;
+                for (t, c) in s.counts.iter_mut().zip(&r.counts) {
+                    *t += c;
+                }
+            }
+            None => out.push(SampleTotal {
+                sample: r.sample.clone(),
+                images: 1,
+                counts: r.counts.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// A `count --json` file as read back (the review page): the model, its
+/// classes, every counted image, the sample totals, and the inputs that
+/// could not be counted with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountRun {
+    pub model: String,
+    pub classes: Vec<String>,
+    pub um_per_px: f32,
+    pub images: Vec<ImageReport>,
+    pub samples: Vec<SampleTotal>,
+    pub failed: Vec<(String, String)>,
+}
