@@ -174,21 +174,13 @@ function decide(k, present) {
   const [i, u] = items[k];
   setValue(k, cls, present ? "1" : "0");
   painted.push(k);
-  S.decisions++;
-  send("/api/decide", { image: i, unit: u, class: cls, present }, (v) => {
-    S.decisions = v.decisions;
-    S.complete = v.complete;
-  });
+  sendDecide({ image: i, unit: u, class: cls, present });
   if (k === cur && cur < items.length - 1) cur++;
   render();
 }
 
 function undo() {
-  if (saver.readonly) return;
-  send("/api/undo", {}, (v) => {
-    S.decisions = v.decisions;
-    S.complete = v.complete;
-    const d = v.undone;
+  sendUndo((d) => {
     if (d.image !== null && d.unit !== null) {
       const k = items.findIndex(([i, u]) => i === d.image && u === d.unit);
       if (k >= 0) { cur = k; cls = d.class; setValue(k, cls, d.value); painted.push(k); }

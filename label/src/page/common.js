@@ -69,3 +69,19 @@ function send(path, body, then) {
       showStatus(true);
     });
 }
+
+// A decision (or an undo), and the page's counters (S, the page's state)
+// from the answer; `then` gets what the undo took back.
+function sendDecide(body) {
+  S.decisions++;
+  send("/api/decide", body, (v) => { S.decisions = v.decisions; S.complete = v.complete; });
+}
+
+function sendUndo(then) {
+  if (saver.readonly) return;
+  send("/api/undo", {}, (v) => {
+    S.decisions = v.decisions;
+    S.complete = v.complete;
+    then(v.undone);
+  });
+}

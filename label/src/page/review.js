@@ -129,20 +129,12 @@ function setBits(i, u, c, ch) {
 function correct(present) {
   if (saver.readonly) { showStatus(); return; }
   setBits(img, unit, cls, present ? "1" : "0");
-  S.decisions++;
-  send("/api/decide", { image: img, unit, class: cls, present }, (v) => {
-    S.decisions = v.decisions;
-    S.complete = v.complete;
-  });
+  sendDecide({ image: img, unit, class: cls, present });
   render();
 }
 
 function undo() {
-  if (saver.readonly) return;
-  send("/api/undo", {}, (v) => {
-    S.decisions = v.decisions;
-    S.complete = v.complete;
-    const d = v.undone;
+  sendUndo((d) => {
     if (d.image !== null && d.unit !== null) {
       setBits(d.image, d.unit, d.class, d.value);
       img = d.image; unit = d.unit; cls = d.class;
