@@ -241,3 +241,83 @@ fn db_reports(path: &Path) -> Result<Value> {
         .collect();
     Ok(json!({ "path": path.display().to_string(), "samples": samples, "reports": rows }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nemascope_reports::counts::ImageReport;
+
+    fn run(image: &str) -> CountRun {
+        CountRun {
+            model: "m".into(),
+            classes: vec!["egg".into()],
+            um_per_px: 1.0,
+            images: vec![ImageReport {
+                image: image.into(),
+                sample: "s".into(),
+                counts: vec![0],
+                objects: vec![],
+                ms: 1.0,
+            }],
+            samples: vec![],
+            failed: vec![],
+        }
+    }
+
+    fn err(dir: &Path, json: &str, opts: ReviewOptions) -> String {
+        let counts = dir.join("counts.json");
+        std::fs::write(&counts, json).unwrap();
+        open(&ReviewOptions {
+            counts,
+            out: dir.join("fix"),
+            ..opts
+        })
+        .err()
+        .unwrap()
+        .to_string()
+    }
+
+    #[test]
+    fn bad_count_results_and_missing_images_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let e = err(d, "{\"rows\": 1}", ReviewOptions::default());
+        assert!(
+            e.contains("is not the --json of nemascope-edge count"),
+            "{e}"
+        );
+        let mut empty = run("x.png");
+        empty.images.clear();
+        let e = err(
+            d,
+            &serde_json::to_string(&empty).unwrap(),
+            ReviewOptions::default(),
+        );
+        assert!(e.contains("holds no counted images"), "{e}");
+        let one = serde_json::to_string(&run("gone/a.png")).unwrap();
+        let e = err(d, &one, ReviewOptions::default());
+        assert!(
+            e.contains("gone/a.png") && e.contains("--images DIR"),
+            "{e}"
+        );
+        // Found by name with --images; labels for another class refused.
+        image::GrayImage::new(64, 64).save(d.join("a.png")).unwrap();
+        let labels = d.join("labels");
+        std::fs::create_dir_all(&labels).unwrap();
+        std::fs::write(
+            labels.join("session.json"),
+            r#"{"classes":["cyst"],"cut":{"tile":32}}"#,
+        )
+        .unwrap();
+        let e = err(
+            d,
+            &one,
+            ReviewOptions {
+                images: Some(d.to_path_buf()),
+                labels: Some(labels),
+                ..ReviewOptions::default()
+            },
+        );
+        assert!(e.contains("are for cyst, the model counts egg"), "{e}");
+    }
+}
