@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use nemascope_core::{Error, Mask, Plane, Result};
-use serde::Serialize;
 
 use nemascope_count::Measured;
 
-pub use nemascope_reports::counts::{samples, ImageReport, ObjectReport, SampleTotal};
+pub use nemascope_reports::counts::{samples, CountRun, ImageReport, ObjectReport, SampleTotal};
 
 /// The report of a measured object of the model whose classes are `classes`.
 pub fn object_report(m: &Measured, classes: &[String]) -> ObjectReport {
@@ -42,18 +41,6 @@ pub fn csv(classes: &[String], reports: &[ImageReport]) -> Result<Vec<u8>> {
     }
     w.into_inner()
         .map_err(|e| Error::Invalid(format!("csv: {e}")))
-}
-
-/// The whole run: model, calibration, images, sample totals, and the
-/// inputs that could not be counted with the reason.
-#[derive(Debug, Serialize)]
-pub struct RunReport<'a> {
-    pub model: &'a str,
-    pub classes: &'a [String],
-    pub um_per_px: f32,
-    pub images: &'a [ImageReport],
-    pub samples: Vec<SampleTotal>,
-    pub failed: &'a [(String, String)],
 }
 
 /// Each class's outline colour on overlays, in the model's class order.
@@ -226,41 +213,6 @@ pub fn check_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_json_reads_back_as_the_review_reads_it() {
-        let classes = vec!["egg".to_string()];
-        let images = vec![ImageReport {
-            image: "a/=1.png".into(),
-            sample: "a".into(),
-            counts: vec![2],
-            objects: vec![ObjectReport {
-                class: "egg".into(),
-                count: 2,
-                area_um2: 900.0,
-                length_um: 40.0,
-                width_um: 20.0,
-                x: 12.5,
-                y: 3.0,
-            }],
-            ms: 4.0,
-        }];
-        let failed = vec![("b.png".to_string(), "cannot decode".to_string())];
-        let run = RunReport {
-            model: "m",
-            classes: &classes,
-            um_per_px: 2.0,
-            images: &images,
-            samples: samples(&images),
-            failed: &failed,
-        };
-        let back: nemascope_reports::counts::CountRun =
-            serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
-        assert_eq!(
-            (back.model.as_str(), back.images, back.failed, back.samples),
-            ("m", images.clone(), failed.clone(), samples(&images))
-        );
-    }
 
     #[test]
     fn outputs_that_collide_or_replace_an_input_are_refused_before_counting() {

@@ -57,9 +57,9 @@ pub fn samples(reports: &[ImageReport]) -> Vec<SampleTotal> {
     out
 }
 
-/// A `count --json` file as read back (the review page): the model, its
-/// classes, every counted image, the sample totals, and the inputs that
-/// could not be counted with the reason.
+/// The whole run as `count --json` writes it and the review page reads it
+/// back: the model, its classes and calibration, every counted image, the
+/// sample totals, and the inputs that could not be counted with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CountRun {
     pub model: String,
@@ -68,4 +68,56 @@ pub struct CountRun {
     pub images: Vec<ImageReport>,
     pub samples: Vec<SampleTotal>,
     pub failed: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_count_writes_reads_back_as_the_review_reads_it() {
+        let classes = vec!["egg".to_string()];
+        let images = vec![ImageReport {
+            image: "a/=1.png".into(),
+            sample: "a".into(),
+            counts: vec![2],
+            objects: vec![ObjectReport {
+                class: "egg".into(),
+                count: 2,
+                area_um2: 900.0,
+                length_um: 40.0,
+                width_um: 20.0,
+                x: 12.5,
+                y: 3.0,
+            }],
+            ms: 4.0,
+        }];
+        let failed = vec![("b.png".to_string(), "cannot decode".to_string())];
+        let run = CountRun {
+            model: "m".into(),
+            classes,
+            um_per_px: 2.0,
+            images: images.clone(),
+            samples: samples(&images),
+            failed: failed.clone(),
+        };
+        let text = serde_json::to_string_pretty(&run).unwrap();
+        let keys: Vec<usize> = [
+            "\"model\"",
+            "\"classes\"",
+            "\"um_per_px\"",
+            "\"images\"",
+            "\"samples\"",
+            "\"failed\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let back: CountRun = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (back.model.as_str(), back.images, back.failed, back.samples),
+            ("m", images.clone(), failed.clone(), samples(&images))
+        );
+    }
 }

@@ -13,7 +13,7 @@ use nemascope_count::{count_frame, pixel_size, CountSettings};
 use crate::config::MAX_MIN_AREA_UM2;
 use crate::frames::inputs::{check_unique_stems, expand, path_key, Input};
 use crate::report::{
-    check_outputs, csv as report_csv, object_report, overlay, samples, ImageReport, RunReport,
+    check_outputs, csv as report_csv, object_report, overlay, samples, CountRun, ImageReport,
 };
 
 use super::{open_model_tiled, parse_tile};
@@ -220,22 +220,23 @@ pub fn count(a: CountArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.csv {
         write_atomic(p, &report_csv(&classes, &reports)?)?;
     }
+    let n_failed = failed.len();
     if let Some(p) = &a.json {
-        let run = RunReport {
-            model: &model.manifest.name,
-            classes: &classes,
+        let run = CountRun {
+            model: model.manifest.name.clone(),
+            classes,
             um_per_px: px.um_per_px,
-            images: &reports,
+            images: reports,
             samples: totals,
-            failed: &failed,
+            failed,
         };
         let bytes = serde_json::to_vec_pretty(&run).context("the JSON report")?;
         write_atomic(p, &bytes)?;
     }
-    if !failed.is_empty() {
+    if n_failed > 0 {
         bail!(
             "{} of {} images could not be counted (listed above)",
-            failed.len(),
+            n_failed,
             inputs.len()
         );
     }
