@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nemascope_reports::counts::CountRun;
 use serde_json::{json, Value};
 
-use crate::session::{Cut, UnitKey};
+use crate::session::{marks, Cut};
 use crate::store::{read_log, read_settings, Options, Store};
 use crate::{Error, Result};
 
@@ -107,26 +107,14 @@ pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
         cut: Some(cut.unwrap_or(Cut::Whole)),
         images: paths,
     })?;
-    let labels = match labelled {
-        Some(current) => Some(
-            (0..store.images.len())
-                .map(|i| {
-                    let name = &store.images[i].name;
-                    Ok(store
-                        .units(i)?
-                        .iter()
-                        .map(|u| {
-                            let key: UnitKey = (name.clone(), u.x, u.y);
-                            bits(
-                                current.get(&key).map(Vec::as_slice),
-                                store.settings.classes.len(),
-                            )
-                        })
-                        .collect())
-                })
-                .collect::<Result<Vec<Vec<String>>>>()?,
-        ),
-        None => None,
+    let labels = match (labelled, store.cut()) {
+        (Some(current), Some(cut)) => Some(marks(
+            &current,
+            &store.images,
+            cut,
+            store.settings.classes.len(),
+        )?),
+        _ => None,
     };
     let overlays = store
         .images
@@ -148,17 +136,6 @@ pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
             db,
         },
     ))
-}
-
-/// A unit's bits as the page shows them: `1`, `0` or `.` per class.
-pub fn bits(b: Option<&[Option<bool>]>, classes: usize) -> String {
-    (0..classes)
-        .map(|c| match b.and_then(|b| b[c]) {
-            Some(true) => '1',
-            Some(false) => '0',
-            None => '.',
-        })
-        .collect()
 }
 
 impl Review {

@@ -232,11 +232,7 @@ impl App {
                     .current()
                     .get(&(d.image.clone(), d.x, d.y))
                     .and_then(|b| b[d.class]);
-                let now = match now {
-                    Some(true) => "1",
-                    Some(false) => "0",
-                    None => ".",
-                };
+                let now = crate::session::mark(now).to_string();
                 let mut v = self.progress();
                 v["undone"] =
                     json!({ "image": image, "unit": unit, "class": d.class, "value": now });
@@ -275,28 +271,15 @@ impl App {
     fn state(&self) -> Result<Value> {
         let s = &self.store;
         let current = s.log.current();
-        let mut units = Vec::new();
-        let mut decided = Vec::new();
-        if s.cut().is_some() {
-            for (i, img) in s.images.iter().enumerate() {
-                let us = s.units(i)?;
-                decided.push(
-                    us.iter()
-                        .map(|u| {
-                            let bits = current.get(&(img.name.clone(), u.x, u.y));
-                            (0..s.settings.classes.len())
-                                .map(|c| match bits.and_then(|b| b[c]) {
-                                    Some(true) => '1',
-                                    Some(false) => '0',
-                                    None => '.',
-                                })
-                                .collect::<String>()
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                units.push(us);
-            }
-        }
+        let (units, decided) = match s.cut() {
+            Some(cut) => (
+                (0..s.images.len())
+                    .map(|i| s.units(i))
+                    .collect::<Result<Vec<_>>>()?,
+                crate::session::marks(&current, &s.images, cut, s.settings.classes.len())?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let mut v = json!({
             "review": self.review.as_ref().map(Review::state),
             "folder": s.folder.display().to_string(),

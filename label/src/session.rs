@@ -224,6 +224,39 @@ impl Log {
     }
 }
 
+/// One decision as the page shows it: `1` present, `0` absent, `.` none.
+pub fn mark(b: Option<bool>) -> char {
+    match b {
+        Some(true) => '1',
+        Some(false) => '0',
+        None => '.',
+    }
+}
+
+/// Every unit's decisions in `current` as the page shows them, per image
+/// then unit: one [`mark`] per class.
+pub fn marks(
+    current: &HashMap<UnitKey, Vec<Option<bool>>>,
+    images: &[ImageInfo],
+    cut: Cut,
+    classes: usize,
+) -> Result<Vec<Vec<String>>> {
+    images
+        .iter()
+        .map(|img| {
+            Ok(units(img, cut)?
+                .iter()
+                .map(|u| {
+                    let bits = current.get(&(img.name.clone(), u.x, u.y));
+                    (0..classes)
+                        .map(|c| mark(bits.and_then(|b| b[c])))
+                        .collect()
+                })
+                .collect())
+        })
+        .collect()
+}
+
 /// The file a tile's pixels are written to, relative to the output folder.
 pub fn tile_file(image: &str, unit: &Unit) -> String {
     format!("tiles/{image}_x{:04}_y{:04}.png", unit.x, unit.y)
@@ -344,6 +377,31 @@ mod tests {
         assert_eq!(whole, "image,egg,worm\n../a.png,0,1\n");
         let back = Log::parse(&log.to_csv(), &log.classes, Path::new("d.csv")).unwrap();
         assert_eq!(back, log);
+    }
+
+    #[test]
+    fn marks_show_each_unit_and_class_in_row_order() {
+        let images = [img("a.png", 64, 32)];
+        let mut log = Log::new(vec!["egg".into(), "worm".into()]);
+        log.decisions = vec![
+            Decision {
+                image: "a.png".into(),
+                x: 32,
+                y: 0,
+                class: 1,
+                present: true,
+            },
+            Decision {
+                image: "a.png".into(),
+                x: 0,
+                y: 0,
+                class: 0,
+                present: false,
+            },
+        ];
+        let m = marks(&log.current(), &images, Cut::Tile(32), 2).unwrap();
+        assert_eq!(m, vec![vec!["0.".to_string(), ".1".to_string()]]);
+        assert_eq!(mark(None), '.');
     }
 
     #[test]
