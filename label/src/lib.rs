@@ -13,6 +13,7 @@
 //! corrections in a folder of their own.
 
 pub mod display;
+pub mod http;
 pub mod review;
 pub mod server;
 pub mod session;

@@ -1,24 +1,24 @@
-//! The page's HTTP side, on localhost only: the page and its script (built
-//! in, nothing fetched from elsewhere), a JSON API over the [`Store`], and
-//! the pixels of frames and tiles.
+//! The pages' side of the server: the page and its script (built in,
+//! nothing fetched from elsewhere), a JSON API over the [`Store`], and the
+//! pixels of frames and tiles. Who may ask is `http`'s to decide.
 //!
-//! One request at a time: a decision is on disk before its answer leaves,
-//! and decisions are applied in the order they arrive. Only the newest tab
+//! Writes are applied one at a time, in the order they arrive, and a
+//! decision is on disk before its answer leaves. Pixels are made outside
+//! that lock, so a large frame never delays a save. Only the newest tab
 //! that opened the page may write; an older one is told so (409) instead
 //! of overwriting it.
 
-use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use image::RgbImage;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tiny_http::{Header, Method, Request, Response};
 
+use crate::display::Cache;
+use crate::http::{self, Handler, Limits, Listener, Reply, Request};
 use crate::review::Review;
-use crate::session::Cut;
+use crate::session::{Cut, ImageInfo};
 use crate::store::Store;
-use crate::{display, Error, Result};
+use crate::{Error, Result};
 
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
@@ -27,65 +27,69 @@ const STYLE: &str = include_str!("page/app.css");
 const REVIEW_INDEX: &str = include_str!("page/review.html");
 const REVIEW_SCRIPT: &str = include_str!("page/review.js");
 
-/// Largest request body accepted (a decision is a few dozen bytes).
-const MAX_BODY: u64 = 64 * 1024;
+/// Where the pages carry the session's token (`<meta>` in their head).
+const TOKEN_MARK: &str = "@NEMASCOPE_TOKEN@";
 
 /// A bound server; [`Server::run`] answers until [`Stopper::stop`].
 pub struct Server {
-    http: Arc<tiny_http::Server>,
-    app: App,
+    listener: Listener,
+    app: Arc<App>,
     url: String,
 }
 
 /// Stops a running [`Server`] from another thread.
-#[derive(Clone)]
-pub struct Stopper(Arc<tiny_http::Server>);
-
-impl Stopper {
-    pub fn stop(&self) {
-        self.0.unblock();
-    }
-}
+pub type Stopper = http::Stopper;
 
 struct App {
-    store: Store,
-    /// The tab allowed to write (the newest to open the page).
-    tab: Option<String>,
-    /// The last image decoded for display.
-    shown: Option<(usize, RgbImage)>,
+    /// The store and the tab allowed to write; `None` once stopped.
+    work: Mutex<Option<Work>>,
+    /// The store's images (fixed for the session), for pixels without the lock.
+    images: Vec<ImageInfo>,
+    decoded: Cache,
     /// Review mode: the count results beside the frames; the store then
     /// holds the corrections.
     review: Option<Review>,
+    token: String,
+}
+
+struct Work {
+    store: Store,
+    /// The tab allowed to write (the newest to open the page).
+    tab: Option<String>,
 }
 
 impl Server {
     /// Binds 127.0.0.1:`port` (0: any free port).
     pub fn bind(store: Store, port: u16) -> Result<Server> {
-        let http = tiny_http::Server::http(("127.0.0.1", port)).map_err(|e| {
+        Server::bind_with(store, port, Limits::default())
+    }
+
+    /// [`Server::bind`] with other limits on what a connection may take.
+    pub fn bind_with(store: Store, port: u16, limits: Limits) -> Result<Server> {
+        let mut listener = Listener::bind(port, limits).map_err(|e| {
             Error::Input(format!(
                 "cannot listen on 127.0.0.1:{port} ({e}); is another program using it? try --port 0"
             ))
         })?;
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| Error::Input("the server has no IP address".into()))?;
+        listener.set_token(page_token(&store.out)?);
+        let url = format!("http://127.0.0.1:{}/", listener.port());
         Ok(Server {
-            http: Arc::new(http),
-            app: App {
-                store,
-                tab: None,
-                shown: None,
+            app: Arc::new(App {
+                images: store.images.clone(),
+                decoded: store.decoded.clone(),
+                token: listener.token().to_string(),
+                work: Mutex::new(Some(Work { store, tab: None })),
                 review: None,
-            },
-            url: format!("http://{addr}/"),
+            }),
+            listener,
+            url,
         })
     }
 
     /// Serves the review page for `review` (the store holds its
     /// corrections) instead of the labelling page.
     pub fn with_review(mut self, review: Review) -> Server {
-        self.app.review = Some(review);
+        Arc::get_mut(&mut self.app).expect("not yet running").review = Some(review);
         self
     }
 
@@ -94,42 +98,51 @@ impl Server {
     }
 
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.http.clone())
+        self.listener.stopper()
     }
 
-    /// Answers requests until stopped; the folder's lock goes with `self`.
-    pub fn run(mut self) {
-        while let Ok(mut req) = self.http.recv() {
-            let answer = self.app.answer(&mut req);
-            let _ = req.respond(answer);
-        }
+    /// Answers requests until stopped; then the store (and the folder's
+    /// lock) goes, once the write in progress, if any, is done.
+    pub fn run(self) {
+        self.listener.run(self.app.clone());
+        drop(self.app.lock().take());
     }
 }
 
-type Reply = Response<std::io::Cursor<Vec<u8>>>;
-
-fn with_type(body: Vec<u8>, mime: &str, status: u16) -> Reply {
-    Response::from_data(body)
-        .with_status_code(status)
-        .with_header(Header::from_bytes("Content-Type", mime).expect("ASCII header"))
-        .with_header(Header::from_bytes("Cache-Control", "no-store").expect("ASCII header"))
+/// The folder's page token (`.page-token`, readable by its owner only),
+/// made on first use: a tab left open across a restart of the server keeps
+/// saving, and a page from anywhere else never has it.
+fn page_token(out: &std::path::Path) -> Result<String> {
+    let path = out.join(".page-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim();
+        if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(t.to_string());
+        }
+    }
+    let t = http::new_token().map_err(|e| Error::io(&path, e))?;
+    nemascope_core::files::write_atomic(&path, t.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(t)
 }
 
 fn json_reply(v: Value) -> Reply {
-    with_type(v.to_string().into_bytes(), "application/json", 200)
+    Reply::new(200, "application/json", v.to_string())
 }
 
 fn error_reply(e: &Error) -> Reply {
     let status = match e {
         Error::Busy(_) => 409,
+        Error::Input(m) if m.starts_with("no such page") => 404,
         Error::Input(_) | Error::Core(_) => 400,
         Error::Io { .. } => 500,
     };
-    with_type(
-        json!({ "error": e.to_string() }).to_string().into_bytes(),
-        "application/json",
-        status,
-    )
+    Reply::error(status, &e.to_string())
 }
 
 #[derive(Deserialize)]
@@ -152,59 +165,111 @@ struct Decide {
     present: bool,
 }
 
-impl App {
-    fn answer(&mut self, req: &mut Request) -> Reply {
-        let url = req.url().to_string();
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let got = match (req.method(), parts.as_slice()) {
-            (Method::Get, [""]) => {
-                let page = if self.review.is_some() {
-                    REVIEW_INDEX
-                } else {
-                    INDEX
-                };
-                Ok(with_type(page.into(), "text/html; charset=utf-8", 200))
-            }
-            (Method::Get, ["app.js"]) => Ok(with_type(SCRIPT.into(), "text/javascript", 200)),
-            (Method::Get, ["common.js"]) => Ok(with_type(COMMON.into(), "text/javascript", 200)),
-            (Method::Get, ["review.js"]) => {
-                Ok(with_type(REVIEW_SCRIPT.into(), "text/javascript", 200))
-            }
-            (Method::Get, ["img", "overlay", i]) => self.overlay(i, query),
-            (Method::Get, ["app.css"]) => Ok(with_type(STYLE.into(), "text/css", 200)),
-            (Method::Get, ["api", "state"]) => self.state().map(json_reply),
-            (Method::Get, ["api", "plan"]) => self.plan(query).map(json_reply),
-            (Method::Get, ["img", "frame", i]) => self.frame(i, query),
-            (Method::Get, ["img", "unit", i, u]) => self.unit(i, u),
-            (Method::Post, ["api", what]) => {
-                let what = what.to_string();
-                body(req).and_then(|b| self.post(&what, &b)).map(json_reply)
-            }
-            _ => Err(Error::Input(format!("no such page: {path}"))),
+impl Handler for App {
+    fn answer(&self, req: &Request) -> Reply {
+        let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+        let q = req.query.as_str();
+        let page = |html: &str| {
+            Reply::new(
+                200,
+                "text/html; charset=utf-8",
+                html.replace(TOKEN_MARK, &self.token),
+            )
         };
-        got.unwrap_or_else(|e| {
-            if matches!(e, Error::Input(ref m) if m.starts_with("no such page")) {
-                with_type(e.to_string().into_bytes(), "text/plain", 404)
-            } else {
-                error_reply(&e)
-            }
-        })
+        let got = match (req.method.as_str(), parts.as_slice()) {
+            ("GET", [""]) if self.review.is_some() => Ok(page(REVIEW_INDEX)),
+            ("GET", [""]) => Ok(page(INDEX)),
+            ("GET", ["app.js"]) => Ok(Reply::new(200, "text/javascript", SCRIPT)),
+            ("GET", ["common.js"]) => Ok(Reply::new(200, "text/javascript", COMMON)),
+            ("GET", ["review.js"]) => Ok(Reply::new(200, "text/javascript", REVIEW_SCRIPT)),
+            ("GET", ["app.css"]) => Ok(Reply::new(200, "text/css", STYLE)),
+            ("GET", ["api", "state"]) => self.with_work(|w| w.state(self)).map(json_reply),
+            ("GET", ["api", "plan"]) => self.with_work(|w| w.plan(q)).map(json_reply),
+            ("GET", ["img", "frame", i]) => self.frame(i, q),
+            ("GET", ["img", "overlay", i]) => self.overlay(i, q),
+            ("GET", ["img", "unit", i, u]) => self.unit(i, u),
+            ("POST", ["api", what]) => self
+                .with_work(|w| w.post(self, what, &req.body))
+                .map(json_reply),
+            _ => Err(Error::Input(format!("no such page: {}", req.path))),
+        };
+        got.unwrap_or_else(|e| error_reply(&e))
+    }
+}
+
+impl App {
+    fn lock(&self) -> MutexGuard<'_, Option<Work>> {
+        self.work.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn post(&mut self, what: &str, body: &[u8]) -> Result<Value> {
+    fn with_work<T>(&self, f: impl FnOnce(&mut Work) -> Result<T>) -> Result<T> {
+        match self.lock().as_mut() {
+            Some(w) => f(w),
+            None => Err(Error::Busy("the server is stopping".into())),
+        }
+    }
+
+    fn image(&self, i: &str) -> Result<(usize, &ImageInfo)> {
+        let i = index(i)?;
+        let img = self
+            .images
+            .get(i)
+            .ok_or_else(|| Error::Input(format!("there is no image {i}")))?;
+        Ok((i, img))
+    }
+
+    fn frame(&self, i: &str, query: &str) -> Result<Reply> {
+        let (_, img) = self.image(i)?;
+        let jpeg = self.decoded.get(&img.path)?.preview_jpeg(width(query))?;
+        Ok(Reply::new(200, "image/jpeg", jpeg))
+    }
+
+    /// The overlay `count` drew for image `i`, in review mode.
+    fn overlay(&self, i: &str, query: &str) -> Result<Reply> {
+        let i = index(i)?;
+        let path = self
+            .review
+            .as_ref()
+            .and_then(|r| r.overlays.get(i).cloned().flatten())
+            .ok_or_else(|| Error::Input(format!("no such page: /img/overlay/{i}")))?;
+        let jpeg = crate::display::preview_file(&path, width(query))?;
+        Ok(Reply::new(200, "image/jpeg", jpeg))
+    }
+
+    fn unit(&self, i: &str, u: &str) -> Result<Reply> {
+        let (i, img) = self.image(i)?;
+        let u = index(u)?;
+        let (unit, cut) = self.with_work(|w| {
+            let unit = *w
+                .store
+                .units(i)?
+                .get(u)
+                .ok_or_else(|| Error::Input(format!("image {i} has no tile {u}")))?;
+            Ok((unit, w.store.cut()))
+        })?;
+        let d = self.decoded.get(&img.path)?;
+        if cut == Some(Cut::Whole) {
+            return Ok(Reply::new(200, "image/jpeg", d.preview_jpeg(1024)?));
+        }
+        let png = d.crop_png(unit.x, unit.y, unit.width, unit.height)?;
+        Ok(Reply::new(200, "image/png", png))
+    }
+}
+
+impl Work {
+    fn post(&mut self, app: &App, what: &str, body: &[u8]) -> Result<Value> {
         let parse_err = |e: serde_json::Error| Error::Input(format!("bad request: {e}"));
         match what {
             "claim" => {
                 let c: Claim = serde_json::from_slice(body).map_err(parse_err)?;
                 self.tab = Some(c.tab);
-                self.state()
+                self.state(app)
             }
             "setup" => {
                 let s: Setup = serde_json::from_slice(body).map_err(parse_err)?;
                 self.check_tab(&s.tab)?;
                 self.store.set_cut(Cut::parse(&s.cut)?)?;
-                self.state()
+                self.state(app)
             }
             "decide" => {
                 let d: Decide = serde_json::from_slice(body).map_err(parse_err)?;
@@ -268,7 +333,7 @@ impl App {
         json!({ "decisions": self.store.log.decisions.len(), "complete": complete })
     }
 
-    fn state(&self) -> Result<Value> {
+    fn state(&self, app: &App) -> Result<Value> {
         let s = &self.store;
         let current = s.log.current();
         let (units, decided) = match s.cut() {
@@ -281,7 +346,7 @@ impl App {
             None => (Vec::new(), Vec::new()),
         };
         let mut v = json!({
-            "review": self.review.as_ref().map(Review::state),
+            "review": app.review.as_ref().map(Review::state),
             "folder": s.folder.display().to_string(),
             "out": s.out.display().to_string(),
             "classes": s.settings.classes,
@@ -317,52 +382,6 @@ impl App {
         }
         Ok(json!({ "cut": cut.name(), "first": first, "total": total }))
     }
-
-    fn shown(&mut self, i: usize) -> Result<&RgbImage> {
-        let img = self
-            .store
-            .images
-            .get(i)
-            .ok_or_else(|| Error::Input(format!("there is no image {i}")))?;
-        if self.shown.as_ref().map(|s| s.0) != Some(i) {
-            let rgb = display::rgb8(&img.path)?;
-            self.shown = Some((i, rgb));
-        }
-        Ok(&self.shown.as_ref().expect("just decoded").1)
-    }
-
-    fn frame(&mut self, i: &str, query: &str) -> Result<Reply> {
-        let i = index(i)?;
-        let jpeg = display::preview_jpeg(self.shown(i)?, width(query))?;
-        Ok(with_type(jpeg, "image/jpeg", 200))
-    }
-
-    /// The overlay `count` drew for image `i`, in review mode.
-    fn overlay(&mut self, i: &str, query: &str) -> Result<Reply> {
-        let i = index(i)?;
-        let path = self
-            .review
-            .as_ref()
-            .and_then(|r| r.overlays.get(i).cloned().flatten())
-            .ok_or_else(|| Error::Input(format!("no such page: /img/overlay/{i}")))?;
-        let jpeg = display::preview_jpeg(&display::rgb8(&path)?, width(query))?;
-        Ok(with_type(jpeg, "image/jpeg", 200))
-    }
-
-    fn unit(&mut self, i: &str, u: &str) -> Result<Reply> {
-        let (i, u) = (index(i)?, index(u)?);
-        let unit = *self
-            .store
-            .units(i)?
-            .get(u)
-            .ok_or_else(|| Error::Input(format!("image {i} has no tile {u}")))?;
-        if self.store.cut() == Some(Cut::Whole) {
-            let jpeg = display::preview_jpeg(self.shown(i)?, 1024)?;
-            return Ok(with_type(jpeg, "image/jpeg", 200));
-        }
-        let png = display::crop_png(self.shown(i)?, unit.x, unit.y, unit.width, unit.height)?;
-        Ok(with_type(png, "image/png", 200))
-    }
 }
 
 /// The display width asked for with `w=` (default 1024 px).
@@ -378,16 +397,4 @@ fn width(query: &str) -> u32 {
 fn index(s: &str) -> Result<usize> {
     s.parse()
         .map_err(|_| Error::Input(format!("`{s}` is not an index")))
-}
-
-fn body(req: &mut Request) -> Result<Vec<u8>> {
-    let mut b = Vec::new();
-    req.as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut b)
-        .map_err(|e| Error::Input(format!("cannot read the request: {e}")))?;
-    if b.len() as u64 > MAX_BODY {
-        return Err(Error::Input("request too large".into()));
-    }
-    Ok(b)
 }

@@ -12,9 +12,10 @@ use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use nemascope_core::files::{replace_with, write_atomic};
-use nemascope_core::imageio::{load_frame, save_gray, Frame, LoadLimits};
+use nemascope_core::imageio::{load_image, save_gray};
 use serde::{Deserialize, Serialize};
 
+use crate::display::{self, Cache};
 use crate::session::{labels_csv, tile_file, units, Cut, Decision, ImageInfo, Log, Unit};
 use crate::{Error, Result};
 
@@ -57,7 +58,8 @@ pub struct Store {
     /// Said once at start: decisions about images no longer in the folder.
     pub warnings: Vec<String>,
     _lock: File,
-    frame: Option<(usize, Frame)>,
+    /// The last image decoded, shared with the page's pixel requests.
+    pub decoded: Cache,
 }
 
 impl Store {
@@ -147,7 +149,7 @@ impl Store {
             log,
             warnings,
             _lock: lock,
-            frame: None,
+            decoded: Cache::default(),
         };
         if saved.as_ref() != Some(&store.settings) {
             store.save_settings()?;
@@ -271,28 +273,19 @@ impl Store {
                 }
                 std::fs::create_dir_all(self.out.join("tiles"))
                     .map_err(|e| Error::io(self.out.join("tiles"), e))?;
-                let frame = self.frame(i)?;
-                let crop = frame.plane.crop(
-                    unit.x as usize,
-                    unit.y as usize,
-                    unit.width as usize,
-                    unit.height as usize,
-                );
-                let depth = frame.bit_depth.min(16);
-                replace_with(&path, |tmp| save_gray(&crop, depth, tmp))?;
+                let img = &self.images[i];
+                let crop = self.decoded.get(&img.path)?.crop_frame(
+                    unit.x,
+                    unit.y,
+                    unit.width,
+                    unit.height,
+                    &img.path,
+                )?;
+                let depth = crop.bit_depth.min(16);
+                replace_with(&path, |tmp| save_gray(&crop.plane, depth, tmp))?;
             }
         }
         Ok(())
-    }
-
-    /// Image `i` as the trainer reads it (luma at its bit depth), kept for
-    /// the next tile of the same image.
-    fn frame(&mut self, i: usize) -> Result<&Frame> {
-        if self.frame.as_ref().map(|f| f.0) != Some(i) {
-            let f = load_frame(&self.images[i].path, LoadLimits::default())?;
-            self.frame = Some((i, f));
-        }
-        Ok(&self.frame.as_ref().expect("just loaded").1)
     }
 
     fn require_cut(&self) -> Result<Cut> {
@@ -396,13 +389,15 @@ pub fn scan(folder: &Path) -> Result<Vec<ImageInfo>> {
     describe(paths, folder)
 }
 
-/// The images at `paths` (sizes from their headers), named by file name;
-/// every one that does not read is listed at once. `place` names where
-/// they are in the message.
+/// The images at `paths`, named by file name. Each is decoded once here,
+/// with the limits `count` uses (`display::limits`), so an image the page
+/// could not show or the unit would refuse (a decompression bomb, a header
+/// that lies about its size, a truncated file, a FIFO) stops the session
+/// before it starts; every one that does not read is listed at once.
+/// `place` names where they are in the message.
 pub fn describe(paths: Vec<PathBuf>, place: &Path) -> Result<Vec<ImageInfo>> {
     let mut images: Vec<ImageInfo> = Vec::new();
-    let mut bad = Vec::new();
-    for path in paths {
+    for path in &paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -412,16 +407,39 @@ pub fn describe(paths: Vec<PathBuf>, place: &Path) -> Result<Vec<ImageInfo>> {
                 "two images are named {name}; review one sample (folder) at a time"
             )));
         }
-        match image::image_dimensions(&path) {
-            Ok((width, height)) => images.push(ImageInfo {
-                name,
-                path,
-                width,
-                height,
-            }),
-            Err(e) => bad.push(format!("  {name}: {e}")),
-        }
+        images.push(ImageInfo {
+            name,
+            path: path.clone(),
+            width: 0,
+            height: 0,
+        });
     }
+    // Decoded side by side, one image a thread at a time.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = images.len().div_ceil(threads).max(1);
+    let bad: Vec<String> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = images
+            .chunks_mut(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut bad = Vec::new();
+                    for img in part {
+                        match load_image(&img.path, display::limits()) {
+                            Ok(d) => (img.width, img.height) = (d.width(), d.height()),
+                            Err(e) => bad.push(format!("  {}: {}", img.name, short(&e, &img.path))),
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .flat_map(|j| {
+                j.join()
+                    .unwrap_or_else(|_| vec!["  (a decoder failed)".into()])
+            })
+            .collect()
+    });
     if !bad.is_empty() {
         return Err(Error::Input(format!(
             "{} image(s) in {} cannot be read; move them out of the folder or replace them:\n{}",
@@ -431,6 +449,16 @@ pub fn describe(paths: Vec<PathBuf>, place: &Path) -> Result<Vec<ImageInfo>> {
         )));
     }
     Ok(images)
+}
+
+/// An image error without the path the list already names.
+fn short(e: &nemascope_core::Error, path: &Path) -> String {
+    match e {
+        nemascope_core::Error::Image { reason, .. } => reason.clone(),
+        other => other
+            .to_string()
+            .replace(&format!("{}: ", path.display()), ""),
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,42 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
         .map_err(|e| Error::io(dir, e))
 }
 
+/// Why `path` cannot be read as a file, when it exists but is not a
+/// regular one (links followed): a FIFO would block the reader with no
+/// message, a device or socket never ends, and a folder fails late with a
+/// bare "Is a directory". A path that does not exist passes: opening it
+/// says so.
+pub fn check_regular(path: &Path) -> std::result::Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "is {}, not a regular file",
+            file_kind(&meta.file_type())
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What a non-regular file is, in words.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    "not a plain file"
+}
+
 /// Writes `bytes` to `path` durably ([`replace_with`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace_with(path, |tmp| {
@@ -64,6 +100,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_and_folders_are_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("pipe.png");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = check_regular(&fifo).unwrap_err();
+        assert_eq!(e, "is a FIFO (named pipe), not a regular file");
+        let e = check_regular(tmp.path()).unwrap_err();
+        assert_eq!(e, "is a folder, not a regular file");
+        let file = tmp.path().join("a.png");
+        std::fs::write(&file, b"x").unwrap();
+        check_regular(&file).unwrap();
+        check_regular(&tmp.path().join("missing")).unwrap();
+    }
 
     #[test]
     fn replaces_whole_and_leaves_no_temporary() {

@@ -42,6 +42,7 @@ pub struct Frame {
 
 /// Reads an image file into a [`Frame`].
 pub fn load_frame(path: &Path, limits: LoadLimits) -> Result<Frame> {
+    crate::files::check_regular(path).map_err(|why| Error::image(path, why))?;
     let bytes = std::fs::read(path).map_err(|e| Error::image(path, e))?;
     decode_frame(&bytes, path, limits)
 }
@@ -183,15 +184,22 @@ impl Luma for Pixels {
 /// Reads an image file into [`Pixels`], streaming the file through the
 /// decoder (its bytes are never all in memory beside the pixels).
 pub fn load_pixels(path: &Path, limits: LoadLimits) -> Result<Pixels> {
+    let file = load_image(path, limits)?;
+    to_pixels(file, path)
+}
+
+/// Decodes an image file as it is stored (gray stays gray, 8 bits stay 8),
+/// streaming it through the decoder, with [`LoadLimits`] checked before
+/// any pixel is allocated: what the labelling page keeps for display, so
+/// that it refuses exactly what `count` refuses, with the same message.
+pub fn load_image(path: &Path, limits: LoadLimits) -> Result<DynamicImage> {
+    crate::files::check_regular(path).map_err(|why| Error::image(path, why))?;
     let file = std::fs::File::open(path).map_err(|e| Error::image(path, e))?;
     let len = file.metadata().map_err(|e| Error::image(path, e))?.len();
     if len == 0 {
         return Err(Error::image(path, "empty file"));
     }
-    to_pixels(
-        decode_image(std::io::BufReader::new(file), path, limits)?,
-        path,
-    )
+    decode_image(std::io::BufReader::new(file), path, limits)
 }
 
 /// Decodes image bytes into [`Pixels`].
@@ -239,7 +247,10 @@ where
         .collect()
 }
 
-fn to_frame(img: DynamicImage, name: &Path) -> Result<Frame> {
+/// A decoded image as a [`Frame`] (luma in 0..1 and the file's depth):
+/// the same values [`load_frame`] gives, for a crop of an image already
+/// decoded.
+pub fn to_frame(img: DynamicImage, name: &Path) -> Result<Frame> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (data, bit_depth, color) = match &img {
         DynamicImage::ImageLuma8(b) => (luma_of(b, 255.0), 8, false),

@@ -174,7 +174,9 @@ function decide(k, present) {
   const [i, u] = items[k];
   setValue(k, cls, present ? "1" : "0");
   painted.push(k);
-  sendDecide({ image: i, unit: u, class: cls, present });
+  const where = S.cut === "whole" ? S.images[i].name : `${S.images[i].name} tile ${u + 1}`;
+  sendDecide({ image: i, unit: u, class: cls, present },
+    `${present ? "Y" : "N"} (${S.classes[cls]} ${present ? "present" : "absent"}) on ${where}`);
   if (k === cur && cur < items.length - 1) cur++;
   render();
 }

@@ -129,7 +129,8 @@ function setBits(i, u, c, ch) {
 function correct(present) {
   if (saver.readonly) { showStatus(); return; }
   setBits(img, unit, cls, present ? "1" : "0");
-  sendDecide({ image: img, unit, class: cls, present });
+  sendDecide({ image: img, unit, class: cls, present },
+    `${present ? "Y" : "N"} (${S.classes[cls]} ${present ? "present" : "absent"}) on ${S.images[img].name} tile ${unit + 1}`);
   render();
 }
 
