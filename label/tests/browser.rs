@@ -30,12 +30,18 @@ fn chromium() -> PathBuf {
 }
 
 fn browser() -> Browser {
+    browser_with(&[])
+}
+
+fn browser_with(args: &[&str]) -> Browser {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     Browser::new(
         LaunchOptions::default_builder()
             .path(Some(chromium()))
             .sandbox(false)
             .window_size(Some((1400, 1000)))
             .idle_browser_timeout(Duration::from_secs(120))
+            .args(args)
             .build()
             .unwrap(),
     )
@@ -49,7 +55,11 @@ struct Running {
 }
 
 fn serve(opts: &Options) -> Running {
-    let server = Server::bind(Store::open(opts).unwrap(), 0).unwrap();
+    serve_on(opts, 0)
+}
+
+fn serve_on(opts: &Options, port: u16) -> Running {
+    let server = Server::bind(Store::open(opts).unwrap(), port).unwrap();
     let url = server.url().to_string();
     let stop = server.stopper();
     Running {
@@ -519,4 +529,256 @@ fn review_marks_become_label_rows_in_their_own_folder() {
         std::fs::read(labels.join("labels.csv")).unwrap(),
         labels_before
     );
+}
+
+/// A web site on another origin (its own port), serving `html` to every
+/// request: what a lab PC's browser may have open beside the page.
+fn hostile_site(html: String) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/", l.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for s in l.incoming().take(50) {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    url
+}
+
+fn port_of(url: &str) -> u16 {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// A page on another origin claims the session, undoes and decides with
+/// `no-cors` fetches carrying text/plain JSON, and posts text/plain and
+/// urlencoded forms: nothing changes, and the labelling tab keeps saving.
+#[test]
+fn another_web_site_cannot_claim_undo_or_decide() {
+    let dir = frames(1, 192, 128);
+    let out = dir.path().join("labels");
+    let server = serve(&Options {
+        folder: dir.path().to_path_buf(),
+        out: Some(out.clone()),
+        classes: vec!["egg".into()],
+        cut: Some(Cut::Tile(64)),
+        images: vec![],
+    });
+    let browser = browser();
+    let tab = open(&browser, &server.url);
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+    keys(&tab, &["y", "n", "y"]);
+    saved(&tab);
+    let (log, labels) = (
+        read(&out.join("decisions.csv")),
+        read(&out.join("labels.csv")),
+    );
+    assert_eq!(log.lines().count(), 4, "{log}");
+
+    let target = server.url.trim_end_matches('/');
+    let html = format!(
+        r#"<!doctype html><body>
+<form id="f1" method="POST" action="{target}/api/claim" enctype="text/plain" target="s1"><input name='{{"tab":"evil","x":"' value='"}}'></form>
+<form id="f2" method="POST" action="{target}/api/undo" enctype="application/x-www-form-urlencoded" target="s2"><input name="tab" value="evil"></form>
+<iframe name="s1"></iframe><iframe name="s2"></iframe>
+<script>
+const send = (p, b) => fetch("{target}" + p, {{ method: "POST", mode: "no-cors",
+  headers: {{ "Content-Type": "text/plain" }}, body: JSON.stringify(b) }}).catch(() => {{}});
+(async () => {{
+  await send("/api/claim", {{ tab: "evil" }});
+  for (let i = 0; i < 20; i++) await send("/api/undo", {{ tab: "evil" }});
+  await send("/api/decide", {{ tab: "evil", image: 0, unit: 0, class: 0, present: false }});
+  await send("/api/setup", {{ tab: "evil", cut: "32" }});
+  document.getElementById("f1").submit();
+  document.getElementById("f2").submit();
+  setTimeout(() => {{ document.title = "done"; }}, 1500);
+}})();
+</script></body>"#
+    );
+    let evil = hostile_site(html);
+    let attacker = open(&browser, &evil);
+    wait(
+        &attacker,
+        "document.title === 'done'",
+        "the hostile page's requests",
+    );
+    assert_eq!(read(&out.join("decisions.csv")), log);
+    assert_eq!(read(&out.join("labels.csv")), labels);
+    // The labelling tab still holds the session and saves.
+    keys(&tab, &["n"]);
+    saved(&tab);
+    assert!(
+        text(&tab, "status").contains("4 decisions"),
+        "{}",
+        text(&tab, "status")
+    );
+    assert!(read(&out.join("decisions.csv")).starts_with(&log));
+    server.stop();
+}
+
+/// A page on a name that DNS points at 127.0.0.1 (rebinding) gets neither
+/// the page nor the state.
+#[test]
+fn a_rebound_host_name_is_refused() {
+    let dir = frames(1, 128, 128);
+    let server = serve(&Options {
+        folder: dir.path().to_path_buf(),
+        out: None,
+        classes: vec!["egg".into()],
+        cut: Some(Cut::Tile(64)),
+        images: vec![],
+    });
+    let browser = browser_with(&["--host-resolver-rules=MAP evil.example 127.0.0.1"]);
+    let port = port_of(&server.url);
+    let tab = open(&browser, &format!("http://evil.example:{port}/"));
+    let body = tab
+        .evaluate("document.body.innerText", false)
+        .unwrap()
+        .value
+        .unwrap();
+    let body = body.as_str().unwrap();
+    assert!(body.contains("answers only http://127.0.0.1"), "{body}");
+    assert!(!body.contains(&dir.path().display().to_string()), "{body}");
+    let state = tab
+        .evaluate(
+            "fetch('/api/state').then(r => r.status + ' ' + r.headers.get('content-type'))",
+            true,
+        )
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(state.as_str().unwrap(), "421 application/json");
+    server.stop();
+}
+
+/// The server stops with key presses still coming: the one pressed while
+/// it is down is sent again until it is back, the next waits behind it,
+/// and every decision lands in order.
+#[test]
+fn a_key_pressed_while_the_server_restarts_is_not_lost() {
+    let dir = frames(1, 192, 128);
+    let out = dir.path().join("labels");
+    let opts = Options {
+        folder: dir.path().to_path_buf(),
+        out: Some(out.clone()),
+        classes: vec!["egg".into()],
+        cut: Some(Cut::Tile(64)),
+        images: vec![],
+    };
+    let server = serve(&opts);
+    let port = port_of(&server.url);
+    let browser = browser();
+    let tab = open(&browser, &server.url);
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+    keys(&tab, &["y", "n"]);
+    saved(&tab);
+    server.stop();
+    keys(&tab, &["y"]);
+    wait(
+        &tab,
+        "document.getElementById('status').dataset.state === 'retrying'",
+        "the page saying the key press is not saved yet",
+    );
+    assert!(
+        text(&tab, "banner").contains("not saved yet"),
+        "{}",
+        text(&tab, "banner")
+    );
+    screenshot(&tab, "label-server-down");
+    let server = serve_on(
+        &Options {
+            classes: vec![],
+            ..opts.clone()
+        },
+        port,
+    );
+    keys(&tab, &["n"]);
+    saved(&tab);
+    assert_eq!(
+        read(&out.join("decisions.csv")),
+        "image,x,y,class,present\nframe00.png,0,0,egg,1\nframe00.png,64,0,egg,0\nframe00.png,128,0,egg,1\nframe00.png,0,64,egg,0\n"
+    );
+    wait(
+        &tab,
+        "document.getElementById('banner').hidden",
+        "the banner cleared",
+    );
+    assert!(
+        text(&tab, "status").contains("4 decisions"),
+        "{}",
+        text(&tab, "status")
+    );
+    server.stop();
+}
+
+/// A local client that stalls an upload, and one that pipelines frame
+/// requests and never reads them, do not delay the labelling tab's saves.
+#[test]
+fn a_stalled_upload_does_not_delay_the_next_save() {
+    use std::io::Write;
+    let dir = frames(1, 1024, 768);
+    let out = dir.path().join("labels");
+    let server = serve(&Options {
+        folder: dir.path().to_path_buf(),
+        out: Some(out.clone()),
+        classes: vec!["egg".into()],
+        cut: Some(Cut::Tile(64)),
+        images: vec![],
+    });
+    let port = port_of(&server.url);
+    let browser = browser();
+    let tab = open(&browser, &server.url);
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+    keys(&tab, &["y"]);
+    saved(&tab);
+    let token = read(&out.join(".page-token"));
+    let own = format!("127.0.0.1:{port}");
+    let mut stalled = std::net::TcpStream::connect(&own).unwrap();
+    write!(
+        stalled,
+        "POST /api/decide HTTP/1.1\r\nHost: {own}\r\nOrigin: http://{own}\r\nContent-Type: application/json\r\nX-Nemascope-Token: {token}\r\nContent-Length: 2000\r\n\r\n0123456789"
+    )
+    .unwrap();
+    let mut greedy = std::net::TcpStream::connect(&own).unwrap();
+    for _ in 0..60 {
+        write!(
+            greedy,
+            "GET /img/frame/0?w=4096 HTTP/1.1\r\nHost: {own}\r\n\r\n"
+        )
+        .unwrap();
+    }
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        let mut s = std::net::TcpStream::connect(&own).unwrap();
+        write!(s, "GET /api/state HTTP/1.1\r\nHost: {own}\r\n").unwrap();
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut worst = Duration::ZERO;
+    for k in ["n", "y", "n"] {
+        let t = Instant::now();
+        keys(&tab, &[k]);
+        saved(&tab);
+        worst = worst.max(t.elapsed());
+    }
+    println!("key press to saved, with a stalled upload open: at most {worst:?}");
+    assert!(worst < Duration::from_secs(1), "{worst:?}");
+    assert_eq!(read(&out.join("decisions.csv")).lines().count(), 5);
+    drop((stalled, greedy, slow));
+    server.stop();
 }
