@@ -62,7 +62,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
 }
 
 fn read32(path: &Path) -> Result<[u8; 32], Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = nemascope_core::files::read_text(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -15,6 +15,7 @@ pub use keys::{generate_keys, read_public_key, read_signing_key};
 pub use manifest::{Manifest, FORMAT};
 
 use ed25519_dalek::{Signature, Signer, Verifier};
+use nemascope_core::files::{read_file, read_text};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -97,7 +98,7 @@ pub fn copy_bundle(from: &Path, to: &Path) -> Result<(), Error> {
     let mut files = Vec::new();
     for f in [MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE] {
         let p = from.join(f);
-        files.push((f, std::fs::read(&p).map_err(io(&p))?));
+        files.push((f, read_file(&p).map_err(io(&p))?));
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
     write_folder(to, &refs)
@@ -156,8 +157,8 @@ impl Bundle {
     pub fn open(dir: &Path, key: &VerifyingKey) -> Result<Bundle, Error> {
         let mpath = dir.join(MANIFEST_FILE);
         let spath = dir.join(SIGNATURE_FILE);
-        let text = std::fs::read(&mpath).map_err(io(&mpath))?;
-        let sig_text = std::fs::read_to_string(&spath).map_err(io(&spath))?;
+        let text = read_file(&mpath).map_err(io(&mpath))?;
+        let sig_text = read_text(&spath).map_err(io(&spath))?;
         let sig_bytes: [u8; 64] = hex::decode(sig_text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
@@ -173,7 +174,7 @@ impl Bundle {
             why,
         })?;
         let opath = dir.join(MODEL_FILE);
-        let model = std::fs::read(&opath).map_err(io(&opath))?;
+        let model = read_file(&opath).map_err(io(&opath))?;
         let actual = sha256_hex(&model);
         if actual != manifest.model_sha256 {
             return Err(Error::HashMismatch {

@@ -345,7 +345,7 @@ impl Config {
             path: path.to_path_buf(),
             msg,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = nemascope_core::files::read_text(path).map_err(|e| err(e.to_string()))?;
         let mut c = Config::parse(&text).map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve(base);

@@ -21,8 +21,25 @@ fn main() -> ExitCode {
     match cli.cmd.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            say!("nemascope-edge: {e:#}");
+            say!("nemascope-edge: {}", causes(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: an I/O error's text is often
+/// in its wrapper's message already ("x: Is a directory (os error 21)").
+fn causes(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
 }

@@ -126,6 +126,12 @@ fn draw_legend(img: &mut image::RgbImage, legend: &[(String, usize)]) {
 /// Refuses to start when an output file is already there, so a run never
 /// replaces what the user had (`--overwrite` allows it).
 pub fn check_free(path: &Path, overwrite: bool) -> Result<()> {
+    if let Err(why) = nemascope_core::files::check_regular(path) {
+        return Err(Error::Invalid(format!(
+            "{} {why}: give the name of a file to write",
+            path.display()
+        )));
+    }
     if !overwrite && path.exists() {
         return Err(Error::Invalid(format!(
             "{} already exists; pass --overwrite to replace it",
@@ -198,6 +204,12 @@ pub fn check_outputs(
     dirs.sort();
     dirs.dedup();
     for d in dirs {
+        if d.exists() && !d.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} is a file, not a folder: outputs cannot go into it",
+                d.display()
+            )));
+        }
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         let probe = d.join(format!(".nemascope-write-check-{}", std::process::id()));
         std::fs::OpenOptions::new()
@@ -265,6 +277,12 @@ mod tests {
         // A folder that cannot be made (a file is in the way).
         let e = check(&[("--masks", d.join("old.csv/m/A01.png"))], false).unwrap_err();
         assert!(e.contains("old.csv"), "{e}");
+        // `--overlays FILE`: said once, before anything is counted.
+        let e = check(&[("--overlays", d.join("old.csv/A01.png"))], true).unwrap_err();
+        assert!(e.contains("old.csv is a file, not a folder"), "{e}");
+        // `--json DIR --overwrite`: a folder is never a file to replace.
+        let e = check(&[("--json", d.join("m"))], true).unwrap_err();
+        assert!(e.contains("is a folder, not a regular file"), "{e}");
     }
 
     fn rep(image: &str, sample: &str, counts: Vec<usize>) -> ImageReport {

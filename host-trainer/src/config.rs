@@ -372,7 +372,7 @@ impl Default for AugmentConfig {
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = nemascope_core::files::read_text(path).map_err(|e| Error::io(path, e))?;
         Config::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
 

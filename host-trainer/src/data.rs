@@ -211,7 +211,7 @@ fn reviewed_items(file: &Path, items: &[Item]) -> Result<Vec<usize>> {
     if file.as_os_str().is_empty() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let text = nemascope_core::files::read_text(file).map_err(|e| Error::io(file, e))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -154,7 +154,7 @@ impl State {
     /// Reads `dir/state.json`.
     pub fn load(dir: &Path) -> Result<State> {
         let path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = nemascope_core::files::read_text(&path).map_err(|e| Error::io(&path, e))?;
         serde_json::from_str(&text).map_err(|e| Error::Dataset {
             path: path.clone(),
             line: Some(e.line() as u64),

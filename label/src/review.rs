@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nemascope_reports::counts::CountRun;
 use serde_json::{json, Value};
 
-use crate::session::{marks, Cut};
+use crate::session::{marks, units, Bits, Cut};
 use crate::store::{read_log, read_settings, Options, Store};
 use crate::{Error, Result};
 
@@ -49,7 +49,7 @@ pub struct Review {
 
 /// Reads what the review shows and opens the corrections folder.
 pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
-    let text = std::fs::read_to_string(&opts.counts).map_err(|e| {
+    let text = nemascope_core::files::read_text(&opts.counts).map_err(|e| {
         Error::Input(format!(
             "cannot read the count results {} ({e})",
             opts.counts.display()
@@ -100,13 +100,15 @@ pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
         None => (run.classes.clone(), opts.cut, None),
     };
     let folder = paths[0].parent().unwrap_or(Path::new(".")).to_path_buf();
-    let store = Store::open(&Options {
+    let mut store = Store::open(&Options {
         folder,
         out: Some(opts.out.clone()),
         classes,
         cut: Some(cut.unwrap_or(Cut::Whole)),
         images: paths,
     })?;
+    let defaults = defaults(&store, &run, labelled.as_ref())?;
+    store.set_defaults(defaults)?;
     let labels = match (labelled, store.cut()) {
         (Some(current), Some(cut)) => Some(marks(
             &current,
@@ -150,9 +152,47 @@ impl Review {
             "overlays": self.overlays.iter().map(Option::is_some).collect::<Vec<_>>(),
             "labels": self.labels,
             "db": self.db,
+            "fill": FILL_NOTE,
         })
     }
 }
+
+/// What a class the technician did not mark on a marked tile is taken as,
+/// so that a correction of one class of a multi-class model is a whole
+/// training row: the tile's training label where it has one, else the
+/// model's answer (something of the class counted in it: present).
+fn defaults(store: &Store, run: &CountRun, labelled: Option<&Bits>) -> Result<Bits> {
+    let cut = store.cut().unwrap_or(Cut::Whole);
+    let classes = &store.settings.classes;
+    let mut out = Bits::new();
+    for (img, counted) in store.images.iter().zip(&run.images) {
+        for u in units(img, cut)? {
+            let key = (img.name.clone(), u.x, u.y);
+            let label = labelled.and_then(|l| l.get(&key));
+            let bits = classes
+                .iter()
+                .enumerate()
+                .map(|(c, name)| {
+                    label.and_then(|b| b[c]).or_else(|| {
+                        Some(counted.objects.iter().any(|o| {
+                            &o.class == name
+                                && o.count > 0
+                                && o.x >= u.x as f32
+                                && o.x < (u.x + u.width) as f32
+                                && o.y >= u.y as f32
+                                && o.y < (u.y + u.height) as f32
+                        }))
+                    })
+                })
+                .collect();
+            out.insert(key, bits);
+        }
+    }
+    Ok(out)
+}
+
+/// How the page says unmarked classes are filled.
+pub const FILL_NOTE: &str = "A marked tile is one training row: the classes you did not mark on it keep its training label, or where it has none, the model's answer (counted there: present).";
 
 fn same_folder(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -296,5 +336,76 @@ mod tests {
             },
         );
         assert!(e.contains("are for cyst, the model counts egg"), "{e}");
+    }
+
+    /// Corrections of one class of a multi-class model become rows: the
+    /// other classes from the training label, else the model's answer.
+    #[test]
+    fn one_class_marked_on_a_multi_class_model_is_a_training_row() {
+        use nemascope_reports::counts::ObjectReport;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        image::GrayImage::new(64, 32).save(d.join("a.png")).unwrap();
+        let obj = |class: &str, x| ObjectReport {
+            class: class.into(),
+            count: 1,
+            area_um2: 1.0,
+            length_um: 1.0,
+            width_um: 1.0,
+            x,
+            y: 10.0,
+        };
+        let mut r = run(&d.join("a.png").display().to_string());
+        r.classes = vec!["worm".into(), "egg".into(), "cyst".into()];
+        r.images[0].counts = vec![1, 1, 0];
+        r.images[0].objects = vec![obj("worm", 40.0), obj("egg", 5.0)];
+        let counts = d.join("counts.json");
+        std::fs::write(&counts, serde_json::to_string(&r).unwrap()).unwrap();
+        // Training labels: the first tile labelled worm absent, egg present.
+        let labels = d.join("labels");
+        {
+            let mut l = Store::open(&Options {
+                folder: d.to_path_buf(),
+                out: Some(labels.clone()),
+                classes: r.classes.clone(),
+                cut: Some(Cut::Tile(32)),
+                images: vec![],
+            })
+            .unwrap();
+            l.decide(0, 0, 0, false).unwrap();
+            l.decide(0, 0, 1, true).unwrap();
+        }
+        let out = d.join("fix");
+        let (mut store, rv) = open(&ReviewOptions {
+            counts,
+            labels: Some(labels),
+            out: out.clone(),
+            ..ReviewOptions::default()
+        })
+        .unwrap();
+        assert!(rv.state()["fill"]
+            .as_str()
+            .unwrap()
+            .contains("training label"));
+        // Egg marked absent on both tiles.
+        store.decide(0, 0, 1, false).unwrap();
+        store.decide(0, 1, 1, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("labels.csv")).unwrap(),
+            "image,worm,egg,cyst\n\
+             tiles/a.png_x0000_y0000.png,0,0,0\n\
+             tiles/a.png_x0032_y0000.png,1,0,0\n"
+        );
+        assert!(out.join("tiles/a.png_x0032_y0000.png").is_file());
+        drop(store);
+        // Reopened, the rows are the same (the table is rewritten at open).
+        let (store, _) = open(&ReviewOptions {
+            counts: d.join("counts.json"),
+            out: out.clone(),
+            cut: Some(Cut::Tile(32)),
+            ..ReviewOptions::default()
+        })
+        .unwrap();
+        assert_eq!(store.rows().len(), 2);
     }
 }

@@ -325,7 +325,7 @@ impl Work {
     }
 
     fn progress(&self) -> Value {
-        let rows = self.store.log.current();
+        let rows = self.store.rows();
         let complete = rows
             .values()
             .filter(|b| b.iter().all(Option::is_some))

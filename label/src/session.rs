@@ -125,6 +125,26 @@ pub struct Decision {
 /// Where a decision applies: image name and the unit's corner.
 pub type UnitKey = (String, u32, u32);
 
+/// Per unit, one present/absent (or none yet) per class.
+pub type Bits = HashMap<UnitKey, Vec<Option<bool>>>;
+
+/// The decided units of `current`, each class left open taken from
+/// `defaults` where it has one: a review's correction of one class
+/// becomes a whole row (the other classes keep their training label, or
+/// the model's answer). Units nobody decided stay out.
+pub fn filled(mut current: Bits, defaults: &Bits) -> Bits {
+    for (key, bits) in current.iter_mut() {
+        if let Some(d) = defaults.get(key) {
+            for (b, d) in bits.iter_mut().zip(d) {
+                if b.is_none() {
+                    *b = *d;
+                }
+            }
+        }
+    }
+    current
+}
+
 /// The ordered decisions of a session over named classes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Log {
@@ -143,8 +163,8 @@ impl Log {
     }
 
     /// The latest decision per unit and class.
-    pub fn current(&self) -> HashMap<UnitKey, Vec<Option<bool>>> {
-        let mut map: HashMap<UnitKey, Vec<Option<bool>>> = HashMap::new();
+    pub fn current(&self) -> Bits {
+        let mut map: Bits = HashMap::new();
         for d in &self.decisions {
             map.entry((d.image.clone(), d.x, d.y))
                 .or_insert_with(|| vec![None; self.classes.len()])[d.class] = Some(d.present);
@@ -236,7 +256,7 @@ pub fn mark(b: Option<bool>) -> char {
 /// Every unit's decisions in `current` as the page shows them, per image
 /// then unit: one [`mark`] per class.
 pub fn marks(
-    current: &HashMap<UnitKey, Vec<Option<bool>>>,
+    current: &Bits,
     images: &[ImageInfo],
     cut: Cut,
     classes: usize,
@@ -263,17 +283,19 @@ pub fn tile_file(image: &str, unit: &Unit) -> String {
 }
 
 /// The trainer's `labels.csv` (docs/data.md, the generic layout): one row
-/// per unit whose every class is decided, in folder then row order. Tiles
-/// point at their files under `tiles/`; whole images at `image_path(name)`.
+/// per unit of `rows` whose every class is decided, in folder then row
+/// order. Tiles point at their files under `tiles/`; whole images at
+/// `image_path(name)`.
 pub fn labels_csv(
-    log: &Log,
+    classes: &[String],
+    rows: &Bits,
     images: &[ImageInfo],
     cut: Cut,
     image_path: impl Fn(&ImageInfo) -> String,
 ) -> Result<String> {
-    let current = log.current();
+    let current = rows;
     let mut s = String::from("image");
-    for c in &log.classes {
+    for c in classes {
         s.push(',');
         s.push_str(&csv_field(c));
     }
@@ -367,14 +389,43 @@ mod tests {
             d("a.png", 0, 1, true),
             d("b,1.png", 32, 0, false),
         ];
-        let csv = labels_csv(&log, &images, Cut::Tile(32), |_| unreachable!()).unwrap();
+        let csv = labels_csv(
+            &log.classes,
+            &log.current(),
+            &images,
+            Cut::Tile(32),
+            |_| unreachable!(),
+        )
+        .unwrap();
         assert_eq!(
             csv,
             "image,egg,worm\n\"tiles/b,1.png_x0032_y0000.png\",0,0\ntiles/a.png_x0000_y0000.png,0,1\n"
         );
-        let whole =
-            labels_csv(&log, &images[1..], Cut::Whole, |i| format!("../{}", i.name)).unwrap();
+        let whole = labels_csv(
+            &log.classes,
+            &log.current(),
+            &images[1..],
+            Cut::Whole,
+            |i| format!("../{}", i.name),
+        )
+        .unwrap();
         assert_eq!(whole, "image,egg,worm\n../a.png,0,1\n");
+        // A unit with one class decided is a row once the others have defaults.
+        let mut defaults = Bits::new();
+        defaults.insert(("b,1.png".into(), 0, 0), vec![Some(false), Some(true)]);
+        let rows = filled(log.current(), &defaults);
+        let csv = labels_csv(
+            &log.classes,
+            &rows,
+            &images[..1],
+            Cut::Tile(32),
+            |_| unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(
+            csv,
+            "image,egg,worm\n\"tiles/b,1.png_x0000_y0000.png\",1,1\n\"tiles/b,1.png_x0032_y0000.png\",0,0\n"
+        );
         let back = Log::parse(&log.to_csv(), &log.classes, Path::new("d.csv")).unwrap();
         assert_eq!(back, log);
     }

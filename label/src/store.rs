@@ -16,7 +16,9 @@ use nemascope_core::imageio::{load_image, save_gray};
 use serde::{Deserialize, Serialize};
 
 use crate::display::{self, Cache};
-use crate::session::{labels_csv, tile_file, units, Cut, Decision, ImageInfo, Log, Unit};
+use crate::session::{
+    filled, labels_csv, tile_file, units, Bits, Cut, Decision, ImageInfo, Log, Unit,
+};
 use crate::{Error, Result};
 
 /// The extensions read as images (what the trainer and the unit decode).
@@ -60,6 +62,10 @@ pub struct Store {
     _lock: File,
     /// The last image decoded, shared with the page's pixel requests.
     pub decoded: Cache,
+    /// What a class nobody decided on a decided unit is taken as (a
+    /// review's: the training label, else the model's answer); empty when
+    /// labelling, where a row needs every class decided.
+    defaults: Bits,
 }
 
 impl Store {
@@ -150,6 +156,7 @@ impl Store {
             warnings,
             _lock: lock,
             decoded: Cache::default(),
+            defaults: Bits::new(),
         };
         if saved.as_ref() != Some(&store.settings) {
             store.save_settings()?;
@@ -159,6 +166,22 @@ impl Store {
             store.write_tables(0..store.images.len())?;
         }
         Ok(store)
+    }
+
+    /// Sets what undecided classes of a decided unit are taken as, and
+    /// rewrites the table with it.
+    pub fn set_defaults(&mut self, defaults: Bits) -> Result<()> {
+        self.defaults = defaults;
+        if self.cut().is_some() {
+            self.write_tables(0..self.images.len())?;
+        }
+        Ok(())
+    }
+
+    /// The rows `labels.csv` is made from: the decisions, undecided classes
+    /// of a decided unit filled from the defaults.
+    pub fn rows(&self) -> Bits {
+        filled(self.log.current(), &self.defaults)
     }
 
     /// The tile size, once chosen.
@@ -246,7 +269,8 @@ impl Store {
         }
         let out = self.out.clone();
         let folder = self.folder.clone();
-        let table = labels_csv(&self.log, &self.images, cut, |img| {
+        let rows = self.rows();
+        let table = labels_csv(&self.settings.classes, &rows, &self.images, cut, |img| {
             image_path(&folder, &out, img)
         })?;
         write_atomic(&self.out.join("labels.csv"), table.as_bytes())?;
@@ -258,9 +282,10 @@ impl Store {
     }
 
     /// Writes the pixels of every fully decided tile of the images in
-    /// `images` that has no file yet.
+    /// `images` that has no file yet, and removes those of tiles no longer
+    /// fully decided (undone).
     fn write_tile_files(&mut self, cut: Cut, images: std::ops::Range<usize>) -> Result<()> {
-        let current = self.log.current();
+        let current = self.rows();
         for i in images {
             for unit in units(&self.images[i], cut)? {
                 let key = (self.images[i].name.clone(), unit.x, unit.y);
@@ -268,7 +293,16 @@ impl Store {
                     .get(&key)
                     .is_some_and(|bits| bits.iter().all(Option::is_some));
                 let path = self.out.join(tile_file(&self.images[i].name, &unit));
-                if !complete || path.exists() {
+                if !complete {
+                    // Undone: its pixels are no longer a row's.
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::io(&path, e))
+                        }
+                        _ => continue,
+                    }
+                }
+                if path.exists() {
                     continue;
                 }
                 std::fs::create_dir_all(self.out.join("tiles"))
@@ -305,7 +339,7 @@ impl Store {
 /// The settings of the labelling folder `out`, if it has any (read only).
 pub fn read_settings(out: &Path) -> Result<Option<Settings>> {
     let path = out.join("session.json");
-    match std::fs::read_to_string(&path) {
+    match nemascope_core::files::read_text(&path) {
         Ok(text) => {
             Ok(Some(serde_json::from_str(&text).map_err(|e| {
                 Error::Input(format!("{}: {e}", path.display()))
@@ -319,7 +353,7 @@ pub fn read_settings(out: &Path) -> Result<Option<Settings>> {
 /// The decisions recorded in the labelling folder `out` (read only).
 pub fn read_log(out: &Path, classes: &[String]) -> Result<Log> {
     let path = out.join("decisions.csv");
-    match std::fs::read_to_string(&path) {
+    match nemascope_core::files::read_text(&path) {
         Ok(text) => Log::parse(&text, classes, &path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Log::new(classes.to_vec())),
         Err(e) => Err(Error::io(&path, e)),
@@ -501,8 +535,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.cut(), Some(Cut::Tile(32)));
-        assert_eq!(s.undo().unwrap().x, 32);
         let out = dir.path().join(DEFAULT_OUT);
+        assert!(out.join("tiles/f0.png_x0032_y0000.png").is_file());
+        assert_eq!(s.undo().unwrap().x, 32);
+        assert!(
+            !out.join("tiles/f0.png_x0032_y0000.png").exists(),
+            "an undone tile's file goes with it"
+        );
         assert_eq!(
             std::fs::read_to_string(out.join("labels.csv")).unwrap(),
             "image,egg\ntiles/f0.png_x0000_y0000.png,1\n"

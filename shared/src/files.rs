@@ -67,6 +67,24 @@ pub fn check_regular(path: &Path) -> std::result::Result<(), String> {
     }
 }
 
+/// `std::fs::read` for a path a user named: what is not a regular file is
+/// refused ([`check_regular`], an `InvalidInput` error naming what it is)
+/// instead of blocking on a FIFO or reading a device without end.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    guard(path)?;
+    std::fs::read(path)
+}
+
+/// `std::fs::read_to_string`, refusing what [`read_file`] refuses.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    guard(path)?;
+    std::fs::read_to_string(path)
+}
+
+fn guard(path: &Path) -> std::io::Result<()> {
+    check_regular(path).map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))
+}
+
 /// What a non-regular file is, in words.
 fn file_kind(t: &std::fs::FileType) -> &'static str {
     if t.is_dir() {
@@ -119,6 +137,10 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         check_regular(&file).unwrap();
         check_regular(&tmp.path().join("missing")).unwrap();
+        let e = read_text(&fifo).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(read_file(&fifo).is_err());
+        assert_eq!(read_text(&file).unwrap(), "x");
     }
 
     #[test]

@@ -11,7 +11,7 @@ let unit = 0;      // tile of that image
 
 saver.readonlyText = "read only (another tab reviews into this folder)";
 saver.saved = () => S
-  ? `all saved · ${S.decisions} corrections · ${S.complete} rows in ${S.out}/labels.csv`
+  ? `all saved · ${S.decisions} corrections · ${S.complete} rows the trainer will see (${S.out}/labels.csv)`
   : "";
 saver.afterError = async () => { await load(); render(); };
 
@@ -184,6 +184,7 @@ $("btn-undo").onclick = undo;
     R = S.review;
     $("folder").textContent = `${R.model} · corrections → ${S.out}`;
     if (S.warnings.length) banner(S.warnings.join("\n"), true);
+    $("fill-note").textContent = R.fill;
     render();
   } catch (e) {
     banner(e.message);

@@ -74,6 +74,7 @@ pub fn read_rows(path: &Path) -> Result<Rows> {
         line,
         reason,
     };
+    crate::files::check_regular(&csv_path).map_err(|why| err(None, why))?;
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(&csv_path)
