@@ -297,6 +297,71 @@ fn colliding_outputs_are_refused_before_anything_is_counted() {
         !e.contains("| f0.png") && !e.contains("ms |"),
         "nothing was counted: {e}"
     );
+    // `--json DIR --overwrite` and `--overlays FILE`: refused up front,
+    // each cause said once.
+    let dir = tmp.path().join("a-folder");
+    std::fs::create_dir(&dir).unwrap();
+    let e = run(&["--json".as_ref(), dir.as_os_str(), "--overwrite".as_ref()]);
+    assert!(
+        e.contains("a-folder is a folder, not a regular file"),
+        "{e}"
+    );
+    assert!(!e.contains("ms |"), "nothing was counted: {e}");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"keep").unwrap();
+    let e = run(&["--overlays".as_ref(), file.as_os_str()]);
+    assert!(e.contains("a-file is a file, not a folder"), "{e}");
+    assert_eq!(e.matches("a-file").count(), 1, "said once: {e}");
+}
+
+/// A FIFO named on the command line, as an image or as the public key, is
+/// refused by name; it never hangs `count`.
+#[cfg(unix)]
+#[test]
+fn fifos_on_the_command_line_are_refused_not_waited_on() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("pipe.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut child = edge()
+            .arg("count")
+            .arg("--model")
+            .arg(models().join("synth-worm-egg-cyst"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("count hung on a FIFO: {args:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = run(&[fifo.as_os_str()]);
+    assert!(
+        e.contains("pipe.png: is a FIFO (named pipe), not a regular file"),
+        "{e}"
+    );
+    let good = tmp.path().join("f0.png");
+    save_gray16(
+        &generate(&SynthConfig::default(), 616, 0).unwrap().image,
+        &good,
+    )
+    .unwrap();
+    let e = run(&["--public-key".as_ref(), fifo.as_os_str(), good.as_os_str()]);
+    assert!(e.contains("pipe.png") && e.contains("FIFO"), "{e}");
 }
 
 /// The pixel size comes from the bundle unless given, `count` says which,

@@ -89,10 +89,16 @@ pub fn units(image: &ImageInfo, cut: Cut) -> Result<Vec<Unit>> {
         }]),
         Cut::Tile(side) => {
             if side > w || side > h {
+                let fix = if w.min(h) < MIN_TILE {
+                    format!(
+                        "tiles are at least {MIN_TILE} px, so label whole images (--tile whole)"
+                    )
+                } else {
+                    format!("choose at most {} px, or whole images", w.min(h))
+                };
                 return Err(Error::Input(format!(
-                    "tile size {side} px is larger than {} ({w}×{h}); choose at most {} px",
-                    image.name,
-                    w.min(h)
+                    "tile size {side} px is larger than {} ({w}×{h}); {fix}",
+                    image.name
                 )));
             }
             let (side_u, w_u, h_u) = (side as usize, w as usize, h as usize);
@@ -363,6 +369,13 @@ mod tests {
             .to_string();
         assert!(
             e.contains("small.tif") && e.contains("300×200") && e.contains("200 px"),
+            "{e}"
+        );
+        let e = units(&img("dot.png", 1, 1), Cut::Tile(256))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--tile whole") && !e.contains("at most 1 px"),
             "{e}"
         );
         assert!(Cut::parse("16").is_err());

@@ -78,6 +78,22 @@ impl Store {
             describe(opts.images.clone(), &folder)?
         };
         let out = opts.out.clone().unwrap_or_else(|| folder.join(DEFAULT_OUT));
+        let made = !out.exists();
+        let opened = Store::open_in(opts, folder, images, out.clone());
+        if opened.is_err() && made {
+            // Refused at start: leave no folder holding only `.lock` behind.
+            let _ = std::fs::remove_file(out.join(".lock"));
+            let _ = std::fs::remove_dir(&out);
+        }
+        opened
+    }
+
+    fn open_in(
+        opts: &Options,
+        folder: PathBuf,
+        images: Vec<ImageInfo>,
+        out: PathBuf,
+    ) -> Result<Store> {
         std::fs::create_dir_all(&out).map_err(|e| {
             Error::Input(format!(
                 "cannot create the output folder {} ({e}); give another with --out",
@@ -585,6 +601,10 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("larger than f0.png (96×64)"), "{e}");
+        assert!(
+            !dir.path().join(DEFAULT_OUT).exists(),
+            "a refused start leaves no output folder"
+        );
         let e = Store::open(&Options {
             classes: vec!["egg_count".into()],
             ..opts(dir.path(), None)
@@ -593,5 +613,82 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("egg_count"), "{e}");
+    }
+
+    /// A PNG of `w`×`h` that is all header: what a decompression bomb or a
+    /// broken upload looks like to a reader of headers only.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            v.extend((data.len() as u32).to_be_bytes());
+            let mut c = kind.to_vec();
+            c.extend(data);
+            v.extend(&c);
+            v.extend(crc32fast::hash(&c).to_be_bytes());
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
+        chunk(b"IEND", &[]);
+        v
+    }
+
+    /// A little-endian TIFF header for an 8-bit gray `w`×`h` image whose
+    /// pixels are not there.
+    fn tiff_header(w: u32, h: u32) -> Vec<u8> {
+        let mut v = b"II*\0".to_vec();
+        v.extend(8u32.to_le_bytes());
+        let entries: [(u16, u16, u32); 8] = [
+            (256, 4, w),
+            (257, 4, h),
+            (258, 3, 8),
+            (259, 3, 1),
+            (262, 3, 1),
+            (273, 4, 200),
+            (278, 4, h),
+            (279, 4, w * h),
+        ];
+        v.extend((entries.len() as u16).to_le_bytes());
+        for (tag, kind, value) in entries {
+            v.extend(tag.to_le_bytes());
+            v.extend(kind.to_le_bytes());
+            v.extend(1u32.to_le_bytes());
+            v.extend(value.to_le_bytes());
+        }
+        v.extend(0u32.to_le_bytes());
+        v
+    }
+
+    /// Images that only their headers would let in are refused at start,
+    /// each by name, with the words `count` uses.
+    #[test]
+    fn bombs_lying_headers_and_fifos_are_refused_before_the_session_starts() {
+        let dir = folder(1);
+        let d = dir.path();
+        std::fs::write(d.join("bomb.png"), png_header(60_000, 60_000)).unwrap();
+        std::fs::write(d.join("liar.png"), png_header(4000, 3000)).unwrap();
+        std::fs::write(d.join("liar.tif"), tiff_header(16_000, 16_000)).unwrap();
+        #[cfg(unix)]
+        assert!(std::process::Command::new("mkfifo")
+            .arg(d.join("pipe.png"))
+            .status()
+            .unwrap()
+            .success());
+        let e = Store::open(&opts(d, None)).err().unwrap().to_string();
+        assert!(e.contains("3 image(s)"), "{e}");
+        assert!(
+            e.contains("bomb.png: too large for the configured limits"),
+            "{e}"
+        );
+        assert!(e.contains("liar.png: cannot decode"), "{e}");
+        assert!(e.contains("liar.tif: "), "{e}");
+        assert!(!d.join(DEFAULT_OUT).exists(), "nothing written: {e}");
+        // A FIFO named as an image (a review's counted image) is refused by name.
+        let e = describe(vec![d.join("pipe.png")], d)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipe.png: is a FIFO"), "{e}");
     }
 }
