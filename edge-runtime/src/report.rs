@@ -81,8 +81,9 @@ pub fn overlay(frame: &Plane, masks: &[Mask], legend: &[(String, usize)]) -> ima
     img
 }
 
-/// Draws "■ class count" per line on a dark box, scaled with the frame
-/// (1× up to 1000 px wide) so it stays readable on a camera frame.
+/// Draws "■ class count" per line on a dark box in the bottom right
+/// corner, scaled with the frame (1× up to 700 px wide, 2× to 1400, …) so
+/// it stays readable on a camera frame shown scaled down to a page.
 fn draw_legend(img: &mut image::RgbImage, legend: &[(String, usize)]) {
     use embedded_graphics::mono_font::{ascii::FONT_10X20, MonoTextStyle};
     use embedded_graphics::pixelcolor::Rgb888;
@@ -114,11 +115,18 @@ fn draw_legend(img: &mut image::RgbImage, legend: &[(String, usize)]) {
         )
         .draw(&mut panel);
     }
-    let scale = (img.width() / 1000).max(1);
+    let scale = img.width().div_ceil(700).max(1);
     let panel = panel.to_image();
+    // Bottom right: the review page writes each tile's count at the
+    // tile's top left, where a legend at the frame's corner would hide
+    // the first one.
+    let (x0, y0) = (
+        img.width().saturating_sub(w * scale),
+        img.height().saturating_sub(h * scale),
+    );
     for y in 0..(h * scale).min(img.height()) {
         for x in 0..(w * scale).min(img.width()) {
-            img.put_pixel(x, y, *panel.get_pixel(x / scale, y / scale));
+            img.put_pixel(x0 + x, y0 + y, *panel.get_pixel(x / scale, y / scale));
         }
     }
 }
@@ -327,15 +335,22 @@ mod tests {
         let frame = Plane::filled(300, 200, 0.5);
         let legend = [("worm".to_string(), 3), ("egg".to_string(), 12)];
         let img = overlay(&frame, &[], &legend);
-        // The swatches, in the class colours, one line apart.
-        assert_eq!(img.get_pixel(10, 12).0, COLOURS[0]);
-        assert_eq!(img.get_pixel(10, 36).0, COLOURS[1]);
-        // White text on the dark box, and the frame untouched beyond it.
-        let white = (32..120).flat_map(|x| (30..52).map(move |y| (x, y)));
+        // In the bottom right corner (a 102×56 box): the swatches, in the
+        // class colours, one line apart.
+        let (x0, y0) = (300 - 102, 200 - 56);
+        assert_eq!(img.get_pixel(x0 + 10, y0 + 12).0, COLOURS[0]);
+        assert_eq!(img.get_pixel(x0 + 10, y0 + 36).0, COLOURS[1]);
+        // White text on the dark box, and the frame untouched beyond it:
+        // the top left, where the first tile's count goes, is clear.
+        let white = (x0 + 32..300).flat_map(|x| (y0 + 30..y0 + 52).map(move |y| (x, y)));
         assert!(white
             .into_iter()
             .any(|(x, y)| img.get_pixel(x, y).0 == [255; 3]));
-        assert_eq!(img.get_pixel(299, 199).0, [128; 3]);
+        assert_eq!(img.get_pixel(0, 0).0, [128; 3]);
+        assert_eq!(img.get_pixel(x0 - 1, 199).0, [128; 3]);
+        // Twice the size on a frame over 700 px wide.
+        let big = overlay(&Plane::filled(1000, 400, 0.5), &[], &legend);
+        assert_eq!(big.get_pixel(1000 - 204 + 20, 400 - 112 + 24).0, COLOURS[0]);
     }
 
     #[test]

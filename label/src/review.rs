@@ -224,6 +224,8 @@ fn find_image(key: &str, images: Option<&Path>, json_dir: &Path) -> Result<PathB
 /// The lab database as the page shows it: per unit and sample the totals,
 /// and every report.
 fn db_reports(path: &Path) -> Result<Value> {
+    nemascope_core::files::check_regular(path)
+        .map_err(|why| Error::Input(format!("the lab database {} {why}", path.display())))?;
     let reports = nemascope_reports::db::read(path, None)
         .map_err(|e| Error::Input(format!("the lab database: {e}")))?;
     let mut samples: Vec<Value> = Vec::new();
