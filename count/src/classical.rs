@@ -46,7 +46,8 @@ impl Classical {
     /// The voted foreground of all classes, and the counted result with
     /// each component in the class its shape gives.
     pub fn process(&self, frame: &dyn Luma, s: &CountSettings) -> Result<(Mask, Counted)> {
-        let q = quality(frame, s.bit_depth);
+        let mut q = quality(frame, s.bit_depth);
+        q.bright_field = s.bright_field;
         let plane = frame.to_plane();
         let raw = self.segmenter.segment(&plane)?;
         let foreground = vote(

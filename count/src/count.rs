@@ -38,6 +38,9 @@ pub struct CountSettings {
     /// The camera's bits per pixel, which the light checks judge against
     /// (`None`: found from each frame, [`light_top`]).
     pub bit_depth: Option<u8>,
+    /// Bright-field light: a background at the top of the range is not
+    /// over-exposure (`light::Quality::bright_field`).
+    pub bright_field: bool,
     /// Threads for the model's tiles and the measuring of objects (1: all
     /// on the caller's thread). The counts are the same for any number.
     pub threads: usize,
@@ -51,6 +54,7 @@ impl Default for CountSettings {
             min_area_um2: 0.0,
             calibration: Calibration::default(),
             bit_depth: None,
+            bright_field: false,
             threads: 1,
         }
     }
@@ -130,7 +134,8 @@ pub fn count_frame<L: Luma + ?Sized>(
     if fw == 0 || fh == 0 {
         return Err(nemascope_core::Error::Invalid(format!("frame of {fw}x{fh} pixels")).into());
     }
-    let q = quality(frame, s.bit_depth);
+    let mut q = quality(frame, s.bit_depth);
+    q.bright_field = s.bright_field;
     // Frames are brought to the training data's pixel size first.
     let scale = frame_scale(m, s.calibration.um_per_px);
     let masks = if (scale - 1.0).abs() > 1e-6 {

@@ -17,6 +17,10 @@ pub struct Quality {
     pub top: f64,
     /// Fraction of pixels at the top of the camera's range (≥ 0.995 top).
     pub saturated: f32,
+    /// Bright-field light (`camera.bright_field`, `count --bright-field`):
+    /// the clear background is meant to sit at the top of the range, so
+    /// saturation is judged against what is not background.
+    pub bright_field: bool,
 }
 
 impl Quality {
@@ -27,13 +31,26 @@ impl Quality {
     pub fn problem(&self) -> Option<&'static str> {
         if self.mean < 0.02 * self.top {
             Some("dark frame (lamp off or shutter closed?)")
-        } else if self.saturated > 0.25 {
-            Some("over-exposed frame (a quarter of the pixels saturated)")
+        } else if self.bright_field && self.over_exposed_bright_field() {
+            Some("over-exposed frame (bright-field, and nearly all of it saturated or without contrast)")
+        } else if !self.bright_field && self.saturated > 0.25 {
+            Some("over-exposed frame (a quarter of the pixels saturated; for bright-field light, set camera.bright_field or --bright-field)")
         } else if self.std < 0.002 * self.top {
             Some("blank frame (nothing in view or far out of focus?)")
         } else {
             None
         }
+    }
+}
+
+impl Quality {
+    /// In bright-field light a background at the top of the range is the
+    /// lamp through a clear slide, not over-exposure (NemaQuant's egg
+    /// images have 58–83 % of their pixels there and show every egg): the
+    /// frame is over-exposed when almost nothing is left below the top, or
+    /// what is left has no contrast.
+    fn over_exposed_bright_field(&self) -> bool {
+        self.saturated > 0.97 || (self.saturated > 0.25 && self.std < 0.02 * self.top)
     }
 }
 
@@ -83,6 +100,7 @@ pub fn quality<L: Luma + ?Sized>(frame: &L, bits: Option<u8>) -> Quality {
         std: m.std,
         top,
         saturated: (m.at_or_above as f64 / n) as f32,
+        bright_field: false,
     }
 }
 
@@ -125,6 +143,34 @@ mod tests {
             let q = quality(&f.image, None);
             assert_eq!(q.problem(), None, "{q:?}");
         }
+    }
+
+    /// A bright-field frame: the clear background at full scale over 70 %
+    /// of it (as on NemaQuant's egg images), eggs and debris below.
+    #[test]
+    fn a_bright_field_background_at_full_scale_is_not_over_exposure() {
+        let bright = Plane::from_fn(200, 100, |x, y| {
+            if (x * 7 + y * 13) % 10 < 7 {
+                1.0
+            } else {
+                0.55 + 0.04 * (x % 9) as f32
+            }
+        });
+        let judged = |p: &Plane, bright_field| {
+            let mut q = quality(p, None);
+            q.bright_field = bright_field;
+            q.problem().unwrap_or("none")
+        };
+        assert!(judged(&bright, false).contains("--bright-field"));
+        assert_eq!(judged(&bright, true), "none");
+        // …but washed out: 99 % at the top, or the rest barely below it.
+        let washed = Plane::from_fn(200, 100, |x, _| if x < 198 { 1.0 } else { 0.5 });
+        assert!(judged(&washed, true).contains("over-exposed"));
+        let faint = Plane::from_fn(200, 100, |x, y| if (x + y) % 10 < 7 { 1.0 } else { 0.97 });
+        assert!(judged(&faint, true).contains("over-exposed"));
+        // Dark and blank frames are judged the same either way.
+        assert!(judged(&Plane::filled(64, 48, 0.005), true).contains("dark"));
+        assert!(judged(&Plane::filled(64, 48, 0.5), true).contains("blank"));
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct CameraConfig {
     /// camera writing 16-bit files is told apart, count.rs `light_top`).
     #[serde(default)]
     pub bit_depth: Option<u8>,
+    /// Bright-field light: the clear background sits at the top of the
+    /// camera's range, which the light check then does not call
+    /// over-exposed (default: false).
+    #[serde(default)]
+    pub bright_field: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -355,6 +355,7 @@ impl Service {
             vote: cfg.count.vote,
             min_area_um2: cfg.count.min_area_um2,
             bit_depth: cfg.camera.bit_depth,
+            bright_field: cfg.camera.bright_field,
             threads: cfg.count.threads,
             ..CountSettings::default()
         };

@@ -52,6 +52,10 @@ pub struct CountArgs {
     /// (default: found from each frame).
     #[arg(long, value_parser = clap::value_parser!(u8).range(8..=16))]
     pub bit_depth: Option<u8>,
+    /// Bright-field light: a background at the top of the range is not
+    /// called over-exposed.
+    #[arg(long)]
+    pub bright_field: bool,
     /// Objects smaller than this (µm²) are not counted.
     #[arg(long, default_value_t = 0.0)]
     pub min_area_um2: f32,
@@ -94,6 +98,7 @@ pub fn count(a: CountArgs) -> anyhow::Result<()> {
         vote: a.vote,
         min_area_um2: min,
         bit_depth: a.bit_depth,
+        bright_field: a.bright_field,
         threads: a.threads.into(),
         calibration: Calibration {
             um_per_px: px.um_per_px,
