@@ -158,8 +158,24 @@ pub fn count_frame<L: Luma + ?Sized>(
     } else {
         class_masks(model, frame, &q, s)?
     };
-    let area_px = |c: usize| m.object_area_px.get(&m.classes[c]).copied();
-    Ok(counted(masks, &m.classes, area_px, s, q))
+    let per_object = object_areas_at(m, s.calibration.um_per_px);
+    Ok(counted(masks, &m.classes, |c| per_object[c], s, q))
+}
+
+/// One object's area per class in the frame's pixels. The manifest gives
+/// it in the training images' pixels (`um_per_px` of the bundle), and
+/// components are measured at the frame's own size, so it scales with
+/// the square of the pixel sizes' ratio: a frame at 2 µm has four pixels
+/// where the model's 4 µm images had one. Without this, a touching-object
+/// split at any scale but the model's multiplied the counts.
+pub fn object_areas_at(m: &nemascope_bundle::Manifest, frame_um_per_px: f32) -> Vec<Option<f64>> {
+    let ratio = m
+        .um_per_px
+        .map_or(1.0, |model| f64::from(model) / f64::from(frame_um_per_px));
+    m.classes
+        .iter()
+        .map(|c| m.object_area_px.get(c).map(|a| a * ratio * ratio))
+        .collect()
 }
 
 /// The model's thresholded (and, if asked, voted) class masks of `work`,

@@ -216,3 +216,66 @@ fn the_f16_form_counts_as_fp32_and_a_false_form_is_refused() {
     let e = form("int8").unwrap_err();
     assert!(e.to_string().contains("has no integer convolutions"), "{e}");
 }
+
+/// Counting does not depend on the frame's pixel size: frames resampled
+/// ×2 and ×½ and counted at their matching pixel size give the counts of
+/// the frame the model sees at its own scale (one object's area, in the
+/// training images' pixels, is brought to the frame's pixels before
+/// touching objects are split by area). Before, the ×2 frames' worms and
+/// cysts were split into about four times too many (issue 28).
+#[test]
+fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
+    use nemascope_core::imageio::resize_bilinear;
+    use nemascope_core::objects::Calibration;
+    use nemascope_core::synth::{generate, SynthConfig};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let m = Model::open(
+        &root.join("synth-worm-egg-cyst"),
+        &root.join("nemascope-dev.pub"),
+    )
+    .unwrap();
+    assert_eq!(m.manifest.um_per_px, Some(4.0));
+    let at = |um: f32| CountSettings {
+        calibration: Calibration { um_per_px: um },
+        ..CountSettings::default()
+    };
+    let (mut model_scale, mut halved, mut half_seen) = ([0usize; 3], [0usize; 3], [0usize; 3]);
+    for i in 0..6 {
+        let cfg = SynthConfig::preset("mixed", i, 512, 384, 4.0).unwrap();
+        let f = generate(&cfg, 31_337, i).unwrap().image;
+        let (w, h) = (f.width(), f.height());
+        // ×2 at 2 µm: the model sees the frame brought back to 512×384.
+        let up = resize_bilinear(&f, w * 2, h * 2).unwrap();
+        let seen = resize_bilinear(&up, w, h).unwrap();
+        let a = count_frame(&m, &up, &at(2.0)).unwrap();
+        let b = count_frame(&m, &seen, &at(4.0)).unwrap();
+        assert_eq!(a.counts, b.counts, "frame {i}");
+        for (x, y) in a.objects.iter().zip(&b.objects) {
+            assert_eq!((x.class, x.count), (y.class, y.count), "frame {i}");
+            assert!(
+                (x.area_um2 - y.area_um2).abs() <= 0.01 * y.area_um2,
+                "frame {i}"
+            );
+        }
+        // ×½ at 8 µm: the masks come back at half the size, so objects
+        // lose a little at their edges; the totals stay close.
+        let half = resize_bilinear(&f, w / 2, h / 2).unwrap();
+        let c = count_frame(&m, &half, &at(8.0)).unwrap().counts;
+        let d = count_frame(&m, &resize_bilinear(&half, w, h).unwrap(), &at(4.0))
+            .unwrap()
+            .counts;
+        for k in 0..3 {
+            model_scale[k] += b.counts[k];
+            halved[k] += c[k];
+            half_seen[k] += d[k];
+        }
+    }
+    eprintln!("×2 at 2 µm = as seen at 4 µm {model_scale:?}; ×½ at 8 µm {halved:?}, as seen at 4 µm {half_seen:?}");
+    for k in 0..3 {
+        let (got, want) = (halved[k] as f64, half_seen[k] as f64);
+        assert!(
+            (got - want).abs() <= 0.2 * want + 1.0,
+            "class {k}: {halved:?} vs {half_seen:?}"
+        );
+    }
+}

@@ -127,7 +127,10 @@ fn levels16(img: &DynamicImage) -> (f32, f32) {
 /// The last image decoded, shared by the page's requests and the tile
 /// files: one decode per image shown, at most one image held.
 #[derive(Clone, Default)]
-pub struct Cache(Arc<Mutex<Option<(std::path::PathBuf, Arc<Decoded>)>>>);
+pub struct Cache(Arc<Mutex<Option<Held>>>);
+
+/// The image held: its path and its pixels.
+type Held = (std::path::PathBuf, Arc<Decoded>);
 
 impl Cache {
     /// `path` decoded, from the cache when it was the last one asked for.

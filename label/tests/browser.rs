@@ -54,6 +54,17 @@ struct Running {
     join: JoinHandle<()>,
 }
 
+/// A labelling of `dir`'s images for egg, into `out` (default: inside it).
+fn egg_tiles(dir: &Path, out: Option<PathBuf>, cut: Cut) -> Options {
+    Options {
+        folder: dir.to_path_buf(),
+        out,
+        classes: vec!["egg".into()],
+        cut: Some(cut),
+        images: vec![],
+    }
+}
+
 fn serve(opts: &Options) -> Running {
     serve_on(opts, 0)
 }
@@ -306,13 +317,7 @@ fn a_second_tab_takes_over_and_the_first_one_no_longer_saves() {
 #[test]
 fn a_scripted_run_labels_over_five_hundred_tiles_one_key_each() {
     let dir = frames(1, 1536, 1024);
-    let opts = Options {
-        folder: dir.path().to_path_buf(),
-        out: None,
-        classes: vec!["egg".into()],
-        cut: Some(Cut::Tile(48)),
-        images: vec![],
-    };
+    let opts = egg_tiles(dir.path(), None, Cut::Tile(48));
     let server = serve(&opts);
     let browser = browser();
     let tab = open(&browser, &server.url);
@@ -343,13 +348,7 @@ fn a_scripted_run_labels_over_five_hundred_tiles_one_key_each() {
 #[test]
 fn whole_image_mode_labels_each_image_once_by_its_own_path() {
     let dir = frames(3, 96, 64);
-    let server = serve(&Options {
-        folder: dir.path().to_path_buf(),
-        out: None,
-        classes: vec!["egg".into()],
-        cut: Some(Cut::Whole),
-        images: vec![],
-    });
+    let server = serve(&egg_tiles(dir.path(), None, Cut::Whole));
     let browser = browser();
     let tab = open(&browser, &server.url);
     tab.wait_for_element("#label:not([hidden])").unwrap();
@@ -572,13 +571,7 @@ fn read(path: &Path) -> String {
 fn another_web_site_cannot_claim_undo_or_decide() {
     let dir = frames(1, 192, 128);
     let out = dir.path().join("labels");
-    let server = serve(&Options {
-        folder: dir.path().to_path_buf(),
-        out: Some(out.clone()),
-        classes: vec!["egg".into()],
-        cut: Some(Cut::Tile(64)),
-        images: vec![],
-    });
+    let server = serve(&egg_tiles(dir.path(), Some(out.clone()), Cut::Tile(64)));
     let browser = browser();
     let tab = open(&browser, &server.url);
     tab.wait_for_element("#label:not([hidden])").unwrap();
@@ -636,13 +629,7 @@ const send = (p, b) => fetch("{target}" + p, {{ method: "POST", mode: "no-cors",
 #[test]
 fn a_rebound_host_name_is_refused() {
     let dir = frames(1, 128, 128);
-    let server = serve(&Options {
-        folder: dir.path().to_path_buf(),
-        out: None,
-        classes: vec!["egg".into()],
-        cut: Some(Cut::Tile(64)),
-        images: vec![],
-    });
+    let server = serve(&egg_tiles(dir.path(), None, Cut::Tile(64)));
     let browser = browser_with(&["--host-resolver-rules=MAP evil.example 127.0.0.1"]);
     let port = port_of(&server.url);
     let tab = open(&browser, &format!("http://evil.example:{port}/"));
@@ -673,13 +660,7 @@ fn a_rebound_host_name_is_refused() {
 fn a_key_pressed_while_the_server_restarts_is_not_lost() {
     let dir = frames(1, 192, 128);
     let out = dir.path().join("labels");
-    let opts = Options {
-        folder: dir.path().to_path_buf(),
-        out: Some(out.clone()),
-        classes: vec!["egg".into()],
-        cut: Some(Cut::Tile(64)),
-        images: vec![],
-    };
+    let opts = egg_tiles(dir.path(), Some(out.clone()), Cut::Tile(64));
     let server = serve(&opts);
     let port = port_of(&server.url);
     let browser = browser();
@@ -733,13 +714,7 @@ fn a_stalled_upload_does_not_delay_the_next_save() {
     use std::io::Write;
     let dir = frames(1, 1024, 768);
     let out = dir.path().join("labels");
-    let server = serve(&Options {
-        folder: dir.path().to_path_buf(),
-        out: Some(out.clone()),
-        classes: vec!["egg".into()],
-        cut: Some(Cut::Tile(64)),
-        images: vec![],
-    });
+    let server = serve(&egg_tiles(dir.path(), Some(out.clone()), Cut::Tile(64)));
     let port = port_of(&server.url);
     let browser = browser();
     let tab = open(&browser, &server.url);
