@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nemascope_reports::counts::CountRun;
 use serde_json::{json, Value};
 
-use crate::session::{marks, units, Bits, Cut};
+use crate::session::{marks, units, Bits, Cut, Unit};
 use crate::store::{read_log, read_settings, Options, Store};
 use crate::{Error, Result};
 
@@ -45,6 +45,87 @@ pub struct Review {
     pub labels: Option<Vec<Vec<String>>>,
     /// The lab database's reports, as shown.
     pub db: Option<Value>,
+    /// What the training labels alone say of the counts ([`LabelChecks`]).
+    pub checks: Option<LabelChecks>,
+}
+
+/// How far a model's counts can be trusted, from a lab's own labels and
+/// no masks: per class, the tiles labelled absent where something was
+/// counted (debris counted), and the tiles labelled present where nothing
+/// was (objects missed); per image and over the run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LabelChecks {
+    /// Per image, per class.
+    pub images: Vec<Vec<TileCheck>>,
+    /// Over every image, per class.
+    pub total: Vec<TileCheck>,
+}
+
+/// One class's tiles: labelled absent (and of those, counted in), labelled
+/// present (and of those, with nothing counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TileCheck {
+    pub absent: usize,
+    pub counted_in_absent: usize,
+    pub present: usize,
+    pub nothing_in_present: usize,
+}
+
+impl TileCheck {
+    fn add(&mut self, o: &TileCheck) {
+        self.absent += o.absent;
+        self.counted_in_absent += o.counted_in_absent;
+        self.present += o.present;
+        self.nothing_in_present += o.nothing_in_present;
+    }
+}
+
+/// The model's objects of `class` whose centre lies in `u` (the review
+/// page draws the same count on each tile).
+fn counted_in(objects: &[nemascope_reports::counts::ObjectReport], class: &str, u: &Unit) -> usize {
+    objects
+        .iter()
+        .filter(|o| {
+            o.class == class
+                && o.x >= u.x as f32
+                && o.x < (u.x + u.width) as f32
+                && o.y >= u.y as f32
+                && o.y < (u.y + u.height) as f32
+        })
+        .map(|o| o.count)
+        .sum()
+}
+
+/// [`LabelChecks`] of a count run against the training labels (`marks`:
+/// per image, per unit, one `1`/`0`/`.` per class).
+pub fn label_checks(store: &Store, run: &CountRun, marks: &[Vec<String>]) -> Result<LabelChecks> {
+    let cut = store.cut().unwrap_or(Cut::Whole);
+    let classes = &store.settings.classes;
+    let mut total = vec![TileCheck::default(); classes.len()];
+    let mut images = Vec::new();
+    for ((img, counted), img_marks) in store.images.iter().zip(&run.images).zip(marks) {
+        let mut per = vec![TileCheck::default(); classes.len()];
+        for (u, m) in units(img, cut)?.iter().zip(img_marks) {
+            for (c, (name, label)) in classes.iter().zip(m.chars()).enumerate() {
+                let n = counted_in(&counted.objects, name, u);
+                let t = &mut per[c];
+                match label {
+                    '0' => {
+                        t.absent += 1;
+                        t.counted_in_absent += usize::from(n > 0);
+                    }
+                    '1' => {
+                        t.present += 1;
+                        t.nothing_in_present += usize::from(n == 0);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        total.iter_mut().zip(&per).for_each(|(t, p)| t.add(p));
+        images.push(per);
+    }
+    Ok(LabelChecks { images, total })
 }
 
 /// Reads what the review shows and opens the corrections folder.
@@ -129,6 +210,10 @@ pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
         })
         .collect();
     let db = opts.db.as_deref().map(db_reports).transpose()?;
+    let checks = labels
+        .as_deref()
+        .map(|l| label_checks(&store, &run, l))
+        .transpose()?;
     Ok((
         store,
         Review {
@@ -136,6 +221,7 @@ pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
             overlays,
             labels,
             db,
+            checks,
         },
     ))
 }
@@ -153,6 +239,7 @@ impl Review {
             "labels": self.labels,
             "db": self.db,
             "fill": FILL_NOTE,
+            "checks": self.checks,
         })
     }
 }
@@ -173,16 +260,9 @@ fn defaults(store: &Store, run: &CountRun, labelled: Option<&Bits>) -> Result<Bi
                 .iter()
                 .enumerate()
                 .map(|(c, name)| {
-                    label.and_then(|b| b[c]).or_else(|| {
-                        Some(counted.objects.iter().any(|o| {
-                            &o.class == name
-                                && o.count > 0
-                                && o.x >= u.x as f32
-                                && o.x < (u.x + u.width) as f32
-                                && o.y >= u.y as f32
-                                && o.y < (u.y + u.height) as f32
-                        }))
-                    })
+                    label
+                        .and_then(|b| b[c])
+                        .or_else(|| Some(counted_in(&counted.objects, name, &u) > 0))
                 })
                 .collect();
             out.insert(key, bits);
@@ -389,6 +469,19 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("training label"));
+        // The labels' view of the counts: worm labelled absent on tile 0
+        // (its worm is in tile 1), egg labelled present there and counted.
+        let checks = rv.checks.as_ref().unwrap();
+        let check = |absent, counted_in_absent, present, nothing_in_present| TileCheck {
+            absent,
+            counted_in_absent,
+            present,
+            nothing_in_present,
+        };
+        assert_eq!(
+            checks.total,
+            vec![check(1, 0, 0, 0), check(0, 0, 1, 0), check(0, 0, 0, 0)]
+        );
         // Egg marked absent on both tiles.
         store.decide(0, 0, 1, false).unwrap();
         store.decide(0, 1, 1, false).unwrap();

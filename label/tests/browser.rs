@@ -500,6 +500,13 @@ fn review_marks_become_label_rows_in_their_own_folder() {
         "{}",
         text(&tab, "db-samples")
     );
+    // Against the labels: tile 1 labelled absent, nothing counted there;
+    // tile 2 labelled present, nothing counted there.
+    assert!(
+        text(&tab, "checks").contains("all0 of 1 (0 %)1 of 2 (50 %)"),
+        "{}",
+        text(&tab, "checks")
+    );
     assert!(
         text(&tab, "tile-caption").contains("counted 2 here · trained as present"),
         "{}",

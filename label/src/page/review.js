@@ -44,6 +44,17 @@ function tables() {
       `<tr data-i="${i}" class="${i === img ? "cur" : ""}"><td>${esc(S.images[i].name)}</td>` +
       `${m.counts.map((n) => `<td>${n}</td>`).join("")}<td>${corrections(i) || ""}</td></tr>`).join("") +
     R.failed.map(([f, why]) => `<tr class="failed"><td colspan="${R.classes.length + 2}">${esc(f)}: ${esc(why)}</td></tr>`).join("");
+  if (R.checks) {
+    $("checks-section").hidden = false;
+    const pct = (n, d) => (d ? `${n} of ${d} (${Math.round((100 * n) / d)} %)` : "–");
+    const cells = (per) => per.map((t) =>
+      `<td>${pct(t.counted_in_absent, t.absent)}</td><td>${pct(t.nothing_in_present, t.present)}</td>`).join("");
+    $("checks").innerHTML =
+      `<tr><th rowspan="2">image</th>${R.classes.map((c) => `<th colspan="2">${esc(c)}</th>`).join("")}</tr>` +
+      `<tr>${R.classes.map(() => "<th>counted in absent</th><th>nothing in present</th>").join("")}</tr>` +
+      R.checks.images.map((per, i) => `<tr><td>${esc(S.images[i].name)}</td>${cells(per)}</tr>`).join("") +
+      `<tr class="total"><td>all</td>${cells(R.checks.total)}</tr>`;
+  }
   if (R.db) {
     $("db-section").hidden = false;
     $("db-path").textContent = R.db.path;
