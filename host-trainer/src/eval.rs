@@ -177,6 +177,26 @@ pub fn score_counted(
     })
 }
 
+/// Per class, the image-level labels of `items` against what was counted
+/// on each (`counts`, in `items` order): tiles labelled absent with
+/// something counted, tiles labelled present with nothing.
+pub fn label_checks(
+    data: &Data,
+    items: &[usize],
+    counts: &[Vec<Option<usize>>],
+) -> Vec<nemascope_core::counting::LabelCheck> {
+    let mut out = vec![nemascope_core::counting::LabelCheck::default(); data.classes.len()];
+    for (&i, counted) in items.iter().zip(counts) {
+        for (c, check) in out.iter_mut().enumerate() {
+            if let (Some(&present), Some(Some(n))) = (data.items[i].present.get(c), counted.get(c))
+            {
+                check.add(present, *n);
+            }
+        }
+    }
+    out
+}
+
 /// Per class, an area counter fitted on the true masks of `items` (None
 /// where the class has no known counts or no objects there).
 pub fn fit_counters(data: &Data, items: &[usize]) -> Vec<Option<AreaCounter>> {

@@ -287,6 +287,21 @@ pub fn export_run(
     if let Some(e) = s.count_mae {
         m.insert("val_count_mae".into(), e);
     }
+    // What the image-level labels alone say of the counts (no masks
+    // needed): debris counted in absent tiles, objects missed in present
+    // ones, per class over the validation tiles.
+    for (name, check) in data
+        .classes
+        .iter()
+        .zip(eval::label_checks(&data, &data.val, &counts))
+    {
+        if let Some(r) = check.counted_in_absent_rate() {
+            m.insert(format!("val_counted_in_absent_{name}"), r);
+        }
+        if let Some(r) = check.nothing_in_present_rate() {
+            m.insert(format!("val_nothing_in_present_{name}"), r);
+        }
+    }
     // A synthetic model also carries its scores on the frozen benchmark.
     if cfg.data.kind == DataKind::Synth {
         let bench = crate::data::with_benchmark(&cfg)?;

@@ -84,6 +84,12 @@ fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
     }
     let manifest = std::fs::read_to_string(out.join("bundle/manifest.json")).unwrap();
     assert!(manifest.contains("\"egg\""), "{manifest}");
+    // The checks from the labels alone are in the manifest and printed.
+    assert!(
+        manifest.contains("val_counted_in_absent_egg")
+            || manifest.contains("val_nothing_in_present_egg"),
+        "{manifest}"
+    );
     assert!(out.join("bundle/manifest.sig").exists());
     let cfg = std::fs::read_to_string(out.join("teacher/config.toml")).unwrap();
     for want in [

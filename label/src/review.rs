@@ -53,7 +53,7 @@ pub struct Review {
 /// no masks: per class, the tiles labelled absent where something was
 /// counted (debris counted), and the tiles labelled present where nothing
 /// was (objects missed); per image and over the run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelChecks {
     /// Per image, per class.
     pub images: Vec<Vec<TileCheck>>,
@@ -61,22 +61,21 @@ pub struct LabelChecks {
     pub total: Vec<TileCheck>,
 }
 
-/// One class's tiles: labelled absent (and of those, counted in), labelled
-/// present (and of those, with nothing counted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TileCheck {
-    pub absent: usize,
-    pub counted_in_absent: usize,
-    pub present: usize,
-    pub nothing_in_present: usize,
-}
+/// One class's tiles, as labelled and as counted.
+pub use nemascope_core::counting::LabelCheck as TileCheck;
 
-impl TileCheck {
-    fn add(&mut self, o: &TileCheck) {
-        self.absent += o.absent;
-        self.counted_in_absent += o.counted_in_absent;
-        self.present += o.present;
-        self.nothing_in_present += o.nothing_in_present;
+impl LabelChecks {
+    /// As the page reads it.
+    pub fn to_json(&self) -> Value {
+        let one = |t: &TileCheck| {
+            json!({ "absent": t.absent, "counted_in_absent": t.counted_in_absent,
+                    "present": t.present, "nothing_in_present": t.nothing_in_present })
+        };
+        let row = |r: &[TileCheck]| r.iter().map(one).collect::<Vec<_>>();
+        json!({
+            "images": self.images.iter().map(|r| row(r)).collect::<Vec<_>>(),
+            "total": row(&self.total),
+        })
     }
 }
 
@@ -107,22 +106,12 @@ pub fn label_checks(store: &Store, run: &CountRun, marks: &[Vec<String>]) -> Res
         let mut per = vec![TileCheck::default(); classes.len()];
         for (u, m) in units(img, cut)?.iter().zip(img_marks) {
             for (c, (name, label)) in classes.iter().zip(m.chars()).enumerate() {
-                let n = counted_in(&counted.objects, name, u);
-                let t = &mut per[c];
-                match label {
-                    '0' => {
-                        t.absent += 1;
-                        t.counted_in_absent += usize::from(n > 0);
-                    }
-                    '1' => {
-                        t.present += 1;
-                        t.nothing_in_present += usize::from(n == 0);
-                    }
-                    _ => {}
+                if label != '.' {
+                    per[c].add(label == '1', counted_in(&counted.objects, name, u));
                 }
             }
         }
-        total.iter_mut().zip(&per).for_each(|(t, p)| t.add(p));
+        total.iter_mut().zip(&per).for_each(|(t, p)| t.merge(p));
         images.push(per);
     }
     Ok(LabelChecks { images, total })
@@ -239,7 +228,7 @@ impl Review {
             "labels": self.labels,
             "db": self.db,
             "fill": FILL_NOTE,
-            "checks": self.checks,
+            "checks": self.checks.as_ref().map(LabelChecks::to_json),
         })
     }
 }

@@ -98,8 +98,61 @@ pub fn mean_abs_error(pred: &[usize], truth: &[usize]) -> f64 {
         / pred.len() as f64
 }
 
+/// What image-level labels alone say of one class's counts, tallied over
+/// tiles (or images): those labelled absent where something was counted
+/// (debris counted), those labelled present where nothing was (objects
+/// missed). Needs no masks, so a lab can judge its own model with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelCheck {
+    pub absent: usize,
+    pub counted_in_absent: usize,
+    pub present: usize,
+    pub nothing_in_present: usize,
+}
+
+impl LabelCheck {
+    /// One tile labelled `present`, on which `counted` objects were counted.
+    pub fn add(&mut self, present: bool, counted: usize) {
+        if present {
+            self.present += 1;
+            self.nothing_in_present += usize::from(counted == 0);
+        } else {
+            self.absent += 1;
+            self.counted_in_absent += usize::from(counted > 0);
+        }
+    }
+
+    pub fn merge(&mut self, o: &LabelCheck) {
+        self.absent += o.absent;
+        self.counted_in_absent += o.counted_in_absent;
+        self.present += o.present;
+        self.nothing_in_present += o.nothing_in_present;
+    }
+
+    /// Fraction of absent tiles with something counted (`None`: no such tile).
+    pub fn counted_in_absent_rate(&self) -> Option<f64> {
+        (self.absent > 0).then(|| self.counted_in_absent as f64 / self.absent as f64)
+    }
+
+    /// Fraction of present tiles with nothing counted.
+    pub fn nothing_in_present_rate(&self) -> Option<f64> {
+        (self.present > 0).then(|| self.nothing_in_present as f64 / self.present as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn label_checks_tally_debris_counted_and_objects_missed() {
+        let mut c = super::LabelCheck::default();
+        for (present, n) in [(false, 0), (false, 2), (true, 0), (true, 1), (true, 3)] {
+            c.add(present, n);
+        }
+        assert_eq!(c.counted_in_absent_rate(), Some(0.5));
+        assert_eq!(c.nothing_in_present_rate(), Some(1.0 / 3.0));
+        assert_eq!(super::LabelCheck::default().counted_in_absent_rate(), None);
+    }
+
     use super::*;
 
     #[test]
