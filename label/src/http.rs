@@ -122,14 +122,15 @@ impl Stopper {
 }
 
 impl Listener {
-    /// Binds 127.0.0.1:`port` (0: any free port) with a fresh token.
-    pub fn bind(port: u16, limits: Limits) -> std::io::Result<Listener> {
+    /// Binds 127.0.0.1:`port` (0: any free port); writes must carry
+    /// `token` ([`new_token`] makes one).
+    pub fn bind(port: u16, limits: Limits, token: String) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let port = listener.local_addr()?.port();
         Ok(Listener {
             listener,
             port,
-            token: new_token()?,
+            token,
             limits,
             stopped: Arc::new(AtomicBool::new(false)),
         })
@@ -137,12 +138,6 @@ impl Listener {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// Uses `token` instead of the fresh one (a folder's, kept across
-    /// restarts so that an open tab's queued key presses still save).
-    pub fn set_token(&mut self, token: String) {
-        self.token = token;
     }
 
     /// The secret the page must send with every write.
@@ -473,7 +468,7 @@ mod tests {
     }
 
     fn start(limits: Limits) -> (u16, String, Stopper, std::thread::JoinHandle<()>) {
-        let l = Listener::bind(0, limits).unwrap();
+        let l = Listener::bind(0, limits, new_token().unwrap()).unwrap();
         let (port, token, stop) = (l.port(), l.token().to_string(), l.stopper());
         let join = std::thread::spawn(move || l.run(Arc::new(Echo)));
         (port, token, stop, join)

@@ -60,18 +60,15 @@ struct Work {
 
 impl Server {
     /// Binds 127.0.0.1:`port` (0: any free port).
+    /// Writes carry the folder's token, kept across restarts so that an
+    /// open tab's queued key presses still save ([`page_token`]).
     pub fn bind(store: Store, port: u16) -> Result<Server> {
-        Server::bind_with(store, port, Limits::default())
-    }
-
-    /// [`Server::bind`] with other limits on what a connection may take.
-    pub fn bind_with(store: Store, port: u16, limits: Limits) -> Result<Server> {
-        let mut listener = Listener::bind(port, limits).map_err(|e| {
+        let token = page_token(&store.out)?;
+        let listener = Listener::bind(port, Limits::default(), token).map_err(|e| {
             Error::Input(format!(
                 "cannot listen on 127.0.0.1:{port} ({e}); is another program using it? try --port 0"
             ))
         })?;
-        listener.set_token(page_token(&store.out)?);
         let url = format!("http://127.0.0.1:{}/", listener.port());
         Ok(Server {
             app: Arc::new(App {
