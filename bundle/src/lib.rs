@@ -12,7 +12,7 @@ pub mod manifest;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use keys::{generate_keys, read_public_key, read_signing_key};
-pub use manifest::{Manifest, FORMAT};
+pub use manifest::{Manifest, ObjectVerifier, FORMAT};
 
 use ed25519_dalek::{Signature, Signer, Verifier};
 use nemascope_core::files::{read_file, read_text};

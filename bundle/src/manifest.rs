@@ -58,8 +58,77 @@ pub struct Manifest {
     /// existed have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub um_per_px: Option<f32>,
+    /// Per class, the object verifier `count` applies to each candidate
+    /// object (a component of the class's map): trained from the
+    /// image-level labels alone, it drops candidates that look like the
+    /// debris of absent tiles. Classes without one count every candidate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verifiers: BTreeMap<String, ObjectVerifier>,
     /// SHA-256 of model.onnx, lower-case hex.
     pub model_sha256: String,
+}
+
+/// A logistic model over an object's measures
+/// (`nemascope_core::verify::FEATURES`, in that order), each standardised
+/// with the training candidates' mean and scale; objects scoring at least
+/// `threshold` are counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectVerifier {
+    pub mean: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub weights: Vec<f32>,
+    pub bias: f32,
+    pub threshold: f32,
+}
+
+impl ObjectVerifier {
+    /// The probability that an object with these measures is one.
+    pub fn score(&self, features: &[f32]) -> f32 {
+        nemascope_core::verify::logistic(
+            features,
+            &self.mean,
+            &self.scale,
+            &self.weights,
+            self.bias,
+        )
+    }
+
+    /// A valid verifier for tests: weighs the core fraction alone.
+    pub fn example() -> ObjectVerifier {
+        let n = nemascope_core::verify::FEATURES.len();
+        let mut weights = vec![0.0; n];
+        weights[4] = 4.0;
+        ObjectVerifier {
+            mean: vec![0.0; n],
+            scale: vec![1.0; n],
+            weights,
+            bias: -2.0,
+            threshold: 0.5,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let n = nemascope_core::verify::FEATURES.len();
+        if [&self.mean, &self.scale, &self.weights]
+            .iter()
+            .any(|v| v.len() != n)
+        {
+            return Err(format!("needs {n} means, scales and weights"));
+        }
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        if !(finite(&self.mean)
+            && finite(&self.weights)
+            && self.scale.iter().all(|s| s.is_finite() && *s > 0.0)
+            && self.bias.is_finite())
+        {
+            return Err("a mean, weight or bias is not finite, or a scale is not above 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!("threshold {} not in [0, 1]", self.threshold));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +211,12 @@ impl Manifest {
                 return Err(format!("um_per_px: {um} (above 0, at most 1000)"));
             }
         }
+        for (c, v) in &self.verifiers {
+            if !self.classes.contains(c) {
+                return Err(format!("verifiers: {c:?} is not a class"));
+            }
+            v.validate().map_err(|e| format!("verifiers: {c:?}: {e}"))?;
+        }
         if self.model_sha256.len() != 64
             || !self.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
         {
@@ -167,6 +242,7 @@ impl Manifest {
             metrics: BTreeMap::new(),
             object_area_px: BTreeMap::new(),
             um_per_px: Some(4.0),
+            verifiers: BTreeMap::new(),
             model_sha256: "0".repeat(64),
         }
     }
@@ -194,6 +270,28 @@ mod tests {
                     m.object_area_px.insert("cyst".into(), 50.0);
                 },
                 "object_area_px",
+            ),
+            (
+                |m| {
+                    m.verifiers.insert("cyst".into(), ObjectVerifier::example());
+                },
+                "verifiers",
+            ),
+            (
+                |m| {
+                    let mut v = ObjectVerifier::example();
+                    v.scale[3] = 0.0;
+                    m.verifiers.insert("worm".into(), v);
+                },
+                "verifiers",
+            ),
+            (
+                |m| {
+                    let mut v = ObjectVerifier::example();
+                    v.weights.pop();
+                    m.verifiers.insert("worm".into(), v);
+                },
+                "verifiers",
             ),
             (|m| m.input = [2, 64, 64], "input"),
             (|m| m.pixel_scale = f32::NAN, "pixel_scale"),

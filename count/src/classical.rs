@@ -9,9 +9,9 @@ use nemascope_core::felzenszwalb::Params;
 use nemascope_core::imageio::Luma;
 use nemascope_core::objects::{measure, ShapeRules};
 use nemascope_core::voting::{superpixels, vote, DEFAULT_RATE};
-use nemascope_core::{BitMask, Class, Mask};
+use nemascope_core::{BitMask, Class, Mask, Plane};
 
-use crate::count::{counted, CountSettings, Counted};
+use crate::count::{counted, Check, CountSettings, Counted};
 use crate::light::quality;
 use crate::{Result, Segmenter};
 
@@ -65,7 +65,11 @@ impl Classical {
             .map(|&c| BitMask::from_mask(&comps.labels.map(|&l| class_of[l as usize] == Some(c))))
             .collect();
         let area_px = |k: usize| self.counters[k].map(|c| c.reference_area);
-        Ok((foreground, counted(masks, &self.classes, area_px, s, q)))
+        let none: Option<Check<'_, Plane>> = None;
+        Ok((
+            foreground,
+            counted(masks, &self.classes, area_px, s, q, none),
+        ))
     }
 
     /// Fits each class's single-object area on frames with known per-class
@@ -91,7 +95,7 @@ impl Segmenter for Classical {
     fn classes(&self) -> &[String] {
         &self.classes
     }
-    fn count(&self, frame: &dyn Luma, s: &CountSettings) -> Result<Counted> {
+    fn count(&self, frame: &(dyn Luma + Sync), s: &CountSettings) -> Result<Counted> {
         Ok(self.process(frame, s)?.1)
     }
 }

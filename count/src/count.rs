@@ -7,11 +7,13 @@
 //! band of tile rows, tract's working memory for one tile and a bit per
 //! pixel and class: no full-size float copy, map or label image.
 
+use nemascope_bundle::ObjectVerifier;
 use nemascope_core::counting::AreaCounter;
 use nemascope_core::felzenszwalb::Params;
 use nemascope_core::imageio::{resize_bilinear, resize_nearest, Luma};
-use nemascope_core::objects::{measure_bits_with, Calibration, ShapeRules};
+use nemascope_core::objects::{measure_bits_each, BBox, Calibration, ShapeRules};
 use nemascope_core::tiling::{threshold_tiles, TilePlan};
+use nemascope_core::verify::{core_level, features, pixel_stats, FEATURES};
 use nemascope_core::voting::{superpixels, vote_masks};
 use nemascope_core::{BitMask, Mask};
 
@@ -44,6 +46,10 @@ pub struct CountSettings {
     /// Threads for the model's tiles and the measuring of objects (1: all
     /// on the caller's thread). The counts are the same for any number.
     pub threads: usize,
+    /// Keep every candidate object's verifier measures in
+    /// [`Counted::candidates`], verified or not: what the trainer fits a
+    /// verifier on.
+    pub candidates: bool,
 }
 
 impl Default for CountSettings {
@@ -56,6 +62,7 @@ impl Default for CountSettings {
             bit_depth: None,
             bright_field: false,
             threads: 1,
+            candidates: false,
         }
     }
 }
@@ -73,6 +80,23 @@ pub struct Measured {
     pub width_um: f32,
     /// Centre in frame pixels (x, y).
     pub centroid: (f32, f32),
+    /// The class's verifier's score, where the model has one.
+    pub score: Option<f32>,
+}
+
+/// One candidate object (a component within its class's size range) and
+/// what the verifier saw of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub class: usize,
+    /// Centre in frame pixels (x, y).
+    pub centroid: (f32, f32),
+    /// `nemascope_core::verify::FEATURES`, at the frame's pixel size.
+    pub features: [f32; FEATURES.len()],
+    /// The verifier's score, where the class has one.
+    pub score: Option<f32>,
+    /// Whether it was counted.
+    pub counted: bool,
 }
 
 /// What one frame gave.
@@ -85,6 +109,9 @@ pub struct Counted {
     pub counts: Vec<usize>,
     /// The frame's light, as given (before any resizing).
     pub quality: Quality,
+    /// Every candidate with its measures, when
+    /// [`CountSettings::candidates`] asked for them.
+    pub candidates: Vec<Candidate>,
 }
 
 impl Counted {
@@ -118,7 +145,7 @@ pub fn size_range(class: &str) -> (f32, f32) {
 }
 
 /// Counts the objects of every class in `frame` (intensities 0..1).
-pub fn count_frame<L: Luma + ?Sized>(
+pub fn count_frame<L: Luma + Sync + ?Sized>(
     model: &Model,
     frame: &L,
     s: &CountSettings,
@@ -136,9 +163,13 @@ pub fn count_frame<L: Luma + ?Sized>(
     }
     let mut q = quality(frame, s.bit_depth);
     q.bright_field = s.bright_field;
+    let verifiers: Vec<Option<&ObjectVerifier>> =
+        m.classes.iter().map(|c| m.verifiers.get(c)).collect();
+    let core =
+        (s.candidates || verifiers.iter().any(Option::is_some)).then(|| core_level(m.threshold));
     // Frames are brought to the training data's pixel size first.
     let scale = frame_scale(m, s.calibration.um_per_px);
-    let masks = if (scale - 1.0).abs() > 1e-6 {
+    let mut masks = if (scale - 1.0).abs() > 1e-6 {
         let w = ((fw as f32 * scale).round() as usize).max(1);
         let h = ((fh as f32 * scale).round() as usize).max(1);
         if w.max(h) > MAX_RESAMPLED_SIDE {
@@ -150,16 +181,35 @@ pub fn count_frame<L: Luma + ?Sized>(
             )));
         }
         let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
-        let masks = class_masks(model, &scaled, &quality(&scaled, None), s)?;
+        let masks = class_masks(model, &scaled, &quality(&scaled, None), core, s)?;
         masks
             .iter()
             .map(|k| Ok(BitMask::from_mask(&resize_nearest(&k.to_mask(), fw, fh)?)))
             .collect::<Result<Vec<_>>>()?
     } else {
-        class_masks(model, frame, &q, s)?
+        class_masks(model, frame, &q, core, s)?
     };
+    let cores = masks.split_off(m.classes.len());
+    let check = core.map(|_| Check {
+        frame,
+        mean: q.mean,
+        std: q.std,
+        cores,
+        verifiers,
+    });
     let per_object = object_areas_at(m, s.calibration.um_per_px);
-    Ok(counted(masks, &m.classes, |c| per_object[c], s, q))
+    Ok(counted(masks, &m.classes, |c| per_object[c], s, q, check))
+}
+
+/// What the object verifier needs of a frame: the frame (measured with
+/// its own standardisation, as the model saw it), each class's core mask
+/// at the frame's size, and each class's verifier.
+pub struct Check<'a, L: ?Sized> {
+    pub frame: &'a L,
+    pub mean: f64,
+    pub std: f64,
+    pub cores: Vec<BitMask>,
+    pub verifiers: Vec<Option<&'a ObjectVerifier>>,
 }
 
 /// One object's area per class in the frame's pixels. The manifest gives
@@ -179,11 +229,13 @@ pub fn object_areas_at(m: &nemascope_bundle::Manifest, frame_um_per_px: f32) -> 
 }
 
 /// The model's thresholded (and, if asked, voted) class masks of `work`,
-/// a frame at the model's pixel size.
+/// a frame at the model's pixel size, followed by each class's core at
+/// `core` when given (not voted: the core is the map's own confidence).
 fn class_masks<L: Luma + ?Sized>(
     model: &Model,
     work: &L,
     q: &Quality,
+    core: Option<f32>,
     s: &CountSettings,
 ) -> Result<Vec<BitMask>> {
     let m = &model.manifest;
@@ -199,11 +251,13 @@ fn class_masks<L: Luma + ?Sized>(
         mean: q.mean,
         std: q.std,
         threshold: m.threshold,
+        core,
         threads: s.threads,
     };
-    let masks = threshold_tiles(work, &plan, m.classes.len(), |tile| {
+    let mut masks = threshold_tiles(work, &plan, m.classes.len(), |tile| {
         model.runner.maps(tile).map_err(CountError::from)
     })?;
+    let cores = masks.split_off(m.classes.len());
     match (&m.voting, s.vote) {
         (Some(v), true) => {
             let p = Params {
@@ -216,29 +270,34 @@ fn class_masks<L: Luma + ?Sized>(
             Ok(vote_masks(&seg, &plain, v.rate, None)?
                 .iter()
                 .map(BitMask::from_mask)
+                .chain(cores)
                 .collect())
         }
-        _ => Ok(masks),
+        _ => Ok(masks.into_iter().chain(cores).collect()),
     }
 }
 
 /// The counting rules, the same for every segmenter: each class's
 /// components within its size range ([`size_range`], and at least
-/// `min_area_um2`) count as objects; where one object's area (pixels) is
-/// known, a component counts by area and a piece under a quarter of one
+/// `min_area_um2`) are candidates; a class with a verifier (in `check`)
+/// counts the candidates it accepts and clears the others from its mask,
+/// and every candidate counts otherwise. Where one object's area (pixels)
+/// is known, a component counts by area and a piece under a quarter of one
 /// object counts none.
-pub fn counted(
-    masks: Vec<BitMask>,
+pub fn counted<L: Luma + Sync + ?Sized>(
+    mut masks: Vec<BitMask>,
     classes: &[String],
     object_area_px: impl Fn(usize) -> Option<f64>,
     s: &CountSettings,
     quality: Quality,
+    check: Option<Check<'_, L>>,
 ) -> Counted {
     let cal = s.calibration;
     let px_area = cal.um_per_px * cal.um_per_px;
     let mut objects = Vec::new();
+    let mut candidates = Vec::new();
     let mut counts = vec![0; classes.len()];
-    for (c, mask) in masks.iter().enumerate() {
+    for (c, mask) in masks.iter_mut().enumerate() {
         let (lo, hi) = size_range(&classes[c]);
         let lo = lo.max(s.min_area_um2);
         let counter = object_area_px(c).and_then(|a| AreaCounter::new(a).ok());
@@ -247,7 +306,38 @@ pub fn counted(
         // to count, are dropped before their shapes are measured.
         let counts_as =
             |area: usize| (lo..=hi).contains(&(area as f32 * px_area)) && objects_in(area) > 0;
-        for o in measure_bits_with(mask, s.threads, counts_as) {
+        let verifier = check
+            .as_ref()
+            .and_then(|k| k.verifiers.get(c).copied().flatten());
+        // Each candidate's pixel measures, and its pixels where a verifier
+        // may have to clear them.
+        let seen = |b: BBox, crop: &BitMask| {
+            let stats = check
+                .as_ref()
+                .map(|k| pixel_stats(b, crop, &k.cores[c], k.frame, k.mean, k.std));
+            (stats, verifier.map(|_| (b, crop.clone())))
+        };
+        let mut rejected = Vec::new();
+        for (o, (stats, pixels)) in measure_bits_each(mask, s.threads, counts_as, seen) {
+            let f = stats.map(|st| features(&o, &st, cal.um_per_px));
+            let score = verifier.zip(f.as_ref()).map(|(v, f)| v.score(f));
+            let accepted = match (verifier, score) {
+                (Some(v), Some(p)) => p >= v.threshold,
+                _ => true,
+            };
+            if let (true, Some(f)) = (s.candidates, f) {
+                candidates.push(Candidate {
+                    class: c,
+                    centroid: o.centroid,
+                    features: f,
+                    score,
+                    counted: accepted,
+                });
+            }
+            if !accepted {
+                rejected.extend(pixels);
+                continue;
+            }
             let area_um2 = o.area as f32 * px_area;
             let n = objects_in(o.area);
             counts[c] += n;
@@ -258,7 +348,17 @@ pub fn counted(
                 length_um: o.length * cal.um_per_px,
                 width_um: o.width * cal.um_per_px,
                 centroid: o.centroid,
+                score,
             });
+        }
+        for (b, crop) in rejected {
+            for y in b.y0..b.y1 {
+                for x in b.x0..b.x1 {
+                    if crop.get(x - b.x0 + 1, y - b.y0 + 1) {
+                        mask.set(x, y, false);
+                    }
+                }
+            }
         }
     }
     Counted {
@@ -266,5 +366,6 @@ pub fn counted(
         objects,
         counts,
         quality,
+        candidates,
     }
 }

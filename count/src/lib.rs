@@ -21,7 +21,7 @@ pub mod model;
 pub mod scale;
 
 pub use classical::Classical;
-pub use count::{count_frame, CountSettings, Counted, Measured};
+pub use count::{count_frame, Candidate, Check, CountSettings, Counted, Measured};
 pub use light::{quality, Quality};
 pub use model::{Model, ModelError};
 pub use scale::{frame_scale, pixel_size, PixelSize};
@@ -54,14 +54,14 @@ pub trait Segmenter {
     /// The classes counted, in the order of [`Counted::counts`].
     fn classes(&self) -> &[String];
     /// Counts one frame (intensities 0..1 of the file's full scale).
-    fn count(&self, frame: &dyn Luma, s: &CountSettings) -> Result<Counted>;
+    fn count(&self, frame: &(dyn Luma + Sync), s: &CountSettings) -> Result<Counted>;
 }
 
 impl Segmenter for Model {
     fn classes(&self) -> &[String] {
         &self.manifest.classes
     }
-    fn count(&self, frame: &dyn Luma, s: &CountSettings) -> Result<Counted> {
+    fn count(&self, frame: &(dyn Luma + Sync), s: &CountSettings) -> Result<Counted> {
         count_frame(self, frame, s)
     }
 }

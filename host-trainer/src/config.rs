@@ -242,6 +242,12 @@ pub struct TrainConfig {
     /// Learning rate at the end of each phase as a fraction of `lr`
     /// (cosine decay by epoch; 1 keeps it constant, as the BBBC010 runs do).
     pub lr_final: f64,
+    /// A refinement round is kept when its validation AUC of the pooled
+    /// scores (mean over classes, from the labels alone) is at least the
+    /// kept stage's less this margin; otherwise the kept stage stays the
+    /// teacher and refinement stops, so a collapsed round never teaches
+    /// the student.
+    pub keep_margin: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +343,7 @@ impl Default for TrainConfig {
             balance_bce: false,
             pixel_bce: 0.0,
             lr_final: 1.0,
+            keep_margin: 0.02,
         }
     }
 }
@@ -461,6 +468,12 @@ impl Config {
         }
         if !(v.scale > 0.0 && v.sigma >= 0.0) {
             return bad("vote.scale must be > 0 and vote.sigma ≥ 0".into());
+        }
+        if !(0.0..=1.0).contains(&t.keep_margin) {
+            return bad(format!(
+                "train.keep_margin {} must be in [0, 1]",
+                t.keep_margin
+            ));
         }
         if !(t.lr_final > 0.0 && t.lr_final <= 1.0) {
             return bad(format!("train.lr_final {} must be in (0, 1]", t.lr_final));

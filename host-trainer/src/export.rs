@@ -21,6 +21,7 @@ use crate::data::Data;
 use crate::eval;
 use crate::train::State;
 use crate::unet::UNetConfig;
+use crate::verifier;
 
 /// Why a run could not be exported, each kind kept apart: a full disk is
 /// an I/O error of the bundle, not "invalid input".
@@ -201,15 +202,7 @@ pub fn count_items(
     data: &Data,
     items: &[usize],
 ) -> std::result::Result<ItemCounts, ExportError> {
-    let settings = CountSettings {
-        calibration: Calibration {
-            um_per_px: model
-                .manifest
-                .um_per_px
-                .unwrap_or(Calibration::default().um_per_px),
-        },
-        ..CountSettings::default()
-    };
+    let settings = unit_settings(model);
     let (mut masks, mut counts) = (Vec::new(), Vec::new());
     for &i in items {
         let it = &data.items[i];
@@ -221,6 +214,19 @@ pub fn count_items(
         counts.push(c.counts.into_iter().map(Some).collect());
     }
     Ok((masks, counts))
+}
+
+/// How a unit counts with `model` by default: at the bundle's pixel size.
+pub fn unit_settings(model: &Model) -> CountSettings {
+    CountSettings {
+        calibration: Calibration {
+            um_per_px: model
+                .manifest
+                .um_per_px
+                .unwrap_or(Calibration::default().um_per_px),
+        },
+        ..CountSettings::default()
+    }
 }
 
 /// What `export` measured of the file it wrote.
@@ -238,6 +244,8 @@ pub struct ExportOptions {
     pub precision: Precision,
     pub input: Option<InputSize>,
     pub calibration_images: usize,
+    /// Fit the object verifier from the labels ([`crate::verifier`]).
+    pub verifier: bool,
 }
 
 /// Writes a signed bundle for a finished run, scoring the exported file
@@ -272,10 +280,32 @@ pub fn export_run(
         }
     }
     // The scores are the unit's own counting of the exported file.
-    let model = Model {
+    let mut model = Model {
         manifest: manifest.clone(),
         runner,
     };
+    // The object verifier, fitted on this file's own candidates from the
+    // labels alone; its validation cell errors go into the metrics.
+    if opts.verifier {
+        let classes = cfg.classes(&data.classes)?;
+        let fitted = verifier::fit(
+            &model,
+            &data,
+            cfg.data.crop,
+            &classes,
+            &unit_settings(&model),
+        )?;
+        for f in &fitted {
+            let m = &mut manifest.metrics;
+            m.insert(format!("val_cell_error_all_{}", f.class), f.error_all);
+            m.insert(
+                format!("val_cell_error_verified_{}", f.class),
+                f.error_verified,
+            );
+        }
+        manifest.verifiers = verifier::verifiers(&fitted);
+        model.manifest = manifest.clone();
+    }
     let (preds, counts) = count_items(&model, &data, &data.val)?;
     let s = eval::score_counted(&data, &data.val, &preds, &counts)?;
     let m = &mut manifest.metrics;
@@ -422,6 +452,7 @@ fn manifest(
         metrics: BTreeMap::new(),
         object_area_px: BTreeMap::new(),
         um_per_px: Some(cfg.data.loaded_um_per_px()),
+        verifiers: BTreeMap::new(),
         model_sha256: String::new(),
     })
 }

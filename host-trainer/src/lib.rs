@@ -26,3 +26,4 @@ pub mod report;
 pub mod stages;
 pub mod train;
 pub mod unet;
+pub mod verifier;

@@ -148,6 +148,14 @@ pub struct State {
     /// Dataset rows left out (`data.bad_rows = "skip"`), where and why.
     #[serde(default)]
     pub skipped: Vec<String>,
+    /// The finished stage whose weights are the model (`classify`,
+    /// `refine1`, …) and its validation AUC (mean over classes): a
+    /// refinement round below it by more than `train.keep_margin` is not
+    /// kept ([`Trainer::run`]).
+    #[serde(default)]
+    pub kept: Option<String>,
+    #[serde(default)]
+    pub kept_auc: Option<f64>,
 }
 
 impl State {
@@ -429,8 +437,34 @@ impl Trainer {
             if let Some(best) = &self.state.best {
                 self.vs.load(self.dir.join(best)).map_err(torch_err)?;
             }
-            self.finish_phase(phase, targets.as_deref())?;
+            let auc = self.finish_phase(phase, targets.as_deref())?;
             self.save_weights(&format!("{}.safetensors", phase.name()))?;
+            let fell = match (phase, auc, self.state.kept_auc, &self.state.kept) {
+                (Phase::Refine(_), Some(a), Some(k), Some(stage))
+                    if !round_kept(a, k, self.cfg.train.keep_margin) =>
+                {
+                    Some((a, k, stage.clone()))
+                }
+                _ => None,
+            };
+            if let Some((a, k, stage)) = fell {
+                // The round fell below the kept stage on the labels alone:
+                // the kept weights stay the model and refinement stops.
+                let note = format!(" (not kept: AUC {a:.3} < {stage} {k:.3})");
+                if let Some(r) = self.state.results.last_mut() {
+                    r.stage.push_str(&note);
+                }
+                if self.verbose {
+                    eprintln!("{}{note}; {stage} stays the model", phase.name());
+                }
+                self.vs
+                    .load(self.dir.join(format!("{stage}.safetensors")))
+                    .map_err(torch_err)?;
+                self.state.phase = phases.len() - 1;
+            } else {
+                self.state.kept = Some(phase.name());
+                self.state.kept_auc = auc.or(self.state.kept_auc);
+            }
             self.save_weights(MODEL)?;
             // The next phase starts from this phase's best.
             self.state.last = self.state.best.take().or(self.state.last.take());
@@ -615,8 +649,14 @@ impl Trainer {
         Ok(sum / n.max(1) as f64)
     }
 
-    /// Scores the phase's best network on the validation images.
-    fn finish_phase(&mut self, phase: Phase, targets: Option<&[Option<Vec<Mask>>]>) -> Result<()> {
+    /// Scores the phase's best network on the validation images; returns
+    /// the mean over classes of its pooled scores' AUC on the validation
+    /// cells (labels alone), where every class has one.
+    fn finish_phase(
+        &mut self,
+        phase: Phase,
+        targets: Option<&[Option<Vec<Mask>>]>,
+    ) -> Result<Option<f64>> {
         let val = self.data.val.clone();
         let vote = self.cfg.vote_params();
         let mut raw = Vec::new();
@@ -648,6 +688,13 @@ impl Trainer {
             Phase::Refine(k) => format!("refine {k}"),
             Phase::Supervised => "supervised".into(),
         };
+        let auc = cls
+            .auc
+            .iter()
+            .copied()
+            .collect::<Option<Vec<f64>>>()
+            .filter(|a| !a.is_empty())
+            .map(|a| a.iter().sum::<f64>() / a.len() as f64);
         self.state
             .results
             .push(result(&name, s, Some(&cls), target_dice));
@@ -657,7 +704,7 @@ impl Trainer {
                 .results
                 .push(result("voting", s, Some(&cls), Vec::new()));
         }
-        Ok(())
+        Ok(auc)
     }
 
     /// Per class, Dice of the training targets against the true masks over
@@ -691,6 +738,14 @@ impl Trainer {
             _ => rng.random_range(0..self.train_regions.len()),
         }
     }
+}
+
+/// Whether a refinement round with validation AUC `auc` is kept over the
+/// stage kept so far (`kept`): at most `margin` below it. The AUC of the
+/// pooled scores needs only the labels, and a round that collapsed
+/// (painting everything, or nothing) falls to chance on it.
+pub fn round_kept(auc: f64, kept: f64, margin: f64) -> bool {
+    auc >= kept - margin
 }
 
 /// Stage 1's loss: per class, the map pooled over that class's cells and

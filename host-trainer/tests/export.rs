@@ -173,6 +173,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             precision: p,
             input: None,
             calibration_images: 4,
+            verifier: true,
         };
         let e = export_run(&student, &out, &key, &opts).unwrap();
         let b = Bundle::open(&out, &key.verifying_key()).unwrap();
@@ -219,6 +220,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             precision: Precision::Fp32,
             input: None,
             calibration_images: 1,
+            verifier: false,
         },
     );
     assert!(e.is_err());

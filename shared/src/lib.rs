@@ -29,6 +29,7 @@ pub mod objects;
 pub mod pooling;
 pub mod synth;
 pub mod tiling;
+pub mod verify;
 pub mod voting;
 
 pub use bitmask::BitMask;

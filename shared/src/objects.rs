@@ -228,6 +228,22 @@ pub fn measure_bits_with(
     threads: usize,
     keep: impl Fn(usize) -> bool,
 ) -> Vec<Object> {
+    measure_bits_each(mask, threads, keep, |_, _| ())
+        .into_iter()
+        .map(|(o, ())| o)
+        .collect()
+}
+
+/// As [`measure_bits_with`], each kept object paired with what `visit`
+/// makes of its pixels: `visit(bbox, crop)` gets the object's own pixels
+/// (no neighbour's) as a crop of its box with a one-pixel empty border,
+/// so crop pixel (x, y) is frame pixel (bbox.x0 + x − 1, bbox.y0 + y − 1).
+pub fn measure_bits_each<T: Send>(
+    mask: &BitMask,
+    threads: usize,
+    keep: impl Fn(usize) -> bool,
+    visit: impl Fn(BBox, &BitMask) -> T + Sync,
+) -> Vec<(Object, T)> {
     // Runs (y, x0, x1) in raster order; row_start[y] indexes the first.
     let mut runs: Vec<(u32, u32, u32)> = Vec::new();
     let mut row_start = Vec::with_capacity(mask.height() + 1);
@@ -311,7 +327,7 @@ pub fn measure_bits_with(
         order[next[k as usize]] = i as u32;
         next[k as usize] += 1;
     }
-    let shape = |k: usize, o: &mut Object| {
+    let shape = |k: usize, o: &mut Object| -> T {
         let s = sums[k];
         o.centroid = ((s.0 / o.area as f64) as f32, (s.1 / o.area as f64) as f32);
         let b = o.bbox;
@@ -322,21 +338,27 @@ pub fn measure_bits_with(
                 crop.set(x - b.x0 + 1, y as usize - b.y0 + 1, true);
             }
         }
+        let seen = visit(b, &crop);
         set_shape(o, crop);
+        seen
     };
-    // Each kept object with its component index (into `sums`, `first`).
-    let mut kept: Vec<(usize, Object)> = objs
+    // Each kept object with its component index (into `sums`, `first`)
+    // and, once measured, what `visit` made of it.
+    let mut kept: Vec<(usize, Object, Option<T>)> = objs
         .into_iter()
         .enumerate()
         .filter(|(_, o)| keep(o.area))
+        .map(|(k, o)| (k, o, None))
         .collect();
     let threads = threads.clamp(1, kept.len().max(1));
     if threads == 1 {
-        kept.iter_mut().for_each(|(k, o)| shape(*k, o));
+        kept.iter_mut()
+            .for_each(|(k, o, t)| *t = Some(shape(*k, o)));
     } else {
         // Interleaved, so one thread does not get all of a frame's large
         // objects when they cluster in raster order.
-        let mut parts: Vec<Vec<&mut (usize, Object)>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut parts: Vec<Vec<&mut (usize, Object, Option<T>)>> =
+            (0..threads).map(|_| Vec::new()).collect();
         for (i, ko) in kept.iter_mut().enumerate() {
             parts[i % threads].push(ko);
         }
@@ -344,12 +366,18 @@ pub fn measure_bits_with(
         let mine = parts.swap_remove(0);
         std::thread::scope(|s| {
             for part in parts {
-                s.spawn(move || part.into_iter().for_each(|(k, o)| shape(*k, o)));
+                s.spawn(move || {
+                    part.into_iter()
+                        .for_each(|(k, o, t)| *t = Some(shape(*k, o)))
+                });
             }
-            mine.into_iter().for_each(|(k, o)| shape(*k, o));
+            mine.into_iter()
+                .for_each(|(k, o, t)| *t = Some(shape(*k, o)));
         });
     }
-    kept.into_iter().map(|(_, o)| o).collect()
+    kept.into_iter()
+        .filter_map(|(_, o, t)| Some((o, t?)))
+        .collect()
 }
 
 /// Zhang–Suen thinning to a one-pixel-wide, 8-connected skeleton.

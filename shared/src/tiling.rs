@@ -82,13 +82,18 @@ pub struct TilePlan {
     pub std: f64,
     /// Class maps at or above this are foreground.
     pub threshold: f32,
+    /// A second, higher threshold whose masks follow the foreground ones
+    /// (class k's at index `classes + k`): the confident core of each
+    /// object, which the object verifier weighs (`nemascope_core::verify`).
+    pub core: Option<f32>,
     /// Tiles of a row run this many at a time, one thread each (0 and 1:
     /// one at a time on the caller's thread). Memory grows by one tile's
     /// input, maps and model working memory per thread.
     pub threads: usize,
 }
 
-/// One bit mask per class of `frame`: each tile standardised, passed to
+/// One bit mask per class of `frame` (and, with `plan.core`, one more per
+/// class at that level): each tile standardised, passed to
 /// `run` (`[th·tw]` in, `[classes·th·tw]` maps out) and thresholded over
 /// the pixels it owns. `run`'s own error type passes through. With
 /// `plan.threads` above one, that many tiles of a row run at once; the
@@ -120,7 +125,8 @@ where
         tile_starts(w, tw, plan.overlap),
     );
     let (own_y, own_x) = (owned(&ys, th, h), owned(&xs, tw, w));
-    let mut masks = vec![BitMask::new(w, h); classes];
+    let levels: Vec<f32> = std::iter::once(plan.threshold).chain(plan.core).collect();
+    let mut masks = vec![BitMask::new(w, h); classes * levels.len()];
     let mut band = vec![0f32; th * w];
     let threads = plan.threads.clamp(1, xs.len());
     let mut tiles = vec![vec![0f32; th * tw]; threads];
@@ -166,12 +172,13 @@ where
                         maps.len()
                     ))));
                 }
-                for (k, mask) in masks.iter_mut().enumerate() {
+                for (j, mask) in masks.iter_mut().enumerate() {
+                    let (k, level) = (j % classes, levels[j / classes]);
                     let map = &maps[k * th * tw..(k + 1) * th * tw];
                     for y in oy.clone() {
                         let r = &map[(y - y0) * tw..];
                         for x in (*ox).clone() {
-                            if r[x - x0] >= plan.threshold {
+                            if r[x - x0] >= level {
                                 mask.set(x, y, true);
                             }
                         }
@@ -252,13 +259,25 @@ mod tests {
                 mean,
                 std,
                 threshold: 0.1,
+                core: None,
                 threads: 1,
             };
             let pointwise = |t: &[f32]| Ok::<_, Error>(t.iter().chain(t).copied().collect());
             let m = threshold_tiles(&p, &plan, 2, pointwise).unwrap();
             let want = s.threshold(0.1);
+            assert_eq!(m.len(), 2);
             assert_eq!(m[0].to_mask(), want, "{w}x{h}");
             assert_eq!(m[1].to_mask(), want);
+            // With a core level, each class's core follows at `classes + k`.
+            let cored = TilePlan {
+                core: Some(0.6),
+                ..plan
+            };
+            let mc = threshold_tiles(&p, &cored, 2, pointwise).unwrap();
+            assert_eq!(mc.len(), 4);
+            assert_eq!(mc[..2], m[..]);
+            assert_eq!(mc[2].to_mask(), s.threshold(0.6));
+            assert_ne!(mc[2].to_mask(), want);
             // Tiles run in parallel give the same bits.
             for threads in [2, 3, 16] {
                 let par = TilePlan { threads, ..plan };
@@ -276,6 +295,7 @@ mod tests {
             mean: 0.5,
             std: 0.0,
             threshold: 0.5,
+            core: None,
             threads: 1,
         };
         let e = threshold_tiles(&p, &plan, 3, |t| Ok::<_, Error>(t.to_vec())).unwrap_err();

@@ -7,28 +7,43 @@ use anyhow::{Context, Result};
 
 use crate::export;
 
+/// The command line's export options, as given.
+pub struct Args<'a> {
+    pub precision: &'a str,
+    pub input: Option<&'a str>,
+    pub calibration: usize,
+    pub name: Option<String>,
+    pub verifier: bool,
+}
+
+impl Args<'_> {
+    /// The defaults `labelled` exports with.
+    pub fn defaults(precision: &str, name: Option<String>) -> Args<'_> {
+        Args {
+            precision,
+            input: None,
+            calibration: 16,
+            name,
+            verifier: true,
+        }
+    }
+}
+
 /// Writes a signed bundle for a finished run and prints its manifest's
 /// scores.
-pub fn export(
-    run: &Path,
-    key: &Path,
-    out: &Path,
-    precision: &str,
-    input: Option<&str>,
-    calibration: usize,
-    name: Option<String>,
-) -> Result<()> {
+pub fn export(run: &Path, key: &Path, out: &Path, a: Args<'_>) -> Result<()> {
     let key = nemascope_bundle::read_signing_key(key)?;
-    let input = input.map(parse_size).transpose()?;
+    let input = a.input.map(parse_size).transpose()?;
     let opts = export::ExportOptions {
-        name: name.unwrap_or_else(|| {
+        name: a.name.unwrap_or_else(|| {
             out.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into())
         }),
-        precision: export::Precision::parse(precision)?,
+        precision: export::Precision::parse(a.precision)?,
         input,
-        calibration_images: calibration,
+        calibration_images: a.calibration,
+        verifier: a.verifier,
     };
     let t = Instant::now();
     let e = export::export_run(run, out, &key, &opts)?;

@@ -197,7 +197,12 @@ pub fn labelled(a: Labelled) -> Result<()> {
         .folder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    export::export(&student, a.key, &bundle, a.precision, None, 16, name)?;
+    export::export(
+        &student,
+        a.key,
+        &bundle,
+        export::Args::defaults(a.precision, name),
+    )?;
     eprintln!(
         "bundle {} in {:.0} min: count with `nemascope-edge count --model {} IMAGES…`",
         bundle.display(),

@@ -154,6 +154,10 @@ pub enum Cmd {
         /// Name shown on the unit's display; default: the bundle folder's name.
         #[arg(long)]
         name: Option<String>,
+        /// Leave out the object verifier (fitted from the labels by
+        /// default; docs/counting.md): every candidate object counts.
+        #[arg(long)]
+        no_verifier: bool,
     },
     /// Train from a folder labelled with nemascope-label (its labels.csv
     /// and tiles, present/absent bits only): the teacher through every
@@ -328,14 +332,18 @@ impl Cmd {
                 input,
                 calibration,
                 name,
+                no_verifier,
             } => export::export(
                 &run,
                 &key,
                 &out,
-                &precision,
-                input.as_deref(),
-                calibration,
-                name,
+                export::Args {
+                    precision: &precision,
+                    input: input.as_deref(),
+                    calibration,
+                    name,
+                    verifier: !no_verifier,
+                },
             ),
         }
     }
