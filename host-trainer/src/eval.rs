@@ -197,6 +197,31 @@ pub fn label_checks(
     out
 }
 
+/// [`label_checks`] per source image of a labelled folder's tiles
+/// (`nemascope_core::dataset::tiles::source_image`; an item whose name is
+/// not a tile's is its own image), in name order.
+pub fn label_checks_per_image(
+    data: &Data,
+    items: &[usize],
+    counts: &[Vec<Option<usize>>],
+) -> Vec<(String, Vec<nemascope_core::counting::LabelCheck>)> {
+    // Positions into `items` and `counts`, per image.
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (k, &i) in items.iter().enumerate() {
+        let id = data.items[i].id.as_str();
+        let image = nemascope_core::dataset::tiles::source_image(id).unwrap_or(id);
+        groups.entry(image).or_default().push(k);
+    }
+    groups
+        .into_iter()
+        .map(|(image, ks)| {
+            let is: Vec<usize> = ks.iter().map(|&k| items[k]).collect();
+            let cs: Vec<Vec<Option<usize>>> = ks.iter().map(|&k| counts[k].clone()).collect();
+            (image.to_string(), label_checks(data, &is, &cs))
+        })
+        .collect()
+}
+
 /// Per class, an area counter fitted on the true masks of `items` (None
 /// where the class has no known counts or no objects there).
 pub fn fit_counters(data: &Data, items: &[usize]) -> Vec<Option<AreaCounter>> {

@@ -235,6 +235,9 @@ pub struct Exported {
     pub bundle: Bundle,
     pub dice: Vec<Option<f64>>,
     pub count_mae: Option<f64>,
+    /// For a labelled folder: per source image, per class, the label
+    /// checks over all its tiles (training ones included), as counted.
+    pub per_image: Vec<(String, Vec<nemascope_core::counting::LabelCheck>)>,
 }
 
 /// Options of one export.
@@ -308,6 +311,7 @@ pub fn export_run(
     }
     let (preds, counts) = count_items(&model, &data, &data.val)?;
     let s = eval::score_counted(&data, &data.val, &preds, &counts)?;
+    let val_checks = eval::label_checks(&data, &data.val, &counts);
     let m = &mut manifest.metrics;
     for (c, d) in data.classes.iter().zip(&s.dice) {
         if let Some(d) = d {
@@ -320,11 +324,7 @@ pub fn export_run(
     // What the image-level labels alone say of the counts (no masks
     // needed): debris counted in absent tiles, objects missed in present
     // ones, per class over the validation tiles.
-    for (name, check) in data
-        .classes
-        .iter()
-        .zip(eval::label_checks(&data, &data.val, &counts))
-    {
+    for (name, check) in data.classes.iter().zip(val_checks) {
         if let Some(r) = check.counted_in_absent_rate() {
             m.insert(format!("val_counted_in_absent_{name}"), r);
         }
@@ -354,11 +354,21 @@ pub fn export_run(
             }
         }
     }
+    // A lab's folder: what its labels say of each image's tiles.
+    let per_image = if cfg.data.kind == DataKind::Generic {
+        let (_, train_counts) = count_items(&model, &data, &data.train)?;
+        let items: Vec<usize> = data.train.iter().chain(&data.val).copied().collect();
+        let all: Vec<Vec<Option<usize>>> = train_counts.into_iter().chain(counts).collect();
+        eval::label_checks_per_image(&data, &items, &all)
+    } else {
+        Vec::new()
+    };
     let bundle = Bundle::write(out, manifest, &bytes, key)?;
     Ok(Exported {
         bundle,
         dice: s.dice,
         count_mae: s.count_mae,
+        per_image,
     })
 }
 

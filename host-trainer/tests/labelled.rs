@@ -90,6 +90,17 @@ fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
             || manifest.contains("val_nothing_in_present_egg"),
         "{manifest}"
     );
+    // Per image: the eight tiles of f.png (four labelled present, four
+    // absent, training and validation alike) in one row.
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let row = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("f.png / egg: "))
+        .unwrap_or_else(|| panic!("no per-image row in {printed}"));
+    assert!(
+        row.contains(" of 4 absent; ") && row.ends_with(" of 4 present"),
+        "{row}"
+    );
     assert!(out.join("bundle/manifest.sig").exists());
     let cfg = std::fs::read_to_string(out.join("teacher/config.toml")).unwrap();
     for want in [

@@ -58,6 +58,20 @@ pub fn export(run: &Path, key: &Path, out: &Path, a: Args<'_>) -> Result<()> {
     for (k, v) in &m.metrics {
         println!("  {k} = {v:.4}");
     }
+    if !e.per_image.is_empty() {
+        println!(
+            "checks from the labels, per image (all its tiles, training ones included):\n  \
+             image / class: tiles labelled absent with something counted; labelled present with nothing counted"
+        );
+        for (image, checks) in &e.per_image {
+            for (class, c) in m.classes.iter().zip(checks) {
+                println!(
+                    "  {image} / {class}: {} of {} absent; {} of {} present",
+                    c.counted_in_absent, c.absent, c.nothing_in_present, c.present
+                );
+            }
+        }
+    }
     eprintln!("exported and scored in {:.0} s", t.elapsed().as_secs_f64());
     Ok(())
 }

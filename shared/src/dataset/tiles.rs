@@ -210,6 +210,18 @@ pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSumma
     Ok(summary)
 }
 
+/// The source image of a tile named as the tilers name them
+/// (`<image>_x0032_y0000`, with or without a folder and `.png`), or `None`
+/// for any other name: how a lab's per-tile results group by image.
+pub fn source_image(tile: &str) -> Option<&str> {
+    let name = tile.rsplit(['/', '\\']).next()?;
+    let name = name.strip_suffix(".png").unwrap_or(name);
+    let (rest, y) = name.rsplit_once("_y")?;
+    let (image, x) = rest.rsplit_once("_x")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(x) && digits(y) && !image.is_empty()).then_some(image)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +287,17 @@ mod tests {
         assert_eq!(origins(11, 4, 3), vec![0, 3, 6, 7]);
         assert_eq!(origins(4, 4, 3), vec![0]);
         assert!(tile_labels(&[], 3, 3, TileSpec::default()).is_err());
+    }
+
+    #[test]
+    fn tiles_group_by_their_source_image() {
+        assert_eq!(
+            super::source_image("tiles/mi_13.tif_x0256_y0000.png"),
+            Some("mi_13.tif")
+        );
+        assert_eq!(super::source_image("a_x1_b_x0032_y0128"), Some("a_x1_b"));
+        assert_eq!(super::source_image("plain.png"), None);
+        assert_eq!(super::source_image("f_x12_yab.png"), None);
+        assert_eq!(super::source_image("_x0000_y0000.png"), None);
     }
 }
