@@ -282,18 +282,65 @@ pub fn export_run(
                 .insert(name.clone(), c.reference_area);
         }
     }
-    // The scores are the unit's own counting of the exported file.
-    let mut model = Model {
+    let model = Model {
         manifest: manifest.clone(),
         runner,
     };
+    score_and_write(&cfg, &data, model, &bytes, opts.verifier, out, key)
+}
+
+/// Fits a new object verifier for an existing bundle from a run's data
+/// (its config's images and labels: the bundle's own training data, or a
+/// lab's folder of the same kind), scores it and writes it, signed with
+/// `key`, to `out`. The model file is the bundle's, byte for byte.
+pub fn refit_verifier(
+    bundle: &Path,
+    public_key: &nemascope_bundle::VerifyingKey,
+    run: &Path,
+    out: &Path,
+    key: &nemascope_bundle::SigningKey,
+) -> std::result::Result<Exported, ExportError> {
+    let b = Bundle::open(bundle, public_key)?;
+    let cfg = Config::load(&run.join(crate::train::CONFIG_FILE))?;
+    let data = crate::data::load(&cfg)?;
+    if b.manifest.classes != data.classes {
+        return Err(ExportError::Run(Error::Invalid(format!(
+            "{} counts {:?}; {}'s data has {:?}",
+            bundle.display(),
+            b.manifest.classes,
+            run.display(),
+            data.classes
+        ))));
+    }
+    let bytes = b.model.clone();
+    let mut model = Model::from_bundle(b, None)
+        .map_err(|e| ExportError::Run(Error::Invalid(format!("{}: {e}", bundle.display()))))?;
+    model.manifest.metrics.clear();
+    model.manifest.verifiers.clear();
+    score_and_write(&cfg, &data, model, &bytes, true, out, key)
+}
+
+/// The scores of an exported file are the unit's own counting of it:
+/// fits the object verifier (if asked), counts the validation images (and
+/// a synthetic model's frozen benchmark), puts the scores in the manifest
+/// and writes the signed bundle.
+fn score_and_write(
+    cfg: &Config,
+    data: &Data,
+    mut model: Model,
+    bytes: &[u8],
+    verify: bool,
+    out: &Path,
+    key: &nemascope_bundle::SigningKey,
+) -> std::result::Result<Exported, ExportError> {
+    let mut manifest = model.manifest.clone();
     // The object verifier, fitted on this file's own candidates from the
     // labels alone; its validation cell errors go into the metrics.
-    if opts.verifier {
+    if verify {
         let classes = cfg.classes(&data.classes)?;
         let fitted = verifier::fit(
             &model,
-            &data,
+            data,
             cfg.data.crop,
             &classes,
             &unit_settings(&model),
@@ -309,9 +356,9 @@ pub fn export_run(
         manifest.verifiers = verifier::verifiers(&fitted);
         model.manifest = manifest.clone();
     }
-    let (preds, counts) = count_items(&model, &data, &data.val)?;
-    let s = eval::score_counted(&data, &data.val, &preds, &counts)?;
-    let val_checks = eval::label_checks(&data, &data.val, &counts);
+    let (preds, counts) = count_items(&model, data, &data.val)?;
+    let s = eval::score_counted(data, &data.val, &preds, &counts)?;
+    let val_checks = eval::label_checks(data, &data.val, &counts);
     let m = &mut manifest.metrics;
     for (c, d) in data.classes.iter().zip(&s.dice) {
         if let Some(d) = d {
@@ -334,7 +381,7 @@ pub fn export_run(
     }
     // A synthetic model also carries its scores on the frozen benchmark.
     if cfg.data.kind == DataKind::Synth {
-        let bench = crate::data::with_benchmark(&cfg)?;
+        let bench = crate::data::with_benchmark(cfg)?;
         let (preds, counts) = count_items(&model, &bench, &bench.val)?;
         let b = eval::score_counted(&bench, &bench.val, &preds, &counts)?;
         for (c, name) in bench.classes.iter().enumerate() {
@@ -356,14 +403,14 @@ pub fn export_run(
     }
     // A lab's folder: what its labels say of each image's tiles.
     let per_image = if cfg.data.kind == DataKind::Generic {
-        let (_, train_counts) = count_items(&model, &data, &data.train)?;
+        let (_, train_counts) = count_items(&model, data, &data.train)?;
         let items: Vec<usize> = data.train.iter().chain(&data.val).copied().collect();
         let all: Vec<Vec<Option<usize>>> = train_counts.into_iter().chain(counts).collect();
-        eval::label_checks_per_image(&data, &items, &all)
+        eval::label_checks_per_image(data, &items, &all)
     } else {
         Vec::new()
     };
-    let bundle = Bundle::write(out, manifest, &bytes, key)?;
+    let bundle = Bundle::write(out, manifest, bytes, key)?;
     Ok(Exported {
         bundle,
         dice: s.dice,

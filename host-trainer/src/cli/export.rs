@@ -47,6 +47,39 @@ pub fn export(run: &Path, key: &Path, out: &Path, a: Args<'_>) -> Result<()> {
     };
     let t = Instant::now();
     let e = export::export_run(run, out, &key, &opts)?;
+    print_exported(out, &e);
+    eprintln!("exported and scored in {:.0} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Fits a new object verifier for an existing bundle from a run's data
+/// and writes the bundle again, signed, to `out`.
+pub fn refit(bundle: &Path, public_key: &Path, run: &Path, key: &Path, out: &Path) -> Result<()> {
+    let public = nemascope_bundle::read_public_key(public_key)?;
+    let key = nemascope_bundle::read_signing_key(key)?;
+    let t = Instant::now();
+    let e = export::refit_verifier(bundle, &public, run, out, &key)?;
+    print_exported(out, &e);
+    eprintln!(
+        "verifier fitted and scored in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Checks `bundle` with `public_key` and writes it to `out` signed with
+/// `key`, manifest and model unchanged.
+pub fn resign(bundle: &Path, public_key: &Path, key: &Path, out: &Path) -> Result<()> {
+    let public = nemascope_bundle::read_public_key(public_key)?;
+    let key = nemascope_bundle::read_signing_key(key)?;
+    let b = nemascope_bundle::Bundle::open(bundle, &public)?;
+    nemascope_bundle::Bundle::write(out, b.manifest, &b.model, &key)?;
+    println!("{} signed anew into {}", bundle.display(), out.display());
+    Ok(())
+}
+
+/// The written bundle, its manifest's scores and the per-image checks.
+fn print_exported(out: &Path, e: &export::Exported) {
     let m = &e.bundle.manifest;
     println!(
         "{}: {} input {:?}, sha256 {}",
@@ -72,8 +105,6 @@ pub fn export(run: &Path, key: &Path, out: &Path, a: Args<'_>) -> Result<()> {
             }
         }
     }
-    eprintln!("exported and scored in {:.0} s", t.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// `512x384` → input size: WIDTHxHEIGHT, as every size on the command

@@ -159,6 +159,40 @@ pub enum Cmd {
         #[arg(long)]
         no_verifier: bool,
     },
+    /// Fit a new object verifier for an existing bundle from a run's data
+    /// (its config.toml's images and labels), score it and write the
+    /// bundle, re-signed, to a new folder; the model file is unchanged.
+    Verifier {
+        /// The bundle to start from.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The key the bundle is signed with (`.pub`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// A run whose config names the data (e.g. the bundle's teacher).
+        #[arg(long)]
+        run: PathBuf,
+        /// Signing key for the new bundle.
+        #[arg(long)]
+        key: PathBuf,
+        /// New bundle folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a bundle you trust (checked with its own public key) with your
+    /// key, into a new folder: manifest and model unchanged.
+    Resign {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The key the bundle is signed with now (`.pub`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The new signing key.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Train from a folder labelled with nemascope-label (its labels.csv
     /// and tiles, present/absent bits only): the teacher through every
     /// weak stage, the student, and the signed bundle, into
@@ -310,6 +344,19 @@ impl Cmd {
                     precision: &precision,
                 })
             }
+            Cmd::Verifier {
+                bundle,
+                public_key,
+                run,
+                key,
+                out,
+            } => export::refit(&bundle, &public_key, &run, &key, &out),
+            Cmd::Resign {
+                bundle,
+                public_key,
+                key,
+                out,
+            } => export::resign(&bundle, &public_key, &key, &out),
             Cmd::Config { config } => {
                 print!("{}", load_config(&config)?.to_toml());
                 Ok(())
