@@ -248,6 +248,12 @@ pub struct TrainConfig {
     /// teacher and refinement stops, so a collapsed round never teaches
     /// the student.
     pub keep_margin: f64,
+    /// Stage 1's hard negatives: this fraction of the batch slots not
+    /// reserved for a class draw, among a few random training regions
+    /// with a cell labelled absent, the one whose absent cells the network
+    /// last scored highest (debris it takes for an object), instead of a
+    /// region at random. 0 draws uniformly.
+    pub hard_negatives: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -344,6 +350,7 @@ impl Default for TrainConfig {
             pixel_bce: 0.0,
             lr_final: 1.0,
             keep_margin: 0.02,
+            hard_negatives: 0.0,
         }
     }
 }
@@ -468,6 +475,12 @@ impl Config {
         }
         if !(v.scale > 0.0 && v.sigma >= 0.0) {
             return bad("vote.scale must be > 0 and vote.sigma ≥ 0".into());
+        }
+        if !(0.0..=1.0).contains(&t.hard_negatives) {
+            return bad(format!(
+                "train.hard_negatives {} must be in [0, 1]",
+                t.hard_negatives
+            ));
         }
         if !(0.0..=1.0).contains(&t.keep_margin) {
             return bad(format!(

@@ -207,6 +207,11 @@ pub struct Trainer {
     pub settings: Vec<ClassSettings>,
     /// Per class, the training regions holding it (balanced sampling).
     positives: Vec<Vec<usize>>,
+    /// The training regions with a cell labelled absent, and per training
+    /// region the highest pooled score of its absent cells when last seen
+    /// in stage 1 (hard-negative sampling; ½ until seen).
+    negatives: Vec<usize>,
+    hardness: Vec<f32>,
     counters: Vec<Option<AreaCounter>>,
     /// Log one line per epoch to stderr.
     pub verbose: bool,
@@ -323,9 +328,21 @@ impl Trainer {
                     .collect()
             })
             .collect();
+        let negatives: Vec<usize> = (0..train_regions.len())
+            .filter(|&k| {
+                train_regions[k]
+                    .1
+                    .iter()
+                    .flatten()
+                    .any(|l| *l == Some(false))
+            })
+            .collect();
+        let hardness = vec![0.5; train_regions.len()];
         Ok(Trainer {
             cfg,
             dir: dir.to_path_buf(),
+            negatives,
+            hardness,
             data,
             device,
             vs,
@@ -575,8 +592,15 @@ impl Trainer {
                 bar.abandon();
                 return Err(interrupted(&self.dir));
             }
-            let regions: Vec<Labelled> = (0..t.batch)
-                .map(|k| self.train_regions[self.draw(k, &mut rng)].clone())
+            let hard = if phase == Phase::Classify {
+                t.hard_negatives
+            } else {
+                0.0
+            };
+            let drawn: Vec<usize> = (0..t.batch).map(|k| self.draw(k, hard, &mut rng)).collect();
+            let regions: Vec<Labelled> = drawn
+                .iter()
+                .map(|&k| self.train_regions[k].clone())
                 .collect();
             let b = make_batch(
                 &self.data,
@@ -584,7 +608,14 @@ impl Trainer {
                 targets,
                 Some((&self.cfg.augment, &mut rng)),
             )?;
-            let loss = self.loss(phase, &b, true)?;
+            let (loss, seen) = self.loss(phase, &b, true)?;
+            if let Some(seen) = seen {
+                if let Ok(v) = Vec::<f32>::try_from(&seen.detach().to_device(Device::Cpu)) {
+                    for (&k, h) in drawn.iter().zip(v) {
+                        self.hardness[k] = h;
+                    }
+                }
+            }
             opt.backward_step(&loss);
             let l = loss.double_value(&[]);
             if !l.is_finite() {
@@ -608,16 +639,21 @@ impl Trainer {
         })
     }
 
-    fn loss(&self, phase: Phase, b: &data::Batch, train: bool) -> Result<Tensor> {
+    /// The phase's loss on a batch and, in stage 1, each region's highest
+    /// pooled score over its absent cells (its hardness as a negative).
+    fn loss(&self, phase: Phase, b: &data::Batch, train: bool) -> Result<(Tensor, Option<Tensor>)> {
         let maps = self.net.forward_t(&b.x.to_device(self.device), train);
         Ok(match phase {
-            Phase::Classify => cell_bce(
-                &maps,
-                b,
-                &self.settings,
-                self.cfg.train.balance_bce,
-                self.device,
-            ),
+            Phase::Classify => {
+                let (loss, hard) = cell_bce(
+                    &maps,
+                    b,
+                    &self.settings,
+                    self.cfg.train.balance_bce,
+                    self.device,
+                );
+                (loss, Some(hard))
+            }
             _ => {
                 let m = b
                     .masks
@@ -625,13 +661,14 @@ impl Trainer {
                     .ok_or_else(|| Error::Invalid("no mask targets".into()))?
                     .to_device(self.device);
                 let dice = dice_loss_of(self.cfg.train.dice, &maps, &m);
-                match self.cfg.train.pixel_bce {
+                let loss = match self.cfg.train.pixel_bce {
                     w if w > 0.0 => {
                         let p = maps.clamp(1e-6, 1.0 - 1e-6);
                         dice + p.binary_cross_entropy::<Tensor>(&m, None, tch::Reduction::Mean) * w
                     }
                     _ => dice,
-                }
+                };
+                (loss, None)
             }
         })
     }
@@ -642,7 +679,7 @@ impl Trainer {
         let (mut sum, mut n) = (0.0, 0usize);
         for chunk in self.val.chunks(self.cfg.train.batch.max(1)) {
             let b = make_batch(&self.data, chunk, targets, None)?;
-            let l = tch::no_grad(|| self.loss(phase, &b, false))?;
+            let (l, _) = tch::no_grad(|| self.loss(phase, &b, false))?;
             sum += l.to_kind(Kind::Double).double_value(&[]) * chunk.len() as f64;
             n += chunk.len();
         }
@@ -728,16 +765,37 @@ impl Trainer {
 
     /// The training region for batch slot `k`: with `train.balance`, slot
     /// k mod (C+1) < C draws among the regions holding class k mod (C+1)
-    /// (a rare class is in every batch), the rest uniformly.
-    fn draw(&self, k: usize, rng: &mut impl Rng) -> usize {
+    /// (a rare class is in every batch), the rest uniformly, or, with
+    /// probability `hard`, the hardest of a few random regions with an
+    /// absent cell ([`hardest`]).
+    fn draw(&self, k: usize, hard: f64, rng: &mut impl Rng) -> usize {
         let c = k % (self.positives.len() + 1);
         match self.positives.get(c) {
             Some(pos) if self.cfg.train.balance && !pos.is_empty() => {
                 pos[rng.random_range(0..pos.len())]
             }
+            _ if hard > 0.0 && !self.negatives.is_empty() && rng.random_bool(hard) => {
+                hardest(&self.negatives, &self.hardness, HARD_POOL, rng)
+            }
             _ => rng.random_range(0..self.train_regions.len()),
         }
     }
+}
+
+/// Regions a hard negative is chosen among.
+const HARD_POOL: usize = 8;
+
+/// Of `pool` regions drawn at random from `candidates`, the one with the
+/// highest `hardness` (a tournament: hard negatives come often, none is
+/// drawn every step, and no sort of every region is needed).
+pub fn hardest(candidates: &[usize], hardness: &[f32], pool: usize, rng: &mut impl Rng) -> usize {
+    (0..pool.max(1))
+        .map(|_| candidates[rng.random_range(0..candidates.len())])
+        .fold(None, |best: Option<usize>, k| match best {
+            Some(b) if hardness[b] >= hardness[k] => Some(b),
+            _ => Some(k),
+        })
+        .unwrap_or(candidates[0])
 }
 
 /// Whether a refinement round with validation AUC `auc` is kept over the
@@ -756,19 +814,26 @@ pub fn round_kept(auc: f64, kept: f64, margin: f64) -> bool {
 ///
 /// With `balanced`, a class's positive and negative cells each carry half
 /// the weight (whichever the batch holds).
+///
+/// Also returns, per batch region `[B]`, the highest pooled score of any
+/// class over the cells labelled absent (0 where none is): how much debris
+/// there the network takes for an object.
 pub fn cell_bce(
     maps: &Tensor,
     b: &data::Batch,
     settings: &[ClassSettings],
     balanced: bool,
     device: Device,
-) -> Tensor {
+) -> (Tensor, Tensor) {
     let mut total = Tensor::zeros([], (Kind::Float, device));
+    let mut hardest = Tensor::zeros([maps.size()[0]], (Kind::Float, device));
     for (c, s) in settings.iter().enumerate() {
         let scores =
             pool_cells(&maps.select(1, c as i64), s.cell, s.pooling).clamp(1e-6, 1.0 - 1e-6);
         let y = b.labels[c].to_device(device);
         let w = b.weights[c].to_device(device);
+        let absent = w.gt(0.0).logical_and(&y.le(0.0)).to_kind(Kind::Float);
+        hardest = hardest.maximum(&(scores.detach() * absent).amax([1], false));
         let w = if balanced {
             let pos = &w * &y;
             let neg = &w - &pos;
@@ -778,7 +843,7 @@ pub fn cell_bce(
         };
         total += scores.binary_cross_entropy::<&Tensor>(&y, Some(&w), tch::Reduction::Sum);
     }
-    total / settings.len().max(1) as f64
+    (total / settings.len().max(1) as f64, hardest)
 }
 
 /// A stage's scores as the state and reports keep them.
@@ -844,4 +909,34 @@ pub fn load_model(
     };
     vs.load(&path).map_err(torch_err)?;
     Ok((cfg, state, vs, net))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_negatives_are_the_hardest_of_a_random_pool() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let candidates: Vec<usize> = (0..100).collect();
+        let hardness: Vec<f32> = (0..100).map(|k| if k == 7 { 0.9 } else { 0.1 }).collect();
+        let draws: Vec<usize> = (0..2000)
+            .map(|_| hardest(&candidates, &hardness, 8, &mut rng))
+            .collect();
+        // The one hard region wins every pool it is in (1 − 0.99⁸ ≈ 7.7 %),
+        // far above its uniform share (1 %); the others still come.
+        let sevens = draws.iter().filter(|&&k| k == 7).count() as f64 / 2000.0;
+        assert!((0.05..0.11).contains(&sevens), "{sevens}");
+        let distinct: std::collections::BTreeSet<usize> = draws.into_iter().collect();
+        assert!(distinct.len() > 90);
+        // A pool of one is a uniform draw.
+        assert!((0..50).any(|_| hardest(&candidates, &hardness, 1, &mut rng) != 7));
+    }
+
+    #[test]
+    fn a_round_is_kept_unless_it_falls_below_the_margin() {
+        assert!(round_kept(0.90, 0.91, 0.02));
+        assert!(!round_kept(0.50, 0.94, 0.02));
+        assert!(!round_kept(0.90, 0.91, 0.0));
+    }
 }
