@@ -283,3 +283,93 @@ fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
         );
     }
 }
+
+/// A class's verifier decides which of its candidates count: one that
+/// accepts every candidate changes nothing, one that refuses every
+/// candidate counts none and clears them from the mask, and one that
+/// weighs the core fraction counts exactly the candidates whose measured
+/// core it accepts. The candidates and their measures are what the
+/// trainer fits on.
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "inferences take minutes under qemu; the same code runs natively"
+)]
+fn a_verifier_counts_the_candidates_it_accepts() {
+    use nemascope_bundle::ObjectVerifier;
+    use nemascope_core::synth::{generate, SynthConfig};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let bare = Model::open(
+        &root.join("synth-worm-egg-cyst"),
+        &root.join("nemascope-dev.pub"),
+    )
+    .unwrap();
+    assert!(bare.manifest.verifiers.is_empty());
+    let cfg = SynthConfig::preset("mixed", 0, 512, 384, 4.0).unwrap();
+    let f = generate(&cfg, 4242, 0).unwrap().image;
+    let s = CountSettings {
+        candidates: true,
+        ..CountSettings::default()
+    };
+    let plain = count_frame(&bare, &f, &s).unwrap();
+    assert!(plain.counts[1] > 0, "no eggs to verify: {:?}", plain.counts);
+    let eggs: Vec<_> = plain.candidates.iter().filter(|c| c.class == 1).collect();
+    assert!(eggs.iter().all(|c| c.counted && c.score.is_none()));
+    assert!(eggs
+        .iter()
+        .all(|c| c.features.iter().all(|v| v.is_finite()) && (0.0..=1.0).contains(&c.features[4])));
+    let with = |bias: f32, weights: Vec<f32>| {
+        let mut m = bare.clone();
+        let v = ObjectVerifier {
+            bias,
+            weights,
+            ..ObjectVerifier::example()
+        };
+        m.manifest.verifiers.insert("egg".into(), v);
+        count_frame(&m, &f, &s).unwrap()
+    };
+    let n = nemascope_core::verify::FEATURES.len();
+    let all = with(50.0, vec![0.0; n]);
+    assert_eq!(all.counts, plain.counts);
+    assert_eq!(all.masks, plain.masks);
+    let none = with(-50.0, vec![0.0; n]);
+    assert_eq!(none.counts[1], 0);
+    assert_eq!(
+        (none.counts[0], none.counts[2]),
+        (plain.counts[0], plain.counts[2])
+    );
+    // The refused candidates' pixels leave the mask; specks that were
+    // never candidates (under the size range) stay.
+    let counted_px: f32 = plain
+        .objects
+        .iter()
+        .filter(|o| o.class == 1)
+        .map(|o| o.area_um2 / 16.0)
+        .sum();
+    assert_eq!(
+        none.masks[1].count(),
+        plain.masks[1].count() - counted_px.round() as usize,
+        "refused eggs stay in the mask"
+    );
+    assert!(none
+        .candidates
+        .iter()
+        .filter(|c| c.class == 1)
+        .all(|c| !c.counted));
+    // Core fraction ≥ ½ counts (weight 40 on a unit-scaled feature, bias −20).
+    let mut w = vec![0.0; n];
+    w[4] = 40.0;
+    let core = with(-20.0, w);
+    let want = eggs.iter().filter(|c| c.features[4] > 0.5).count();
+    let got = core
+        .candidates
+        .iter()
+        .filter(|c| c.class == 1 && c.counted)
+        .count();
+    assert_eq!(got, want);
+    assert_eq!(
+        core.objects.iter().filter(|o| o.class == 1).count(),
+        want,
+        "objects follow the accepted candidates"
+    );
+}

@@ -19,6 +19,7 @@ pub fn object_report(m: &Measured, classes: &[String]) -> ObjectReport {
         width_um: m.width_um,
         x: m.centroid.0,
         y: m.centroid.1,
+        score: m.score,
     }
 }
 

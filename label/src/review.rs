@@ -425,6 +425,7 @@ mod tests {
             width_um: 1.0,
             x,
             y: 10.0,
+            score: None,
         };
         let mut r = run(&d.join("a.png").display().to_string());
         r.classes = vec!["worm".into(), "egg".into(), "cyst".into()];

@@ -410,6 +410,7 @@ fn review_marks_become_label_rows_in_their_own_folder() {
         width_um: 20.0,
         x,
         y,
+        score: None,
     };
     let counted = vec![
         ImageReport {

@@ -26,6 +26,10 @@ pub struct ObjectReport {
     pub width_um: f32,
     pub x: f32,
     pub y: f32,
+    /// The object verifier's score, where the model has a verifier for
+    /// the class (reports written before it existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
 }
 
 /// Counts summed over a sample's images.
@@ -89,6 +93,7 @@ mod tests {
                 width_um: 20.0,
                 x: 12.5,
                 y: 3.0,
+                score: Some(0.75),
             }],
             ms: 4.0,
         }];
