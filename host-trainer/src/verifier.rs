@@ -84,6 +84,60 @@ fn members<'a>(cells: &[Cell], cands: &'a [Vec<Candidate>]) -> Vec<Vec<&'a Candi
         .collect()
 }
 
+/// Per item of `data` (empty for those not in `items`), every candidate
+/// object `model` finds in the item's file as the unit counts it, with its
+/// measures, ignoring any verifier the manifest already holds.
+pub fn candidates(
+    model: &Model,
+    data: &Data,
+    items: &[usize],
+    count: &CountSettings,
+) -> Result<Vec<Vec<Candidate>>> {
+    let s = CountSettings {
+        candidates: true,
+        ..*count
+    };
+    let mut bare = model.clone();
+    bare.manifest.verifiers.clear();
+    let mut cands = vec![Vec::new(); data.items.len()];
+    for &i in items {
+        let c = count_frame(&bare, &data.items[i].raw, &s)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", data.items[i].id)))?;
+        cands[i] = c.candidates;
+    }
+    Ok(cands)
+}
+
+/// A logistic model fitted on known labels (`ys`), each side weighing
+/// half: the ceiling the labels-only fit is measured against.
+pub fn supervised(xs: &[[f32; N]], ys: &[bool]) -> ObjectVerifier {
+    let mut v = unfitted(xs);
+    logistic_fit(&mut v, xs, ys);
+    v
+}
+
+/// A verifier with zero weights whose standardisation is `all`'s mean
+/// and spread.
+fn unfitted(all: &[[f32; N]]) -> ObjectVerifier {
+    let n = all.len().max(1) as f32;
+    let mean: Vec<f32> = (0..N)
+        .map(|j| all.iter().map(|f| f[j]).sum::<f32>() / n)
+        .collect();
+    let scale: Vec<f32> = (0..N)
+        .map(|j| {
+            let v = all.iter().map(|f| (f[j] - mean[j]).powi(2)).sum::<f32>() / n;
+            v.sqrt().max(1e-3)
+        })
+        .collect();
+    ObjectVerifier {
+        mean,
+        scale,
+        weights: vec![0.0; N],
+        bias: 0.0,
+        threshold: 0.5,
+    }
+}
+
 /// What fitting found for one class.
 #[derive(Debug, Clone)]
 pub struct Fitted {
@@ -95,7 +149,11 @@ pub struct Fitted {
     /// with the verifier at its threshold.
     pub error_all: f64,
     pub error_verified: f64,
+    /// The verifier the manifest gets, if it beat counting every candidate.
     pub verifier: Option<ObjectVerifier>,
+    /// The multiple-instance fit at its best threshold, kept or not
+    /// (`None` with under 5 negatives or bags).
+    pub fit: Option<ObjectVerifier>,
 }
 
 /// Fits a verifier per class for `model` on `data`'s training cells and
@@ -108,20 +166,8 @@ pub fn fit(
     classes: &[crate::config::ClassSettings],
     count: &CountSettings,
 ) -> Result<Vec<Fitted>> {
-    let s = CountSettings {
-        candidates: true,
-        ..*count
-    };
-    // Candidates of every item, found as the unit finds them (without any
-    // verifier the manifest may already hold).
-    let mut bare = model.clone();
-    bare.manifest.verifiers.clear();
-    let mut cands = vec![Vec::new(); data.items.len()];
-    for &i in data.train.iter().chain(&data.val) {
-        let c = count_frame(&bare, &data.items[i].raw, &s)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", data.items[i].id)))?;
-        cands[i] = c.candidates;
-    }
+    let items: Vec<usize> = data.train.iter().chain(&data.val).copied().collect();
+    let cands = candidates(model, data, &items, count)?;
     let train = cells(data, &grid_regions(data, &data.train, crop, crop, classes)?);
     let val = cells(data, &grid_regions(data, &data.val, crop, crop, classes)?);
     let (train_m, val_m) = (members(&train, &cands), members(&val, &cands));
@@ -150,6 +196,7 @@ pub fn fit(
             error_all,
             error_verified: error_all,
             verifier: None,
+            fit: None,
         };
         if negatives >= 5 && bags.len() >= 5 {
             let negs: Vec<[f32; N]> = tr
@@ -159,10 +206,12 @@ pub fn fit(
                 .collect();
             let v = mil(&negs, &bags);
             let (t, e) = best_threshold(&va, &v);
+            let v = ObjectVerifier { threshold: t, ..v };
             if e < error_all {
                 fitted.error_verified = e;
-                fitted.verifier = Some(ObjectVerifier { threshold: t, ..v });
+                fitted.verifier = Some(v.clone());
             }
+            fitted.fit = Some(v);
         }
         out.push(fitted);
     }
@@ -220,24 +269,8 @@ pub fn mil(negatives: &[[f32; N]], bags: &[&Vec<[f32; N]>]) -> ObjectVerifier {
         .chain(bags.iter().flat_map(|b| b.iter()))
         .copied()
         .collect();
-    let n = all.len().max(1) as f32;
-    let mean: Vec<f32> = (0..N)
-        .map(|j| all.iter().map(|f| f[j]).sum::<f32>() / n)
-        .collect();
-    let scale: Vec<f32> = (0..N)
-        .map(|j| {
-            let v = all.iter().map(|f| (f[j] - mean[j]).powi(2)).sum::<f32>() / n;
-            v.sqrt().max(1e-3)
-        })
-        .collect();
+    let mut v = unfitted(&all);
     let mut labels: Vec<Vec<bool>> = bags.iter().map(|b| vec![true; b.len()]).collect();
-    let mut v = ObjectVerifier {
-        mean,
-        scale,
-        weights: vec![0.0; N],
-        bias: 0.0,
-        threshold: 0.5,
-    };
     for round in 0..3 {
         let mut xs = negatives.to_vec();
         let mut ys = vec![false; negatives.len()];
