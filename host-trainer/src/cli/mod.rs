@@ -40,6 +40,24 @@ pub struct ConfigArgs {
     pub set: Vec<String>,
 }
 
+/// A signed bundle, the key it is signed with now, and where it goes
+/// signed with a new key.
+#[derive(clap::Args, Clone)]
+pub struct Resigning {
+    /// The bundle to start from.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// The key the bundle is signed with (`.pub`).
+    #[arg(long)]
+    pub public_key: PathBuf,
+    /// Signing key for the new bundle.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// New bundle folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Train all stages (or the supervised baseline) into a run folder.
@@ -163,35 +181,17 @@ pub enum Cmd {
     /// (its config.toml's images and labels), score it and write the
     /// bundle, re-signed, to a new folder; the model file is unchanged.
     Verifier {
-        /// The bundle to start from.
-        #[arg(long)]
-        bundle: PathBuf,
-        /// The key the bundle is signed with (`.pub`).
-        #[arg(long)]
-        public_key: PathBuf,
+        #[command(flatten)]
+        bundle: Resigning,
         /// A run whose config names the data (e.g. the bundle's teacher).
         #[arg(long)]
         run: PathBuf,
-        /// Signing key for the new bundle.
-        #[arg(long)]
-        key: PathBuf,
-        /// New bundle folder.
-        #[arg(long)]
-        out: PathBuf,
     },
     /// Sign a bundle you trust (checked with its own public key) with your
     /// key, into a new folder: manifest and model unchanged.
     Resign {
-        #[arg(long)]
-        bundle: PathBuf,
-        /// The key the bundle is signed with now (`.pub`).
-        #[arg(long)]
-        public_key: PathBuf,
-        /// The new signing key.
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        bundle: Resigning,
     },
     /// Train from a folder labelled with nemascope-label (its labels.csv
     /// and tiles, present/absent bits only): the teacher through every
@@ -344,19 +344,10 @@ impl Cmd {
                     precision: &precision,
                 })
             }
-            Cmd::Verifier {
-                bundle,
-                public_key,
-                run,
-                key,
-                out,
-            } => export::refit(&bundle, &public_key, &run, &key, &out),
-            Cmd::Resign {
-                bundle,
-                public_key,
-                key,
-                out,
-            } => export::resign(&bundle, &public_key, &key, &out),
+            Cmd::Verifier { bundle: b, run } => {
+                export::refit(&b.bundle, &b.public_key, &run, &b.key, &b.out)
+            }
+            Cmd::Resign { bundle: b } => export::resign(&b.bundle, &b.public_key, &b.key, &b.out),
             Cmd::Config { config } => {
                 print!("{}", load_config(&config)?.to_toml());
                 Ok(())
