@@ -233,12 +233,18 @@ fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
     use nemascope_core::objects::Calibration;
     use nemascope_core::synth::{generate, SynthConfig};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let m = Model::open(
+    let verified = Model::open(
         &root.join("synth-worm-egg-cyst"),
         &root.join("nemascope-dev.pub"),
     )
     .unwrap();
-    assert_eq!(m.manifest.um_per_px, Some(4.0));
+    assert_eq!(verified.manifest.um_per_px, Some(4.0));
+    // The areas' units, exactly: without the verifier, whose intensity
+    // measures are taken at the frame's own resolution (checked on totals
+    // below).
+    let mut m = verified.clone();
+    m.manifest.verifiers.clear();
+    let (mut verified_seen, mut verified_up) = ([0usize; 3], [0usize; 3]);
     let at = |um: f32| CountSettings {
         calibration: Calibration { um_per_px: um },
         ..CountSettings::default()
@@ -253,6 +259,14 @@ fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
         let seen = resize_bilinear(&up, w, h).unwrap();
         let a = count_frame(&m, &up, &at(2.0)).unwrap();
         let b = count_frame(&m, &seen, &at(4.0)).unwrap();
+        let (va, vb) = (
+            count_frame(&verified, &up, &at(2.0)).unwrap().counts,
+            count_frame(&verified, &seen, &at(4.0)).unwrap().counts,
+        );
+        for k in 0..3 {
+            verified_up[k] += va[k];
+            verified_seen[k] += vb[k];
+        }
         assert_eq!(a.counts, b.counts, "frame {i}");
         for (x, y) in a.objects.iter().zip(&b.objects) {
             assert_eq!((x.class, x.count), (y.class, y.count), "frame {i}");
@@ -275,7 +289,13 @@ fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
         }
     }
     eprintln!("×2 at 2 µm = as seen at 4 µm {model_scale:?}; ×½ at 8 µm {halved:?}, as seen at 4 µm {half_seen:?}");
+    eprintln!("with the verifier: ×2 at 2 µm {verified_up:?}, as seen at 4 µm {verified_seen:?}");
     for k in 0..3 {
+        let (got, want) = (verified_up[k] as f64, verified_seen[k] as f64);
+        assert!(
+            (got - want).abs() <= 0.1 * want + 1.0,
+            "verified class {k}: {verified_up:?} vs {verified_seen:?}"
+        );
         let (got, want) = (halved[k] as f64, half_seen[k] as f64);
         assert!(
             (got - want).abs() <= 0.2 * want + 1.0,
@@ -299,12 +319,14 @@ fn a_verifier_counts_the_candidates_it_accepts() {
     use nemascope_bundle::ObjectVerifier;
     use nemascope_core::synth::{generate, SynthConfig};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let bare = Model::open(
+    let mut bare = Model::open(
         &root.join("synth-worm-egg-cyst"),
         &root.join("nemascope-dev.pub"),
     )
     .unwrap();
-    assert!(bare.manifest.verifiers.is_empty());
+    // The shipped bundle has verifiers for eggs and cysts; start without.
+    assert!(bare.manifest.verifiers.contains_key("egg"));
+    bare.manifest.verifiers.clear();
     let cfg = SynthConfig::preset("mixed", 0, 512, 384, 4.0).unwrap();
     let f = generate(&cfg, 4242, 0).unwrap().image;
     let s = CountSettings {
