@@ -309,12 +309,13 @@ pub fn counted<L: Luma + Sync + ?Sized>(
         let verifier = check
             .as_ref()
             .and_then(|k| k.verifiers.get(c).copied().flatten());
-        // Each candidate's pixel measures, and its pixels where a verifier
-        // may have to clear them.
+        // Each candidate's pixel measures where a verifier or the caller
+        // wants them, and its pixels where a verifier may have to clear them.
+        let measured = check
+            .as_ref()
+            .filter(|_| verifier.is_some() || s.candidates);
         let seen = |b: BBox, crop: &BitMask| {
-            let stats = check
-                .as_ref()
-                .map(|k| pixel_stats(b, crop, &k.cores[c], k.frame, k.mean, k.std));
+            let stats = measured.map(|k| pixel_stats(b, crop, &k.cores[c], k.frame, k.mean, k.std));
             (stats, verifier.map(|_| (b, crop.clone())))
         };
         let mut rejected = Vec::new();

@@ -609,7 +609,8 @@ impl Trainer {
                 Some((&self.cfg.augment, &mut rng)),
             )?;
             let (loss, seen) = self.loss(phase, &b, true)?;
-            if let Some(seen) = seen {
+            // Hardness is only read by hard-negative draws.
+            if let Some(seen) = seen.filter(|_| hard > 0.0) {
                 if let Ok(v) = Vec::<f32>::try_from(&seen.detach().to_device(Device::Cpu)) {
                     for (&k, h) in drawn.iter().zip(v) {
                         self.hardness[k] = h;
