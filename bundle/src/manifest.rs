@@ -34,8 +34,16 @@ pub struct Manifest {
     /// Input normalisation; only "per-image-standardise" (zero mean, unit
     /// standard deviation over the whole frame) exists.
     pub normalisation: String,
-    /// Probability above which a pixel is foreground.
+    /// Probability above which a pixel is foreground (for classes without
+    /// a threshold of their own in `class_thresholds`).
     pub threshold: f32,
+    /// Per class, the level its map is cut at, where it is not
+    /// `threshold`: chosen at export from the image-level labels (the level
+    /// that best tells present from absent tiles by "an object is
+    /// counted"), because a weakly trained map's confidence differs by
+    /// class and by data. Bundles made before it existed have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub class_thresholds: BTreeMap<String, f32>,
     /// On-device superpixel voting, if the model is meant to be used with it.
     pub voting: Option<Voting>,
     /// Global weighted pooling parameter the teacher was trained with.
@@ -141,6 +149,14 @@ pub struct Voting {
 }
 
 impl Manifest {
+    /// Each class's map threshold, in class order.
+    pub fn thresholds(&self) -> Vec<f32> {
+        self.classes
+            .iter()
+            .map(|c| *self.class_thresholds.get(c).unwrap_or(&self.threshold))
+            .collect()
+    }
+
     /// Checks every value a runtime relies on; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.format != FORMAT {
@@ -178,6 +194,13 @@ impl Manifest {
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             return Err(format!("threshold: {} not in (0, 1)", self.threshold));
+        }
+        for (c, t) in &self.class_thresholds {
+            if !(self.classes.contains(c) && *t > 0.0 && *t < 1.0) {
+                return Err(format!(
+                    "class_thresholds: {c:?} = {t} (a class, in (0, 1))"
+                ));
+            }
         }
         if let Some(v) = &self.voting {
             let ok = v.scale > 0.0
@@ -235,6 +258,7 @@ impl Manifest {
             pixel_scale: 1.0,
             normalisation: "per-image-standardise".into(),
             threshold: 0.5,
+            class_thresholds: BTreeMap::new(),
             voting: None,
             gwp_r: 7.0,
             precision: "fp32".into(),
@@ -251,6 +275,15 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_without_a_threshold_of_its_own_uses_the_manifest_s() {
+        let mut m = Manifest::example();
+        m.classes = vec!["worm".into(), "egg".into(), "cyst".into()];
+        m.class_thresholds.insert("egg".into(), 0.25);
+        m.validate().unwrap();
+        assert_eq!(m.thresholds(), vec![0.5, 0.25, 0.5]);
+    }
 
     #[test]
     fn example_is_valid_and_each_bad_field_is_named() {
@@ -297,6 +330,18 @@ mod tests {
             (|m| m.pixel_scale = f32::NAN, "pixel_scale"),
             (|m| m.normalisation = "none".into(), "normalisation"),
             (|m| m.threshold = 1.0, "threshold"),
+            (
+                |m| {
+                    m.class_thresholds.insert("worm".into(), 0.0);
+                },
+                "class_thresholds",
+            ),
+            (
+                |m| {
+                    m.class_thresholds.insert("egg".into(), 0.3);
+                },
+                "class_thresholds",
+            ),
             (|m| m.precision = "int4".into(), "precision"),
             (|m| m.model_sha256 = "zz".into(), "model_sha256"),
             (

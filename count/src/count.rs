@@ -150,6 +150,20 @@ pub fn count_frame<L: Luma + Sync + ?Sized>(
     frame: &L,
     s: &CountSettings,
 ) -> Result<Counted> {
+    let at = [model.manifest.thresholds()];
+    let mut counted = count_at(model, frame, s, &at)?;
+    Ok(counted.remove(0))
+}
+
+/// Counts `frame` once per set of `thresholds` (one per class, in class
+/// order) instead of the manifest's, from one pass of the model: what the
+/// trainer chooses each class's threshold from.
+pub fn count_at<L: Luma + Sync + ?Sized>(
+    model: &Model,
+    frame: &L,
+    s: &CountSettings,
+    thresholds: &[Vec<f32>],
+) -> Result<Vec<Counted>> {
     let m = &model.manifest;
     if m.normalisation != "per-image-standardise" {
         return Err(CountError::Unsupported(format!(
@@ -165,8 +179,16 @@ pub fn count_frame<L: Luma + Sync + ?Sized>(
     q.bright_field = s.bright_field;
     let verifiers: Vec<Option<&ObjectVerifier>> =
         m.classes.iter().map(|c| m.verifiers.get(c)).collect();
-    let core =
-        (s.candidates || verifiers.iter().any(Option::is_some)).then(|| core_level(m.threshold));
+    // Each set's foreground masks, then (for the verifier) each set's cores.
+    let mut levels = thresholds.to_vec();
+    let cored = s.candidates || verifiers.iter().any(Option::is_some);
+    if cored {
+        levels.extend(
+            thresholds
+                .iter()
+                .map(|t| t.iter().map(|&x| core_level(x)).collect::<Vec<_>>()),
+        );
+    }
     // Frames are brought to the training data's pixel size first.
     let scale = frame_scale(m, s.calibration.um_per_px);
     let mut masks = if (scale - 1.0).abs() > 1e-6 {
@@ -181,24 +203,31 @@ pub fn count_frame<L: Luma + Sync + ?Sized>(
             )));
         }
         let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
-        let masks = class_masks(model, &scaled, &quality(&scaled, None), core, s)?;
-        masks
+        let q = quality(&scaled, None);
+        class_masks(model, &scaled, &q, levels, thresholds.len(), s)?
             .iter()
             .map(|k| Ok(BitMask::from_mask(&resize_nearest(&k.to_mask(), fw, fh)?)))
             .collect::<Result<Vec<_>>>()?
     } else {
-        class_masks(model, frame, &q, core, s)?
+        class_masks(model, frame, &q, levels, thresholds.len(), s)?
     };
-    let cores = masks.split_off(m.classes.len());
-    let check = core.map(|_| Check {
-        frame,
-        mean: q.mean,
-        std: q.std,
-        cores,
-        verifiers,
-    });
+    let n = m.classes.len();
+    let mut cores = masks.split_off(thresholds.len() * n).into_iter();
     let per_object = object_areas_at(m, s.calibration.um_per_px);
-    Ok(counted(masks, &m.classes, |c| per_object[c], s, q, check))
+    let mut sets = masks.into_iter();
+    let mut out = Vec::with_capacity(thresholds.len());
+    for _ in thresholds {
+        let fg: Vec<BitMask> = sets.by_ref().take(n).collect();
+        let check = cored.then(|| Check {
+            frame,
+            mean: q.mean,
+            std: q.std,
+            cores: cores.by_ref().take(n).collect(),
+            verifiers: verifiers.clone(),
+        });
+        out.push(counted(fg, &m.classes, |c| per_object[c], s, q, check));
+    }
+    Ok(out)
 }
 
 /// What the object verifier needs of a frame: the frame (measured with
@@ -228,14 +257,16 @@ pub fn object_areas_at(m: &nemascope_bundle::Manifest, frame_um_per_px: f32) -> 
         .collect()
 }
 
-/// The model's thresholded (and, if asked, voted) class masks of `work`,
-/// a frame at the model's pixel size, followed by each class's core at
-/// `core` when given (not voted: the core is the map's own confidence).
+/// The model's class masks of `work`, a frame at the model's pixel size,
+/// at each set of `levels` (set l, class k at `l · classes + k`); the
+/// first `voted` sets are superpixel-voted if asked (the later ones are
+/// cores: the map's own confidence, never voted).
 fn class_masks<L: Luma + ?Sized>(
     model: &Model,
     work: &L,
     q: &Quality,
-    core: Option<f32>,
+    levels: Vec<Vec<f32>>,
+    voted: usize,
     s: &CountSettings,
 ) -> Result<Vec<BitMask>> {
     let m = &model.manifest;
@@ -250,14 +281,14 @@ fn class_masks<L: Luma + ?Sized>(
         overlap: s.overlap,
         mean: q.mean,
         std: q.std,
-        threshold: m.threshold,
-        core,
+        levels,
         threads: s.threads,
     };
-    let mut masks = threshold_tiles(work, &plan, m.classes.len(), |tile| {
+    let n = m.classes.len();
+    let mut masks = threshold_tiles(work, &plan, n, |tile| {
         model.runner.maps(tile).map_err(CountError::from)
     })?;
-    let cores = masks.split_off(m.classes.len());
+    let cores = masks.split_off(voted * n);
     match (&m.voting, s.vote) {
         (Some(v), true) => {
             let p = Params {
@@ -266,12 +297,14 @@ fn class_masks<L: Luma + ?Sized>(
                 min_size: v.min_size,
             };
             let seg = superpixels(&work.to_plane(), &p)?;
-            let plain: Vec<Mask> = masks.iter().map(BitMask::to_mask).collect();
-            Ok(vote_masks(&seg, &plain, v.rate, None)?
-                .iter()
-                .map(BitMask::from_mask)
-                .chain(cores)
-                .collect())
+            let mut out = Vec::with_capacity(masks.len() + cores.len());
+            for set in masks.chunks(n) {
+                let plain: Vec<Mask> = set.iter().map(BitMask::to_mask).collect();
+                let voted = vote_masks(&seg, &plain, v.rate, None)?;
+                out.extend(voted.iter().map(BitMask::from_mask));
+            }
+            out.extend(cores);
+            Ok(out)
         }
         _ => Ok(masks.into_iter().chain(cores).collect()),
     }

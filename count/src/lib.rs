@@ -21,7 +21,7 @@ pub mod model;
 pub mod scale;
 
 pub use classical::Classical;
-pub use count::{count_frame, Candidate, Check, CountSettings, Counted, Measured};
+pub use count::{count_at, count_frame, Candidate, Check, CountSettings, Counted, Measured};
 pub use light::{quality, Quality};
 pub use model::{Model, ModelError};
 pub use scale::{frame_scale, pixel_size, PixelSize};

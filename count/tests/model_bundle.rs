@@ -395,3 +395,49 @@ fn a_verifier_counts_the_candidates_it_accepts() {
         "objects follow the accepted candidates"
     );
 }
+
+/// Counting at several sets of thresholds from one pass of the model
+/// gives, set by set, what `count_frame` gives with those thresholds in the
+/// manifest; a class's own threshold changes that class alone; a set of
+/// the wrong length is an error, not a guess.
+#[test]
+fn counting_at_several_thresholds_is_counting_at_each() {
+    use nemascope_core::synth::{generate, SynthConfig};
+    use nemascope_count::count_at;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let m = Model::open(
+        &root.join("synth-worm-egg-cyst"),
+        &root.join("nemascope-dev.pub"),
+    )
+    .unwrap();
+    let cfg = SynthConfig::preset("mixed", 0, 512, 384, 4.0).unwrap();
+    let f = generate(&cfg, 4242, 0).unwrap().image;
+    let s = CountSettings {
+        candidates: true,
+        ..CountSettings::default()
+    };
+    let sets = vec![vec![0.3, 0.5, 0.5], vec![0.5, 0.2, 0.8], vec![0.7; 3]];
+    let at = count_at(&m, &f, &s, &sets).unwrap();
+    assert_eq!(at.len(), 3);
+    for (set, got) in sets.iter().zip(&at) {
+        let mut one = m.clone();
+        one.manifest.threshold = set[0];
+        one.manifest.class_thresholds = [("egg".to_string(), set[1]), ("cyst".into(), set[2])]
+            .into_iter()
+            .collect();
+        assert_eq!(one.manifest.thresholds(), *set);
+        let want = count_frame(&one, &f, &s).unwrap();
+        assert_eq!(got.masks, want.masks, "{set:?}");
+        assert_eq!(got.objects, want.objects, "{set:?}");
+        assert_eq!(got.candidates, want.candidates, "{set:?}");
+    }
+    // Worms at 0.3 and 0.5 (sets 0 and 1) differ; the egg set alone moves eggs.
+    assert_ne!(at[0].masks[0], at[1].masks[0]);
+    assert_eq!(
+        at[0].masks[2],
+        count_at(&m, &f, &s, &[vec![0.9, 0.9, 0.5]]).unwrap()[0].masks[2]
+    );
+    assert!(at[1].masks[1].count() > at[2].masks[1].count());
+    let e = count_at(&m, &f, &s, &[vec![0.5; 2]]).unwrap_err();
+    assert!(e.to_string().contains("2 levels for 3 classes"), "{e}");
+}

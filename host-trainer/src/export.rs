@@ -21,7 +21,7 @@ use crate::data::Data;
 use crate::eval;
 use crate::train::State;
 use crate::unet::UNetConfig;
-use crate::verifier;
+use crate::{thresholds, verifier};
 
 /// Why a run could not be exported, each kind kept apart: a full disk is
 /// an I/O error of the bundle, not "invalid input".
@@ -238,6 +238,9 @@ pub struct Exported {
     /// For a labelled folder: per source image, per class, the label
     /// checks over all its tiles (training ones included), as counted.
     pub per_image: Vec<(String, Vec<nemascope_core::counting::LabelCheck>)>,
+    /// Each class's threshold as the labels chose it (empty when not
+    /// chosen).
+    pub thresholds: Vec<thresholds::Chosen>,
 }
 
 /// Options of one export.
@@ -247,7 +250,8 @@ pub struct ExportOptions {
     pub precision: Precision,
     pub input: Option<InputSize>,
     pub calibration_images: usize,
-    /// Fit the object verifier from the labels ([`crate::verifier`]).
+    /// Choose each class's threshold and fit the object verifier from the
+    /// labels ([`crate::thresholds`], [`crate::verifier`]).
     pub verifier: bool,
 }
 
@@ -289,10 +293,10 @@ pub fn export_run(
     score_and_write(&cfg, &data, model, &bytes, opts.verifier, out, key)
 }
 
-/// Fits a new object verifier for an existing bundle from a run's data
-/// (its config's images and labels: the bundle's own training data, or a
-/// lab's folder of the same kind), scores it and writes it, signed with
-/// `key`, to `out`. The model file is the bundle's, byte for byte.
+/// Chooses each class's threshold and fits a new object verifier for an
+/// existing bundle from a run's data (its config's images and labels: the
+/// bundle's own training data, or a lab's folder of the same kind), scores
+/// it and writes it, signed with `key`, to `out`. The model file is the bundle's, byte for byte.
 pub fn refit_verifier(
     bundle: &Path,
     public_key: &nemascope_bundle::VerifyingKey,
@@ -317,13 +321,15 @@ pub fn refit_verifier(
         .map_err(|e| ExportError::Run(Error::Invalid(format!("{}: {e}", bundle.display()))))?;
     model.manifest.metrics.clear();
     model.manifest.verifiers.clear();
+    model.manifest.class_thresholds.clear();
     score_and_write(&cfg, &data, model, &bytes, true, out, key)
 }
 
 /// The scores of an exported file are the unit's own counting of it:
-/// fits the object verifier (if asked), counts the validation images (and
-/// a synthetic model's frozen benchmark), puts the scores in the manifest
-/// and writes the signed bundle.
+/// chooses each class's threshold and fits the object verifier (if asked),
+/// counts the validation images (and a synthetic model's frozen
+/// benchmark), puts the scores in the manifest and writes the signed
+/// bundle.
 fn score_and_write(
     cfg: &Config,
     data: &Data,
@@ -334,10 +340,31 @@ fn score_and_write(
     key: &nemascope_bundle::SigningKey,
 ) -> std::result::Result<Exported, ExportError> {
     let mut manifest = model.manifest.clone();
-    // The object verifier, fitted on this file's own candidates from the
-    // labels alone; its validation cell errors go into the metrics.
+    let mut chosen = Vec::new();
+    // Each class's threshold, then the object verifier fitted on this
+    // file's own candidates at it, both from the labels alone; their cell
+    // errors go into the metrics.
     if verify {
         let classes = cfg.classes(&data.classes)?;
+        let unit = unit_settings(&model);
+        chosen = thresholds::choose(&model, data, cfg.data.crop, &classes, &unit)?;
+        for ch in &chosen {
+            let m = &mut manifest.metrics;
+            m.insert(
+                format!("cell_error_threshold_before_{}", ch.class),
+                ch.error_before,
+            );
+            m.insert(
+                format!("cell_error_threshold_chosen_{}", ch.class),
+                ch.error,
+            );
+            if ch.threshold != manifest.threshold {
+                manifest
+                    .class_thresholds
+                    .insert(ch.class.clone(), ch.threshold);
+            }
+        }
+        model.manifest = manifest.clone();
         let fitted = verifier::fit(
             &model,
             data,
@@ -416,6 +443,7 @@ fn score_and_write(
         dice: s.dice,
         count_mae: s.count_mae,
         per_image,
+        thresholds: chosen,
     })
 }
 
@@ -497,6 +525,7 @@ fn manifest(
         pixel_scale,
         normalisation: "per-image-standardise".into(),
         threshold: cfg.vote.threshold,
+        class_thresholds: BTreeMap::new(),
         voting: Some(Voting {
             scale: cfg.vote.scale,
             sigma: cfg.vote.sigma,

@@ -24,6 +24,7 @@ pub mod export;
 pub mod pooling;
 pub mod report;
 pub mod stages;
+pub mod thresholds;
 pub mod train;
 pub mod unet;
 pub mod verifier;

@@ -8,13 +8,15 @@
 //! every bag member positive, then the members it scores below one half
 //! become negatives (the best of each bag staying positive) and it is
 //! fitted again (mi-SVM's alternation, with a logistic loss). The
-//! threshold is the one that best tells present from absent validation
-//! cells by "a counted candidate lies in it"; where no threshold beats
-//! counting every candidate, the class gets no verifier.
+//! threshold is the one with the fewest count errors the validation cells'
+//! labels prove (objects counted in absent cells, present cells with
+//! nothing counted); where no threshold beats counting every candidate,
+//! the class gets no verifier.
 
 use std::collections::BTreeMap;
 
 use nemascope_bundle::ObjectVerifier;
+use nemascope_core::counting::LabelCheck;
 use nemascope_core::verify::FEATURES;
 use nemascope_core::{Error, Result};
 use nemascope_count::{count_frame, Candidate, CountSettings, Model};
@@ -22,6 +24,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
 use crate::data::{grid_regions, Data, Labelled};
+use crate::thresholds;
 
 const N: usize = FEATURES.len();
 
@@ -66,6 +69,14 @@ pub fn cells(data: &Data, regions: &[Labelled]) -> Vec<Cell> {
     out
 }
 
+impl Cell {
+    /// Whether an object of `class` centred at `(x, y)` (the file's
+    /// pixels) lies in this cell.
+    pub fn holds(&self, class: usize, (x, y): (f32, f32)) -> bool {
+        class == self.class && (self.x0..self.x1).contains(&x) && (self.y0..self.y1).contains(&y)
+    }
+}
+
 /// Per cell, the candidates of its class whose centre lies in it.
 fn members<'a>(cells: &[Cell], cands: &'a [Vec<Candidate>]) -> Vec<Vec<&'a Candidate>> {
     cells
@@ -73,12 +84,7 @@ fn members<'a>(cells: &[Cell], cands: &'a [Vec<Candidate>]) -> Vec<Vec<&'a Candi
         .map(|cell| {
             cands[cell.item]
                 .iter()
-                .filter(|k| {
-                    let (x, y) = k.centroid;
-                    k.class == cell.class
-                        && (cell.x0..cell.x1).contains(&x)
-                        && (cell.y0..cell.y1).contains(&y)
-                })
+                .filter(|k| cell.holds(k.class, k.centroid))
                 .collect()
         })
         .collect()
@@ -145,7 +151,8 @@ pub struct Fitted {
     /// Training candidates in absent cells, and present bags.
     pub negatives: usize,
     pub bags: usize,
-    /// Validation cells' balanced error with every candidate counted, and
+    /// Validation cells' proven errors (`LabelCheck::proven_errors`) with
+    /// every candidate counted, and
     /// with the verifier at its threshold.
     pub error_all: f64,
     pub error_verified: f64,
@@ -188,7 +195,8 @@ pub fn fit(
             .filter(|(p, f)| *p && !f.is_empty())
             .map(|(_, f)| f)
             .collect();
-        let error_all = balanced_error(&va, |_| 1.0, 0.0);
+        let all = check_at(&va, |_| 1.0, 0.0);
+        let error_all = all.proven_errors();
         let mut fitted = Fitted {
             class: name.clone(),
             negatives,
@@ -205,13 +213,14 @@ pub fn fit(
                 .flat_map(|(_, f)| f.iter().copied())
                 .collect();
             let v = mil(&negs, &bags);
-            let (t, e) = best_threshold(&va, &v);
-            let v = ObjectVerifier { threshold: t, ..v };
-            if e < error_all {
-                fitted.error_verified = e;
-                fitted.verifier = Some(v.clone());
+            if let Some((t, e)) = best_threshold(&va, &v, &all) {
+                let v = ObjectVerifier { threshold: t, ..v };
+                if e < error_all {
+                    fitted.error_verified = e;
+                    fitted.verifier = Some(v.clone());
+                }
+                fitted.fit = Some(v);
             }
-            fitted.fit = Some(v);
         }
         out.push(fitted);
     }
@@ -226,39 +235,36 @@ pub fn verifiers(fitted: &[Fitted]) -> BTreeMap<String, ObjectVerifier> {
         .collect()
 }
 
-/// Balanced error of "a candidate scoring at least `t` lies in the cell"
-/// against the cells' labels: the mean of the absent cells' and the
-/// present cells' error rates (a side with no cells counts 0).
-fn balanced_error(
+/// What the cells' labels say when the candidates scoring at least `t`
+/// count.
+fn check_at(
     cells: &[(bool, Vec<[f32; N]>)],
     score: impl Fn(&[f32; N]) -> f32,
     t: f32,
-) -> f64 {
-    let (mut fp, mut neg, mut fnn, mut pos) = (0usize, 0usize, 0usize, 0usize);
+) -> LabelCheck {
+    let mut check = LabelCheck::default();
     for (present, fs) in cells {
-        let any = fs.iter().any(|f| score(f) >= t);
-        if *present {
-            pos += 1;
-            fnn += usize::from(!any);
-        } else {
-            neg += 1;
-            fp += usize::from(any);
-        }
+        check.add(*present, fs.iter().filter(|f| score(f) >= t).count());
     }
-    let rate = |e: usize, n: usize| if n > 0 { e as f64 / n as f64 } else { 0.0 };
-    (rate(fp, neg) + rate(fnn, pos)) / 2.0
+    check
 }
 
-/// The threshold in 0.05 … 0.95 with the lowest validation
-/// [`balanced_error`] (the lowest such threshold on ties).
-fn best_threshold(cells: &[(bool, Vec<[f32; N]>)], v: &ObjectVerifier) -> (f32, f64) {
-    (1..20)
-        .map(|k| k as f32 * 0.05)
-        .map(|t| (t, balanced_error(cells, |f| v.score(f), t)))
-        .fold(
-            (0.5, f64::INFINITY),
-            |best, x| if x.1 < best.1 { x } else { best },
-        )
+/// The threshold in 0.05 … 0.95 with the fewest count errors the
+/// validation cells prove, among those that still find the class
+/// (`thresholds::best`, against counting every candidate: `all`), and its
+/// errors; the lowest such threshold on ties.
+fn best_threshold(
+    cells: &[(bool, Vec<[f32; N]>)],
+    v: &ObjectVerifier,
+    all: &LabelCheck,
+) -> Option<(f32, f64)> {
+    let levels = thresholds::grid();
+    let checks: Vec<LabelCheck> = levels
+        .iter()
+        .map(|&t| check_at(cells, |f| v.score(f), t))
+        .collect();
+    let k = thresholds::best(&levels, &checks, 0.0, all)?;
+    Some((levels[k], checks[k].proven_errors()))
 }
 
 /// Multiple-instance logistic regression: negatives are certain, each bag
@@ -377,8 +383,10 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(balanced_error(&val, |_| 1.0, 0.0), 0.5);
-        let (t, e) = best_threshold(&val, &v);
+        // Counting every candidate: two false objects per absent cell.
+        let all = check_at(&val, |_| 1.0, 0.0);
+        assert_eq!(all.proven_errors(), 1.0);
+        let (t, e) = best_threshold(&val, &v, &all).unwrap();
         assert_eq!(e, 0.0, "threshold {t}");
     }
 }

@@ -462,9 +462,11 @@ mod tests {
         // The labels' view of the counts: worm labelled absent on tile 0
         // (its worm is in tile 1), egg labelled present there and counted.
         let checks = rv.checks.as_ref().unwrap();
+        // (At most one object per tile here, so objects = tiles.)
         let check = |absent, counted_in_absent, present, nothing_in_present| TileCheck {
             absent,
             counted_in_absent,
+            objects_in_absent: counted_in_absent,
             present,
             nothing_in_present,
         };

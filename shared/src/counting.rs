@@ -106,6 +106,8 @@ pub fn mean_abs_error(pred: &[usize], truth: &[usize]) -> f64 {
 pub struct LabelCheck {
     pub absent: usize,
     pub counted_in_absent: usize,
+    /// Objects counted in absent tiles, all of them false.
+    pub objects_in_absent: usize,
     pub present: usize,
     pub nothing_in_present: usize,
 }
@@ -119,12 +121,14 @@ impl LabelCheck {
         } else {
             self.absent += 1;
             self.counted_in_absent += usize::from(counted > 0);
+            self.objects_in_absent += counted;
         }
     }
 
     pub fn merge(&mut self, o: &LabelCheck) {
         self.absent += o.absent;
         self.counted_in_absent += o.counted_in_absent;
+        self.objects_in_absent += o.objects_in_absent;
         self.present += o.present;
         self.nothing_in_present += o.nothing_in_present;
     }
@@ -138,6 +142,20 @@ impl LabelCheck {
     pub fn nothing_in_present_rate(&self) -> Option<f64> {
         (self.present > 0).then(|| self.nothing_in_present as f64 / self.present as f64)
     }
+
+    /// The count errors the labels prove, per tile: objects counted in
+    /// absent tiles (every one false) and present tiles with nothing
+    /// counted (each at least one object missed). Each error weighs the
+    /// same wherever it is, as in a count's error; unlike "absent tiles
+    /// with something counted" it keeps growing with the debris once every
+    /// absent tile has some. 0 with no tiles.
+    pub fn proven_errors(&self) -> f64 {
+        let tiles = self.absent + self.present;
+        if tiles == 0 {
+            return 0.0;
+        }
+        (self.objects_in_absent + self.nothing_in_present) as f64 / tiles as f64
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +168,9 @@ mod tests {
         }
         assert_eq!(c.counted_in_absent_rate(), Some(0.5));
         assert_eq!(c.nothing_in_present_rate(), Some(1.0 / 3.0));
+        // 2 objects in absent tiles, 1 present tile empty, of 5 tiles.
+        assert!((c.proven_errors() - 3.0 / 5.0).abs() < 1e-12);
+        assert_eq!(super::LabelCheck::default().proven_errors(), 0.0);
         assert_eq!(super::LabelCheck::default().counted_in_absent_rate(), None);
     }
 

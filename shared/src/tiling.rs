@@ -70,7 +70,7 @@ pub fn edge_window(
 }
 
 /// How a gray frame is cut and what the model's answers become.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TilePlan {
     /// The model's tile, `[H, W]`.
     pub tile: [usize; 2],
@@ -80,20 +80,20 @@ pub struct TilePlan {
     /// `std` 0, standardises to zeros as `imageio::standardise` does).
     pub mean: f64,
     pub std: f64,
-    /// Class maps at or above this are foreground.
-    pub threshold: f32,
-    /// A second, higher threshold whose masks follow the foreground ones
-    /// (class k's at index `classes + k`): the confident core of each
-    /// object, which the object verifier weighs (`nemascope_core::verify`).
-    pub core: Option<f32>,
+    /// Sets of per-class levels: class k's map at or above `levels[l][k]`
+    /// is set in mask `l · classes + k`. The first set is usually the
+    /// foreground; a second one the confident core of each object, which
+    /// the object verifier weighs (`nemascope_core::verify`); more sets
+    /// give the masks at several thresholds from one pass of the model.
+    pub levels: Vec<Vec<f32>>,
     /// Tiles of a row run this many at a time, one thread each (0 and 1:
     /// one at a time on the caller's thread). Memory grows by one tile's
     /// input, maps and model working memory per thread.
     pub threads: usize,
 }
 
-/// One bit mask per class of `frame` (and, with `plan.core`, one more per
-/// class at that level): each tile standardised, passed to
+/// One bit mask per class of `frame` and set of `plan.levels`: each tile
+/// standardised, passed to
 /// `run` (`[th·tw]` in, `[classes·th·tw]` maps out) and thresholded over
 /// the pixels it owns. `run`'s own error type passes through. With
 /// `plan.threads` above one, that many tiles of a row run at once; the
@@ -125,8 +125,13 @@ where
         tile_starts(w, tw, plan.overlap),
     );
     let (own_y, own_x) = (owned(&ys, th, h), owned(&xs, tw, w));
-    let levels: Vec<f32> = std::iter::once(plan.threshold).chain(plan.core).collect();
-    let mut masks = vec![BitMask::new(w, h); classes * levels.len()];
+    if let Some(l) = plan.levels.iter().find(|l| l.len() != classes) {
+        return Err(E::from(Error::Invalid(format!(
+            "{} levels for {classes} classes",
+            l.len()
+        ))));
+    }
+    let mut masks = vec![BitMask::new(w, h); classes * plan.levels.len()];
     let mut band = vec![0f32; th * w];
     let threads = plan.threads.clamp(1, xs.len());
     let mut tiles = vec![vec![0f32; th * tw]; threads];
@@ -173,7 +178,7 @@ where
                     ))));
                 }
                 for (j, mask) in masks.iter_mut().enumerate() {
-                    let (k, level) = (j % classes, levels[j / classes]);
+                    let (k, level) = (j % classes, plan.levels[j / classes][j % classes]);
                     let map = &maps[k * th * tw..(k + 1) * th * tw];
                     for y in oy.clone() {
                         let r = &map[(y - y0) * tw..];
@@ -258,8 +263,7 @@ mod tests {
                 overlap: 4,
                 mean,
                 std,
-                threshold: 0.1,
-                core: None,
+                levels: vec![vec![0.1, 0.1]],
                 threads: 1,
             };
             let pointwise = |t: &[f32]| Ok::<_, Error>(t.iter().chain(t).copied().collect());
@@ -268,19 +272,25 @@ mod tests {
             assert_eq!(m.len(), 2);
             assert_eq!(m[0].to_mask(), want, "{w}x{h}");
             assert_eq!(m[1].to_mask(), want);
-            // With a core level, each class's core follows at `classes + k`.
+            // A second set of levels follows at `classes + k`, each class
+            // at its own level.
             let cored = TilePlan {
-                core: Some(0.6),
-                ..plan
+                levels: vec![vec![0.1, 0.1], vec![0.6, 0.3]],
+                ..plan.clone()
             };
             let mc = threshold_tiles(&p, &cored, 2, pointwise).unwrap();
             assert_eq!(mc.len(), 4);
             assert_eq!(mc[..2], m[..]);
             assert_eq!(mc[2].to_mask(), s.threshold(0.6));
+            assert_eq!(mc[3].to_mask(), s.threshold(0.3));
             assert_ne!(mc[2].to_mask(), want);
+            assert_ne!(mc[2], mc[3]);
             // Tiles run in parallel give the same bits.
             for threads in [2, 3, 16] {
-                let par = TilePlan { threads, ..plan };
+                let par = TilePlan {
+                    threads,
+                    ..plan.clone()
+                };
                 assert_eq!(threshold_tiles(&p, &par, 2, pointwise).unwrap(), m);
             }
         }
@@ -294,11 +304,16 @@ mod tests {
             overlap: 0,
             mean: 0.5,
             std: 0.0,
-            threshold: 0.5,
-            core: None,
+            levels: vec![vec![0.5; 3]],
             threads: 1,
         };
         let e = threshold_tiles(&p, &plan, 3, |t| Ok::<_, Error>(t.to_vec())).unwrap_err();
         assert!(e.to_string().contains("3 classes"), "{e}");
+        let short = TilePlan {
+            levels: vec![vec![0.5; 2]],
+            ..plan
+        };
+        let e = threshold_tiles(&p, &short, 3, |t| Ok::<_, Error>(t.repeat(3))).unwrap_err();
+        assert!(e.to_string().contains("2 levels for 3 classes"), "{e}");
     }
 }

@@ -107,8 +107,10 @@ pub fn check_model(bundle: &Path, key: &Path) -> anyhow::Result<()> {
         mf.name, mf.precision, mf.classes
     );
     println!(
-        "  input {:?}, pixel scale {}, threshold {}",
-        mf.input, mf.pixel_scale, mf.threshold
+        "  input {:?}, pixel scale {}, thresholds {:?}",
+        mf.input,
+        mf.pixel_scale,
+        mf.thresholds()
     );
     for (k, v) in &mf.metrics {
         println!("  {k} = {v:.4}");
@@ -131,7 +133,9 @@ fn f16_against_fp32(m: &Model, float_file: &[u8]) -> anyhow::Result<()> {
     let mut frame = generate(&cfg, 2026, 1)?.image;
     standardise(&mut frame);
     let (half, full) = (m.runner.maps(frame.data())?, fp32.maps(frame.data())?);
-    let t = m.manifest.threshold;
+    // Maps are class after class; each class is cut at its own threshold.
+    let t = m.manifest.thresholds();
+    let per_class = h * w;
     let max = half
         .iter()
         .zip(&full)
@@ -139,7 +143,11 @@ fn f16_against_fp32(m: &Model, float_file: &[u8]) -> anyhow::Result<()> {
     let changed = half
         .iter()
         .zip(&full)
-        .filter(|(x, y)| (**x >= t) != (**y >= t))
+        .enumerate()
+        .filter(|(i, (x, y))| {
+            let t = t[(i / per_class).min(t.len() - 1)];
+            (**x >= t) != (**y >= t)
+        })
         .count() as f64
         / full.len() as f64;
     println!(

@@ -91,6 +91,25 @@ fn print_exported(out: &Path, e: &export::Exported) {
     for (k, v) in &m.metrics {
         println!("  {k} = {v:.4}");
     }
+    for ch in &e.thresholds {
+        println!(
+            "{}: map threshold {:.2}, chosen on {} labelled cells; at each level, \
+             objects counted per absent cell and present cells with nothing counted:",
+            ch.class, ch.threshold, ch.cells
+        );
+        let line: Vec<String> = ch
+            .curve
+            .iter()
+            .map(|(t, c)| {
+                format!(
+                    "{t:.2}: {:.2} {:.2}",
+                    c.objects_in_absent as f64 / c.absent.max(1) as f64,
+                    c.nothing_in_present_rate().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        println!("  {}", line.join(" | "));
+    }
     if !e.per_image.is_empty() {
         println!(
             "checks from the labels, per image (all its tiles, training ones included):\n  \

@@ -172,14 +172,17 @@ pub enum Cmd {
         /// Name shown on the unit's display; default: the bundle folder's name.
         #[arg(long)]
         name: Option<String>,
-        /// Leave out the object verifier (fitted from the labels by
-        /// default; docs/counting.md): every candidate object counts.
+        /// Leave out what is fitted from the labels by default
+        /// (docs/counting.md): each class's map threshold (the config's
+        /// `vote.threshold` for all) and the object verifier (every
+        /// candidate object counts).
         #[arg(long)]
         no_verifier: bool,
     },
-    /// Fit a new object verifier for an existing bundle from a run's data
-    /// (its config.toml's images and labels), score it and write the
-    /// bundle, re-signed, to a new folder; the model file is unchanged.
+    /// Choose each class's map threshold and fit a new object verifier for
+    /// an existing bundle from a run's data (its config.toml's images and
+    /// labels), score it and write the bundle, re-signed, to a new folder;
+    /// the model file is unchanged.
     Verifier {
         #[command(flatten)]
         bundle: Resigning,

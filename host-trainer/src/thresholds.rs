@@ -1,0 +1,171 @@
+//! Each class's map threshold, chosen from the image-level labels alone.
+//!
+//! A weakly trained map's confidence is not calibrated, and it differs by
+//! class and by data: on one lab's eggs the map rarely passes ½ over an
+//! egg, on synthetic debris it often does. So the exported file counts the
+//! labelled images with each class's map cut at every level of [`GRID`]
+//! (one pass of the model per image, `nemascope_count::count_at`), and each
+//! class keeps the level with the fewest count errors its labelled cells
+//! prove (`LabelCheck::proven_errors`: objects counted in absent cells and
+//! present cells with nothing counted, per cell). Every
+//! labelled cell is used, training ones too: it is one number per class,
+//! and a lab's folder holds few validation tiles.
+
+use nemascope_core::counting::LabelCheck;
+use nemascope_core::{Error, Result};
+use nemascope_count::{count_at, CountSettings, Model};
+
+use crate::config::ClassSettings;
+use crate::data::{grid_regions, Data};
+use crate::verifier::cells;
+
+/// The levels tried: 0.05, 0.10, … 0.95.
+pub fn grid() -> Vec<f32> {
+    (1..20).map(|k| k as f32 * 0.05).collect()
+}
+
+/// What the labels said of one class's threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chosen {
+    pub class: String,
+    /// The level kept.
+    pub threshold: f32,
+    /// The cells' proven errors at it, and at the level the model had.
+    pub error: f64,
+    pub error_before: f64,
+    /// Labelled cells it was chosen on.
+    pub cells: usize,
+    /// What the labels said at each level of [`grid`].
+    pub curve: Vec<(f32, LabelCheck)>,
+}
+
+/// Chooses each class's threshold for `model` from the labelled cells of
+/// `data` (training and validation). `crop` is the labelled tile (0: whole
+/// images); `count` is how the unit counts. Any verifier the manifest holds
+/// is set aside: it was fitted at the old threshold.
+pub fn choose(
+    model: &Model,
+    data: &Data,
+    crop: usize,
+    classes: &[ClassSettings],
+    count: &CountSettings,
+) -> Result<Vec<Chosen>> {
+    let items: Vec<usize> = data.train.iter().chain(&data.val).copied().collect();
+    let all = cells(data, &grid_regions(data, &items, crop, crop, classes)?);
+    let mut bare = model.clone();
+    bare.manifest.verifiers.clear();
+    let before = bare.manifest.thresholds();
+    let levels = grid();
+    let sets: Vec<Vec<f32>> = levels.iter().map(|&t| vec![t; before.len()]).collect();
+    // checks[class][level]
+    let mut checks = vec![vec![LabelCheck::default(); levels.len()]; before.len()];
+    let mut at_before = vec![LabelCheck::default(); before.len()];
+    for &i in &items {
+        let mut runs = sets.clone();
+        runs.push(before.clone());
+        let counted = count_at(&bare, &data.items[i].raw, count, &runs)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", data.items[i].id)))?;
+        for cell in all.iter().filter(|c| c.item == i) {
+            let c = cell.class;
+            for (l, at) in counted.iter().enumerate() {
+                let n = at
+                    .objects
+                    .iter()
+                    .filter(|o| cell.holds(o.class, o.centroid))
+                    .count();
+                match checks[c].get_mut(l) {
+                    Some(check) => check.add(cell.present, n),
+                    None => at_before[c].add(cell.present, n),
+                }
+            }
+        }
+    }
+    Ok(data
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            let k = best(&levels, &checks[c], before[c], &at_before[c]);
+            Chosen {
+                class: name.clone(),
+                threshold: k.map_or(before[c], |k| levels[k]),
+                error: k.map_or(&at_before[c], |k| &checks[c][k]).proven_errors(),
+                error_before: at_before[c].proven_errors(),
+                cells: at_before[c].absent + at_before[c].present,
+                curve: levels
+                    .iter()
+                    .copied()
+                    .zip(checks[c].iter().copied())
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// The level with the fewest proven errors among those that still find
+/// the class: at most half of its present cells with nothing counted, or
+/// no more than at the model's own level (`before`). Without that floor a
+/// level that counts nothing would win wherever the map cannot tell the
+/// class from debris: no errors in absent cells, and only one proven error
+/// per missed present cell, however many objects it held. Among equal
+/// errors, the nearest to `current`; `None` when no level qualifies.
+pub(crate) fn best(
+    levels: &[f32],
+    checks: &[LabelCheck],
+    current: f32,
+    before: &LabelCheck,
+) -> Option<usize> {
+    let missed = |c: &LabelCheck| c.nothing_in_present_rate().unwrap_or(0.0);
+    let floor = missed(before).max(0.5);
+    (0..levels.len())
+        .filter(|&k| missed(&checks[k]) <= floor)
+        .min_by(|&a, &b| {
+            let (ea, eb) = (checks[a].proven_errors(), checks[b].proven_errors());
+            ea.total_cmp(&eb).then(
+                (levels[a] - current)
+                    .abs()
+                    .total_cmp(&(levels[b] - current).abs()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check of 100 absent and 10 present cells: `debris` objects
+    /// counted in the absent ones, `missed` present ones with nothing.
+    fn check(debris: usize, missed: usize) -> LabelCheck {
+        LabelCheck {
+            absent: 100,
+            counted_in_absent: debris.min(100),
+            objects_in_absent: debris,
+            present: 10,
+            nothing_in_present: missed,
+        }
+    }
+
+    #[test]
+    fn the_fewest_errors_win_among_levels_that_still_find_the_class() {
+        let levels = grid();
+        assert_eq!(levels.len(), 19);
+        assert!((levels[9] - 0.5).abs() < 1e-6);
+        // Debris falls and misses rise with the level; counting nothing
+        // (0 debris, 10 of 10 missed) has the fewest errors but finds nothing.
+        let curve: Vec<LabelCheck> = (0..19)
+            .map(|k| check(44usize.saturating_sub(4 * k), (k / 2).min(10)))
+            .collect();
+        let before = curve[9];
+        let k = best(&levels, &curve, 0.5, &before).unwrap();
+        // Misses allowed: at most max(5 of 10, the 4 at 0.5) = 5, so k ≤ 11.
+        assert_eq!(k, 11, "{:?}", curve[k]);
+        // Equal errors everywhere: the current level stays.
+        let flat = vec![check(5, 2); 19];
+        assert_eq!(best(&levels, &flat, 0.5, &flat[9]), Some(9));
+        assert_eq!(best(&levels, &flat, 0.3, &flat[9]), Some(5));
+        // Nothing qualifies when every level misses more than half and
+        // more than the model's own level.
+        let blind = vec![check(0, 9); 19];
+        assert_eq!(best(&levels, &blind, 0.5, &check(0, 6)), None);
+    }
+}
