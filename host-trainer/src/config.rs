@@ -254,6 +254,15 @@ pub struct TrainConfig {
     /// last scored highest (debris it takes for an object), instead of a
     /// region at random. 0 draws uniformly.
     pub hard_negatives: f64,
+    /// Refinement learns from confident pixels only instead of Dice on
+    /// whole voted masks: voted pixels whose map is at least
+    /// `seed_high` are objects, unvoted ones at most `seed_low` and every
+    /// pixel of a cell labelled absent are background, the band between
+    /// is ignored (balanced pixel BCE), and stage 1's cell loss stays on
+    /// so the pooled scores keep telling present from absent.
+    pub seeded: bool,
+    pub seed_low: f64,
+    pub seed_high: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -351,6 +360,9 @@ impl Default for TrainConfig {
             lr_final: 1.0,
             keep_margin: 0.02,
             hard_negatives: 0.0,
+            seeded: false,
+            seed_low: 0.25,
+            seed_high: 0.5,
         }
     }
 }
@@ -475,6 +487,12 @@ impl Config {
         }
         if !(v.scale > 0.0 && v.sigma >= 0.0) {
             return bad("vote.scale must be > 0 and vote.sigma ≥ 0".into());
+        }
+        if !(0.0 <= t.seed_low && t.seed_low < t.seed_high && t.seed_high <= 1.0) {
+            return bad(format!(
+                "train.seed_low {} and train.seed_high {} must be 0 ≤ low < high ≤ 1",
+                t.seed_low, t.seed_high
+            ));
         }
         if !(0.0..=1.0).contains(&t.hard_negatives) {
             return bad(format!(

@@ -591,8 +591,10 @@ impl Geometry {
 }
 
 /// Builds a batch from regions. `targets[item][class]` are the masks to
-/// learn (true or voted); a cell labelled absent for a class gets an empty
-/// target whatever the mask holds, as the paper's negatives do. Cell labels
+/// learn (true or voted), optionally followed by one more per class: where
+/// that class's target is known (seeded refinement); a cell labelled
+/// absent for a class gets an empty (and known) target whatever the mask
+/// holds, as the paper's negatives do. Cell labels
 /// follow the region through the augmentation.
 pub fn make_batch(
     data: &Data,
@@ -659,10 +661,13 @@ pub fn make_batch(
             } else {
                 (r.w, r.h)
             };
-            for (c, m) in masks.iter().enumerate().take(classes) {
+            // Class masks, then (seeded refinement) where each is known:
+            // a cell labelled absent is empty and known.
+            for (k, m) in masks.iter().enumerate().take(2 * classes) {
                 let start = ms.len();
                 geo.apply(m, *r, &mut ms);
-                clear_absent_cells(&mut ms[start..], ow, oh, &moved[c], false);
+                let known = k >= classes;
+                clear_absent_cells(&mut ms[start..], ow, oh, &moved[k % classes], known);
             }
         }
     }
@@ -681,7 +686,7 @@ pub fn make_batch(
         .collect();
     let masks = targets.map(|_| {
         let f: Vec<f32> = ms.iter().map(|&v| v as u8 as f32).collect();
-        Tensor::from_slice(&f).reshape([b, classes as i64, h, w])
+        Tensor::from_slice(&f).reshape([b, -1, h, w])
     });
     Ok(Batch {
         x,
@@ -894,6 +899,31 @@ mod tests {
                     .iter()
                     .all(|&v| v == 0.0));
             }
+        }
+        // Seeded refinement: a "known" mask per class follows the targets;
+        // here nothing is known but the cells labelled absent.
+        let seeded: Vec<Option<Vec<Mask>>> = (0..8)
+            .map(|_| {
+                let (all, none) = (Mask::filled(32, 32, true), Mask::filled(32, 32, false));
+                Some(vec![all.clone(), all, none.clone(), none])
+            })
+            .collect();
+        let b = make_batch(&data, &regions, Some(&seeded), None).unwrap();
+        let m = b.masks.unwrap();
+        assert_eq!(m.size(), [8, 4, 32, 32]);
+        let m = Vec::<f32>::try_from(m.flatten(0, -1)).unwrap();
+        let l = Vec::<f32>::try_from(b.labels[0].flatten(0, -1)).unwrap();
+        for k in 0..8 {
+            for cell in 0..4 {
+                let (x0, y0) = ((cell % 2) * 16, (cell / 2) * 16);
+                let at = |ch: usize| m[k * 4096 + ch * 1024 + (y0 + 8) * 32 + x0 + 8];
+                let present = l[k * 4 + cell] > 0.5;
+                assert_eq!(at(0) > 0.5, present, "target, region {k} cell {cell}");
+                assert_eq!(at(2) > 0.5, !present, "known, region {k} cell {cell}");
+            }
+            assert!(m[k * 4096 + 3 * 1024..(k + 1) * 4096]
+                .iter()
+                .all(|&v| v == 1.0));
         }
     }
 

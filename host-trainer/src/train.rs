@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nemascope_core::counting::AreaCounter;
 use nemascope_core::imageio::{load_mask, save_mask};
 use nemascope_core::metrics::mean_dice_positive;
-use nemascope_core::{Error, Mask, Result};
+use nemascope_core::{Error, Mask, Plane, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -511,12 +511,21 @@ impl Trainer {
                 let file = |id: &str, c: &str| dir.join(format!("{id}_{c}.png"));
                 let complete = dir.join("complete");
                 let mut out = Vec::with_capacity(self.data.items.len());
+                // Seeded refinement also keeps, per class, where the target
+                // is known (`…_known.png`), after the voted masks.
+                let seeded = self.cfg.train.seeded;
+                let known = |id: &str, c: &str| dir.join(format!("{id}_{c}_known.png"));
                 if complete.exists() {
                     for it in &self.data.items {
-                        let ms = classes
+                        let mut ms = classes
                             .iter()
                             .map(|c| load_mask(&file(&it.id, c)))
                             .collect::<Result<Vec<_>>>()?;
+                        if seeded {
+                            for c in &classes {
+                                ms.push(load_mask(&known(&it.id, c))?);
+                            }
+                        }
                         out.push(Some(ms));
                     }
                     return Ok(Some(out));
@@ -542,9 +551,18 @@ impl Trainer {
                             }
                         }
                     }
-                    let ms = voted_masks(&it.stretched, &maps, &absent, &vote)?;
+                    let mut ms = voted_masks(&it.stretched, &maps, &absent, &vote)?;
                     for (c, m) in ms.iter().enumerate() {
                         save_mask(m, &file(&it.id, &classes[c]))?;
+                    }
+                    if seeded {
+                        let t = &self.cfg.train;
+                        for c in 0..classes.len() {
+                            let k =
+                                seed_known(&maps[c], &ms[c], &absent[c], t.seed_low, t.seed_high)?;
+                            save_mask(&k, &known(&it.id, &classes[c]))?;
+                            ms.push(k);
+                        }
                     }
                     out.push(Some(ms));
                     bar.inc(1);
@@ -654,6 +672,23 @@ impl Trainer {
                     self.device,
                 );
                 (loss, Some(hard))
+            }
+            Phase::Refine(_) if self.cfg.train.seeded => {
+                let m = b
+                    .masks
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("no mask targets".into()))?
+                    .to_device(self.device);
+                let c = self.data.classes.len() as i64;
+                let (target, known) = (m.narrow(1, 0, c), m.narrow(1, c, c));
+                let (cells, _) = cell_bce(
+                    &maps,
+                    b,
+                    &self.settings,
+                    self.cfg.train.balance_bce,
+                    self.device,
+                );
+                (seeded_bce(&maps, &target, &known) + cells, None)
             }
             _ => {
                 let m = b
@@ -847,6 +882,40 @@ pub fn cell_bce(
     (total / settings.len().max(1) as f64, hardest)
 }
 
+/// Where a seeded refinement's target is known: pixels the vote marked
+/// whose map is at least `high` (objects), pixels it did not mark whose
+/// map is at most `low` and every pixel known absent (background); the
+/// band between is left to the network.
+pub fn seed_known(map: &Plane, voted: &Mask, absent: &Mask, low: f64, high: f64) -> Result<Mask> {
+    map.check_same_size(voted, "seed_known")?;
+    map.check_same_size(absent, "seed_known")?;
+    let (low, high) = (low as f32, high as f32);
+    let data = map
+        .data()
+        .iter()
+        .zip(voted.data().iter().zip(absent.data()))
+        .map(|(&p, (&v, &a))| a || (v && p >= high) || (!v && p <= low))
+        .collect();
+    Mask::from_vec(map.width(), map.height(), data)
+}
+
+/// Pixel BCE of `maps` against `target` over the `known` pixels only,
+/// objects and background weighing half each per class (an object is a
+/// few hundred pixels among a tile's thousands), averaged over classes.
+pub fn seeded_bce(maps: &Tensor, target: &Tensor, known: &Tensor) -> Tensor {
+    let p = maps.clamp(1e-6, 1.0 - 1e-6);
+    let (ln_p, ln_q) = (p.log(), p.neg().log1p());
+    let bce = -(target * ln_p + (target.neg() + 1.0) * ln_q);
+    let pos = known * target;
+    let neg = known - &pos;
+    let dims: &[i64] = &[0, 2, 3];
+    let side = |w: &Tensor| {
+        (&bce * w).sum_dim_intlist(dims, false, Kind::Float)
+            / w.sum_dim_intlist(dims, false, Kind::Float).clamp_min(1.0)
+    };
+    ((side(&pos) + side(&neg)) * 0.5).mean(Kind::Float)
+}
+
 /// A stage's scores as the state and reports keep them.
 pub fn result(
     stage: &str,
@@ -939,5 +1008,40 @@ mod tests {
         assert!(round_kept(0.90, 0.91, 0.02));
         assert!(!round_kept(0.50, 0.94, 0.02));
         assert!(!round_kept(0.90, 0.91, 0.0));
+    }
+
+    #[test]
+    fn seeds_are_the_confident_pixels_and_absent_cells() {
+        let map = Plane::from_vec(5, 1, vec![0.1, 0.3, 0.6, 0.9, 0.4]).unwrap();
+        let voted = Mask::from_vec(5, 1, vec![false, true, true, false, false]).unwrap();
+        let absent = Mask::from_vec(5, 1, vec![false, false, false, true, false]).unwrap();
+        let k = seed_known(&map, &voted, &absent, 0.25, 0.5).unwrap();
+        // low unvoted: known; voted but unsure: not; voted and sure: known;
+        // absent: known whatever the map; unvoted in the band: not.
+        assert_eq!(k.data(), &[true, false, true, true, false]);
+        assert!(seed_known(&map, &Mask::filled(4, 1, false), &absent, 0.25, 0.5).is_err());
+    }
+
+    #[test]
+    fn seeded_bce_weighs_only_known_pixels_each_side_half() {
+        let t = |v: &[f32]| Tensor::from_slice(v).reshape([1, 1, 1, v.len() as i64]);
+        let target = t(&[1.0, 0.0, 0.0, 0.0, 1.0]);
+        let known = t(&[1.0, 1.0, 1.0, 1.0, 0.0]);
+        let right = t(&[0.99, 0.01, 0.01, 0.01, 0.0]);
+        let loss = |m: &Tensor| seeded_bce(m, &target, &known).double_value(&[]);
+        assert!(loss(&right) < 0.02, "{}", loss(&right));
+        // The ignored pixel (target 1, unknown) changes nothing.
+        let ignored = t(&[0.99, 0.01, 0.01, 0.01, 0.7]);
+        assert!((loss(&ignored) - loss(&right)).abs() < 1e-9);
+        // Missing the one object costs as much as wrongly lighting all
+        // three background pixels: each side weighs half.
+        let missed = t(&[0.01, 0.01, 0.01, 0.01, 0.0]);
+        let lit = t(&[0.99, 0.99, 0.99, 0.99, 0.0]);
+        assert!(
+            (loss(&missed) - loss(&lit)).abs() < 1e-6,
+            "{} {}",
+            loss(&missed),
+            loss(&lit)
+        );
     }
 }
