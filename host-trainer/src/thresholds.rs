@@ -3,7 +3,7 @@
 //! A weakly trained map's confidence is not calibrated, and it differs by
 //! class and by data: on one lab's eggs the map rarely passes ½ over an
 //! egg, on synthetic debris it often does. So the exported file counts the
-//! labelled images with each class's map cut at every level of [`GRID`]
+//! labelled images with each class's map cut at every level of [`grid`]
 //! (one pass of the model per image, `nemascope_count::count_at`), and each
 //! class keeps the level with the fewest count errors its labelled cells
 //! prove (`LabelCheck::proven_errors`: objects counted in absent cells and
@@ -56,13 +56,13 @@ pub fn choose(
     bare.manifest.verifiers.clear();
     let before = bare.manifest.thresholds();
     let levels = grid();
-    let sets: Vec<Vec<f32>> = levels.iter().map(|&t| vec![t; before.len()]).collect();
+    // Every level of the grid, then the model's own thresholds.
+    let mut runs: Vec<Vec<f32>> = levels.iter().map(|&t| vec![t; before.len()]).collect();
+    runs.push(before.clone());
     // checks[class][level]
     let mut checks = vec![vec![LabelCheck::default(); levels.len()]; before.len()];
     let mut at_before = vec![LabelCheck::default(); before.len()];
     for &i in &items {
-        let mut runs = sets.clone();
-        runs.push(before.clone());
         let counted = count_at(&bare, &data.items[i].raw, count, &runs)
             .map_err(|e| Error::Invalid(format!("{}: {e}", data.items[i].id)))?;
         for cell in all.iter().filter(|c| c.item == i) {
