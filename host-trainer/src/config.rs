@@ -242,11 +242,12 @@ pub struct TrainConfig {
     /// Learning rate at the end of each phase as a fraction of `lr`
     /// (cosine decay by epoch; 1 keeps it constant, as the BBBC010 runs do).
     pub lr_final: f64,
-    /// A refinement round is kept when its validation AUC of the pooled
-    /// scores (mean over classes, from the labels alone) is at least the
-    /// kept stage's less this margin; otherwise the kept stage stays the
+    /// A refinement round is kept when, on the validation cells' labels
+    /// alone (means over classes), its pooled scores' AUC is at least the
+    /// kept stage's less this margin and its proven count errors per cell
+    /// at most the kept stage's plus it; otherwise the kept stage stays the
     /// teacher and refinement stops, so a collapsed round never teaches
-    /// the student.
+    /// the student. 1 keeps every round.
     pub keep_margin: f64,
     /// Stage 1's hard negatives: this fraction of the batch slots not
     /// reserved for a class draw, among a few random training regions

@@ -3,7 +3,7 @@
 //! worm counts per image.
 
 use nemascope_core::classical::FlatField;
-use nemascope_core::counting::{AreaCounter, CountSample};
+use nemascope_core::counting::{AreaCounter, CountSample, LabelCheck};
 use nemascope_core::imageio::{resize_bilinear, resize_nearest};
 use nemascope_core::metrics::{auc, dice, mean_dice_positive};
 use nemascope_core::objects::{basic_stats, label_components};
@@ -18,6 +18,7 @@ use crate::data::{make_batch, Data, Item, Labelled};
 use crate::pooling::pool_cells;
 use crate::stages::map_plane;
 use crate::unet::UNet;
+use crate::verifier::Cell;
 
 /// Per-class probability maps of one image at the working size. The input
 /// is padded by repeating its edge pixels up to a multiple of 2^depth and
@@ -88,6 +89,43 @@ pub struct SegScores {
     pub count_mae_per_class: Vec<Option<f64>>,
     pub found: Vec<usize>,
     pub truth: Vec<usize>,
+}
+
+/// What the labelled cells say of native-size masks, per class: each
+/// component of at least `min_area[c]` pixels (the class's sliver size, in
+/// the file's pixels) is one object, in the cell holding its centre.
+/// Needs no true masks, so a round can be judged from the labels alone.
+pub fn cell_checks(
+    cells: &[Cell],
+    items: &[usize],
+    masks: &[Vec<Mask>],
+    min_area: &[usize],
+) -> Vec<LabelCheck> {
+    let mut checks = vec![LabelCheck::default(); min_area.len()];
+    for (&i, pred) in items.iter().zip(masks) {
+        let objects: Vec<Vec<(f32, f32)>> = pred
+            .iter()
+            .zip(min_area)
+            .map(|(m, &min)| {
+                basic_stats(&label_components(m))
+                    .iter()
+                    .filter(|o| o.area >= min.max(1))
+                    .map(|o| o.centroid)
+                    .collect()
+            })
+            .collect();
+        for cell in cells.iter().filter(|c| c.item == i) {
+            let Some(centres) = objects.get(cell.class) else {
+                continue;
+            };
+            let n = centres
+                .iter()
+                .filter(|&&p| cell.holds(cell.class, p))
+                .count();
+            checks[cell.class].add(cell.present, n);
+        }
+    }
+    checks
 }
 
 /// Scores native-size masks against the items' true masks; each class is
@@ -184,8 +222,8 @@ pub fn label_checks(
     data: &Data,
     items: &[usize],
     counts: &[Vec<Option<usize>>],
-) -> Vec<nemascope_core::counting::LabelCheck> {
-    let mut out = vec![nemascope_core::counting::LabelCheck::default(); data.classes.len()];
+) -> Vec<LabelCheck> {
+    let mut out = vec![LabelCheck::default(); data.classes.len()];
     for (&i, counted) in items.iter().zip(counts) {
         for (c, check) in out.iter_mut().enumerate() {
             if let (Some(&present), Some(Some(n))) = (data.items[i].present.get(c), counted.get(c))
@@ -204,7 +242,7 @@ pub fn label_checks_per_image(
     data: &Data,
     items: &[usize],
     counts: &[Vec<Option<usize>>],
-) -> Vec<(String, Vec<nemascope_core::counting::LabelCheck>)> {
+) -> Vec<(String, Vec<LabelCheck>)> {
     // Positions into `items` and `counts`, per image.
     let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for (k, &i) in items.iter().enumerate() {
@@ -369,4 +407,65 @@ pub fn cell_scores(
         recall,
         precision,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(class: usize, x0: f32, present: bool) -> Cell {
+        Cell {
+            item: 0,
+            class,
+            x0,
+            y0: 0.0,
+            x1: x0 + 10.0,
+            y1: 10.0,
+            present,
+        }
+    }
+
+    #[test]
+    fn cell_checks_count_each_object_of_at_least_the_sliver_size_in_the_cell_of_its_centre() {
+        // One class, a 30×10 image: cells [0,10) absent, [10,20) present,
+        // [20,30) present. A 3×3 object centred in the first, a 1-px speck
+        // in the second (below the sliver size 4), nothing in the third.
+        let mut m = Mask::filled(30, 10, false);
+        for y in 2..5 {
+            for x in 2..5 {
+                m.set(x, y, true);
+            }
+        }
+        m.set(15, 5, true);
+        let cells = [
+            cell(0, 0.0, false),
+            cell(0, 10.0, true),
+            cell(0, 20.0, true),
+        ];
+        let checks = cell_checks(&cells, &[0], &[vec![m.clone()]], &[4]);
+        assert_eq!(
+            checks[0],
+            LabelCheck {
+                absent: 1,
+                counted_in_absent: 1,
+                objects_in_absent: 1,
+                present: 2,
+                nothing_in_present: 2,
+            }
+        );
+        // With no sliver floor the speck is an object of the middle cell.
+        let checks = cell_checks(&cells, &[0], &[vec![m]], &[0]);
+        assert_eq!(checks[0].nothing_in_present, 1);
+        // A cell of another class sees nothing of this class's mask.
+        let other = cell_checks(
+            &[cell(1, 0.0, false)],
+            &[0],
+            &[vec![
+                Mask::filled(30, 10, true),
+                Mask::filled(30, 10, false),
+            ]],
+            &[1, 1],
+        );
+        assert_eq!(other[1].counted_in_absent, 0);
+    }
 }

@@ -76,19 +76,20 @@ pub fn found_true(found: &[usize], truth: &[usize], c: usize) -> String {
 
 /// Per stage and class: Dice, the pooled score's AUC, recall and precision
 /// on the validation cells, count error, found/true and the Dice of the
-/// masks the round learned from; a class that collapses shows here even
-/// when the image accuracy looks good.
+/// masks the round learned from, and what the cells' labels alone say of
+/// the counts; a class that collapses shows here even when the image
+/// accuracy looks good.
 fn per_class(state: &State) -> String {
     let mut s = String::from(
-        "\n| stage | class | Dice | AUC | recall | precision | count error / image | found / true | target Dice |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "\n| stage | class | Dice | AUC | recall | precision | count error / image | found / true | target Dice | absent cells counted | present cells empty |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let at = |v: &[Option<f64>], c: usize| fmt_opt(v.get(c).copied().flatten());
     for r in &state.results {
         for (c, name) in state.classes.iter().enumerate() {
             let ft = found_true(&r.found, &r.truth, c);
             s.push_str(&format!(
-                "| {} | {name} | {} | {} | {} | {} | {} | {ft} | {} |\n",
+                "| {} | {name} | {} | {} | {} | {} | {} | {ft} | {} | {} | {} |\n",
                 r.stage,
                 at(&r.dice, c),
                 at(&r.auc, c),
@@ -100,6 +101,8 @@ fn per_class(state: &State) -> String {
                     .flatten()
                     .map_or("–".into(), |v| format!("{v:.2}")),
                 at(&r.target_dice_per_class, c),
+                at(&r.absent_counted, c),
+                at(&r.present_empty, c),
             ));
         }
     }

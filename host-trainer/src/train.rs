@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use nemascope_core::counting::AreaCounter;
+use nemascope_core::counting::{AreaCounter, LabelCheck};
 use nemascope_core::imageio::{load_mask, save_mask};
 use nemascope_core::metrics::mean_dice_positive;
 use nemascope_core::{Error, Mask, Plane, Result};
@@ -25,6 +25,7 @@ use crate::eval::{self, SegScores};
 use crate::pooling::pool_cells;
 use crate::stages::{dice_loss_of, voted_masks};
 use crate::unet::UNet;
+use crate::verifier::cells;
 use rand::Rng;
 
 /// Set by the Ctrl-C handler; checked between steps.
@@ -119,6 +120,16 @@ pub struct StageResult {
     pub found: Vec<usize>,
     #[serde(default)]
     pub truth: Vec<usize>,
+    /// Per class, what the validation cells' labels alone say of the maps
+    /// at the vote threshold (`eval::cell_checks`): absent cells with
+    /// something counted, present cells with nothing, and the count errors
+    /// they prove per cell (`LabelCheck::proven_errors`).
+    #[serde(default)]
+    pub absent_counted: Vec<Option<f64>>,
+    #[serde(default)]
+    pub present_empty: Vec<Option<f64>>,
+    #[serde(default)]
+    pub label_errors: Vec<f64>,
 }
 
 /// What survives a restart.
@@ -156,6 +167,10 @@ pub struct State {
     pub kept: Option<String>,
     #[serde(default)]
     pub kept_auc: Option<f64>,
+    /// The kept stage's proven count errors per validation cell (mean over
+    /// classes): a round that makes more is not kept either.
+    #[serde(default)]
+    pub kept_errors: Option<f64>,
 }
 
 impl State {
@@ -454,20 +469,23 @@ impl Trainer {
             if let Some(best) = &self.state.best {
                 self.vs.load(self.dir.join(best)).map_err(torch_err)?;
             }
-            let auc = self.finish_phase(phase, targets.as_deref())?;
+            let (auc, errors) = self.finish_phase(phase, targets.as_deref())?;
             self.save_weights(&format!("{}.safetensors", phase.name()))?;
-            let fell = match (phase, auc, self.state.kept_auc, &self.state.kept) {
-                (Phase::Refine(_), Some(a), Some(k), Some(stage))
-                    if !round_kept(a, k, self.cfg.train.keep_margin) =>
-                {
-                    Some((a, k, stage.clone()))
-                }
+            let now = Judged { auc, errors };
+            let before = Judged {
+                auc: self.state.kept_auc,
+                errors: self.state.kept_errors,
+            };
+            let fell = match (phase, &self.state.kept) {
+                (Phase::Refine(_), Some(stage)) => now
+                    .worse_than(&before, self.cfg.train.keep_margin)
+                    .map(|why| (why, stage.clone())),
                 _ => None,
             };
-            if let Some((a, k, stage)) = fell {
+            if let Some((why, stage)) = fell {
                 // The round fell below the kept stage on the labels alone:
                 // the kept weights stay the model and refinement stops.
-                let note = format!(" (not kept: AUC {a:.3} < {stage} {k:.3})");
+                let note = format!(" (not kept: {why} {stage})");
                 if let Some(r) = self.state.results.last_mut() {
                     r.stage.push_str(&note);
                 }
@@ -481,6 +499,7 @@ impl Trainer {
             } else {
                 self.state.kept = Some(phase.name());
                 self.state.kept_auc = auc.or(self.state.kept_auc);
+                self.state.kept_errors = errors.or(self.state.kept_errors);
             }
             self.save_weights(MODEL)?;
             // The next phase starts from this phase's best.
@@ -729,7 +748,7 @@ impl Trainer {
         &mut self,
         phase: Phase,
         targets: Option<&[Option<Vec<Mask>>]>,
-    ) -> Result<Option<f64>> {
+    ) -> Result<(Option<f64>, Option<f64>)> {
         let val = self.data.val.clone();
         let vote = self.cfg.vote_params();
         let mut raw = Vec::new();
@@ -768,16 +787,34 @@ impl Trainer {
             .collect::<Option<Vec<f64>>>()
             .filter(|a| !a.is_empty())
             .map(|a| a.iter().sum::<f64>() / a.len() as f64);
-        self.state
-            .results
-            .push(result(&name, s, Some(&cls), target_dice));
+        let min_area: Vec<usize> = self
+            .settings
+            .iter()
+            .map(|c| native_area(&self.data, &val, c.min_pixels))
+            .collect();
+        let checks = eval::cell_checks(&cells(&self.data, &self.val), &val, &raw, &min_area);
+        let errors =
+            (!checks.is_empty() && checks.iter().all(|c| c.absent + c.present > 0)).then(|| {
+                checks.iter().map(LabelCheck::proven_errors).sum::<f64>() / checks.len() as f64
+            });
+        let mut r = result(&name, s, Some(&cls), target_dice);
+        r.absent_counted = checks
+            .iter()
+            .map(LabelCheck::counted_in_absent_rate)
+            .collect();
+        r.present_empty = checks
+            .iter()
+            .map(LabelCheck::nothing_in_present_rate)
+            .collect();
+        r.label_errors = checks.iter().map(LabelCheck::proven_errors).collect();
+        self.state.results.push(r);
         if phase == Phase::Classify {
             let s = eval::score(&self.data, &val, &voted, &self.counters)?;
             self.state
                 .results
                 .push(result("voting", s, Some(&cls), Vec::new()));
         }
-        Ok(auc)
+        Ok((auc, errors))
     }
 
     /// Per class, Dice of the training targets against the true masks over
@@ -832,6 +869,50 @@ pub fn hardest(candidates: &[usize], hardness: &[f32], pool: usize, rng: &mut im
             _ => Some(k),
         })
         .unwrap_or(candidates[0])
+}
+
+/// What the validation labels alone say of a stage: the pooled scores' AUC
+/// and the count errors the cells prove (both means over classes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judged {
+    pub auc: Option<f64>,
+    pub errors: Option<f64>,
+}
+
+impl Judged {
+    /// Why this stage is worse than `kept` by more than `margin`, if it is:
+    /// a lower AUC (it tells present from absent cells less well) or more
+    /// proven count errors per cell (it counts more debris or misses more).
+    /// A measure missing on either side is not compared; a margin of 1
+    /// keeps every round.
+    pub fn worse_than(&self, kept: &Judged, margin: f64) -> Option<String> {
+        if margin >= 1.0 {
+            return None;
+        }
+        if let (Some(a), Some(k)) = (self.auc, kept.auc) {
+            if !round_kept(a, k, margin) {
+                return Some(format!("AUC {a:.3} < {k:.3} of"));
+            }
+        }
+        if let (Some(e), Some(k)) = (self.errors, kept.errors) {
+            if e > k + margin {
+                return Some(format!("count errors per cell {e:.3} > {k:.3} of"));
+            }
+        }
+        None
+    }
+}
+
+/// A class's sliver size `min_pixels` (working pixels) in the file's own
+/// pixels, as the first of `items` is stored (every item of a set shares
+/// one scale).
+fn native_area(data: &Data, items: &[usize], min_pixels: usize) -> usize {
+    let Some(it) = items.first().map(|&i| &data.items[i]) else {
+        return min_pixels;
+    };
+    let scale = (it.native_size.0 * it.native_size.1) as f64
+        / (it.input.width() * it.input.height()).max(1) as f64;
+    (min_pixels as f64 * scale).round() as usize
 }
 
 /// Whether a refinement round with validation AUC `auc` is kept over the
@@ -938,6 +1019,9 @@ pub fn result(
         count_mae_per_class: s.count_mae_per_class,
         found: s.found,
         truth: s.truth,
+        absent_counted: Vec::new(),
+        present_empty: Vec::new(),
+        label_errors: Vec::new(),
     }
 }
 
@@ -1008,6 +1092,32 @@ mod tests {
         assert!(round_kept(0.90, 0.91, 0.02));
         assert!(!round_kept(0.50, 0.94, 0.02));
         assert!(!round_kept(0.90, 0.91, 0.0));
+    }
+
+    #[test]
+    fn a_round_with_more_proven_count_errors_is_not_kept_even_at_a_higher_auc() {
+        let kept = Judged {
+            auc: Some(0.90),
+            errors: Some(0.20),
+        };
+        let judge = |auc, errors| Judged { auc, errors }.worse_than(&kept, 0.02);
+        assert_eq!(judge(Some(0.91), Some(0.21)), None);
+        assert_eq!(judge(Some(0.95), Some(0.15)), None);
+        let why = judge(Some(0.95), Some(0.30)).expect("more errors");
+        assert!(
+            why.starts_with("count errors per cell 0.300 > 0.200"),
+            "{why}"
+        );
+        let why = judge(Some(0.80), Some(0.10)).expect("lower AUC");
+        assert!(why.starts_with("AUC 0.800 < 0.900"), "{why}");
+        // A measure one side lacks is not compared.
+        assert_eq!(judge(None, Some(0.21)), None);
+        assert_eq!(judge(Some(0.90), None), None);
+        let everything = Judged {
+            auc: Some(0.1),
+            errors: Some(9.0),
+        };
+        assert_eq!(everything.worse_than(&kept, 1.0), None);
     }
 
     #[test]

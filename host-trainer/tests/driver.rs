@@ -17,7 +17,7 @@ fn stages_run_resume_and_report() {
     let run = dir.path().join("run");
     let mut cfg = tiny_config();
     // Every stage runs here, whatever its AUC: this test is about the
-    // phases, epochs and resuming (the keeping rule: `round_kept`).
+    // phases, epochs and resuming (the keeping rule: `Judged::worse_than`).
     cfg.train.keep_margin = 1.0;
 
     // A "crash" after two epochs: the state and last checkpoint survive.

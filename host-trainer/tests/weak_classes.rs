@@ -187,6 +187,14 @@ fn every_class_localises_from_image_level_labels() {
     }
     // The model is the stage kept by the labels alone.
     assert!(t.state.kept.is_some() && t.state.kept_auc.is_some());
+    // ... judged on its counts as well: the validation cells' checks of
+    // every class, and their proven errors, are recorded for each stage.
+    assert!(t.state.kept_errors.is_some());
+    for c in 0..3 {
+        let rate = raw.absent_counted[c].expect("absent validation cells");
+        assert!((0.0..=1.0).contains(&rate));
+        assert!(raw.present_empty[c].is_some());
+    }
 
     // Counted as a unit counts, through the exported bundle and its object
     // verifier: a class whose counts run away (debris counted everywhere)
