@@ -278,16 +278,27 @@ fn find_image(key: &str, images: Option<&Path>, json_dir: &Path) -> Result<PathB
         Some(dir) => vec![dir.join(p.file_name().unwrap_or(p.as_os_str()))],
         None => vec![p.to_path_buf(), json_dir.join(p)],
     };
-    tries.iter().find(|t| t.is_file()).cloned().ok_or_else(|| {
-        Error::Input(format!(
-            "the counted image {key} is not at {}; say where the images are with --images DIR",
-            tries
-                .iter()
-                .map(|t| t.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" nor ")
-        ))
-    })
+    if let Some(found) = tries.iter().find(|t| t.is_file()) {
+        return Ok(found.clone());
+    }
+    if let Some((t, why)) = tries.iter().find_map(|t| {
+        nemascope_core::files::check_regular(t)
+            .err()
+            .map(|why| (t, why))
+    }) {
+        return Err(Error::Input(format!(
+            "the counted image {} {why}",
+            t.display()
+        )));
+    }
+    Err(Error::Input(format!(
+        "the counted image {key} is not at {}; say where the images are with --images DIR",
+        tries
+            .iter()
+            .map(|t| t.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" nor ")
+    )))
 }
 
 /// The lab database as the page shows it: per unit and sample the totals,
@@ -334,6 +345,24 @@ fn db_reports(path: &Path) -> Result<Value> {
 mod tests {
     use super::*;
     use nemascope_reports::counts::ImageReport;
+
+    #[test]
+    fn a_counted_image_that_is_a_fifo_is_named_as_one_not_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(dir.path().join("a.png"))
+            .status()
+            .unwrap()
+            .success());
+        let e = find_image("a.png", Some(dir.path()), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a FIFO") && !e.contains("is not at"), "{e}");
+        let e = find_image("b.png", Some(dir.path()), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not at"), "{e}");
+    }
 
     fn run(image: &str) -> CountRun {
         CountRun {

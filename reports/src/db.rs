@@ -73,6 +73,11 @@ impl ReportDb {
                 msg: "a unit needs a name (--unit)".into(),
             });
         }
+        // SQLite would wait on a FIFO for ever and fail late on a folder.
+        nemascope_core::files::check_regular(path).map_err(|why| DbError {
+            path: path.to_path_buf(),
+            msg: why,
+        })?;
         let conn = Connection::open(path).map_err(&err)?;
         // Several listeners share the file: wait for each other's commits.
         conn.busy_timeout(Duration::from_secs(30)).map_err(&err)?;

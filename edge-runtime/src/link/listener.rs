@@ -96,6 +96,9 @@ impl ReportStore {
             path: path.to_path_buf(),
             source,
         };
+        // A FIFO or device would block the first read with no message.
+        nemascope_core::files::check_regular(path)
+            .map_err(|why| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, why)))?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -337,6 +340,46 @@ mod tests {
             frame_ms: 50,
             warnings: 0,
         }
+    }
+
+    /// `open` on a path, given 10 s: a store that waits on a FIFO fails.
+    fn open_within_10s<T: Send + 'static, E: ToString + Send + 'static>(
+        open: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(open().map_err(|e| e.to_string()));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening the store blocked")
+    }
+
+    #[test]
+    fn a_fifo_or_folder_as_the_store_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("reports.jsonl");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let p = fifo.clone();
+        let e = open_within_10s(move || ReportStore::open(&p).map(|_| ())).unwrap_err();
+        assert!(
+            e.contains("is a FIFO") && e.contains("not a regular file"),
+            "{e}"
+        );
+        let db = dir.path().join("lab.sqlite");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&db)
+            .status()
+            .unwrap()
+            .success());
+        let e = open_within_10s(move || ReportDb::open(&db, "unit-1").map(|_| ())).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let folder = dir.path().to_path_buf();
+        let e = open_within_10s(move || ReportStore::open(&folder).map(|_| ())).unwrap_err();
+        assert!(e.contains("a folder") || e.contains("directory"), "{e}");
     }
 
     #[test]
