@@ -357,12 +357,12 @@ mod tests {
     #[test]
     fn a_fifo_or_folder_as_the_store_is_refused_not_waited_on() {
         let dir = tempfile::tempdir().unwrap();
+        let mkfifo = |p: &Path| {
+            let made = std::process::Command::new("mkfifo").arg(p).status();
+            assert!(made.unwrap().success());
+        };
         let fifo = dir.path().join("reports.jsonl");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        mkfifo(&fifo);
         let p = fifo.clone();
         let e = open_within_10s(move || ReportStore::open(&p).map(|_| ())).unwrap_err();
         assert!(
@@ -370,11 +370,7 @@ mod tests {
             "{e}"
         );
         let db = dir.path().join("lab.sqlite");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&db)
-            .status()
-            .unwrap()
-            .success());
+        mkfifo(&db);
         let e = open_within_10s(move || ReportDb::open(&db, "unit-1").map(|_| ())).unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
         let folder = dir.path().to_path_buf();
