@@ -160,17 +160,16 @@ pub struct State {
     #[serde(default)]
     pub skipped: Vec<String>,
     /// The finished stage whose weights are the model (`classify`,
-    /// `refine1`, …) and its validation AUC (mean over classes): a
-    /// refinement round below it by more than `train.keep_margin` is not
-    /// kept ([`Trainer::run`]).
+    /// `refine1`, …) and its validation AUC (mean over classes).
     #[serde(default)]
     pub kept: Option<String>,
     #[serde(default)]
     pub kept_auc: Option<f64>,
-    /// The kept stage's proven count errors per validation cell (mean over
-    /// classes): a round that makes more is not kept either.
+    /// What the labels said of the kept stage, per class: a refinement
+    /// round worse on any class by more than `train.keep_margin` is not
+    /// kept ([`Judged::worse_than`]).
     #[serde(default)]
-    pub kept_errors: Option<f64>,
+    pub kept_judged: Judged,
 }
 
 impl State {
@@ -469,16 +468,15 @@ impl Trainer {
             if let Some(best) = &self.state.best {
                 self.vs.load(self.dir.join(best)).map_err(torch_err)?;
             }
-            let (auc, errors) = self.finish_phase(phase, targets.as_deref())?;
+            let now = self.finish_phase(phase, targets.as_deref())?;
             self.save_weights(&format!("{}.safetensors", phase.name()))?;
-            let now = Judged { auc, errors };
-            let before = Judged {
-                auc: self.state.kept_auc,
-                errors: self.state.kept_errors,
-            };
             let fell = match (phase, &self.state.kept) {
                 (Phase::Refine(_), Some(stage)) => now
-                    .worse_than(&before, self.cfg.train.keep_margin)
+                    .worse_than(
+                        &self.state.kept_judged,
+                        self.cfg.train.keep_margin,
+                        &self.data.classes,
+                    )
                     .map(|why| (why, stage.clone())),
                 _ => None,
             };
@@ -498,8 +496,8 @@ impl Trainer {
                 self.state.phase = phases.len() - 1;
             } else {
                 self.state.kept = Some(phase.name());
-                self.state.kept_auc = auc.or(self.state.kept_auc);
-                self.state.kept_errors = errors.or(self.state.kept_errors);
+                self.state.kept_auc = now.mean_auc().or(self.state.kept_auc);
+                self.state.kept_judged = now;
             }
             self.save_weights(MODEL)?;
             // The next phase starts from this phase's best.
@@ -748,7 +746,7 @@ impl Trainer {
         &mut self,
         phase: Phase,
         targets: Option<&[Option<Vec<Mask>>]>,
-    ) -> Result<(Option<f64>, Option<f64>)> {
+    ) -> Result<Judged> {
         let val = self.data.val.clone();
         let vote = self.cfg.vote_params();
         let mut raw = Vec::new();
@@ -780,23 +778,19 @@ impl Trainer {
             Phase::Refine(k) => format!("refine {k}"),
             Phase::Supervised => "supervised".into(),
         };
-        let auc = cls
-            .auc
-            .iter()
-            .copied()
-            .collect::<Option<Vec<f64>>>()
-            .filter(|a| !a.is_empty())
-            .map(|a| a.iter().sum::<f64>() / a.len() as f64);
         let min_area: Vec<usize> = self
             .settings
             .iter()
             .map(|c| native_area(&self.data, &val, c.min_pixels))
             .collect();
         let checks = eval::cell_checks(&cells(&self.data, &self.val), &val, &raw, &min_area);
-        let errors =
-            (!checks.is_empty() && checks.iter().all(|c| c.absent + c.present > 0)).then(|| {
-                checks.iter().map(LabelCheck::proven_errors).sum::<f64>() / checks.len() as f64
-            });
+        let judged = Judged {
+            auc: cls.auc.clone(),
+            errors: checks
+                .iter()
+                .map(|c| (c.absent + c.present > 0).then(|| c.proven_errors()))
+                .collect(),
+        };
         let mut r = result(&name, s, Some(&cls), target_dice);
         r.absent_counted = checks
             .iter()
@@ -814,7 +808,7 @@ impl Trainer {
                 .results
                 .push(result("voting", s, Some(&cls), Vec::new()));
         }
-        Ok((auc, errors))
+        Ok(judged)
     }
 
     /// Per class, Dice of the training targets against the true masks over
@@ -871,35 +865,51 @@ pub fn hardest(candidates: &[usize], hardness: &[f32], pool: usize, rng: &mut im
         .unwrap_or(candidates[0])
 }
 
-/// What the validation labels alone say of a stage: the pooled scores' AUC
-/// and the count errors the cells prove (both means over classes).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What the validation labels alone say of a stage, per class: the pooled
+/// scores' AUC and the count errors the cells prove per cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Judged {
-    pub auc: Option<f64>,
-    pub errors: Option<f64>,
+    pub auc: Vec<Option<f64>>,
+    pub errors: Vec<Option<f64>>,
 }
 
 impl Judged {
-    /// Why this stage is worse than `kept` by more than `margin`, if it is:
-    /// a lower AUC (it tells present from absent cells less well) or more
-    /// proven count errors per cell (it counts more debris or misses more).
-    /// A measure missing on either side is not compared; a margin of 1
-    /// keeps every round.
-    pub fn worse_than(&self, kept: &Judged, margin: f64) -> Option<String> {
+    /// Why this stage is worse than `kept` by more than `margin` on some
+    /// class (`classes` name them), if it is: a lower AUC (it tells present
+    /// from absent cells less well) or more proven count errors per cell
+    /// (it counts more debris or misses more). Per class, because the
+    /// network is shared: a round that helps worms while the egg map
+    /// collapses would teach the student a collapsed egg map. A measure
+    /// missing on either side is not compared; a margin of 1 keeps every
+    /// round.
+    pub fn worse_than(&self, kept: &Judged, margin: f64, classes: &[String]) -> Option<String> {
         if margin >= 1.0 {
             return None;
         }
-        if let (Some(a), Some(k)) = (self.auc, kept.auc) {
-            if !round_kept(a, k, margin) {
-                return Some(format!("AUC {a:.3} < {k:.3} of"));
-            }
+        let name = |c: usize| classes.get(c).map_or("?", String::as_str);
+        let pairs = |a: &[Option<f64>], b: &[Option<f64>]| -> Vec<(usize, f64, f64)> {
+            a.iter()
+                .zip(b)
+                .enumerate()
+                .filter_map(|(c, (x, y))| Some((c, (*x)?, (*y)?)))
+                .collect()
+        };
+        if let Some((c, a, k)) = pairs(&self.auc, &kept.auc)
+            .into_iter()
+            .find(|&(_, a, k)| !round_kept(a, k, margin))
+        {
+            return Some(format!("{} AUC {a:.3} < {k:.3} of", name(c)));
         }
-        if let (Some(e), Some(k)) = (self.errors, kept.errors) {
-            if e > k + margin {
-                return Some(format!("count errors per cell {e:.3} > {k:.3} of"));
-            }
-        }
-        None
+        pairs(&self.errors, &kept.errors)
+            .into_iter()
+            .find(|&(_, e, k)| e > k + margin)
+            .map(|(c, e, k)| format!("{} count errors per cell {e:.3} > {k:.3} of", name(c)))
+    }
+
+    /// The AUC's mean over classes, when every class has one.
+    pub fn mean_auc(&self) -> Option<f64> {
+        let a: Vec<f64> = self.auc.iter().copied().collect::<Option<_>>()?;
+        (!a.is_empty()).then(|| a.iter().sum::<f64>() / a.len() as f64)
     }
 }
 
@@ -1095,29 +1105,39 @@ mod tests {
     }
 
     #[test]
-    fn a_round_with_more_proven_count_errors_is_not_kept_even_at_a_higher_auc() {
+    fn a_round_worse_on_any_class_is_not_kept_even_if_better_on_the_others() {
+        let classes = ["worm".to_string(), "egg".to_string()];
         let kept = Judged {
-            auc: Some(0.90),
-            errors: Some(0.20),
+            auc: vec![Some(0.90), Some(0.80)],
+            errors: vec![Some(0.20), Some(0.10)],
         };
-        let judge = |auc, errors| Judged { auc, errors }.worse_than(&kept, 0.02);
-        assert_eq!(judge(Some(0.91), Some(0.21)), None);
-        assert_eq!(judge(Some(0.95), Some(0.15)), None);
-        let why = judge(Some(0.95), Some(0.30)).expect("more errors");
+        let judge = |auc: [Option<f64>; 2], errors: [Option<f64>; 2]| {
+            Judged {
+                auc: auc.to_vec(),
+                errors: errors.to_vec(),
+            }
+            .worse_than(&kept, 0.02, &classes)
+        };
+        assert_eq!(
+            judge([Some(0.89), Some(0.81)], [Some(0.21), Some(0.05)]),
+            None
+        );
+        // Better worms, more egg debris (the mean of the errors is lower).
+        let why = judge([Some(0.95), Some(0.85)], [Some(0.05), Some(0.15)]).expect("eggs worse");
         assert!(
-            why.starts_with("count errors per cell 0.300 > 0.200"),
+            why.starts_with("egg count errors per cell 0.150 > 0.100"),
             "{why}"
         );
-        let why = judge(Some(0.80), Some(0.10)).expect("lower AUC");
-        assert!(why.starts_with("AUC 0.800 < 0.900"), "{why}");
+        let why = judge([Some(0.95), Some(0.70)], [Some(0.05), Some(0.05)]).expect("egg AUC");
+        assert!(why.starts_with("egg AUC 0.700 < 0.800"), "{why}");
         // A measure one side lacks is not compared.
-        assert_eq!(judge(None, Some(0.21)), None);
-        assert_eq!(judge(Some(0.90), None), None);
+        assert_eq!(judge([None, Some(0.80)], [Some(0.21), None]), None);
         let everything = Judged {
-            auc: Some(0.1),
-            errors: Some(9.0),
+            auc: vec![Some(0.1); 2],
+            errors: vec![Some(9.0); 2],
         };
-        assert_eq!(everything.worse_than(&kept, 1.0), None);
+        assert_eq!(everything.worse_than(&kept, 1.0, &classes), None);
+        assert!((kept.mean_auc().unwrap() - 0.85).abs() < 1e-12);
     }
 
     #[test]

@@ -189,7 +189,8 @@ fn every_class_localises_from_image_level_labels() {
     assert!(t.state.kept.is_some() && t.state.kept_auc.is_some());
     // ... judged on its counts as well: the validation cells' checks of
     // every class, and their proven errors, are recorded for each stage.
-    assert!(t.state.kept_errors.is_some());
+    assert_eq!(t.state.kept_judged.errors.len(), 3);
+    assert!(t.state.kept_judged.errors.iter().all(Option::is_some));
     for c in 0..3 {
         let rate = raw.absent_counted[c].expect("absent validation cells");
         assert!((0.0..=1.0).contains(&rate));
