@@ -243,9 +243,9 @@ pub struct TrainConfig {
     /// (cosine decay by epoch; 1 keeps it constant, as the BBBC010 runs do).
     pub lr_final: f64,
     /// A refinement round is kept when, on the validation cells' labels
-    /// alone (means over classes), its pooled scores' AUC is at least the
-    /// kept stage's less this margin and its proven count errors per cell
-    /// at most the kept stage's plus it; otherwise the kept stage stays the
+    /// alone, no class's proven count errors per cell exceed the kept
+    /// stage's plus this margin and no class's pooled-score AUC collapsed
+    /// (`train::Judged::worse_than`); otherwise the kept stage stays the
     /// teacher and refinement stops, so a collapsed round never teaches
     /// the student. 1 keeps every round.
     pub keep_margin: f64,

@@ -874,14 +874,19 @@ pub struct Judged {
 }
 
 impl Judged {
-    /// Why this stage is worse than `kept` by more than `margin` on some
-    /// class (`classes` name them), if it is: a lower AUC (it tells present
-    /// from absent cells less well) or more proven count errors per cell
-    /// (it counts more debris or misses more). Per class, because the
-    /// network is shared: a round that helps worms while the egg map
-    /// collapses would teach the student a collapsed egg map. A measure
-    /// missing on either side is not compared; a margin of 1 keeps every
-    /// round.
+    /// Why this stage is worse than `kept` on some class (`classes` name
+    /// them), if it is:
+    /// - more proven count errors per cell than the kept stage's plus
+    ///   `margin` (it counts more debris, or misses more): what a lab's
+    ///   counts suffer from;
+    /// - or a collapsed map: a pooled-score AUC that lost half its lead
+    ///   over chance ([`auc_collapsed`]). A map lit everywhere can prove
+    ///   few count errors (one object per frame), which the AUC catches.
+    ///
+    /// Per class, because the network is shared: a round that helps worms
+    /// while the egg map collapses would teach the student a collapsed egg
+    /// map. A measure missing on either side is not compared; a margin of
+    /// 1 keeps every round.
     pub fn worse_than(&self, kept: &Judged, margin: f64, classes: &[String]) -> Option<String> {
         if margin >= 1.0 {
             return None;
@@ -894,16 +899,19 @@ impl Judged {
                 .filter_map(|(c, (x, y))| Some((c, (*x)?, (*y)?)))
                 .collect()
         };
-        if let Some((c, a, k)) = pairs(&self.auc, &kept.auc)
-            .into_iter()
-            .find(|&(_, a, k)| !round_kept(a, k, margin))
-        {
-            return Some(format!("{} AUC {a:.3} < {k:.3} of", name(c)));
-        }
-        pairs(&self.errors, &kept.errors)
+        if let Some((c, e, k)) = pairs(&self.errors, &kept.errors)
             .into_iter()
             .find(|&(_, e, k)| e > k + margin)
-            .map(|(c, e, k)| format!("{} count errors per cell {e:.3} > {k:.3} of", name(c)))
+        {
+            return Some(format!(
+                "{} count errors per cell {e:.3} > {k:.3} of",
+                name(c)
+            ));
+        }
+        pairs(&self.auc, &kept.auc)
+            .into_iter()
+            .find(|&(_, a, k)| auc_collapsed(a, k))
+            .map(|(c, a, k)| format!("{} AUC {a:.3} collapsed from {k:.3} of", name(c)))
     }
 
     /// The AUC's mean over classes, when every class has one.
@@ -925,12 +933,15 @@ fn native_area(data: &Data, items: &[usize], min_pixels: usize) -> usize {
     (min_pixels as f64 * scale).round() as usize
 }
 
-/// Whether a refinement round with validation AUC `auc` is kept over the
-/// stage kept so far (`kept`): at most `margin` below it. The AUC of the
-/// pooled scores needs only the labels, and a round that collapsed
-/// (painting everything, or nothing) falls to chance on it.
-pub fn round_kept(auc: f64, kept: f64, margin: f64) -> bool {
-    auc >= kept - margin
+/// Whether a pooled-score AUC `auc` lost more than half of the kept
+/// stage's lead over chance (`kept` − ½): the map no longer tells present
+/// cells from absent ones. A refinement round that sharpens the maps
+/// lowers the pooled scores' AUC somewhat while the counts improve (2×
+/// budget synthetic run, round 1: AUC 0.899 / 0.938 / 0.907 → 0.870 /
+/// 0.870 / 0.804, proven errors down on every class); a collapse takes it
+/// to chance or below (the real eggs' Dice round: 0.938 → 0.400).
+pub fn auc_collapsed(auc: f64, kept: f64) -> bool {
+    auc - 0.5 < (kept - 0.5) / 2.0
 }
 
 /// Stage 1's loss: per class, the map pooled over that class's cells and
@@ -1098,10 +1109,11 @@ mod tests {
     }
 
     #[test]
-    fn a_round_is_kept_unless_it_falls_below_the_margin() {
-        assert!(round_kept(0.90, 0.91, 0.02));
-        assert!(!round_kept(0.50, 0.94, 0.02));
-        assert!(!round_kept(0.90, 0.91, 0.0));
+    fn an_auc_collapses_when_it_loses_half_its_lead_over_chance() {
+        assert!(!auc_collapsed(0.804, 0.907));
+        assert!(!auc_collapsed(0.72, 0.94));
+        assert!(auc_collapsed(0.70, 0.94));
+        assert!(auc_collapsed(0.400, 0.938));
     }
 
     #[test]
@@ -1128,8 +1140,16 @@ mod tests {
             why.starts_with("egg count errors per cell 0.150 > 0.100"),
             "{why}"
         );
-        let why = judge([Some(0.95), Some(0.70)], [Some(0.05), Some(0.05)]).expect("egg AUC");
-        assert!(why.starts_with("egg AUC 0.700 < 0.800"), "{why}");
+        // Fewer errors with a somewhat lower AUC: kept; a collapsed AUC not.
+        assert_eq!(
+            judge([Some(0.85), Some(0.70)], [Some(0.05), Some(0.05)]),
+            None
+        );
+        let why = judge([Some(0.95), Some(0.60)], [Some(0.05), Some(0.05)]).expect("egg AUC");
+        assert!(
+            why.starts_with("egg AUC 0.600 collapsed from 0.800"),
+            "{why}"
+        );
         // A measure one side lacks is not compared.
         assert_eq!(judge([None, Some(0.80)], [Some(0.21), None]), None);
         let everything = Judged {
