@@ -129,7 +129,7 @@ pub struct StageResult {
     #[serde(default)]
     pub present_empty: Vec<Option<f64>>,
     #[serde(default)]
-    pub label_errors: Vec<f64>,
+    pub label_errors: Vec<Option<f64>>,
 }
 
 /// What survives a restart.
@@ -800,7 +800,7 @@ impl Trainer {
             .iter()
             .map(LabelCheck::nothing_in_present_rate)
             .collect();
-        r.label_errors = checks.iter().map(LabelCheck::proven_errors).collect();
+        r.label_errors = judged.errors.clone();
         self.state.results.push(r);
         if phase == Phase::Classify {
             let s = eval::score(&self.data, &val, &voted, &self.counters)?;
