@@ -136,6 +136,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
     if regions.is_empty() || val.is_empty() {
         return Err(Error::Invalid("no labelled tiles to distil on".into()));
     }
+    let positives = train::positives_of(&regions, classes);
     let dice = cfg.train.dice;
     let loss = |net: &UNet, rs: &[Labelled], flip: (bool, bool), train: bool| -> Result<Tensor> {
         let b = make_batch(&data, rs, Some(&hard), None)?;
@@ -165,8 +166,15 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::Invalid("interrupted".into()));
         }
+        // Drawn as the teacher's batches were (`train.balance`): with
+        // uniform draws a rare class (eggs) is in few crops of a batch, and
+        // the student lost most of the teacher's egg recall.
         let rs: Vec<Labelled> = (0..o.batch)
-            .map(|_| regions[rng.random_range(0..regions.len())].clone())
+            .map(|k| {
+                let r = train::class_draw(&positives, cfg.train.balance, k, &mut rng)
+                    .unwrap_or_else(|| rng.random_range(0..regions.len()));
+                regions[r].clone()
+            })
             .collect();
         let l = loss(&net, &rs, (rng.random(), rng.random()), true)?;
         opt.backward_step(&l);

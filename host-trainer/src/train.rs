@@ -335,13 +335,7 @@ impl Trainer {
             ));
         }
         let counters = eval::fit_counters(&data, &data.train);
-        let positives = (0..data.classes.len())
-            .map(|c| {
-                (0..train_regions.len())
-                    .filter(|&k| region_present(&train_regions[k].1, c) == Some(true))
-                    .collect()
-            })
-            .collect();
+        let positives = positives_of(&train_regions, data.classes.len());
         let negatives: Vec<usize> = (0..train_regions.len())
             .filter(|&k| {
                 train_regions[k]
@@ -836,17 +830,39 @@ impl Trainer {
     /// probability `hard`, the hardest of a few random regions with an
     /// absent cell ([`hardest`]).
     fn draw(&self, k: usize, hard: f64, rng: &mut impl Rng) -> usize {
-        let c = k % (self.positives.len() + 1);
-        match self.positives.get(c) {
-            Some(pos) if self.cfg.train.balance && !pos.is_empty() => {
-                pos[rng.random_range(0..pos.len())]
-            }
-            _ if hard > 0.0 && !self.negatives.is_empty() && rng.random_bool(hard) => {
+        match class_draw(&self.positives, self.cfg.train.balance, k, rng) {
+            Some(r) => r,
+            None if hard > 0.0 && !self.negatives.is_empty() && rng.random_bool(hard) => {
                 hardest(&self.negatives, &self.hardness, HARD_POOL, rng)
             }
-            _ => rng.random_range(0..self.train_regions.len()),
+            None => rng.random_range(0..self.train_regions.len()),
         }
     }
+}
+
+/// Per class, the regions holding it (present in some cell).
+pub(crate) fn positives_of(regions: &[Labelled], classes: usize) -> Vec<Vec<usize>> {
+    (0..classes)
+        .map(|c| {
+            (0..regions.len())
+                .filter(|&k| region_present(&regions[k].1, c) == Some(true))
+                .collect()
+        })
+        .collect()
+}
+
+/// Balanced sampling (`train.balance`): batch slot `k` mod (C+1) < C draws
+/// among the regions holding class `k` mod (C+1), so a rare class is in
+/// every batch; `None` leaves the slot to the caller (the last of every
+/// C+1 slots, a class no region holds, or balance off).
+pub(crate) fn class_draw(
+    positives: &[Vec<usize>],
+    balance: bool,
+    k: usize,
+    rng: &mut impl Rng,
+) -> Option<usize> {
+    let pos = positives.get(k % (positives.len() + 1))?;
+    (balance && !pos.is_empty()).then(|| pos[rng.random_range(0..pos.len())])
 }
 
 /// Regions a hard negative is chosen among.
@@ -1106,6 +1122,29 @@ mod tests {
         assert!(distinct.len() > 90);
         // A pool of one is a uniform draw.
         assert!((0..50).any(|_| hardest(&candidates, &hardness, 1, &mut rng) != 7));
+    }
+
+    #[test]
+    fn balanced_slots_draw_each_class_and_leave_the_rest_to_the_caller() {
+        use rand::Rng;
+        // Two classes: class 1 only in region 3; region 2 holds neither.
+        let positives = vec![vec![0, 1], vec![3]];
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for k in 0..30 {
+            let r = class_draw(&positives, true, k, &mut rng);
+            match k % 3 {
+                0 => assert!(matches!(r, Some(0 | 1)), "slot {k}: {r:?}"),
+                1 => assert_eq!(r, Some(3), "slot {k}"),
+                _ => assert_eq!(r, None, "slot {k}"),
+            }
+        }
+        // Balance off, or a class no region holds: every slot is the
+        // caller's, and the generator is left untouched (runs without
+        // balance draw as before).
+        let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
+        assert!((0..9).all(|k| class_draw(&positives, false, k, &mut a).is_none()));
+        assert_eq!(class_draw(&[vec![], vec![3]], true, 0, &mut a), None);
+        assert_eq!(a.random::<u64>(), b.random::<u64>());
     }
 
     #[test]
