@@ -44,6 +44,12 @@ pub struct DistillOptions {
     pub soft_weight: f64,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Draw batches as the teacher's were with `train.balance` (a slot per
+    /// class among the regions holding it). Off: uniform draws, which on
+    /// the synthetic frames counted better (docs/trainer.md: balanced, the
+    /// student's egg map stayed below 0.5 and worms were over-counted more).
+    #[arg(long)]
+    pub balance: bool,
 }
 
 /// What [`distill`] made: the student's validation scores and the sizes
@@ -166,12 +172,9 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         if train::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::Invalid("interrupted".into()));
         }
-        // Drawn as the teacher's batches were (`train.balance`): with
-        // uniform draws a rare class (eggs) is in few crops of a batch, and
-        // the student lost most of the teacher's egg recall.
         let rs: Vec<Labelled> = (0..o.batch)
             .map(|k| {
-                let r = train::class_draw(&positives, cfg.train.balance, k, &mut rng)
+                let r = train::class_draw(&positives, o.balance, k, &mut rng)
                     .unwrap_or_else(|| rng.random_range(0..regions.len()));
                 regions[r].clone()
             })

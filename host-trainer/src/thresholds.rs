@@ -107,8 +107,11 @@ pub fn choose(
 /// no more than at the model's own level (`before`). Without that floor a
 /// level that counts nothing would win wherever the map cannot tell the
 /// class from debris: no errors in absent cells, and only one proven error
-/// per missed present cell, however many objects it held. Among equal
-/// errors, the nearest to `current`; `None` when no level qualifies.
+/// per missed present cell, however many objects it held. A model's own
+/// level that finds the class in no present cell (a map that never reaches
+/// it) is no standard: the level that misses fewest stands in for it.
+/// Among equal errors, the nearest to `current`; `None` when no level
+/// qualifies.
 pub(crate) fn best(
     levels: &[f32],
     checks: &[LabelCheck],
@@ -116,7 +119,12 @@ pub(crate) fn best(
     before: &LabelCheck,
 ) -> Option<usize> {
     let missed = |c: &LabelCheck| c.nothing_in_present_rate().unwrap_or(0.0);
-    let floor = missed(before).max(0.5);
+    let standard = if missed(before) < 1.0 {
+        missed(before)
+    } else {
+        checks.iter().map(missed).fold(1.0, f64::min)
+    };
+    let floor = standard.max(0.5);
     (0..levels.len())
         .filter(|&k| missed(&checks[k]) <= floor)
         .min_by(|&a, &b| {
@@ -167,5 +175,32 @@ mod tests {
         // more than the model's own level.
         let blind = vec![check(0, 9); 19];
         assert_eq!(best(&levels, &blind, 0.5, &check(0, 6)), None);
+    }
+
+    /// A student whose egg map never reaches 0.5 (issue 28): at its own
+    /// level it counts nothing anywhere, which proves the fewest errors
+    /// (no debris, one per present cell). It must not make every level
+    /// "no worse than the model's own" and so win: the levels that find
+    /// the class in half the present cells are chosen among.
+    #[test]
+    fn a_map_that_never_reaches_its_level_gets_a_level_that_finds_the_class() {
+        let levels = grid();
+        // Below 0.5: 8 debris objects in 100 absent cells falling to 6,
+        // 5 then 6 of 10 present cells missed (13 and 12 errors); from 0.5
+        // on nothing at all (10 errors, the fewest).
+        let curve: Vec<LabelCheck> = (0..19)
+            .map(|k| match k {
+                0..=2 => check(8, 5),
+                3..=8 => check(6, 6),
+                _ => check(0, 10),
+            })
+            .collect();
+        let k = best(&levels, &curve, 0.5, &curve[9]).unwrap();
+        assert!(k <= 2, "chose {} ({:?})", levels[k], curve[k]);
+        // The same when none reaches half: the fewest misses set the floor.
+        let poor: Vec<LabelCheck> = (0..19)
+            .map(|k| if k < 9 { check(6, 7) } else { check(0, 10) })
+            .collect();
+        assert!(best(&levels, &poor, 0.5, &poor[9]).unwrap() < 9);
     }
 }

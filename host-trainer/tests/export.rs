@@ -155,6 +155,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         lr: 3e-3,
         soft_weight: 1.0,
         seed: 1,
+        balance: true,
     };
     let d = distill(&run, &student, &o).unwrap();
     assert!(d.student.0 < d.teacher.0 && d.student.1 < d.teacher.1);
@@ -194,7 +195,11 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
                 .collect()
         };
         assert_eq!(ops.iter().any(|o| o == "QLinearConv"), p == Precision::Int8);
-        dice.push(e.dice.clone());
+        dice.push((
+            e.dice.clone(),
+            b.manifest.thresholds(),
+            b.manifest.threshold,
+        ));
         // the manifest's metrics are the scores export measured
         for (c, d) in ["worm", "egg", "cyst"].iter().zip(&e.dice) {
             assert_eq!(
@@ -204,12 +209,17 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         }
         manifest_scores_are_the_units_counts(&student, b);
     }
-    // the fp32 export scores what the student scored in tch
-    for (a, b) in dice[0].iter().zip(&r.dice) {
-        if let (Some(a), Some(b)) = (a, b) {
+    // the fp32 export scores what the student scored in tch, for each
+    // class whose threshold the labels left at the level tch scored at
+    let (fp32, levels, own) = &dice[0];
+    let mut compared = 0;
+    for ((a, b), t) in fp32.iter().zip(&r.dice).zip(levels) {
+        if let (Some(a), Some(b), true) = (a, b, (t - own).abs() < 1e-6) {
             assert!((a - b).abs() < 1e-3, "fp32 export {a} vs tch {b}");
+            compared += 1;
         }
     }
+    assert!(compared > 0, "thresholds {levels:?}, scores {fp32:?}");
     // an existing bundle folder is never overwritten
     let e = export_run(
         &student,

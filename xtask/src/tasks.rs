@@ -195,7 +195,8 @@ pub fn onnx_check(models: &[String]) -> Result<(), String> {
 /// `models/` (each only if its folder is absent): the BBBC010 worm student
 /// (default weak run → distilled separable student, base 4 → fp32 export; fp32 because
 /// tract runs int8 far slower, docs/models.md) and the synthetic
-/// worm/egg/cyst model (host-trainer/configs/synth.toml, already small).
+/// worm/egg/cyst student (host-trainer/configs/synth-weak-2x.toml → distilled
+/// student, base 4 → fp32 export with thresholds and verifiers from the labels).
 /// Finished runs under `out/` and existing bundle folders are kept.
 pub fn bundles(args: &[String]) -> Result<(), String> {
     let key = match args {
@@ -247,17 +248,27 @@ pub fn bundles(args: &[String]) -> Result<(), String> {
         "models/bbbc010-worm",
         "bbbc010-worm-student",
     )?;
-    if !done("out/train-synth") {
+    if !done("out/synth-hard-2x") {
         train(&[
             "train",
             "--config",
-            "host-trainer/configs/synth.toml",
+            "host-trainer/configs/synth-weak-2x.toml",
             "--out",
-            "out/train-synth",
+            "out/synth-hard-2x",
+        ])?;
+    }
+    if !done("out/student-hard-2x") {
+        // The shipped student: base 4, depth 4, 2000 steps (the defaults).
+        train(&[
+            "distill",
+            "--run",
+            "out/synth-hard-2x",
+            "--out",
+            "out/student-hard-2x",
         ])?;
     }
     export(
-        "out/train-synth",
+        "out/student-hard-2x",
         "models/synth-worm-egg-cyst",
         "synth-worm-egg-cyst",
     )?;
