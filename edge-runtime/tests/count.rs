@@ -27,14 +27,14 @@ fn synth_model() -> Model {
 }
 
 /// Measured on 24 `mixed` frames of seed 515 with the shipped weakly
-/// trained student (since 2026-12-04 the 2× hard-negative teacher's,
-/// docs/models.md): per-frame count error worm 1.92, egg 1.04, cyst 0.04;
-/// found / true 89/67, 12/31, 2/3 — worms over-counted, eggs under-counted
-/// (the student before found 166/67, 155/31, 11/3). The tolerances catch
-/// it getting worse. Frames this sparse give a model that finds nothing a
-/// small error (egg 1.29 a frame), so each class must also count better
-/// than counting nothing, find at least a third of its objects and no more
-/// than twice their number.
+/// trained student (since 2026-12-04 the 2× hard-negative teacher's, its
+/// object areas fitted to its own masks; docs/models.md): per-frame count
+/// error worm 1.58, egg 0.92, cyst 0.04; found / true 71/67, 27/31, 2/3
+/// (with the true masks' areas 89/67, 12/31, 2/3; the student before
+/// found 166/67, 155/31, 11/3). The tolerances catch it getting worse.
+/// Frames this sparse give a model that finds nothing a small error (egg
+/// 1.29 a frame), so each class must also count better than counting
+/// nothing and find between 0.6 and 1.5 times its objects.
 #[test]
 #[cfg_attr(
     target_arch = "aarch64",
@@ -79,8 +79,8 @@ fn counts_fresh_synthetic_frames_within_tolerance() {
             .map(|t| t.iter().sum::<usize>())
             .collect::<Vec<_>>()
     );
-    assert!(mae[0] <= 2.5, "worm count error {}", mae[0]);
-    assert!(mae[1] <= 1.25, "egg count error {}", mae[1]);
+    assert!(mae[0] <= 2.0, "worm count error {}", mae[0]);
+    assert!(mae[1] <= 1.1, "egg count error {}", mae[1]);
     assert!(mae[2] <= 0.25, "cyst count error {}", mae[2]);
     for k in 0..3 {
         let nothing = mean_abs_error(&vec![0; truth[k].len()], &truth[k]);
@@ -90,7 +90,10 @@ fn counts_fresh_synthetic_frames_within_tolerance() {
             mae[k]
         );
         let (t, f): (usize, usize) = (truth[k].iter().sum(), found[k].iter().sum());
-        assert!(3 * f >= t && f <= 2 * t, "class {k}: found {f} of {t}");
+        assert!(
+            5 * f >= 3 * t && 2 * f <= 3 * t,
+            "class {k}: found {f} of {t}"
+        );
     }
 }
 

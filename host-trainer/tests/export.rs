@@ -127,6 +127,60 @@ fn manifest_scores_are_the_units_counts(run: &std::path::Path, b: Bundle) {
     assert_eq!(model.manifest.metrics.get("val_count_mae").copied(), mae);
 }
 
+/// Summed over the training images with known counts, per class: how far
+/// the bundle's counts are from the truth.
+fn training_count_errors(run: &std::path::Path, model: &Model) -> Vec<usize> {
+    let cfg = Config::load(&run.join("config.toml")).unwrap();
+    let data = nemascope_train::data::load(&cfg).unwrap();
+    let settings = CountSettings {
+        calibration: Calibration {
+            um_per_px: model.manifest.um_per_px.unwrap(),
+        },
+        ..CountSettings::default()
+    };
+    let mut errors = vec![0; model.manifest.classes.len()];
+    for &i in &data.train {
+        let it = &data.items[i];
+        let counted = count_frame(model, &it.raw, &settings).unwrap();
+        for (c, e) in errors.iter_mut().enumerate() {
+            if let Some(Some(n)) = it.counts.get(c) {
+                *e += counted.counts[c].abs_diff(*n);
+            }
+        }
+    }
+    errors
+}
+
+/// One object's area is fitted to the objects the exported model itself
+/// draws: on the training images it counts no worse than the true masks'
+/// area (kept in the metrics) did, class by class, and differs from it
+/// where the model's masks are not the truth's.
+fn object_areas_are_fitted_to_the_models_own_objects(run: &std::path::Path, b: Bundle) {
+    let mut model = Model::from_bundle(b, None).unwrap();
+    let fitted = training_count_errors(run, &model);
+    let m = model.manifest.clone();
+    let mut compared = 0;
+    for (c, name) in m.classes.iter().enumerate() {
+        let key = format!("object_area_px_true_masks_{name}");
+        let Some(&truth) = m.metrics.get(&key) else {
+            continue;
+        };
+        let own = m.object_area_px[name];
+        assert!(own > 0.0 && own != truth, "{name}: {own} vs {truth}");
+        model.manifest.object_area_px.insert(name.clone(), truth);
+        let with_truth = training_count_errors(run, &model);
+        model.manifest.object_area_px.insert(name.clone(), own);
+        assert!(
+            fitted[c] <= with_truth[c],
+            "{name}: {} miscounted with the fitted area {own}, {} with the truth's {truth}",
+            fitted[c],
+            with_truth[c]
+        );
+        compared += 1;
+    }
+    assert!(compared > 0, "no class had a fitted area: {:?}", m.metrics);
+}
+
 #[test]
 fn a_tiny_run_is_distilled_exported_signed_and_scored() {
     tch::manual_seed(1);
@@ -205,6 +259,12 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             assert_eq!(
                 b.manifest.metrics.get(&format!("val_dice_{c}")).copied(),
                 *d
+            );
+        }
+        if p == Precision::Fp32 {
+            object_areas_are_fitted_to_the_models_own_objects(
+                &student,
+                Bundle::open(&out, &key.verifying_key()).unwrap(),
             );
         }
         manifest_scores_are_the_units_counts(&student, b);

@@ -208,10 +208,18 @@ pub fn bundles(args: &[String]) -> Result<(), String> {
     let train = |a: &[&str]| {
         run(with_torch(Command::new(root().join("target/release/nemascope-train"))).args(a))
     };
+    // A training run writes state.json at its first epoch, so a folder that
+    // holds one may be unfinished: resume it (a finished run only redraws its
+    // report). `distill` writes state.json once, when it is done.
+    let teacher = |dir: &str, config: &[&str]| {
+        if root().join(dir).join("state.json").exists() {
+            train(&["train", "--resume", "--out", dir])
+        } else {
+            train(&[&["train", "--out", dir][..], config].concat())
+        }
+    };
     let done = |dir: &str| root().join(dir).join("state.json").exists();
-    if !done("out/train-bbbc010") {
-        train(&["train", "--out", "out/train-bbbc010"])?;
-    }
+    teacher("out/train-bbbc010", &[])?;
     if !done("out/student-bbbc010") {
         // The shipped student: base 4, depth 4 (the defaults), 2000 steps,
         // depthwise-separable (docs/models.md).
@@ -248,15 +256,10 @@ pub fn bundles(args: &[String]) -> Result<(), String> {
         "models/bbbc010-worm",
         "bbbc010-worm-student",
     )?;
-    if !done("out/synth-hard-2x") {
-        train(&[
-            "train",
-            "--config",
-            "host-trainer/configs/synth-weak-2x.toml",
-            "--out",
-            "out/synth-hard-2x",
-        ])?;
-    }
+    teacher(
+        "out/synth-hard-2x",
+        &["--config", "host-trainer/configs/synth-weak-2x.toml"],
+    )?;
     if !done("out/student-hard-2x") {
         // The shipped student: base 4, depth 4, 2000 steps (the defaults).
         train(&[
