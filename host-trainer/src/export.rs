@@ -219,7 +219,7 @@ pub fn count_items(
 /// so no piece is dropped as under a quarter of one). The true masks give
 /// the truth's area, but a weak map draws its objects thinner or fatter
 /// than the truth (the synthetic student's eggs at 0.4 of it, its worms at
-/// 1.5): split and dropped by the truth's area, its whole eggs fell as
+/// 1.4): split and dropped by the truth's area, its whole eggs fell as
 /// pieces and its single worms counted two. Needs counts, not masks.
 /// `model`'s manifest is as given on return.
 fn object_areas(
