@@ -50,6 +50,12 @@ pub struct DistillOptions {
     /// student's egg map stayed below 0.5 and worms were over-counted more).
     #[arg(long)]
     pub balance: bool,
+    /// Weigh the teacher's foreground in the soft-map loss per class by
+    /// `sqrt(background / foreground)` of its maps on the training images
+    /// ([`foreground_weights`]). In a uniform batch a small class (eggs)
+    /// is a sliver of the pixels, so the plain mean hardly asks for it.
+    #[arg(long)]
+    pub weigh_foreground: bool,
 }
 
 /// What [`distill`] made: the student's validation scores and the sizes
@@ -93,6 +99,48 @@ fn soft_batch(soft: &[Vec<Plane>], regions: &[Labelled], classes: usize) -> Tens
         }
     }
     Tensor::from_slice(&v).reshape([regions.len() as i64, classes as i64, h, w])
+}
+
+/// Per-class weight of the teacher's foreground: `sqrt(background /
+/// foreground)` of its soft maps summed over `items` (1 where a class has
+/// no foreground or no background). The square root, not the full ratio,
+/// so that a rare class is asked for without the student painting it
+/// everywhere (the full ratio is the balanced draws' prior shift again).
+pub fn foreground_weights(soft: &[Vec<Plane>], items: &[usize], classes: usize) -> Vec<f64> {
+    (0..classes)
+        .map(|c| {
+            let (mut fg, mut all) = (0.0f64, 0.0f64);
+            for &i in items {
+                let m = &soft[i][c];
+                fg += m.data().iter().map(|&v| v as f64).sum::<f64>();
+                all += m.len() as f64;
+            }
+            if fg <= 0.0 || fg >= all {
+                1.0
+            } else {
+                ((all - fg) / fg).sqrt().max(1.0)
+            }
+        })
+        .collect()
+}
+
+/// Soft-map BCE with each pixel weighted `1 + (w_c − 1)·s` (s the teacher's
+/// value, `w_c` its class's [`foreground_weights`]), normalised by the
+/// weights' sum so that its scale beside the Dice loss stays that of the
+/// plain mean. `None`: the plain mean.
+fn soft_loss(p: &Tensor, s: &Tensor, weights: Option<&[f64]>) -> Tensor {
+    match weights {
+        None => p.binary_cross_entropy::<Tensor>(s, None, tch::Reduction::Mean),
+        Some(w) => {
+            let w = Tensor::from_slice(w)
+                .to_kind(tch::Kind::Float)
+                .to_device(p.device())
+                .view([1, -1, 1, 1]);
+            let pixel = (s * (w - 1.0)) + 1.0;
+            let bce = p.binary_cross_entropy::<Tensor>(s, None, tch::Reduction::None);
+            (bce * &pixel).sum(tch::Kind::Float) / pixel.sum(tch::Kind::Float)
+        }
+    }
 }
 
 /// Trains a student of `teacher_run` into `out` (a new run folder).
@@ -143,6 +191,18 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         return Err(Error::Invalid("no labelled tiles to distil on".into()));
     }
     let positives = train::positives_of(&regions, classes);
+    let weights = o
+        .weigh_foreground
+        .then(|| foreground_weights(&soft, &data.train, classes));
+    if let Some(w) = &weights {
+        let named: Vec<String> = data
+            .classes
+            .iter()
+            .zip(w)
+            .map(|(c, w)| format!("{c} {w:.1}"))
+            .collect();
+        eprintln!("teacher foreground weighed: {}", named.join(", "));
+    }
     let dice = cfg.train.dice;
     let loss = |net: &UNet, rs: &[Labelled], flip: (bool, bool), train: bool| -> Result<Tensor> {
         let b = make_batch(&data, rs, Some(&hard), None)?;
@@ -159,8 +219,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         let p = net
             .forward_t(&x.to_device(device), train)
             .clamp(1e-6, 1.0 - 1e-6);
-        let bce =
-            p.binary_cross_entropy::<Tensor>(&s.to_device(device), None, tch::Reduction::Mean);
+        let bce = soft_loss(&p, &s.to_device(device), weights.as_deref());
         Ok(bce * o.soft_weight + dice_loss_of(dice, &p, &m.to_device(device)))
     };
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
@@ -272,4 +331,49 @@ pub fn size_of(c: &crate::unet::UNetConfig) -> (usize, usize) {
         0,
     );
     (w.params(), w.macs(384, 512))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane(values: &[f32]) -> Plane {
+        Plane::from_vec(values.len(), 1, values.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn foreground_weights_are_the_root_of_background_over_foreground() {
+        // item 0: class 0 has 1 of 8 pixels lit, class 1 none, class 2 all;
+        // item 1 is left out and would change class 0 if it were counted
+        let soft = vec![
+            vec![
+                plane(&[1., 0., 0., 0., 0., 0., 0., 0.]),
+                plane(&[0.; 8]),
+                plane(&[1.; 8]),
+            ],
+            vec![plane(&[1.; 8]), plane(&[0.; 8]), plane(&[1.; 8])],
+        ];
+        let w = foreground_weights(&soft, &[0], 3);
+        assert!((w[0] - 7f64.sqrt()).abs() < 1e-9, "{w:?}");
+        assert_eq!(w[1], 1.0);
+        assert_eq!(w[2], 1.0);
+        // soft values count as fractions of a pixel: 0.5 lit of 2 → 1
+        let half = vec![vec![plane(&[0.5, 0.0])]];
+        assert_eq!(foreground_weights(&half, &[0], 1), vec![3f64.sqrt()]);
+    }
+
+    #[test]
+    fn weighted_soft_loss_asks_more_for_the_foreground() {
+        // one class, two pixels: the lit one predicted badly, the dark well
+        let s = Tensor::from_slice(&[1.0f32, 0.0]).view([1, 1, 1, 2]);
+        let p = Tensor::from_slice(&[0.2f32, 0.1]).view([1, 1, 1, 2]);
+        let plain = soft_loss(&p, &s, None).double_value(&[]);
+        let ones = soft_loss(&p, &s, Some(&[1.0])).double_value(&[]);
+        let weighted = soft_loss(&p, &s, Some(&[4.0])).double_value(&[]);
+        assert!((plain - ones).abs() < 1e-6, "{plain} {ones}");
+        // (4·(−ln 0.2) + (−ln 0.9)) / 5
+        let want = (4.0 * -(0.2f64.ln()) - 0.9f64.ln()) / 5.0;
+        assert!((weighted - want).abs() < 1e-5, "{weighted} {want}");
+        assert!(weighted > plain);
+    }
 }

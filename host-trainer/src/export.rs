@@ -11,6 +11,7 @@ use nemascope_core::counting::{AreaCounter, CountSample};
 use nemascope_core::objects::Calibration;
 use nemascope_core::tiling::edge_window;
 use nemascope_core::{Error, Mask, Plane, Result};
+use nemascope_count::count::size_range;
 use nemascope_count::{count_frame, CountSettings, Model};
 use nemascope_onnx::{
     export as onnx, graph::encode, BatchNorm, Conv, InputSize, Runner, UNetWeights,
@@ -239,6 +240,7 @@ fn object_areas(
     let counted = per_object_areas(model, data, &known);
     model.manifest.object_area_px = areas;
     let counted = counted?;
+    let um_per_px = unit_settings(model).calibration.um_per_px;
     Ok(data
         .classes
         .iter()
@@ -254,11 +256,29 @@ fn object_areas(
                     })
                 })
                 .collect();
-            AreaCounter::fit(&samples)
-                .ok()
-                .map(|k| (name.clone(), k.reference_area))
+            let area = AreaCounter::fit(&samples).ok()?.reference_area;
+            if !plausible_area(name, area, um_per_px) {
+                eprintln!(
+                    "{name}: one object's area fitted to the model's own objects, \
+                     {area:.1} px ({:.0} µm²), is outside the sizes one {name} can have: \
+                     its map lights too little of the class to calibrate; the area is not fitted",
+                    area * f64::from(um_per_px).powi(2)
+                );
+                return None;
+            }
+            Some((name.clone(), area))
         })
         .collect())
+}
+
+/// Whether one object of `class` can be `area_px` pixels at `um_per_px`
+/// (within [`size_range`], the class's biology). A map that lights too
+/// little of a class fits an area below its smallest object: a student
+/// whose egg map died fitted 0.7 px, so each blob it kept counted dozens.
+fn plausible_area(class: &str, area_px: f64, um_per_px: f32) -> bool {
+    let (lo, hi) = size_range(class);
+    let um2 = area_px * f64::from(um_per_px).powi(2);
+    um2 >= f64::from(lo) && um2 <= f64::from(hi)
 }
 
 /// Each item's accepted objects' areas per class, in pixels at the
@@ -629,4 +649,26 @@ fn manifest(
         verifiers: BTreeMap::new(),
         model_sha256: String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_area;
+
+    #[test]
+    fn a_fitted_area_must_be_a_size_the_class_can_have() {
+        // at 4 µm a pixel an egg is 600–9 000 µm², 37.5–562.5 px
+        assert!(plausible_area("egg", 79.0, 4.0));
+        assert!(!plausible_area("egg", 0.68, 4.0), "a died egg map's fit");
+        assert!(!plausible_area("egg", 600.0, 4.0), "larger than any egg");
+        // the same 79 px is 316 µm² at 2 µm: under the smallest egg
+        assert!(!plausible_area("egg", 79.0, 2.0));
+        // worms are at least 150 × 15 µm, cysts 36 000 µm²; no upper bound
+        assert!(plausible_area("worm", 1346.0, 4.0));
+        assert!(!plausible_area("worm", 100.0, 4.0));
+        assert!(plausible_area("cyst", 16908.0, 4.0));
+        assert!(!plausible_area("cyst", 2000.0, 4.0));
+        // a class the rules do not know takes any positive area
+        assert!(plausible_area("larva", 3.0, 4.0));
+    }
 }

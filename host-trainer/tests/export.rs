@@ -210,6 +210,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         soft_weight: 1.0,
         seed: 1,
         balance: true,
+        weigh_foreground: true,
     };
     let d = distill(&run, &student, &o).unwrap();
     assert!(d.student.0 < d.teacher.0 && d.student.1 < d.teacher.1);
