@@ -102,8 +102,9 @@ fn soft_batch(soft: &[Vec<Plane>], regions: &[Labelled], classes: usize) -> Tens
 }
 
 /// Per-class weight of the teacher's foreground: `sqrt(background /
-/// foreground)` of its soft maps summed over `items` (1 where a class has
-/// no foreground or no background). The square root, not the full ratio,
+/// foreground)` of its soft maps summed over `items`, at least 1 (a class
+/// lit over half the pixels is not weighed down; 1 where it has no
+/// foreground or no background). The square root, not the full ratio,
 /// so that a rare class is asked for without the student painting it
 /// everywhere (the full ratio is the balanced draws' prior shift again).
 pub fn foreground_weights(soft: &[Vec<Plane>], items: &[usize], classes: usize) -> Vec<f64> {
