@@ -228,6 +228,11 @@ impl Drop for Proc {
 
 /// `nemascope-edge ARGS…` in the background, its log appended to `log`.
 pub fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> Proc {
+    spawn_with(args, &[], log)
+}
+
+/// [`spawn`] with `env` added to the environment.
+pub fn spawn_with(args: &[&std::ffi::OsStr], env: &[(&str, &str)], log: &Path) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -236,6 +241,7 @@ pub fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> Proc {
     Proc(
         edge()
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -244,8 +250,14 @@ pub fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> Proc {
 }
 
 pub fn start_unit(config: &Path, log: &Path) -> Proc {
-    spawn(
+    start_unit_with(config, &[], log)
+}
+
+/// [`start_unit`] with `env` added to the unit's environment.
+pub fn start_unit_with(config: &Path, env: &[(&str, &str)], log: &Path) -> Proc {
+    spawn_with(
         &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        env,
         log,
     )
 }
