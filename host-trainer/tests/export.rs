@@ -211,8 +211,15 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         seed: 1,
         balance: true,
         weigh_foreground: true,
+        tries: 2,
     };
     let d = distill(&run, &student, &o).unwrap();
+    // a second seed only if the first left a class map dead; the kept one
+    // is named, and no attempt is left beside it
+    assert!(d.seed == 1 || d.seed == 2, "{}", d.seed);
+    assert_eq!(d.kept.len(), 3);
+    assert!(d.result.stage.contains(&format!("seed {}", d.seed)));
+    assert!(!student.join("attempt.safetensors").exists());
     assert!(d.student.0 < d.teacher.0 && d.student.1 < d.teacher.1);
     let r = d.result;
     assert!(r.stage.starts_with("student"));

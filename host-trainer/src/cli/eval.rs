@@ -17,6 +17,17 @@ pub fn benchmark(run: &Path, weights: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// How well `student` keeps `teacher`'s maps, per class.
+pub fn agreement(teacher: &Path, student: &Path) -> Result<()> {
+    let kept = crate::distill::agreement_of(teacher, student)?;
+    let state = train::State::load(student)?;
+    println!(
+        "against the teacher's maps (Dice, validation images): {}",
+        crate::distill::named(&state.classes, &kept)
+    );
+    Ok(())
+}
+
 /// Scores the validation (or every) image and writes `eval.json`.
 pub fn eval(run: &Path, weights: Option<&str>, all: bool) -> Result<()> {
     let (cfg, state, _vs, net) = train::load_model(run, weights)?;

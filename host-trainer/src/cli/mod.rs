@@ -85,6 +85,11 @@ pub enum Cmd {
         /// writes benchmark.md and benchmark.json into the run.
         #[arg(long, conflicts_with = "all")]
         benchmark: bool,
+        /// Instead, how well this run (a student) keeps TEACHER's maps on
+        /// the validation images: Dice per class of the two maps at the
+        /// vote threshold. Needs no masks; a class near 0 has died.
+        #[arg(long, conflicts_with_all = ["all", "benchmark", "weights"])]
+        teacher: Option<PathBuf>,
     },
     /// Write one mask PNG per input image (non-zero where any class is found).
     Predict {
@@ -297,6 +302,11 @@ impl Cmd {
                 }
                 train::train(&out, cfg, resume)
             }
+            Cmd::Eval {
+                run,
+                teacher: Some(teacher),
+                ..
+            } => eval::agreement(&teacher, &run),
             Cmd::Eval {
                 run,
                 weights,

@@ -101,6 +101,12 @@ pub fn distill(run: &Path, out: &Path, student: &distil::DistillOptions) -> Resu
             m as f64 / 1e9
         );
     }
+    let classes = train::State::load(out)?.classes;
+    println!(
+        "student kept: seed {}, against the teacher's maps (Dice, validation images): {}",
+        d.seed,
+        distil::named(&classes, &d.kept)
+    );
     let r = d.result;
     for (c, d) in r.dice.iter().enumerate() {
         println!(
