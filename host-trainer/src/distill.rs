@@ -352,7 +352,8 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
     let teacher_val: Vec<&[Plane]> = data.val.iter().map(|&i| soft[i].as_slice()).collect();
     let (model, attempt) = (out.join(train::MODEL), out.join("attempt.safetensors"));
     let mut kept: Option<Try> = None;
-    for seed in o.seed..o.seed + o.tries.max(1) {
+    let tries = o.tries.max(1);
+    for seed in o.seed..o.seed + tries {
         let best = student(seed, &attempt)?;
         let maps = val_maps(&attempt)?;
         let agree = agreement(&teacher_val, &maps, cfg.vote.threshold);
@@ -376,13 +377,10 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
                 k.seed,
                 data.classes[c],
                 k.agree[c].unwrap_or(0.0),
-                if seed + 1 < o.seed + o.tries.max(1) {
+                if seed + 1 < o.seed + tries {
                     format!("; distilling again from seed {}", seed + 1)
                 } else {
-                    format!(
-                        "; no seed of {} kept it: that class will count next to nothing",
-                        o.tries.max(1)
-                    )
+                    format!("; no seed of {tries} kept it: that class will count next to nothing")
                 }
             );
         } else {
@@ -454,15 +452,21 @@ struct Try {
 /// Below this [`agreement`] a student's class map counts as dead.
 pub const DEAD: f64 = 0.1;
 
-/// The first class whose map is dead (`None` where the teacher lit none).
+/// Whether one class's [`agreement`] says its map is dead (`None`, a class
+/// the teacher lit nowhere, is not).
+fn is_dead(a: &Option<f64>) -> bool {
+    a.is_some_and(|a| a < DEAD)
+}
+
+/// The first class whose map is dead.
 pub fn dead_class(agreement: &[Option<f64>]) -> Option<usize> {
-    agreement.iter().position(|a| a.is_some_and(|a| a < DEAD))
+    agreement.iter().position(is_dead)
 }
 
 /// Whether a student agreeing `a` with the teacher beats one agreeing `b`:
 /// fewer dead classes, then a better worst-kept class.
 pub fn keeps_more(a: &[Option<f64>], b: &[Option<f64>]) -> bool {
-    let dead = |v: &[Option<f64>]| v.iter().filter(|x| x.is_some_and(|x| x < DEAD)).count();
+    let dead = |v: &[Option<f64>]| v.iter().filter(|x| is_dead(x)).count();
     let worst = |v: &[Option<f64>]| v.iter().flatten().copied().fold(f64::INFINITY, f64::min);
     (dead(a), -worst(a)) < (dead(b), -worst(b))
 }

@@ -86,8 +86,9 @@ pub enum Cmd {
         #[arg(long, conflicts_with = "all")]
         benchmark: bool,
         /// Instead, how well this run (a student) keeps TEACHER's maps on
-        /// the validation images: Dice per class of the two maps at the
-        /// vote threshold. Needs no masks; a class near 0 has died.
+        /// the validation images: Dice per class of the teacher's map at
+        /// the vote threshold with the student's at its best threshold.
+        /// Needs no masks; a class near 0 has died.
         #[arg(long, conflicts_with_all = ["all", "benchmark", "weights"])]
         teacher: Option<PathBuf>,
     },
