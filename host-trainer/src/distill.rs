@@ -11,7 +11,7 @@ use nemascope_core::imageio::load_mask;
 use nemascope_core::{Error, Mask, Plane, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::nn::{self, OptimizerConfig};
 use tch::Tensor;
 
 use crate::data::{clear_absent_cells, grid_regions, make_batch, Data, Geometry, Labelled};
@@ -63,6 +63,19 @@ pub struct DistillOptions {
     /// the validation loss does not show it.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
     pub tries: u64,
+    /// Take the soft-map loss on the logits (no gradient is lost where a
+    /// probability saturates) instead of on probabilities clamped to
+    /// [1e-6, 1 − 1e-6]. Tried on seed 8, whose egg map dies: it dies
+    /// with this too, flat near 0.06 rather than saturated
+    /// (docs/trainer.md), so the default stays the clamped loss.
+    #[arg(long)]
+    pub logit_loss: bool,
+    /// Start each class's output bias at the logit of its share of the
+    /// teacher's maps ([`foreground_share`]) instead of 0 (sigmoid 0.5
+    /// everywhere). Tried with `--logit-loss` on seed 8: the egg map still
+    /// died (docs/trainer.md); off by default.
+    #[arg(long)]
+    pub prior_bias: bool,
 }
 
 /// What [`distill`] made: the student's validation scores and the sizes
@@ -112,13 +125,9 @@ fn soft_batch(soft: &[Vec<Plane>], regions: &[Labelled], classes: usize) -> Tens
     Tensor::from_slice(&v).reshape([regions.len() as i64, classes as i64, h, w])
 }
 
-/// Per-class weight of the teacher's foreground: `sqrt(background /
-/// foreground)` of its soft maps summed over `items`, at least 1 (a class
-/// lit over half the pixels is not weighed down; 1 where it has no
-/// foreground or no background). The square root, not the full ratio,
-/// so that a rare class is asked for without the student painting it
-/// everywhere (the full ratio is the balanced draws' prior shift again).
-pub fn foreground_weights(soft: &[Vec<Plane>], items: &[usize], classes: usize) -> Vec<f64> {
+/// Per class, the share of the pixels of `items` the teacher lights: its
+/// soft maps' mean (a value counts as that fraction of a pixel).
+pub fn foreground_share(soft: &[Vec<Plane>], items: &[usize], classes: usize) -> Vec<f64> {
     (0..classes)
         .map(|c| {
             let (mut fg, mut all) = (0.0f64, 0.0f64);
@@ -127,29 +136,62 @@ pub fn foreground_weights(soft: &[Vec<Plane>], items: &[usize], classes: usize) 
                 fg += m.data().iter().map(|&v| v as f64).sum::<f64>();
                 all += m.len() as f64;
             }
-            if fg <= 0.0 || fg >= all {
-                1.0
+            if all > 0.0 {
+                fg / all
             } else {
-                ((all - fg) / fg).sqrt().max(1.0)
+                0.0
             }
         })
         .collect()
 }
 
-/// Soft-map BCE with each pixel weighted `1 + (w_c − 1)·s` (s the teacher's
-/// value, `w_c` its class's [`foreground_weights`]), normalised by the
-/// weights' sum so that its scale beside the Dice loss stays that of the
-/// plain mean. `None`: the plain mean.
-fn soft_loss(p: &Tensor, s: &Tensor, weights: Option<&[f64]>) -> Tensor {
+/// Per-class weight of the teacher's foreground: `sqrt(background /
+/// foreground)` of its soft maps over `items` ([`foreground_share`]), at
+/// least 1 (a class lit over half the pixels is not weighed down; 1 where
+/// it has no foreground or no background). The square root, not the full
+/// ratio, so that a rare class is asked for without the student painting
+/// it everywhere (the full ratio is the balanced draws' prior shift again).
+pub fn foreground_weights(soft: &[Vec<Plane>], items: &[usize], classes: usize) -> Vec<f64> {
+    foreground_share(soft, items, classes)
+        .into_iter()
+        .map(|f| {
+            if f <= 0.0 || f >= 1.0 {
+                1.0
+            } else {
+                ((1.0 - f) / f).sqrt().max(1.0)
+            }
+        })
+        .collect()
+}
+
+/// The output bias that makes a class's sigmoid start at its `share` of
+/// the pixels (the prior initialisation of Lin et al., focal loss), the
+/// share kept within [1e-4, 1 − 1e-4] so that a class the teacher never
+/// lights starts low, not at −∞.
+pub fn prior_bias(share: f64) -> f64 {
+    let p = share.clamp(1e-4, 1.0 - 1e-4);
+    (p / (1.0 - p)).ln()
+}
+
+/// Soft-map BCE of `pred` against the teacher's `s`, `pred` being logits
+/// (`logits`) or probabilities, with each pixel weighted `1 + (w_c − 1)·s`
+/// (`w_c` its class's [`foreground_weights`]), normalised by the weights'
+/// sum so that its scale beside the Dice loss stays that of the plain
+/// mean. `None`: the plain mean.
+fn soft_loss(pred: &Tensor, s: &Tensor, weights: Option<&[f64]>, logits: bool) -> Tensor {
+    let bce = if logits {
+        pred.binary_cross_entropy_with_logits::<Tensor>(s, None, None, tch::Reduction::None)
+    } else {
+        pred.binary_cross_entropy::<Tensor>(s, None, tch::Reduction::None)
+    };
     match weights {
-        None => p.binary_cross_entropy::<Tensor>(s, None, tch::Reduction::Mean),
+        None => bce.mean(tch::Kind::Float),
         Some(w) => {
             let w = Tensor::from_slice(w)
                 .to_kind(tch::Kind::Float)
-                .to_device(p.device())
+                .to_device(pred.device())
                 .view([1, -1, 1, 1]);
             let pixel = (s * (w - 1.0)) + 1.0;
-            let bce = p.binary_cross_entropy::<Tensor>(s, None, tch::Reduction::None);
             (bce * &pixel).sum(tch::Kind::Float) / pixel.sum(tch::Kind::Float)
         }
     }
@@ -267,7 +309,28 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         eprintln!("teacher foreground weighed: {}", named.join(", "));
     }
     let dice = cfg.train.dice;
-    let loss = |net: &UNet, rs: &[Labelled], flip: (bool, bool), train: bool| -> Result<Tensor> {
+    let bias: Option<Vec<f64>> = o.prior_bias.then(|| {
+        let share = foreground_share(&soft, &data.train, classes);
+        let bias: Vec<f64> = share.iter().map(|&f| prior_bias(f)).collect();
+        let named: Vec<String> = data
+            .classes
+            .iter()
+            .zip(share.iter().zip(&bias))
+            .map(|(c, (f, b))| format!("{c} {f:.4} ({b:.2})"))
+            .collect();
+        eprintln!(
+            "output bias from the teacher's foreground share: {}",
+            named.join(", ")
+        );
+        bias
+    });
+    // The loss of a batch, and each class's highest logit in it (a class
+    // whose highest logit stays far below 0 has a dead map).
+    let loss = |net: &UNet,
+                rs: &[Labelled],
+                flip: (bool, bool),
+                train: bool|
+     -> Result<(Tensor, Tensor)> {
         let b = make_batch(&data, rs, Some(&hard), None)?;
         let mut x = b.x;
         let mut s = soft_batch(&soft, rs, classes);
@@ -279,11 +342,19 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
                 m = m.flip([dim]);
             }
         }
-        let p = net
-            .forward_t(&x.to_device(device), train)
-            .clamp(1e-6, 1.0 - 1e-6);
-        let bce = soft_loss(&p, &s.to_device(device), weights.as_deref());
-        Ok(bce * o.soft_weight + dice_loss_of(dice, &p, &m.to_device(device)))
+        let z = net.logits(&x.to_device(device), train);
+        let s = s.to_device(device);
+        let (bce, p) = if !o.logit_loss {
+            let p = z.sigmoid().clamp(1e-6, 1.0 - 1e-6);
+            (soft_loss(&p, &s, weights.as_deref(), false), p)
+        } else {
+            (soft_loss(&z, &s, weights.as_deref(), true), z.sigmoid())
+        };
+        let top = z.detach().amax([0, 2, 3], false);
+        Ok((
+            bce * o.soft_weight + dice_loss_of(dice, &p, &m.to_device(device)),
+            top,
+        ))
     };
     let start = Instant::now();
     let epoch = 100.min(o.steps.max(1));
@@ -292,6 +363,9 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let net = UNet::new(&vs.root(), scfg.unet(classes));
+        if let Some(b) = &bias {
+            net.set_head_bias(b);
+        }
         let mut opt = nn::RmsProp::default()
             .build(&vs, o.lr)
             .map_err(train::torch_err)?;
@@ -309,29 +383,34 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
                     regions[r].clone()
                 })
                 .collect();
-            let l = loss(&net, &rs, (rng.random(), rng.random()), true)?;
+            let (l, _) = loss(&net, &rs, (rng.random(), rng.random()), true)?;
             opt.backward_step(&l);
             sum += l.double_value(&[]);
             if (step + 1) % epoch == 0 || step + 1 == o.steps {
-                let vl = tch::no_grad(|| -> Result<f64> {
-                    let mut t = 0.0;
+                let (vl, top) = tch::no_grad(|| -> Result<(f64, Vec<f64>)> {
+                    let (mut t, mut top) = (0.0, vec![f64::NEG_INFINITY; classes]);
                     for chunk in val.chunks(o.batch) {
-                        t += loss(&net, chunk, (false, false), false)?.double_value(&[])
-                            * chunk.len() as f64;
+                        let (l, z) = loss(&net, chunk, (false, false), false)?;
+                        t += l.double_value(&[]) * chunk.len() as f64;
+                        for (c, v) in top.iter_mut().enumerate() {
+                            *v = v.max(z.double_value(&[c as i64]));
+                        }
                     }
-                    Ok(t / val.len() as f64)
+                    Ok((t / val.len() as f64, top))
                 })?;
                 let is_best = best.is_none_or(|b| vl < b);
                 if is_best {
                     best = Some(vl);
                     save(&vs, file)?;
                 }
+                let top: Vec<String> = top.iter().map(|v| format!("{v:.1}")).collect();
                 eprintln!(
-                    "student (seed {seed}) step {}/{}: train loss {:.4}, val loss {vl:.4}{} ({:.0} s)",
+                    "student (seed {seed}) step {}/{}: train loss {:.4}, val loss {vl:.4}{}, highest logit {} ({:.0} s)",
                     step + 1,
                     o.steps,
                     sum / epoch as f64,
                     if is_best { " (best)" } else { "" },
+                    top.join(" / "),
                     start.elapsed().as_secs_f64()
                 );
                 sum = 0.0;
@@ -587,13 +666,54 @@ mod tests {
         // one class, two pixels: the lit one predicted badly, the dark well
         let s = Tensor::from_slice(&[1.0f32, 0.0]).view([1, 1, 1, 2]);
         let p = Tensor::from_slice(&[0.2f32, 0.1]).view([1, 1, 1, 2]);
-        let plain = soft_loss(&p, &s, None).double_value(&[]);
-        let ones = soft_loss(&p, &s, Some(&[1.0])).double_value(&[]);
-        let weighted = soft_loss(&p, &s, Some(&[4.0])).double_value(&[]);
+        let plain = soft_loss(&p, &s, None, false).double_value(&[]);
+        let ones = soft_loss(&p, &s, Some(&[1.0]), false).double_value(&[]);
+        let weighted = soft_loss(&p, &s, Some(&[4.0]), false).double_value(&[]);
         assert!((plain - ones).abs() < 1e-6, "{plain} {ones}");
         // (4·(−ln 0.2) + (−ln 0.9)) / 5
         let want = (4.0 * -(0.2f64.ln()) - 0.9f64.ln()) / 5.0;
         assert!((weighted - want).abs() < 1e-5, "{weighted} {want}");
         assert!(weighted > plain);
+        // the same loss from the logits
+        let z = p.logit(None);
+        let from_logits = soft_loss(&z, &s, Some(&[4.0]), true).double_value(&[]);
+        assert!((from_logits - want).abs() < 1e-5, "{from_logits} {want}");
+    }
+
+    #[test]
+    fn a_saturated_map_keeps_a_gradient_only_through_the_logits() {
+        // a lit pixel the student gives logit −20 (p ≈ 2e-9): clamped at
+        // 1e-6 the probability loss has no gradient, the logit loss −1
+        let s = Tensor::from_slice(&[1.0f32]).view([1, 1, 1, 1]);
+        let grad = |logits: bool| {
+            let z = Tensor::from_slice(&[-20.0f32])
+                .view([1, 1, 1, 1])
+                .set_requires_grad(true);
+            let pred = if logits {
+                z.shallow_clone()
+            } else {
+                z.sigmoid().clamp(1e-6, 1.0 - 1e-6)
+            };
+            soft_loss(&pred, &s, None, logits).backward();
+            z.grad().double_value(&[0, 0, 0, 0])
+        };
+        assert_eq!(grad(false), 0.0);
+        assert!((grad(true) + 1.0).abs() < 1e-6, "{}", grad(true));
+    }
+
+    #[test]
+    fn the_prior_bias_starts_each_sigmoid_at_its_share() {
+        let sigmoid = |b: f64| 1.0 / (1.0 + (-b).exp());
+        for share in [0.003, 0.1, 0.5, 0.9] {
+            assert!(
+                (sigmoid(prior_bias(share)) - share).abs() < 1e-12,
+                "{share}"
+            );
+        }
+        // a class the teacher never lights starts at 1e-4, finitely
+        assert!((sigmoid(prior_bias(0.0)) - 1e-4).abs() < 1e-12);
+        let soft = vec![vec![plane(&[1., 0., 0.5, 0.5])], vec![plane(&[0.; 4])]];
+        assert_eq!(foreground_share(&soft, &[0], 1), vec![0.5]);
+        assert_eq!(foreground_share(&soft, &[0, 1], 1), vec![0.25]);
     }
 }

@@ -139,9 +139,11 @@ impl UNet {
     }
 }
 
-impl ModuleT for UNet {
-    /// `[B, in, H, W]` → per-class probabilities `[B, classes, H, W]`.
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+impl UNet {
+    /// `[B, in, H, W]` → per-class logits `[B, classes, H, W]` (before the
+    /// sigmoid): a loss on logits keeps its gradient where a probability
+    /// has saturated.
+    pub fn logits(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut skips = Vec::with_capacity(self.down.len());
         let mut x = xs.shallow_clone();
         for (l, block) in self.down.iter().enumerate() {
@@ -158,6 +160,25 @@ impl ModuleT for UNet {
             x = x.upsample_nearest2d([size[2], size[3]], None, None);
             x = block.forward_t(&Tensor::cat(&[x, skip], 1), train);
         }
-        x.apply(&self.head).sigmoid()
+        x.apply(&self.head)
+    }
+
+    /// Sets each class's output bias (the head's), e.g. to the logit of
+    /// its share of the pixels, so that training starts from the prior
+    /// rather than from 0.5 everywhere.
+    pub fn set_head_bias(&self, bias: &[f64]) {
+        if let Some(b) = &self.head.bs {
+            let v = Tensor::from_slice(bias)
+                .to_kind(b.kind())
+                .to_device(b.device());
+            tch::no_grad(|| b.shallow_clone().copy_(&v));
+        }
+    }
+}
+
+impl ModuleT for UNet {
+    /// `[B, in, H, W]` → per-class probabilities `[B, classes, H, W]`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.logits(xs, train).sigmoid()
     }
 }
