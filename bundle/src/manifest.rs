@@ -365,6 +365,19 @@ mod tests {
     }
 
     #[test]
+    fn metrics_read_back_exactly_as_written() {
+        // serde_json's default parser may miss the last bit of an f64
+        // (this one came back 0.242399093658732): the workspace enables
+        // its `float_roundtrip`, so a manifest says what export measured
+        let mut m = Manifest::example();
+        let x = 0.242_399_093_658_732_02_f64;
+        m.metrics.insert("val_dice_egg".into(), x);
+        let text = serde_json::to_vec_pretty(&m).unwrap();
+        let back: Manifest = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back.metrics["val_dice_egg"].to_bits(), x.to_bits());
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let mut v = serde_json::to_value(Manifest::example()).unwrap();
         v["extra"] = 1.into();

@@ -182,3 +182,30 @@ impl ModuleT for UNet {
         self.logits(xs, train).sigmoid()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_head_bias_sets_each_class_output_bias() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let config = UNetConfig {
+            classes: 2,
+            base: 2,
+            depth: 1,
+            ..Default::default()
+        };
+        let net = UNet::new(&vs.root(), config);
+        net.set_head_bias(&[-2.0, 0.5]);
+        let b = vs.variables()["head.bias"].shallow_clone();
+        assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![-2.0, 0.5]);
+        // the bias stays a trained parameter, and logits keep their shape
+        let z = net.logits(
+            &Tensor::zeros([1, 1, 8, 8], (tch::Kind::Float, tch::Device::Cpu)),
+            false,
+        );
+        assert!(z.requires_grad());
+        assert_eq!(z.size(), vec![1, 2, 8, 8]);
+    }
+}
