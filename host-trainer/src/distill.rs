@@ -324,8 +324,8 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         );
         bias
     });
-    // The loss of a batch, and each class's highest logit in it (a class
-    // whose highest logit stays far below 0 has a dead map).
+    // The loss of a batch, and the student's logits (validation reads each
+    // class's highest: one that stays far below 0 is a dead map).
     let loss = |net: &UNet,
                 rs: &[Labelled],
                 flip: (bool, bool),
@@ -344,16 +344,15 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         }
         let z = net.logits(&x.to_device(device), train);
         let s = s.to_device(device);
-        let (bce, p) = if !o.logit_loss {
+        let (bce, p) = if o.logit_loss {
+            (soft_loss(&z, &s, weights.as_deref(), true), z.sigmoid())
+        } else {
             let p = z.sigmoid().clamp(1e-6, 1.0 - 1e-6);
             (soft_loss(&p, &s, weights.as_deref(), false), p)
-        } else {
-            (soft_loss(&z, &s, weights.as_deref(), true), z.sigmoid())
         };
-        let top = z.detach().amax([0, 2, 3], false);
         Ok((
             bce * o.soft_weight + dice_loss_of(dice, &p, &m.to_device(device)),
-            top,
+            z,
         ))
     };
     let start = Instant::now();
@@ -392,6 +391,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
                     for chunk in val.chunks(o.batch) {
                         let (l, z) = loss(&net, chunk, (false, false), false)?;
                         t += l.double_value(&[]) * chunk.len() as f64;
+                        let z = z.amax([0, 2, 3], false);
                         for (c, v) in top.iter_mut().enumerate() {
                             *v = v.max(z.double_value(&[c as i64]));
                         }

@@ -137,9 +137,7 @@ impl UNet {
             head,
         }
     }
-}
 
-impl UNet {
     /// `[B, in, H, W]` → per-class logits `[B, classes, H, W]` (before the
     /// sigmoid): a loss on logits keeps its gradient where a probability
     /// has saturated.
@@ -200,7 +198,7 @@ mod tests {
         net.set_head_bias(&[-2.0, 0.5]);
         let b = vs.variables()["head.bias"].shallow_clone();
         assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![-2.0, 0.5]);
-        // the bias stays a trained parameter, and logits keep their shape
+        // logits keep the graph (for training) and the maps' shape
         let z = net.logits(
             &Tensor::zeros([1, 1, 8, 8], (tch::Kind::Float, tch::Device::Cpu)),
             false,
