@@ -76,6 +76,13 @@ pub struct DistillOptions {
     /// died (docs/trainer.md); off by default.
     #[arg(long)]
     pub prior_bias: bool,
+    /// Start the student as the teacher slimmed to its width (each
+    /// unit's channels with the largest BatchNorm scale,
+    /// [`crate::unet::slim_into`]) instead of from random weights, so it
+    /// has the teacher's features from the first step. Needs a dense
+    /// student of the teacher's depth.
+    #[arg(long)]
+    pub from_teacher: bool,
 }
 
 /// What [`distill`] made: the student's validation scores and the sizes
@@ -262,7 +269,17 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
             out.display()
         )));
     }
-    let (cfg, tstate, _tvs, teacher) = train::load_model(teacher_run, None)?;
+    let (cfg, tstate, tvs, teacher) = train::load_model(teacher_run, None)?;
+    if o.from_teacher {
+        let t = cfg.unet(tstate.classes.len());
+        let s = crate::unet::UNetConfig {
+            base: o.base,
+            depth: o.depth,
+            separable: o.separable,
+            ..t
+        };
+        crate::unet::slimmable(t, s)?;
+    }
     let device = train::device(&cfg)?;
     let data = crate::data::load(&cfg)?;
     let classes = data.classes.len();
@@ -362,6 +379,9 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let net = UNet::new(&vs.root(), scfg.unet(classes));
+        if o.from_teacher {
+            crate::unet::slim_into(&tvs, cfg.unet(classes), &vs, scfg.unet(classes))?;
+        }
         if let Some(b) = &bias {
             net.set_head_bias(b);
         }

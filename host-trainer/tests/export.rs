@@ -215,6 +215,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         // the loss on logits from the prior bias, so both go through a run
         logit_loss: true,
         prior_bias: true,
+        from_teacher: false,
     };
     let d = distill(&run, &student, &o).unwrap();
     // a second seed only if the first left a class map dead; the kept one
