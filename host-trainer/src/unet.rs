@@ -203,10 +203,11 @@ pub fn slimmable(t: UNetConfig, s: UNetConfig) -> Result<()> {
 /// is largest in magnitude, as many as the student's level has, with the
 /// convolution weights, BatchNorm parameters and running statistics of
 /// those channels (and of the input channels kept upstream, skips
-/// included). A student then starts from the teacher's features, not from
-/// noise: a small student distilled from scratch lost a class map on some
-/// seeds (docs/trainer.md). Both must be dense, of one depth, with the same
-/// input channels and classes, and the student no wider.
+/// included), so a student starts from the teacher's features, not from
+/// noise. Both must be dense, of one depth, with the same input channels
+/// and classes, and the student no wider. A class the teacher spreads over
+/// many weak channels does not survive it (the synthetic egg map,
+/// docs/trainer.md).
 pub fn slim_into(
     teacher: &nn::VarStore,
     t: UNetConfig,
