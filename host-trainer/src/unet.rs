@@ -337,6 +337,15 @@ mod tests {
         let wide = nn::VarStore::new(tch::Device::Cpu);
         let _ = UNet::new(&wide.root(), UNetConfig { base: 8, ..t });
         assert!(slim_into(&tvs, t, &wide, UNetConfig { base: 8, ..t }).is_err());
+        assert!(slimmable(t, UNetConfig { depth: 1, ..s }).is_err());
+        assert!(slimmable(
+            t,
+            UNetConfig {
+                separable: true,
+                ..s
+            }
+        )
+        .is_err());
     }
 
     #[test]
