@@ -263,6 +263,31 @@ pub fn agreement_of(teacher_run: &Path, student_run: &Path) -> Result<Vec<Option
     Ok(agreement(&t, &s, cfg.vote.threshold))
 }
 
+/// Why no bundle should be made from `student_run`: its map of a class
+/// keeps next to none of `teacher_run`'s ([`dead_class`]), said in words;
+/// `None` when every class the teacher lights survived. Refuses a teacher
+/// of other classes.
+pub fn lost_class(teacher_run: &Path, student_run: &Path) -> Result<Option<String>> {
+    let (teacher, student) = (State::load(teacher_run)?, State::load(student_run)?);
+    if teacher.classes != student.classes {
+        return Err(Error::Invalid(format!(
+            "{} learnt {:?} and {} {:?}: not a student and its teacher",
+            teacher_run.display(),
+            teacher.classes,
+            student_run.display(),
+            student.classes
+        )));
+    }
+    let kept = agreement_of(teacher_run, student_run)?;
+    Ok(dead_class(&kept).map(|c| {
+        format!(
+            "the student's {} map keeps {:.3} of the teacher's (dead below {DEAD})",
+            student.classes[c],
+            kept[c].unwrap_or(0.0)
+        )
+    }))
+}
+
 /// Trains a student of `teacher_run` into `out` (a new run folder).
 pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Distilled> {
     if out.join(train::STATE_FILE).exists() {

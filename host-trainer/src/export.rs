@@ -352,6 +352,12 @@ pub struct ExportOptions {
     /// Choose each class's threshold and fit the object verifier from the
     /// labels ([`crate::thresholds`], [`crate::verifier`]).
     pub verifier: bool,
+    /// The teacher of the run exported, when it is a student: exported
+    /// instead if the student lost a class ([`crate::distill::lost_class`]),
+    /// since a bundle from it would count next to nothing of that class
+    /// (the synthetic student's egg map dies on most seeds,
+    /// docs/trainer.md). The manifest says so under `training.shipped`.
+    pub teacher: Option<std::path::PathBuf>,
 }
 
 /// Writes a signed bundle for a finished run, scoring the exported file
@@ -362,6 +368,20 @@ pub fn export_run(
     key: &nemascope_bundle::SigningKey,
     opts: &ExportOptions,
 ) -> std::result::Result<Exported, ExportError> {
+    let lost = match &opts.teacher {
+        Some(t) => crate::distill::lost_class(t, run)?,
+        None => None,
+    };
+    let run = match (&lost, &opts.teacher) {
+        (Some(why), Some(t)) => {
+            eprintln!(
+                "{why}: exporting its teacher {} instead (every class counts, at the teacher's cost)",
+                t.display()
+            );
+            t.as_path()
+        }
+        _ => run,
+    };
     let (cfg, state, vs, net) = crate::train::load_model(run, None)?;
     let w = unet_weights(&vs, net.config)?;
     let size = opts.input.unwrap_or_else(|| default_input(&cfg));
@@ -376,6 +396,12 @@ pub fn export_run(
     let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
     let runner = Runner::load_as(&bytes, None, opts.precision)?;
     let mut manifest = manifest(&cfg, &state, &data, &w, size, opts)?;
+    if let Some(why) = lost {
+        manifest.training.insert(
+            "shipped".into(),
+            format!("the teacher, not its student: {why}"),
+        );
+    }
     // One object's area per class, for counting touching objects.
     let counters = eval::fit_counters(&data, &data.train);
     for (name, c) in data.classes.iter().zip(&counters) {

@@ -10,10 +10,11 @@ use nemascope_onnx::export::{self as onnx, InputSize};
 use nemascope_onnx::graph::encode;
 use nemascope_onnx::Runner;
 use nemascope_train::config::Config;
-use nemascope_train::distill::{distill, DistillOptions};
+use nemascope_train::distill::{dead_class, distill, lost_class, DistillOptions};
 use nemascope_train::export::{export_run, unet_weights, ExportOptions, Precision};
-use nemascope_train::train::Trainer;
+use nemascope_train::train::{load_model, State, Trainer, MODEL, STATE_FILE};
 use nemascope_train::unet::{UNet, UNetConfig};
+use std::path::Path;
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
@@ -241,6 +242,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             input: None,
             calibration_images: 4,
             verifier: true,
+            teacher: None,
         };
         let e = export_run(&student, &out, &key, &opts).unwrap();
         let b = Bundle::open(&out, &key.verifying_key()).unwrap();
@@ -303,7 +305,74 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             input: None,
             calibration_images: 1,
             verifier: false,
+            teacher: None,
         },
     );
     assert!(e.is_err());
+
+    a_student_that_lost_a_class_ships_its_teacher(&run, &student, &d.kept, d.teacher.0, &key);
+}
+
+/// Given its teacher, export ships a student only if it kept every class
+/// the teacher lights; else the teacher, and the manifest says why.
+fn a_student_that_lost_a_class_ships_its_teacher(
+    run: &Path,
+    student: &Path,
+    kept: &[Option<f64>],
+    teacher_params: usize,
+    key: &SigningKey,
+) {
+    // as distilled: lost exactly when distill called a class map dead
+    let lost = lost_class(run, student).unwrap();
+    assert_eq!(
+        lost.is_some(),
+        dead_class(kept).is_some(),
+        "{lost:?} {kept:?}"
+    );
+    // the student with every map dark (each output bias −30)
+    let dark = student.with_file_name("dark");
+    std::fs::create_dir_all(&dark).unwrap();
+    for f in std::fs::read_dir(student).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::copy(&f, dark.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let (_, state, vs, net) = load_model(&dark, None).unwrap();
+    net.set_head_bias(&vec![-30.0; state.classes.len()]);
+    vs.save(dark.join(MODEL)).unwrap();
+    assert!(
+        kept.iter().any(Option::is_some),
+        "the teacher lights nothing"
+    );
+    let why = lost_class(run, &dark).unwrap().expect("a dark map is lost");
+    assert!(why.contains("keeps 0.000"), "{why}");
+    let out = student.with_file_name("bundle-dark");
+    let opts = ExportOptions {
+        name: "dark".into(),
+        precision: Precision::Fp32,
+        input: None,
+        calibration_images: 1,
+        verifier: false,
+        teacher: Some(run.to_path_buf()),
+    };
+    export_run(&dark, &out, key, &opts).unwrap();
+    let m = Bundle::open(&out, &key.verifying_key()).unwrap().manifest;
+    assert_eq!(
+        m.training["shipped"],
+        format!("the teacher, not its student: {why}")
+    );
+    assert!(
+        m.training["network"].contains(&format!(" {teacher_params} parameters")),
+        "{:?}",
+        m.training
+    );
+    // a run of other classes is not its teacher
+    let mut other = State::load(run).unwrap();
+    other.classes.pop();
+    let fake = student.with_file_name("other");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join(STATE_FILE), serde_json::to_vec(&other).unwrap()).unwrap();
+    let e = lost_class(&fake, student).unwrap_err().to_string();
+    assert!(e.contains("not a student and its teacher"), "{e}");
 }

@@ -209,6 +209,7 @@ fn every_class_localises_from_image_level_labels() {
         input: None,
         calibration_images: 2,
         verifier: true,
+        teacher: None,
     };
     let e =
         nemascope_train::export::export_run(&dir.path().join("run"), &out, &key, &opts).unwrap();

@@ -232,7 +232,9 @@ pub fn bundles(args: &[String]) -> Result<(), String> {
             "--separable",
         ])?;
     }
-    let export = |run: &str, bundle: &str, name: &str| -> Result<(), String> {
+    // The student's teacher goes with it: exported instead if the student
+    // lost a class (`export --teacher`).
+    let export = |run: &str, teacher: &str, bundle: &str, name: &str| -> Result<(), String> {
         if root().join(bundle).exists() {
             eprintln!("{bundle} exists: kept");
             return Ok(());
@@ -249,10 +251,13 @@ pub fn bundles(args: &[String]) -> Result<(), String> {
             "fp32",
             "--name",
             name,
+            "--teacher",
+            teacher,
         ])
     };
     export(
         "out/student-bbbc010",
+        "out/train-bbbc010",
         "models/bbbc010-worm",
         "bbbc010-worm-student",
     )?;
@@ -272,6 +277,7 @@ pub fn bundles(args: &[String]) -> Result<(), String> {
     }
     export(
         "out/student-hard-2x",
+        "out/synth-hard-2x",
         "models/synth-worm-egg-cyst",
         "synth-worm-egg-cyst",
     )?;

@@ -14,17 +14,20 @@ pub struct Args<'a> {
     pub calibration: usize,
     pub name: Option<String>,
     pub verifier: bool,
+    /// The run's teacher, exported instead if the student lost a class.
+    pub teacher: Option<&'a Path>,
 }
 
-impl Args<'_> {
-    /// The defaults `labelled` exports with.
-    pub fn defaults(precision: &str, name: Option<String>) -> Args<'_> {
+impl<'a> Args<'a> {
+    /// The defaults `labelled` exports a student of `teacher` with.
+    pub fn defaults(precision: &'a str, name: Option<String>, teacher: &'a Path) -> Args<'a> {
         Args {
             precision,
             input: None,
             calibration: 16,
             name,
             verifier: true,
+            teacher: Some(teacher),
         }
     }
 }
@@ -44,6 +47,7 @@ pub fn export(run: &Path, key: &Path, out: &Path, a: Args<'_>) -> Result<()> {
         input,
         calibration_images: a.calibration,
         verifier: a.verifier,
+        teacher: a.teacher.map(Path::to_path_buf),
     };
     let t = Instant::now();
     let e = export::export_run(run, out, &key, &opts)?;

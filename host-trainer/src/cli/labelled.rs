@@ -143,7 +143,9 @@ fn done(run: &Path) -> bool {
     State::load(run).map(|s| s.done).unwrap_or(false)
 }
 
-/// Runs the three stages into `out/teacher`, `out/student`, `out/bundle`.
+/// Runs the three stages into `out/teacher`, `out/student`, `out/bundle`;
+/// the bundle is the student's, or the teacher's where the student lost a
+/// class ([`crate::distill::lost_class`]).
 pub fn labelled(a: Labelled) -> Result<()> {
     let (teacher, student, bundle): (PathBuf, PathBuf, PathBuf) = (
         a.out.join("teacher"),
@@ -201,7 +203,7 @@ pub fn labelled(a: Labelled) -> Result<()> {
         &student,
         a.key,
         &bundle,
-        export::Args::defaults(a.precision, name),
+        export::Args::defaults(a.precision, name, &teacher),
     )?;
     eprintln!(
         "bundle {} in {:.0} min: count with `nemascope-edge count --model {} IMAGES…`",

@@ -184,6 +184,12 @@ pub enum Cmd {
         /// candidate object counts).
         #[arg(long)]
         no_verifier: bool,
+        /// The teacher of the student `--run`: exported instead when the
+        /// student's map of a class keeps next to none of the teacher's,
+        /// so the bundle counts every class (at the teacher's cost); the
+        /// manifest says so under `training.shipped`.
+        #[arg(long)]
+        teacher: Option<PathBuf>,
     },
     /// Choose each class's map threshold and fit a new object verifier for
     /// an existing bundle from a run's data (its config.toml's images and
@@ -385,6 +391,7 @@ impl Cmd {
                 calibration,
                 name,
                 no_verifier,
+                teacher,
             } => export::export(
                 &run,
                 &key,
@@ -395,6 +402,7 @@ impl Cmd {
                     calibration,
                     name,
                     verifier: !no_verifier,
+                    teacher: teacher.as_deref(),
                 },
             ),
         }
