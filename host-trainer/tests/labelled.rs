@@ -111,6 +111,17 @@ fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
     ] {
         assert!(cfg.contains(want), "{want} in {cfg}");
     }
+    // --ship-teacher: no student is distilled, the bundle is the
+    // teacher's network (model.base 4, depth 2).
+    let out_t = dir.path().join("run-teacher");
+    let o = labelled_with(&folder, &out_t, &key, &["--ship-teacher"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("no student: the teacher is shipped"), "{err}");
+    assert!(!out_t.join("student").exists());
+    let m = std::fs::read_to_string(out_t.join("bundle/manifest.json")).unwrap();
+    assert!(m.contains("widths [4, 8, 16]"), "{m}");
+
     // Again: the bundle is there, nothing is overwritten.
     let o = labelled(&folder, &out, &key);
     assert!(!o.status.success());

@@ -22,6 +22,8 @@ pub struct Labelled<'a> {
     pub key: &'a Path,
     pub out: &'a Path,
     pub precision: &'a str,
+    /// Export the teacher itself; no student is distilled.
+    pub ship_teacher: bool,
 }
 
 /// The training config for a labelled folder: its `labels.csv` as a
@@ -145,7 +147,7 @@ fn done(run: &Path) -> bool {
 
 /// Runs the three stages into `out/teacher`, `out/student`, `out/bundle`;
 /// the bundle is the student's, or the teacher's where the student lost a
-/// class ([`crate::distill::lost_class`]).
+/// class ([`crate::distill::lost_class`]) or `ship_teacher` asks for it.
 pub fn labelled(a: Labelled) -> Result<()> {
     let (teacher, student, bundle): (PathBuf, PathBuf, PathBuf) = (
         a.out.join("teacher"),
@@ -184,27 +186,32 @@ pub fn labelled(a: Labelled) -> Result<()> {
         stage(1, "training the teacher from the image-level labels");
         train::train(&teacher, Some(cfg), false)?;
     }
-    if done(&student) {
-        stage(2, "student already distilled");
+    let shipped = if a.ship_teacher {
+        stage(2, "no student: the teacher is shipped (--ship-teacher)");
+        &teacher
     } else {
-        if student.exists() {
-            std::fs::remove_dir_all(&student)
-                .with_context(|| format!("clearing an unfinished {}", student.display()))?;
+        if done(&student) {
+            stage(2, "student already distilled");
+        } else {
+            if student.exists() {
+                std::fs::remove_dir_all(&student)
+                    .with_context(|| format!("clearing an unfinished {}", student.display()))?;
+            }
+            stage(2, "distilling the student");
+            train::distill(&teacher, &student, a.student)?;
         }
-        stage(2, "distilling the student");
-        train::distill(&teacher, &student, a.student)?;
-    }
+        &student
+    };
     stage(3, "exporting the signed bundle");
     let name = a
         .folder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    export::export(
-        &student,
-        a.key,
-        &bundle,
-        export::Args::defaults(a.precision, name, &teacher),
-    )?;
+    let mut args = export::Args::defaults(a.precision, name, &teacher);
+    if a.ship_teacher {
+        args.teacher = None;
+    }
+    export::export(shipped, a.key, &bundle, args)?;
     eprintln!(
         "bundle {} in {:.0} min: count with `nemascope-edge count --model {} IMAGES…`",
         bundle.display(),

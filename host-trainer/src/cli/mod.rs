@@ -230,6 +230,12 @@ pub enum Cmd {
         /// The bundle's form (as for `export`).
         #[arg(long, value_parser = nemascope_onnx::Precision::NAMES, default_value = "fp32")]
         precision: String,
+        /// Ship the teacher, not a distilled student: no distillation, a
+        /// bundle with 4× the student's multiply-adds (≈ 2× the seconds a
+        /// frame on this machine's CPU) that counted the NemaQuant eggs
+        /// better on each of three runs (docs/labelling.md).
+        #[arg(long)]
+        ship_teacher: bool,
         #[command(flatten)]
         student: distill::DistillOptions,
     },
@@ -351,10 +357,12 @@ impl Cmd {
                 key,
                 out,
                 precision,
+                ship_teacher,
                 student,
             } => {
                 install_ctrlc();
                 labelled::labelled(labelled::Labelled {
+                    ship_teacher,
                     folder: &folder,
                     corrections: corrections.as_deref(),
                     config: &config,
