@@ -506,7 +506,7 @@ pub fn distill(teacher_run: &Path, out: &Path, o: &DistillOptions) -> Result<Dis
                 if seed + 1 < o.seed + tries {
                     format!("; distilling again from seed {}", seed + 1)
                 } else {
-                    format!("; no seed of {tries} kept it: that class will count next to nothing")
+                    format!("; no seed of {tries} kept it: a bundle of this student would count next to none (`export --teacher` ships its teacher instead)")
                 }
             );
         } else {
