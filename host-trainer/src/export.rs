@@ -369,19 +369,16 @@ pub fn export_run(
     opts: &ExportOptions,
 ) -> std::result::Result<Exported, ExportError> {
     let lost = match &opts.teacher {
-        Some(t) => crate::distill::lost_class(t, run)?,
+        Some(t) => crate::distill::lost_class(t, run)?.map(|why| (t.as_path(), why)),
         None => None,
     };
-    let run = match (&lost, &opts.teacher) {
-        (Some(why), Some(t)) => {
-            eprintln!(
-                "{why}: exporting its teacher {} instead (every class counts, at the teacher's cost)",
-                t.display()
-            );
-            t.as_path()
-        }
-        _ => run,
-    };
+    if let Some((t, why)) = &lost {
+        eprintln!(
+            "{why}: exporting its teacher {} instead (every class counts, at the teacher's cost)",
+            t.display()
+        );
+    }
+    let run = lost.as_ref().map_or(run, |(t, _)| *t);
     let (cfg, state, vs, net) = crate::train::load_model(run, None)?;
     let w = unet_weights(&vs, net.config)?;
     let size = opts.input.unwrap_or_else(|| default_input(&cfg));
@@ -396,7 +393,7 @@ pub fn export_run(
     let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
     let runner = Runner::load_as(&bytes, None, opts.precision)?;
     let mut manifest = manifest(&cfg, &state, &data, &w, size, opts)?;
-    if let Some(why) = lost {
+    if let Some((_, why)) = lost {
         manifest.training.insert(
             "shipped".into(),
             format!("the teacher, not its student: {why}"),

@@ -19,15 +19,20 @@ pub struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
-    /// The defaults `labelled` exports a student of `teacher` with.
-    pub fn defaults(precision: &'a str, name: Option<String>, teacher: &'a Path) -> Args<'a> {
+    /// The defaults `labelled` exports with (`teacher`: of the student
+    /// exported, if it is one).
+    pub fn defaults(
+        precision: &'a str,
+        name: Option<String>,
+        teacher: Option<&'a Path>,
+    ) -> Args<'a> {
         Args {
             precision,
             input: None,
             calibration: 16,
             name,
             verifier: true,
-            teacher: Some(teacher),
+            teacher,
         }
     }
 }

@@ -207,10 +207,11 @@ pub fn labelled(a: Labelled) -> Result<()> {
         .folder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    let mut args = export::Args::defaults(a.precision, name, &teacher);
-    if a.ship_teacher {
-        args.teacher = None;
-    }
+    let args = export::Args::defaults(
+        a.precision,
+        name,
+        (!a.ship_teacher).then_some(teacher.as_path()),
+    );
     export::export(shipped, a.key, &bundle, args)?;
     eprintln!(
         "bundle {} in {:.0} min: count with `nemascope-edge count --model {} IMAGES…`",
