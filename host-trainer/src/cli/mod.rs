@@ -233,7 +233,7 @@ pub enum Cmd {
         /// Ship the teacher, not a distilled student: no distillation, a
         /// bundle with 4× the student's multiply-adds (≈ 2× the seconds a
         /// frame on this machine's CPU) that counted the NemaQuant eggs
-        /// better on each of three runs (docs/labelling.md).
+        /// better on four of five runs (docs/labelling.md).
         #[arg(long)]
         ship_teacher: bool,
         #[command(flatten)]
