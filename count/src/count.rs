@@ -10,7 +10,7 @@
 use nemascope_bundle::ObjectVerifier;
 use nemascope_core::counting::AreaCounter;
 use nemascope_core::felzenszwalb::Params;
-use nemascope_core::imageio::{resize_bilinear, resize_nearest, Luma};
+use nemascope_core::imageio::{resample, resize_nearest, Luma};
 use nemascope_core::objects::{measure_bits_each, BBox, Calibration, ShapeRules};
 use nemascope_core::tiling::{threshold_tiles, TilePlan};
 use nemascope_core::verify::{core_level, features, pixel_stats, FEATURES};
@@ -67,7 +67,8 @@ impl Default for CountSettings {
     }
 }
 
-/// One counted object, measured at the frame's resolution.
+/// One counted object, measured where the model saw the frame (at the
+/// model's pixel size), placed in the frame's pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
     /// Index into the manifest's classes.
@@ -91,7 +92,7 @@ pub struct Candidate {
     pub class: usize,
     /// Centre in frame pixels (x, y).
     pub centroid: (f32, f32),
-    /// `nemascope_core::verify::FEATURES`, at the frame's pixel size.
+    /// `nemascope_core::verify::FEATURES`, at the model's pixel size.
     pub features: [f32; FEATURES.len()],
     /// The verifier's score, where the class has one.
     pub score: Option<f32>,
@@ -177,6 +178,60 @@ pub fn count_at<L: Luma + Sync + ?Sized>(
     }
     let mut q = quality(frame, s.bit_depth);
     q.bright_field = s.bright_field;
+    // A frame at another pixel size than the model's is counted where the
+    // model sees it: resampled to the model's pixel size (area-averaged
+    // when it shrinks, as a coarser camera would record it), its objects
+    // measured there in µm and the verifier fed what it was fitted on.
+    // Only the masks and the objects' places come back to the frame, so
+    // a frame counts what it counts binned or enlarged to the model's size.
+    let scale = frame_scale(m, s.calibration.um_per_px);
+    if (scale - 1.0).abs() <= 1e-6 {
+        return count_seen(model, frame, q, s, thresholds);
+    }
+    let w = ((fw as f32 * scale).round() as usize).max(1);
+    let h = ((fh as f32 * scale).round() as usize).max(1);
+    if w.max(h) > MAX_RESAMPLED_SIDE {
+        return Err(CountError::Unsupported(format!(
+            "a {fw}x{fh} frame at {} µm per pixel would be resampled to {w}x{h} for the \
+             model's scale: more than {MAX_RESAMPLED_SIDE} pixels a side (use a model \
+             trained nearer this scale, or check the pixel size)",
+            s.calibration.um_per_px
+        )));
+    }
+    let work = resample(&frame.to_plane(), w, h)?;
+    let at_model = CountSettings {
+        calibration: Calibration {
+            um_per_px: s.calibration.um_per_px / scale,
+        },
+        ..*s
+    };
+    let (sx, sy) = (fw as f32 / w as f32, fh as f32 / h as f32);
+    let back = |(x, y): (f32, f32)| ((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5);
+    let mut out = count_seen(model, &work, quality(&work, None), &at_model, thresholds)?;
+    for c in &mut out {
+        c.quality = q;
+        for k in &mut c.masks {
+            *k = BitMask::from_mask(&resize_nearest(&k.to_mask(), fw, fh)?);
+        }
+        for o in &mut c.objects {
+            o.centroid = back(o.centroid);
+        }
+        for o in &mut c.candidates {
+            o.centroid = back(o.centroid);
+        }
+    }
+    Ok(out)
+}
+
+/// [`count_at`] for a frame at the model's pixel size, whose light is `q`.
+fn count_seen<L: Luma + Sync + ?Sized>(
+    model: &Model,
+    frame: &L,
+    q: Quality,
+    s: &CountSettings,
+    thresholds: &[Vec<f32>],
+) -> Result<Vec<Counted>> {
+    let m = &model.manifest;
     let verifiers: Vec<Option<&ObjectVerifier>> =
         m.classes.iter().map(|c| m.verifiers.get(c)).collect();
     // Each set's foreground masks, then (for the verifier) each set's cores.
@@ -189,28 +244,7 @@ pub fn count_at<L: Luma + Sync + ?Sized>(
                 .map(|t| t.iter().map(|&x| core_level(x)).collect::<Vec<_>>()),
         );
     }
-    // Frames are brought to the training data's pixel size first.
-    let scale = frame_scale(m, s.calibration.um_per_px);
-    let mut masks = if (scale - 1.0).abs() > 1e-6 {
-        let w = ((fw as f32 * scale).round() as usize).max(1);
-        let h = ((fh as f32 * scale).round() as usize).max(1);
-        if w.max(h) > MAX_RESAMPLED_SIDE {
-            return Err(CountError::Unsupported(format!(
-                "a {fw}x{fh} frame at {} µm per pixel would be resampled to {w}x{h} for the \
-                 model's scale: more than {MAX_RESAMPLED_SIDE} pixels a side (use a model \
-                 trained nearer this scale, or check the pixel size)",
-                s.calibration.um_per_px
-            )));
-        }
-        let scaled = resize_bilinear(&frame.to_plane(), w, h)?;
-        let q = quality(&scaled, None);
-        class_masks(model, &scaled, &q, levels, thresholds.len(), s)?
-            .iter()
-            .map(|k| Ok(BitMask::from_mask(&resize_nearest(&k.to_mask(), fw, fh)?)))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        class_masks(model, frame, &q, levels, thresholds.len(), s)?
-    };
+    let mut masks = class_masks(model, frame, &q, levels, thresholds.len(), s)?;
     let n = m.classes.len();
     let mut cores = masks.split_off(thresholds.len() * n).into_iter();
     let per_object = object_areas_at(m, s.calibration.um_per_px);

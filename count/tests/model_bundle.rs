@@ -228,85 +228,125 @@ fn the_f16_form_counts_as_fp32_and_a_false_form_is_refused() {
 /// training images' pixels, is brought to the frame's pixels before
 /// touching objects are split by area). Before, the ×2 frames' worms and
 /// cysts were split into about four times too many (issue 28).
+/// A frame at another pixel size is counted where the model sees it: at
+/// 2 µm (×2) and 8 µm (×½) a 4 µm model counts, objects and all, what it
+/// counts on the frame resampled to 4 µm, verifier included; masks and
+/// centres come back in the frame's pixels. Before, objects were measured
+/// at the frame's pixels against areas in the model's (a 4 µm model split
+/// every worm about four times at 2 µm), and the verifier measured noise
+/// and surroundings at a pixel size it was not fitted at.
 #[test]
 #[cfg_attr(
     target_arch = "aarch64",
     ignore = "30 inferences take minutes under qemu; the same code runs natively"
 )]
 fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
-    use nemascope_core::imageio::resize_bilinear;
+    use nemascope_core::imageio::{resample, resize_bilinear, resize_nearest};
     use nemascope_core::objects::Calibration;
     use nemascope_core::synth::{generate, SynthConfig};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let verified = Model::open(
+    let m = Model::open(
         &root.join("synth-worm-egg-cyst"),
         &root.join("nemascope-dev.pub"),
     )
     .unwrap();
-    assert_eq!(verified.manifest.um_per_px, Some(4.0));
-    // The areas' units, exactly: without the verifier, whose intensity
-    // measures are taken at the frame's own resolution (checked on totals
-    // below).
-    let mut m = verified.clone();
-    m.manifest.verifiers.clear();
-    let (mut verified_seen, mut verified_up) = ([0usize; 3], [0usize; 3]);
+    assert_eq!(m.manifest.um_per_px, Some(4.0));
+    assert!(!m.manifest.verifiers.is_empty());
     let at = |um: f32| CountSettings {
         calibration: Calibration { um_per_px: um },
         ..CountSettings::default()
     };
-    let (mut model_scale, mut halved, mut half_seen) = ([0usize; 3], [0usize; 3], [0usize; 3]);
+    let (mut original, mut doubled, mut halved) = ([0usize; 3], [0usize; 3], [0usize; 3]);
     for i in 0..6 {
         let cfg = SynthConfig::preset("mixed", i, 512, 384, 4.0).unwrap();
         let f = generate(&cfg, 31_337, i).unwrap().image;
         let (w, h) = (f.width(), f.height());
         // ×2 at 2 µm: the model sees the frame brought back to 512×384.
         let up = resize_bilinear(&f, w * 2, h * 2).unwrap();
-        let seen = resize_bilinear(&up, w, h).unwrap();
         let a = count_frame(&m, &up, &at(2.0)).unwrap();
-        let b = count_frame(&m, &seen, &at(4.0)).unwrap();
-        let (va, vb) = (
-            count_frame(&verified, &up, &at(2.0)).unwrap().counts,
-            count_frame(&verified, &seen, &at(4.0)).unwrap().counts,
-        );
-        for k in 0..3 {
-            verified_up[k] += va[k];
-            verified_seen[k] += vb[k];
-        }
+        let b = count_frame(&m, &resample(&up, w, h).unwrap(), &at(4.0)).unwrap();
         assert_eq!(a.counts, b.counts, "frame {i}");
+        assert_eq!(a.objects.len(), b.objects.len(), "frame {i}");
         for (x, y) in a.objects.iter().zip(&b.objects) {
-            assert_eq!((x.class, x.count), (y.class, y.count), "frame {i}");
+            assert_eq!(
+                (x.class, x.count, x.area_um2, x.length_um, x.score),
+                (y.class, y.count, y.area_um2, y.length_um, y.score),
+                "frame {i}"
+            );
+            let centre = |v: f32| (v + 0.5) * 2.0 - 0.5;
             assert!(
-                (x.area_um2 - y.area_um2).abs() <= 0.01 * y.area_um2,
+                (x.centroid.0 - centre(y.centroid.0)).abs() < 1e-3,
+                "frame {i}"
+            );
+            assert!(
+                (x.centroid.1 - centre(y.centroid.1)).abs() < 1e-3,
                 "frame {i}"
             );
         }
-        // ×½ at 8 µm: the masks come back at half the size, so objects
-        // lose a little at their edges; the totals stay close.
-        let half = resize_bilinear(&f, w / 2, h / 2).unwrap();
+        for (x, y) in a.masks.iter().zip(&b.masks) {
+            let back = resize_nearest(&y.to_mask(), w * 2, h * 2).unwrap();
+            assert_eq!(x.to_mask(), back, "frame {i}");
+        }
+        // ×½ at 8 µm: the model sees the half frame enlarged to 512×384.
+        let half = resample(&f, w / 2, h / 2).unwrap();
         let c = count_frame(&m, &half, &at(8.0)).unwrap().counts;
-        let d = count_frame(&m, &resize_bilinear(&half, w, h).unwrap(), &at(4.0))
+        let d = count_frame(&m, &resample(&half, w, h).unwrap(), &at(4.0))
             .unwrap()
             .counts;
+        assert_eq!(c, d, "frame {i}");
+        let o = count_frame(&m, &f, &at(4.0)).unwrap().counts;
         for k in 0..3 {
-            model_scale[k] += b.counts[k];
+            original[k] += o[k];
+            doubled[k] += a.counts[k];
             halved[k] += c[k];
-            half_seen[k] += d[k];
         }
     }
-    eprintln!("×2 at 2 µm = as seen at 4 µm {model_scale:?}; ×½ at 8 µm {halved:?}, as seen at 4 µm {half_seen:?}");
-    eprintln!("with the verifier: ×2 at 2 µm {verified_up:?}, as seen at 4 µm {verified_seen:?}");
-    for k in 0..3 {
-        let (got, want) = (verified_up[k] as f64, verified_seen[k] as f64);
-        assert!(
-            (got - want).abs() <= 0.1 * want + 1.0,
-            "verified class {k}: {verified_up:?} vs {verified_seen:?}"
-        );
-        let (got, want) = (halved[k] as f64, half_seen[k] as f64);
-        assert!(
-            (got - want).abs() <= 0.2 * want + 1.0,
-            "class {k}: {halved:?} vs {half_seen:?}"
-        );
+    // The goal (±5 % of the originals) is the model's: it answers the
+    // resampling blur, printed here, not asserted.
+    eprintln!("originals at 4 µm {original:?}; ×2 at 2 µm {doubled:?}; ×½ at 8 µm {halved:?}");
+}
+
+/// A camera with 4× finer pixels than the model's (1 µm against 4 µm)
+/// counts what the same camera binned 4×4 counts at the model's pixel
+/// size, verifier included: the frame reaches the model averaged over each
+/// pixel's area, not sampled (bilinear reads 2 of every 4 rows and
+/// columns, so the model saw an aliased frame twice as noisy as the binned
+/// one), and its objects are measured there.
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "inferences take minutes under qemu; the same code runs natively"
+)]
+fn a_finer_camera_counts_what_its_binned_frames_count() {
+    use nemascope_core::imageio::bin_plane;
+    use nemascope_core::objects::Calibration;
+    use nemascope_core::synth::{generate, SynthConfig};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let m = Model::open(
+        &root.join("synth-worm-egg-cyst"),
+        &root.join("nemascope-dev.pub"),
+    )
+    .unwrap();
+    let at = |um: f32| CountSettings {
+        calibration: Calibration { um_per_px: um },
+        ..CountSettings::default()
+    };
+    let (mut fine, mut binned) = ([0usize; 3], [0usize; 3]);
+    for i in 0..4 {
+        let cfg = SynthConfig::preset("mixed", i, 2048, 1536, 1.0).unwrap();
+        let f = generate(&cfg, 4_242, i).unwrap().image;
+        let a = count_frame(&m, &f, &at(1.0)).unwrap().counts;
+        let b = count_frame(&m, &bin_plane(&f, 4).unwrap(), &at(4.0))
+            .unwrap()
+            .counts;
+        eprintln!("frame {i}: 1 µm {a:?}, binned to 4 µm {b:?}");
+        for k in 0..3 {
+            fine[k] += a[k];
+            binned[k] += b[k];
+        }
     }
+    eprintln!("1 µm {fine:?}; binned to 4 µm {binned:?}");
+    assert_eq!(fine, binned);
 }
 
 /// A class's verifier decides which of its candidates count: one that

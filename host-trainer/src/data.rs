@@ -9,8 +9,8 @@ use std::path::Path;
 
 use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Sample};
 use nemascope_core::imageio::{
-    bin_mask, bin_plane, load_frame, load_mask, resize_bilinear, resize_nearest, standardise,
-    stretched, LoadLimits,
+    bin_mask, bin_plane, load_frame, load_mask, resample, resize_bilinear, resize_nearest,
+    standardise, stretched, LoadLimits,
 };
 use nemascope_core::synth::{self, SynthConfig};
 use nemascope_core::{Class, Error, Grid, Mask, Plane, Result};
@@ -83,7 +83,7 @@ pub fn item_from_plane(
     let work = if plane.width() == width && plane.height() == height {
         plane.clone()
     } else {
-        resize_bilinear(plane, width, height)?
+        resample(plane, width, height)?
     };
     let stretched = stretched(&work);
     let mut input = work;
@@ -615,17 +615,28 @@ pub fn make_batch(
             return Err(Error::Invalid("regions of one batch differ in size".into()));
         }
         let it = &data.items[r.item];
-        let (geo, gain, offset) = match augment.as_mut() {
+        let (geo, gain, offset, coarser) = match augment.as_mut() {
             Some((a, rng)) => {
                 let geo = Geometry::draw(a, r.w == r.h, rng);
                 let gain = 1.0 + a.contrast * (rng.random::<f32>() * 2.0 - 1.0);
                 let offset = a.brightness * (rng.random::<f32>() * 2.0 - 1.0);
-                (geo, gain, offset)
+                // Drawn only when asked, so runs without it stay as they were.
+                let coarser = (a.resolution > 1.0 && rng.random_bool(0.5))
+                    .then(|| 1.0 + (a.resolution - 1.0) * rng.random::<f32>());
+                (geo, gain, offset, coarser)
             }
-            None => (Geometry::default(), 1.0, 0.0),
+            None => (Geometry::default(), 1.0, 0.0, None),
         };
         let start = xs.len();
         geo.apply(&it.input, *r, &mut xs);
+        if let Some(u) = coarser {
+            let (ow, oh) = if geo.transpose {
+                (r.h, r.w)
+            } else {
+                (r.w, r.h)
+            };
+            coarsen(&mut xs[start..], ow, oh, u)?;
+        }
         for v in &mut xs[start..] {
             *v = *v * gain + offset;
         }
@@ -696,6 +707,17 @@ pub fn make_batch(
     })
 }
 
+/// A `w`×`h` crop as a camera with `u`× coarser pixels records it
+/// (area-averaged, [`resample`]), enlarged back to `w`×`h` as `count`
+/// enlarges a frame coarser than the model's ([`resize_bilinear`]).
+fn coarsen(v: &mut [f32], w: usize, h: usize, u: f32) -> Result<()> {
+    let crop = Plane::from_vec(w, h, v.to_vec())?;
+    let side = |n: usize| ((n as f32 / u).round() as usize).clamp(1, n);
+    let back = resize_bilinear(&resample(&crop, side(w), side(h))?, w, h)?;
+    v.copy_from_slice(back.data());
+    Ok(())
+}
+
 /// Reads one image for prediction, resized to the working size.
 pub fn load_for_prediction(path: &Path, width: usize, height: usize) -> Result<Item> {
     let frame = load_frame(path, LoadLimits::default())?;
@@ -746,6 +768,26 @@ mod tests {
         .apply(&g, r, &mut out);
         assert_eq!(out[0], (2, 2));
         assert_eq!(out[8], (0, 0));
+    }
+
+    #[test]
+    fn coarsening_blurs_a_crop_as_a_coarser_camera_would() {
+        // One-pixel stripes: a camera with 2× coarser pixels sees grey.
+        let stripes: Vec<f32> = (0..64).map(|i| (i % 2) as f32).collect();
+        let mut v = stripes.clone();
+        coarsen(&mut v, 8, 8, 2.0).unwrap();
+        assert!(v.iter().all(|&x| (x - 0.5).abs() < 1e-6), "{v:?}");
+        // At factor 1 nothing changes; a broad edge keeps its level.
+        let mut v = stripes.clone();
+        coarsen(&mut v, 8, 8, 1.0).unwrap();
+        assert_eq!(v, stripes);
+        let step: Vec<f32> = (0..64).map(|i| ((i % 8) >= 4) as u8 as f32).collect();
+        let mut v = step.clone();
+        coarsen(&mut v, 8, 8, 1.5).unwrap();
+        assert!(
+            (v[0], v[7]) == (0.0, 1.0) && v[3] > 0.0 && v[3] < 1.0,
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -866,15 +908,22 @@ mod tests {
         let targets: Vec<Option<Vec<Mask>>> = (0..8)
             .map(|_| Some(vec![Mask::filled(32, 32, true), Mask::filled(32, 32, true)]))
             .collect();
-        let augment = AugmentConfig {
+        let plain = AugmentConfig {
             brightness: 0.0,
             contrast: 0.0,
             ..AugmentConfig::default()
         };
-        for seed in 0..6 {
+        // Coarsened crops keep their labels and targets too.
+        let coarser = AugmentConfig {
+            resolution: 2.0,
+            ..plain.clone()
+        };
+        for (seed, augment) in (0..6)
+            .map(|s| (s, &plain))
+            .chain((0..6).map(|s| (s, &coarser)))
+        {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let b =
-                make_batch(&data, &regions, Some(&targets), Some((&augment, &mut rng))).unwrap();
+            let b = make_batch(&data, &regions, Some(&targets), Some((augment, &mut rng))).unwrap();
             let x = Vec::<f32>::try_from(b.x.flatten(0, -1)).unwrap();
             let l = Vec::<f32>::try_from(b.labels[0].flatten(0, -1)).unwrap();
             let m = Vec::<f32>::try_from(b.masks.unwrap().flatten(0, -1)).unwrap();

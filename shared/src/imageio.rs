@@ -417,6 +417,73 @@ pub fn resize_bilinear(src: &Plane, width: usize, height: usize) -> Result<Plane
     Plane::from_vec(width, height, out)
 }
 
+/// A frame brought to another size the way a camera with that many pixels
+/// would record it: an axis that shrinks averages the source pixels each
+/// output pixel covers (area weights), one that grows is interpolated as in
+/// [`resize_bilinear`]. Plain bilinear reads only two of every `k` source
+/// pixels when shrinking by `k` > 2, so a frame from a camera with finer
+/// pixels than the model's reached it aliased and noisier than any frame
+/// it was trained on. At an integer factor this is [`bin_plane`].
+pub fn resample(src: &Plane, width: usize, height: usize) -> Result<Plane> {
+    if src.is_empty() || width == 0 || height == 0 {
+        return resize_bilinear(src, width, height);
+    }
+    let (sw, sh) = (src.width(), src.height());
+    let narrower = if width < sw {
+        let taps = area_taps(width, sw);
+        let mut out = Vec::with_capacity(width * sh);
+        for y in 0..sh {
+            let row = src.row(y);
+            out.extend(
+                taps.iter()
+                    .map(|t| t.iter().map(|&(j, w)| row[j] * w).sum::<f32>()),
+            );
+        }
+        Plane::from_vec(width, sh, out)?
+    } else {
+        src.clone()
+    };
+    let shorter = if height < sh {
+        let taps = area_taps(height, sh);
+        let w = narrower.width();
+        let mut out = vec![0.0f32; w * height];
+        for (y, t) in taps.iter().enumerate() {
+            let dst = &mut out[y * w..(y + 1) * w];
+            for &(j, wt) in t {
+                for (d, s) in dst.iter_mut().zip(narrower.row(j)) {
+                    *d += s * wt;
+                }
+            }
+        }
+        Plane::from_vec(w, height, out)?
+    } else {
+        narrower
+    };
+    if (shorter.width(), shorter.height()) == (width, height) {
+        Ok(shorter)
+    } else {
+        resize_bilinear(&shorter, width, height)
+    }
+}
+
+/// For each of `dst` output pixels along an axis of `src` > `dst` pixels,
+/// the source pixels it covers and the share of its width each one has.
+fn area_taps(dst: usize, src: usize) -> Vec<Vec<(usize, f32)>> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|i| {
+            let (a, b) = (i as f64 * scale, ((i + 1) as f64 * scale).min(src as f64));
+            (a.floor() as usize..(b.ceil() as usize).min(src))
+                .map(|j| {
+                    let cover = b.min(j as f64 + 1.0) - a.max(j as f64);
+                    (j, (cover / scale) as f32)
+                })
+                .filter(|&(_, w)| w > 0.0)
+                .collect()
+        })
+        .collect()
+}
+
 /// The side of a `factor`×`factor` binned copy, refused when it is empty.
 fn binned_size(w: usize, h: usize, factor: usize) -> Result<(usize, usize)> {
     match factor {
@@ -702,6 +769,57 @@ mod tests {
         let q = Plane::from_fn(5, 3, |x, y| (x + 7 * y) as f32);
         assert_eq!(resize_bilinear(&q, 5, 3).unwrap(), q);
         assert!(resize_bilinear(&q, 0, 3).is_err());
+    }
+
+    #[test]
+    fn resampling_averages_what_each_pixel_covers() {
+        // An integer factor is binning, whatever the content.
+        let p = Plane::from_fn(12, 8, |x, y| ((x * 7 + y * 13) % 11) as f32 / 10.0);
+        for k in [2, 4] {
+            let (a, b) = (
+                resample(&p, 12 / k, 8 / k).unwrap(),
+                bin_plane(&p, k).unwrap(),
+            );
+            for (u, v) in a.data().iter().zip(b.data()) {
+                assert!((u - v).abs() < 1e-6, "factor {k}: {u} against {v}");
+            }
+        }
+        // A fractional factor keeps the mean, and grows like bilinear.
+        let r = resample(&p, 5, 3).unwrap();
+        let mean = |q: &Plane| q.data().iter().sum::<f32>() / q.len() as f32;
+        assert!((mean(&r) - mean(&p)).abs() < 1e-5);
+        assert_eq!(
+            resample(&p, 24, 16).unwrap(),
+            resize_bilinear(&p, 24, 16).unwrap()
+        );
+        assert_eq!(resample(&p, 12, 8).unwrap(), p);
+        // One axis shrinks and the other grows.
+        let pairs = Plane::from_fn(6, 8, |x, y| (p.get(2 * x, y) + p.get(2 * x + 1, y)) / 2.0);
+        let want = resize_bilinear(&pairs, 6, 16).unwrap();
+        let got = resample(&p, 6, 16).unwrap();
+        assert_eq!((got.width(), got.height()), (6, 16));
+        for (u, v) in got.data().iter().zip(want.data()) {
+            assert!((u - v).abs() < 1e-6);
+        }
+        assert!(resample(&p, 0, 3).is_err());
+        // Noise shrunk ×4 keeps a quarter of its spread (16 pixels
+        // averaged); plain bilinear reads 4 of them and keeps half.
+        let mut seed = 1u32;
+        let noise = Plane::from_fn(256, 256, |_, _| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32
+        });
+        let spread = |q: &Plane| {
+            let m = mean(q);
+            (q.data().iter().map(|v| (v - m).powi(2)).sum::<f32>() / q.len() as f32).sqrt()
+        };
+        let (s0, area, bilinear) = (
+            spread(&noise),
+            spread(&resample(&noise, 64, 64).unwrap()),
+            spread(&resize_bilinear(&noise, 64, 64).unwrap()),
+        );
+        assert!((area / s0 - 0.25).abs() < 0.03, "{area} of {s0}");
+        assert!((bilinear / s0 - 0.5).abs() < 0.05, "{bilinear} of {s0}");
     }
 
     #[test]
