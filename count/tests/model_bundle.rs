@@ -32,6 +32,24 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The shipped synthetic bundle (worm, egg, cyst at 4 µm, with verifiers).
+fn shipped_synthetic() -> Model {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    Model::open(
+        &root.join("synth-worm-egg-cyst"),
+        &root.join("nemascope-dev.pub"),
+    )
+    .unwrap()
+}
+
+/// The default settings for a frame of `um` µm a pixel.
+fn at_um(um: f32) -> CountSettings {
+    CountSettings {
+        calibration: nemascope_core::objects::Calibration { um_per_px: um },
+        ..CountSettings::default()
+    }
+}
+
 #[test]
 fn signed_bundle_runs_and_others_are_refused_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
@@ -94,12 +112,7 @@ fn shipped_bbbc010_bundle_is_accepted() {
 #[test]
 fn shipped_synthetic_bundle_is_accepted_and_segments_a_fresh_frame() {
     use nemascope_core::synth::{generate, SynthConfig};
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let m = Model::open(
-        &root.join("synth-worm-egg-cyst"),
-        &root.join("nemascope-dev.pub"),
-    )
-    .unwrap();
+    let m = shipped_synthetic();
     assert_eq!(m.manifest.classes, ["worm", "egg", "cyst"]);
     assert_eq!(m.runner.input_shape, [1, 1, 384, 512]);
     assert_eq!(
@@ -222,12 +235,6 @@ fn the_f16_form_counts_as_fp32_and_a_false_form_is_refused() {
     assert!(e.to_string().contains("has no integer convolutions"), "{e}");
 }
 
-/// Counting does not depend on the frame's pixel size: frames resampled
-/// ×2 and ×½ and counted at their matching pixel size give the counts of
-/// the frame the model sees at its own scale (one object's area, in the
-/// training images' pixels, is brought to the frame's pixels before
-/// touching objects are split by area). Before, the ×2 frames' worms and
-/// cysts were split into about four times too many (issue 28).
 /// A frame at another pixel size is counted where the model sees it: at
 /// 2 µm (×2) and 8 µm (×½) a 4 µm model counts, objects and all, what it
 /// counts on the frame resampled to 4 µm, verifier included; masks and
@@ -242,20 +249,10 @@ fn the_f16_form_counts_as_fp32_and_a_false_form_is_refused() {
 )]
 fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
     use nemascope_core::imageio::{resample, resize_bilinear, resize_nearest};
-    use nemascope_core::objects::Calibration;
     use nemascope_core::synth::{generate, SynthConfig};
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let m = Model::open(
-        &root.join("synth-worm-egg-cyst"),
-        &root.join("nemascope-dev.pub"),
-    )
-    .unwrap();
+    let m = shipped_synthetic();
     assert_eq!(m.manifest.um_per_px, Some(4.0));
     assert!(!m.manifest.verifiers.is_empty());
-    let at = |um: f32| CountSettings {
-        calibration: Calibration { um_per_px: um },
-        ..CountSettings::default()
-    };
     let (mut original, mut doubled, mut halved) = ([0usize; 3], [0usize; 3], [0usize; 3]);
     for i in 0..6 {
         let cfg = SynthConfig::preset("mixed", i, 512, 384, 4.0).unwrap();
@@ -263,8 +260,8 @@ fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
         let (w, h) = (f.width(), f.height());
         // ×2 at 2 µm: the model sees the frame brought back to 512×384.
         let up = resize_bilinear(&f, w * 2, h * 2).unwrap();
-        let a = count_frame(&m, &up, &at(2.0)).unwrap();
-        let b = count_frame(&m, &resample(&up, w, h).unwrap(), &at(4.0)).unwrap();
+        let a = count_frame(&m, &up, &at_um(2.0)).unwrap();
+        let b = count_frame(&m, &resample(&up, w, h).unwrap(), &at_um(4.0)).unwrap();
         assert_eq!(a.counts, b.counts, "frame {i}");
         assert_eq!(a.objects.len(), b.objects.len(), "frame {i}");
         for (x, y) in a.objects.iter().zip(&b.objects) {
@@ -289,12 +286,12 @@ fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
         }
         // ×½ at 8 µm: the model sees the half frame enlarged to 512×384.
         let half = resample(&f, w / 2, h / 2).unwrap();
-        let c = count_frame(&m, &half, &at(8.0)).unwrap().counts;
-        let d = count_frame(&m, &resample(&half, w, h).unwrap(), &at(4.0))
+        let c = count_frame(&m, &half, &at_um(8.0)).unwrap().counts;
+        let d = count_frame(&m, &resample(&half, w, h).unwrap(), &at_um(4.0))
             .unwrap()
             .counts;
         assert_eq!(c, d, "frame {i}");
-        let o = count_frame(&m, &f, &at(4.0)).unwrap().counts;
+        let o = count_frame(&m, &f, &at_um(4.0)).unwrap().counts;
         for k in 0..3 {
             original[k] += o[k];
             doubled[k] += a.counts[k];
@@ -319,24 +316,14 @@ fn counts_do_not_depend_on_the_pixel_size_of_the_same_frames() {
 )]
 fn a_finer_camera_counts_what_its_binned_frames_count() {
     use nemascope_core::imageio::bin_plane;
-    use nemascope_core::objects::Calibration;
     use nemascope_core::synth::{generate, SynthConfig};
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let m = Model::open(
-        &root.join("synth-worm-egg-cyst"),
-        &root.join("nemascope-dev.pub"),
-    )
-    .unwrap();
-    let at = |um: f32| CountSettings {
-        calibration: Calibration { um_per_px: um },
-        ..CountSettings::default()
-    };
+    let m = shipped_synthetic();
     let (mut fine, mut binned) = ([0usize; 3], [0usize; 3]);
     for i in 0..4 {
         let cfg = SynthConfig::preset("mixed", i, 2048, 1536, 1.0).unwrap();
         let f = generate(&cfg, 4_242, i).unwrap().image;
-        let a = count_frame(&m, &f, &at(1.0)).unwrap().counts;
-        let b = count_frame(&m, &bin_plane(&f, 4).unwrap(), &at(4.0))
+        let a = count_frame(&m, &f, &at_um(1.0)).unwrap().counts;
+        let b = count_frame(&m, &bin_plane(&f, 4).unwrap(), &at_um(4.0))
             .unwrap()
             .counts;
         eprintln!("frame {i}: 1 µm {a:?}, binned to 4 µm {b:?}");
@@ -363,12 +350,7 @@ fn a_finer_camera_counts_what_its_binned_frames_count() {
 fn a_verifier_counts_the_candidates_it_accepts() {
     use nemascope_bundle::ObjectVerifier;
     use nemascope_core::synth::{generate, SynthConfig};
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let mut bare = Model::open(
-        &root.join("synth-worm-egg-cyst"),
-        &root.join("nemascope-dev.pub"),
-    )
-    .unwrap();
+    let mut bare = shipped_synthetic();
     // The shipped bundle has verifiers for eggs and cysts; start without.
     assert!(bare.manifest.verifiers.contains_key("egg"));
     bare.manifest.verifiers.clear();
@@ -449,12 +431,7 @@ fn a_verifier_counts_the_candidates_it_accepts() {
 fn counting_at_several_thresholds_is_counting_at_each() {
     use nemascope_core::synth::{generate, SynthConfig};
     use nemascope_count::count_at;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let m = Model::open(
-        &root.join("synth-worm-egg-cyst"),
-        &root.join("nemascope-dev.pub"),
-    )
-    .unwrap();
+    let m = shipped_synthetic();
     let cfg = SynthConfig::preset("mixed", 0, 512, 384, 4.0).unwrap();
     let f = generate(&cfg, 4242, 0).unwrap().image;
     let s = CountSettings {
