@@ -291,6 +291,10 @@ pub struct AugmentConfig {
     /// counts a coarser camera's blurred frames short: the egg teacher
     /// counted 25 % fewer eggs in the nine images binned to 8 µm.
     pub resolution: f32,
+    /// Each crop zoomed by a factor drawn from 1 ± scale (0: off; at most
+    /// 0.5), mirrored at its edges: objects of every size within that
+    /// range. Needs one label per region (labelled folders, whole images).
+    pub scale: f32,
 }
 
 // The defaults are the BBBC010 weak run that `nemascope-train train` does
@@ -399,6 +403,7 @@ impl Default for AugmentConfig {
             brightness: 0.1,
             contrast: 0.1,
             resolution: 1.0,
+            scale: 0.0,
         }
     }
 }
@@ -546,6 +551,12 @@ impl Config {
                 "augment.resolution {} must be in 1..=4 (1: off; the largest factor a crop's \
                  pixels are coarsened by)",
                 a.resolution
+            ));
+        }
+        if !(0.0..=0.5).contains(&a.scale) {
+            return bad(format!(
+                "augment.scale {} must be in 0..=0.5 (0: off; crops are zoomed by 1 ± scale)",
+                a.scale
             ));
         }
         Ok(())

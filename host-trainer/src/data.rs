@@ -571,6 +571,15 @@ impl Geometry {
         }
     }
 
+    /// Width and height of region `r` once transformed.
+    pub fn out_size(&self, r: &Region) -> (usize, usize) {
+        if self.transpose {
+            (r.h, r.w)
+        } else {
+            (r.w, r.h)
+        }
+    }
+
     /// Copies region `r` of `g` into `out`, transformed.
     pub fn apply<T: Copy>(&self, g: &Grid<T>, r: Region, out: &mut Vec<T>) {
         let (w, h) = (r.w, r.h);
@@ -615,26 +624,36 @@ pub fn make_batch(
             return Err(Error::Invalid("regions of one batch differ in size".into()));
         }
         let it = &data.items[r.item];
-        let (geo, gain, offset, coarser) = match augment.as_mut() {
+        let (geo, gain, offset, coarser, zoom) = match augment.as_mut() {
             Some((a, rng)) => {
                 let geo = Geometry::draw(a, r.w == r.h, rng);
                 let gain = 1.0 + a.contrast * (rng.random::<f32>() * 2.0 - 1.0);
                 let offset = a.brightness * (rng.random::<f32>() * 2.0 - 1.0);
-                // Drawn only when asked, so runs without it stay as they were.
+                // Each drawn only when asked, so runs without it stay as they were.
                 let coarser = (a.resolution > 1.0 && rng.random_bool(0.5))
                     .then(|| 1.0 + (a.resolution - 1.0) * rng.random::<f32>());
-                (geo, gain, offset, coarser)
+                let zoom =
+                    (a.scale > 0.0).then(|| 1.0 + a.scale * (rng.random::<f32>() * 2.0 - 1.0));
+                (geo, gain, offset, coarser, zoom)
             }
-            None => (Geometry::default(), 1.0, 0.0, None),
+            None => (Geometry::default(), 1.0, 0.0, None, None),
         };
+        if zoom.is_some() && labels.iter().any(|cells| cells.len() > 1) {
+            return Err(Error::Invalid(
+                "augment.scale zooms whole regions, so it needs one label per region \
+                 (the labelled folders' and whole images'); labels on a grid of cells \
+                 would not follow the zoom"
+                    .into(),
+            ));
+        }
+        let (ow, oh) = geo.out_size(r);
+        let zoom = zoom.map(|s| Zoom::new(ow, oh, s));
         let start = xs.len();
         geo.apply(&it.input, *r, &mut xs);
+        if let Some(z) = &zoom {
+            z.bilinear(&mut xs[start..]);
+        }
         if let Some(u) = coarser {
-            let (ow, oh) = if geo.transpose {
-                (r.h, r.w)
-            } else {
-                (r.w, r.h)
-            };
             coarsen(&mut xs[start..], ow, oh, u)?;
         }
         for v in &mut xs[start..] {
@@ -667,16 +686,14 @@ pub fn make_batch(
             let masks = t[r.item]
                 .as_ref()
                 .ok_or_else(|| Error::Invalid(format!("{}: no target masks", it.id)))?;
-            let (ow, oh) = if geo.transpose {
-                (r.h, r.w)
-            } else {
-                (r.w, r.h)
-            };
             // Class masks, then (seeded refinement) where each is known:
             // a cell labelled absent is empty and known.
             for (k, m) in masks.iter().enumerate().take(2 * classes) {
                 let start = ms.len();
                 geo.apply(m, *r, &mut ms);
+                if let Some(z) = &zoom {
+                    z.nearest(&mut ms[start..]);
+                }
                 let known = k >= classes;
                 clear_absent_cells(&mut ms[start..], ow, oh, &moved[k % classes], known);
             }
@@ -705,6 +722,78 @@ pub fn make_batch(
         weights,
         masks,
     })
+}
+
+/// A crop's content zoomed by `s` about its centre, its size kept: objects
+/// `s`× as large. Beyond the crop's edge the crop is mirrored, so a region
+/// labelled absent stays absent and one labelled present keeps all it
+/// holds when zoomed out (zoomed in, it loses at most a `(1 − 1/s)/2` band
+/// at each edge). Eggs and worms vary in size, and a camera's stated pixel
+/// size is rarely exact: a model that has seen one size of each counts
+/// the rest short.
+struct Zoom {
+    w: usize,
+    h: usize,
+    /// Per output column and row: the source coordinate (mirrored).
+    xs: Vec<f32>,
+    ys: Vec<f32>,
+}
+
+impl Zoom {
+    fn new(w: usize, h: usize, s: f32) -> Zoom {
+        let axis = |n: usize| {
+            let c = n as f32 / 2.0;
+            (0..n)
+                .map(|o| mirror((o as f32 + 0.5 - c) / s + c - 0.5, n))
+                .collect()
+        };
+        Zoom {
+            w,
+            h,
+            xs: axis(w),
+            ys: axis(h),
+        }
+    }
+
+    /// Zooms an image, interpolating.
+    fn bilinear(&self, v: &mut [f32]) {
+        let src = v.to_vec();
+        let w = self.w;
+        let split = |u: f32, n: usize| {
+            let i = (u.floor() as usize).min(n - 1);
+            (i, (i + 1).min(n - 1), u - i as f32)
+        };
+        for (oy, &sy) in self.ys.iter().enumerate() {
+            let (y0, y1, fy) = split(sy, self.h);
+            for (ox, &sx) in self.xs.iter().enumerate() {
+                let (x0, x1, fx) = split(sx, w);
+                let top = src[y0 * w + x0] * (1.0 - fx) + src[y0 * w + x1] * fx;
+                let bottom = src[y1 * w + x0] * (1.0 - fx) + src[y1 * w + x1] * fx;
+                v[oy * w + ox] = top * (1.0 - fy) + bottom * fy;
+            }
+        }
+    }
+
+    /// Zooms a mask (or any labels) the same way, nearest pixel.
+    fn nearest<T: Copy>(&self, v: &mut [T]) {
+        let src = v.to_vec();
+        let near = |u: f32, n: usize| (u.round() as usize).min(n - 1);
+        for (oy, &sy) in self.ys.iter().enumerate() {
+            let y = near(sy, self.h);
+            for (ox, &sx) in self.xs.iter().enumerate() {
+                v[oy * self.w + ox] = src[y * self.w + near(sx, self.w)];
+            }
+        }
+    }
+}
+
+/// Coordinate `u` mirrored into `0..=n-1` (about the edges' outer borders,
+/// -0.5 and n-0.5).
+fn mirror(u: f32, n: usize) -> f32 {
+    let period = 2.0 * n as f32;
+    let t = (u + 0.5).rem_euclid(period);
+    let t = if t >= n as f32 { period - t } else { t };
+    (t - 0.5).clamp(0.0, n as f32 - 1.0)
 }
 
 /// A `w`×`h` crop as a camera with `u`× coarser pixels records it
@@ -788,6 +877,140 @@ mod tests {
             (v[0], v[7]) == (0.0, 1.0) && v[3] > 0.0 && v[3] < 1.0,
             "{v:?}"
         );
+    }
+
+    /// `items` of `classes`, every one for training.
+    fn all_training(classes: &[&str], items: Vec<Item>) -> Data {
+        Data {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            train: (0..items.len()).collect(),
+            items,
+            reviewed: vec![],
+            val: vec![],
+            skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn zooming_enlarges_about_the_centre_and_mirrors_beyond_the_edge() {
+        // Columns numbered 0..8 in an 8×1 strip.
+        let ramp: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut v = ramp.clone();
+        Zoom::new(8, 1, 1.0).bilinear(&mut v);
+        assert_eq!(v, ramp);
+        // Twice as large: the middle four columns fill the strip.
+        let mut v = ramp.clone();
+        Zoom::new(8, 1, 2.0).bilinear(&mut v);
+        assert_eq!(v, [1.75, 2.25, 2.75, 3.25, 3.75, 4.25, 4.75, 5.25]);
+        // Half as large: the strip in the middle, mirrored at both sides.
+        let mut v = ramp.clone();
+        Zoom::new(8, 1, 0.5).nearest(&mut v);
+        assert_eq!(v, [3.0, 1.0, 1.0, 3.0, 5.0, 7.0, 7.0, 5.0]);
+        assert_eq!(mirror(-1.0, 8), 0.0);
+        assert_eq!(mirror(8.5, 8), 6.5);
+        assert_eq!(mirror(17.0, 8), 1.0);
+        // A mask zoomed nearest stays where the image zoomed took it.
+        let block = |x: usize, y: usize| (10..14).contains(&x) && (4..8).contains(&y);
+        let mut img: Vec<f32> = (0..256)
+            .map(|i| block(i % 16, i / 16) as u8 as f32)
+            .collect();
+        let mut mask: Vec<bool> = (0..256).map(|i| block(i % 16, i / 16)).collect();
+        let z = Zoom::new(16, 16, 1.3);
+        z.bilinear(&mut img);
+        z.nearest(&mut mask);
+        for (i, (&p, &m)) in img.iter().zip(&mask).enumerate() {
+            if !(0.1..=0.9).contains(&p) {
+                assert_eq!(m, p > 0.5, "pixel {i}: {p}");
+            }
+        }
+        let area = mask.iter().filter(|&&m| m).count();
+        assert!((20..=36).contains(&area), "{area}: 16 px × 1.3²");
+    }
+
+    #[test]
+    fn zoomed_regions_keep_their_labels_and_targets() {
+        // 32×32 frames labelled whole: a dark 6×6 square somewhere away
+        // from the edges in half of them, none in the others.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut items = Vec::new();
+        for i in 0..8 {
+            let (cx, cy) = (rng.random_range(8..18), rng.random_range(8..18));
+            let has = i % 2 == 0;
+            let inside = move |x: usize, y: usize| {
+                has && (cx..cx + 6).contains(&x) && (cy..cy + 6).contains(&y)
+            };
+            let plane = Plane::from_fn(32, 32, |x, y| if inside(x, y) { 0.1 } else { 0.9 });
+            let truth = vec![Mask::from_fn(32, 32, inside)];
+            let item = item_from_plane(
+                format!("f{i}"),
+                &plane,
+                vec![has],
+                Some(truth),
+                vec![],
+                32,
+                32,
+            );
+            items.push(item.unwrap());
+        }
+        let data = all_training(&["a"], items);
+        let gap = nemascope_core::pooling::Pooling::Gap;
+        let whole = [ClassSettings {
+            cell: 0,
+            min_pixels: 10,
+            pooling: gap,
+        }];
+        let regions = grid_regions(&data, &data.train, 0, 0, &whole).unwrap();
+        let targets: Vec<Option<Vec<Mask>>> =
+            data.items.iter().map(|it| it.truth.clone()).collect();
+        let zoomed = AugmentConfig {
+            brightness: 0.0,
+            contrast: 0.0,
+            scale: 0.3,
+            ..AugmentConfig::default()
+        };
+        let mut areas = Vec::new();
+        for seed in 0..4 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let b = make_batch(&data, &regions, Some(&targets), Some((&zoomed, &mut rng))).unwrap();
+            let x = Vec::<f32>::try_from(b.x.flatten(0, -1)).unwrap();
+            let l = Vec::<f32>::try_from(b.labels[0].flatten(0, -1)).unwrap();
+            let m = Vec::<f32>::try_from(b.masks.unwrap().flatten(0, -1)).unwrap();
+            for k in 0..8 {
+                let xk = &x[k * 1024..(k + 1) * 1024];
+                let (lo, hi) = xk
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                // Mostly dark (bilinear edges that are not stay out).
+                let dark: Vec<bool> = xk
+                    .iter()
+                    .map(|&v| hi - lo > 1.0 && v < lo + 0.4 * (hi - lo))
+                    .collect();
+                let target: Vec<bool> = m[k * 1024..(k + 1) * 1024]
+                    .iter()
+                    .map(|&v| v > 0.5)
+                    .collect();
+                // The label says whether the square is there, and the
+                // target is exactly the square's darkest pixels' place.
+                assert_eq!(l[k] > 0.5, dark.contains(&true), "seed {seed} region {k}");
+                assert!(dark.iter().zip(&target).all(|(d, t)| !d || *t));
+                if l[k] > 0.5 {
+                    areas.push(target.iter().filter(|&&t| t).count());
+                }
+            }
+        }
+        // Squares of 36 px drawn from 0.7²–1.3² of it.
+        let (lo, hi) = (*areas.iter().min().unwrap(), *areas.iter().max().unwrap());
+        assert!(lo < 30 && hi > 42 && lo >= 16 && hi <= 64, "{areas:?}");
+        // Labels on a grid of cells would not follow: refused.
+        let cells = [ClassSettings {
+            cell: 16,
+            min_pixels: 10,
+            pooling: gap,
+        }];
+        let regions = grid_regions(&data, &data.train, 32, 32, &cells).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let e = make_batch(&data, &regions, None, Some((&zoomed, &mut rng)));
+        assert!(e.is_err_and(|e| e.to_string().contains("augment.scale")));
     }
 
     #[test]
@@ -875,14 +1098,7 @@ mod tests {
                 .unwrap(),
             );
         }
-        let data = Data {
-            classes: vec!["a".into(), "b".into()],
-            items,
-            train: (0..8).collect(),
-            reviewed: vec![],
-            val: vec![],
-            skipped: vec![],
-        };
+        let data = all_training(&["a", "b"], items);
         let gap = nemascope_core::pooling::Pooling::Gap;
         let settings = [
             ClassSettings {

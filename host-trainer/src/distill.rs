@@ -247,12 +247,16 @@ pub fn agreement(teacher: &[&[Plane]], student: &[Vec<Plane>], threshold: f32) -
 }
 
 /// [`agreement`] of `student_run` with `teacher_run` on the validation
-/// images, at the teacher's vote threshold.
-pub fn agreement_of(teacher_run: &Path, student_run: &Path) -> Result<Vec<Option<f64>>> {
+/// images of `data` (the runs' data, loaded once by the caller), at the
+/// teacher's vote threshold.
+pub fn agreement_of(
+    teacher_run: &Path,
+    student_run: &Path,
+    data: &Data,
+) -> Result<Vec<Option<f64>>> {
     let (cfg, _, _tvs, teacher) = train::load_model(teacher_run, None)?;
     let (_, _, _svs, student) = train::load_model(student_run, None)?;
     let device = train::device(&cfg)?;
-    let data = crate::data::load(&cfg)?;
     let (mut t, mut s) = (Vec::new(), Vec::new());
     for &i in &data.val {
         let input = &data.items[i].input;
@@ -265,9 +269,9 @@ pub fn agreement_of(teacher_run: &Path, student_run: &Path) -> Result<Vec<Option
 
 /// Why no bundle should be made from `student_run`: its map of a class
 /// keeps next to none of `teacher_run`'s ([`dead_class`]), said in words;
-/// `None` when every class the teacher lights survived. Refuses a teacher
-/// of other classes.
-pub fn lost_class(teacher_run: &Path, student_run: &Path) -> Result<Option<String>> {
+/// `None` when every class the teacher lights survived, on `data`'s
+/// validation images. Refuses a teacher of other classes.
+pub fn lost_class(teacher_run: &Path, student_run: &Path, data: &Data) -> Result<Option<String>> {
     let (teacher, student) = (State::load(teacher_run)?, State::load(student_run)?);
     if teacher.classes != student.classes {
         return Err(Error::Invalid(format!(
@@ -278,7 +282,7 @@ pub fn lost_class(teacher_run: &Path, student_run: &Path) -> Result<Option<Strin
             student.classes
         )));
     }
-    let kept = agreement_of(teacher_run, student_run)?;
+    let kept = agreement_of(teacher_run, student_run, data)?;
     Ok(dead_class(&kept).map(|c| {
         format!(
             "the student's {} map keeps {:.3} of the teacher's (dead below {DEAD})",

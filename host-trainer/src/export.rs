@@ -368,8 +368,12 @@ pub fn export_run(
     key: &nemascope_bundle::SigningKey,
     opts: &ExportOptions,
 ) -> std::result::Result<Exported, ExportError> {
+    // Loaded once: the student's check and the export read the same images
+    // unless the teacher's data differs.
+    let first = Config::load(&run.join(crate::train::CONFIG_FILE))?;
+    let data = crate::data::load(&first)?;
     let lost = match &opts.teacher {
-        Some(t) => crate::distill::lost_class(t, run)?.map(|why| (t.as_path(), why)),
+        Some(t) => crate::distill::lost_class(t, run, &data)?.map(|why| (t.as_path(), why)),
         None => None,
     };
     if let Some((t, why)) = &lost {
@@ -382,7 +386,11 @@ pub fn export_run(
     let (cfg, state, vs, net) = crate::train::load_model(run, None)?;
     let w = unet_weights(&vs, net.config)?;
     let size = opts.input.unwrap_or_else(|| default_input(&cfg));
-    let data = crate::data::load(&cfg)?;
+    let data = if cfg.data == first.data {
+        data
+    } else {
+        crate::data::load(&cfg)?
+    };
     let n = opts.calibration_images.clamp(1, data.train.len().max(1));
     let calib: Vec<&Plane> = data
         .train

@@ -10,9 +10,10 @@ use nemascope_onnx::export::{self as onnx, InputSize};
 use nemascope_onnx::graph::encode;
 use nemascope_onnx::Runner;
 use nemascope_train::config::Config;
+use nemascope_train::data::load;
 use nemascope_train::distill::{dead_class, distill, lost_class, DistillOptions};
 use nemascope_train::export::{export_run, unet_weights, ExportOptions, Precision};
-use nemascope_train::train::{load_model, State, Trainer, MODEL, STATE_FILE};
+use nemascope_train::train::{load_model, State, Trainer, CONFIG_FILE, MODEL, STATE_FILE};
 use nemascope_train::unet::{UNet, UNetConfig};
 use std::path::Path;
 use tch::nn::{self, ModuleT};
@@ -323,7 +324,8 @@ fn a_student_that_lost_a_class_ships_its_teacher(
     key: &SigningKey,
 ) {
     // as distilled: lost exactly when distill called a class map dead
-    let lost = lost_class(run, student).unwrap();
+    let data = load(&Config::load(&run.join(CONFIG_FILE)).unwrap()).unwrap();
+    let lost = lost_class(run, student, &data).unwrap();
     assert_eq!(
         lost.is_some(),
         dead_class(kept).is_some(),
@@ -345,7 +347,9 @@ fn a_student_that_lost_a_class_ships_its_teacher(
         kept.iter().any(Option::is_some),
         "the teacher lights nothing"
     );
-    let why = lost_class(run, &dark).unwrap().expect("a dark map is lost");
+    let why = lost_class(run, &dark, &data)
+        .unwrap()
+        .expect("a dark map is lost");
     assert!(why.contains("keeps 0.000"), "{why}");
     let out = student.with_file_name("bundle-dark");
     let opts = ExportOptions {
@@ -373,6 +377,6 @@ fn a_student_that_lost_a_class_ships_its_teacher(
     let fake = student.with_file_name("other");
     std::fs::create_dir_all(&fake).unwrap();
     std::fs::write(fake.join(STATE_FILE), serde_json::to_vec(&other).unwrap()).unwrap();
-    let e = lost_class(&fake, student).unwrap_err().to_string();
+    let e = lost_class(&fake, student, &data).unwrap_err().to_string();
     assert!(e.contains("not a student and its teacher"), "{e}");
 }

@@ -19,7 +19,9 @@ pub fn benchmark(run: &Path, weights: Option<&str>) -> Result<()> {
 
 /// How well `student` keeps `teacher`'s maps, per class.
 pub fn agreement(teacher: &Path, student: &Path) -> Result<()> {
-    let kept = crate::distill::agreement_of(teacher, student)?;
+    let cfg = crate::config::Config::load(&teacher.join(train::CONFIG_FILE))?;
+    let data = crate::data::load(&cfg)?;
+    let kept = crate::distill::agreement_of(teacher, student, &data)?;
     let state = train::State::load(student)?;
     println!(
         "against the teacher's maps (Dice, validation images): {}",
