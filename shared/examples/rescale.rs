@@ -14,7 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [factor, out, inputs @ ..] = args.as_slice() else {
         return Err("usage: rescale FACTOR OUT IMAGES…".into());
     };
-    let factor: f64 = factor.parse()?;
+    let factor: f64 = factor
+        .parse()
+        .map_err(|_| format!("FACTOR `{factor}` is not a number"))?;
     if !(factor.is_finite() && factor > 0.0) || inputs.is_empty() {
         return Err("FACTOR must be a positive number, and at least one image given".into());
     }
@@ -26,7 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stem = Path::new(input)
             .file_stem()
             .ok_or("an input without a name")?;
-        let path = PathBuf::from(out).join(stem).with_extension("png");
+        // `<stem>.png` whole (`with_extension` would cut a dotted stem), and
+        // never over a file already there (two inputs of one stem).
+        let path = PathBuf::from(out).join(format!("{}.png", stem.to_string_lossy()));
+        if path.exists() {
+            return Err(format!("{} exists already: not overwritten", path.display()).into());
+        }
         save_gray16(&scaled, &path)?;
         println!(
             "{} → {} ({}×{})",
