@@ -358,6 +358,9 @@ pub struct ExportOptions {
     /// (the synthetic student's egg map dies on most seeds,
     /// docs/trainer.md). The manifest says so under `training.shipped`.
     pub teacher: Option<std::path::PathBuf>,
+    /// More for the manifest's `training` section, as (key, text): which
+    /// seed `labelled --seeds` chose, and why.
+    pub notes: Vec<(String, String)>,
 }
 
 /// Writes a signed bundle for a finished run, scoring the exported file
@@ -383,10 +386,52 @@ pub fn export_run(
         );
     }
     let run = lost.as_ref().map_or(run, |(t, _)| *t);
+    let (cfg, data, mut model, bytes) = unit_model(run, &first, data, opts)?;
+    if let Some((_, why)) = lost {
+        model.manifest.training.insert(
+            "shipped".into(),
+            format!("the teacher, not its student: {why}"),
+        );
+    }
+    score_and_write(&cfg, &data, model, &bytes, opts.verifier, out, key)
+}
+
+/// Each class's threshold as a finished run's labelled cells choose it
+/// ([`thresholds::choose`]) and the count errors they prove there, with
+/// the network exported as a unit runs it: how `labelled --seeds` tells
+/// its teachers apart without masks.
+pub fn label_errors(
+    run: &Path,
+    opts: &ExportOptions,
+) -> std::result::Result<Vec<thresholds::Chosen>, ExportError> {
+    let first = Config::load(&run.join(crate::train::CONFIG_FILE))?;
+    let data = crate::data::load(&first)?;
+    let (cfg, data, model, _) = unit_model(run, &first, data, opts)?;
+    let classes = cfg.classes(&data.classes)?;
+    let unit = unit_settings(&model);
+    Ok(thresholds::choose(
+        &model,
+        &data,
+        cfg.data.crop,
+        &classes,
+        &unit,
+    )?)
+}
+
+/// A finished run's network as a unit loads it: its config, its data
+/// (`data`, loaded for `loaded`, unless the run's own differs), the model
+/// with its manifest (object areas fitted, nothing chosen from labels
+/// yet) and the ONNX file's bytes.
+fn unit_model(
+    run: &Path,
+    loaded: &Config,
+    data: Data,
+    opts: &ExportOptions,
+) -> std::result::Result<(Config, Data, Model, Vec<u8>), ExportError> {
     let (cfg, state, vs, net) = crate::train::load_model(run, None)?;
     let w = unet_weights(&vs, net.config)?;
     let size = opts.input.unwrap_or_else(|| default_input(&cfg));
-    let data = if cfg.data == first.data {
+    let data = if cfg.data == loaded.data {
         data
     } else {
         crate::data::load(&cfg)?
@@ -401,12 +446,6 @@ pub fn export_run(
     let bytes = onnx_bytes(&w, size, opts.precision, &calib)?;
     let runner = Runner::load_as(&bytes, None, opts.precision)?;
     let mut manifest = manifest(&cfg, &state, &data, &w, size, opts)?;
-    if let Some((_, why)) = lost {
-        manifest.training.insert(
-            "shipped".into(),
-            format!("the teacher, not its student: {why}"),
-        );
-    }
     // One object's area per class, for counting touching objects.
     let counters = eval::fit_counters(&data, &data.train);
     for (name, c) in data.classes.iter().zip(&counters) {
@@ -416,11 +455,8 @@ pub fn export_run(
                 .insert(name.clone(), c.reference_area);
         }
     }
-    let model = Model {
-        manifest: manifest.clone(),
-        runner,
-    };
-    score_and_write(&cfg, &data, model, &bytes, opts.verifier, out, key)
+    let model = Model { manifest, runner };
+    Ok((cfg, data, model, bytes))
 }
 
 /// Chooses each class's threshold and fits a new object verifier for an
@@ -635,6 +671,7 @@ fn manifest(
             .join(", "),
     );
     training.insert("steps".into(), state.steps.to_string());
+    training.extend(opts.notes.iter().cloned());
     training.insert(
         "network".into(),
         format!(

@@ -244,6 +244,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             calibration_images: 4,
             verifier: true,
             teacher: None,
+            notes: Vec::new(),
         };
         let e = export_run(&student, &out, &key, &opts).unwrap();
         let b = Bundle::open(&out, &key.verifying_key()).unwrap();
@@ -307,6 +308,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             calibration_images: 1,
             verifier: false,
             teacher: None,
+            notes: Vec::new(),
         },
     );
     assert!(e.is_err());
@@ -359,6 +361,7 @@ fn a_student_that_lost_a_class_ships_its_teacher(
         calibration_images: 1,
         verifier: false,
         teacher: Some(run.to_path_buf()),
+        notes: Vec::new(),
     };
     export_run(&dark, &out, key, &opts).unwrap();
     let m = Bundle::open(&out, &key.verifying_key()).unwrap().manifest;

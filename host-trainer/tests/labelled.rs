@@ -112,15 +112,25 @@ fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
         assert!(cfg.contains(want), "{want} in {cfg}");
     }
     // --ship-teacher: no student is distilled, the bundle is the
-    // teacher's network (model.base 4, depth 2).
+    // teacher's network (model.base 4, depth 2). --seeds 2: a second
+    // teacher from the next seed, and the one the labels prefer is kept,
+    // said in the manifest.
     let out_t = dir.path().join("run-teacher");
-    let o = labelled_with(&folder, &out_t, &key, &["--ship-teacher"]);
+    let o = labelled_with(&folder, &out_t, &key, &["--ship-teacher", "--seeds", "2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("no student: the teacher is shipped"), "{err}");
     assert!(!out_t.join("student").exists());
+    for (dir, seed) in [("teacher", 7), ("teacher-2", 8)] {
+        let cfg = std::fs::read_to_string(out_t.join(dir).join("config.toml")).unwrap();
+        assert!(cfg.contains(&format!("\nseed = {seed}\n")), "{dir}: {cfg}");
+        assert!(err.contains(&format!("seed {seed}: ")), "{err}");
+    }
     let m = std::fs::read_to_string(out_t.join("bundle/manifest.json")).unwrap();
     assert!(m.contains("widths [4, 8, 16]"), "{m}");
+    assert!(m.contains("\"teacher_chosen\": \"teacher "), "{m}");
+    let o = labelled_with(&folder, &dir.path().join("r0"), &key, &["--seeds", "0"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--seeds 0"));
 
     // Again: the bundle is there, nothing is overwritten.
     let o = labelled(&folder, &out, &key);

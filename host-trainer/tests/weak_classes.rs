@@ -210,6 +210,7 @@ fn every_class_localises_from_image_level_labels() {
         calibration_images: 2,
         verifier: true,
         teacher: None,
+        notes: Vec::new(),
     };
     let e =
         nemascope_train::export::export_run(&dir.path().join("run"), &out, &key, &opts).unwrap();

@@ -16,6 +16,8 @@ pub struct Args<'a> {
     pub verifier: bool,
     /// The run's teacher, exported instead if the student lost a class.
     pub teacher: Option<&'a Path>,
+    /// More for the manifest's `training` section, as (key, text).
+    pub notes: Vec<(String, String)>,
 }
 
 impl<'a> Args<'a> {
@@ -33,7 +35,25 @@ impl<'a> Args<'a> {
             name,
             verifier: true,
             teacher,
+            notes: Vec::new(),
         }
+    }
+
+    /// The options of an export into `out`.
+    pub fn options(self, out: &Path) -> Result<export::ExportOptions> {
+        Ok(export::ExportOptions {
+            name: self.name.unwrap_or_else(|| {
+                out.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into())
+            }),
+            precision: export::Precision::parse(self.precision)?,
+            input: self.input.map(parse_size).transpose()?,
+            calibration_images: self.calibration,
+            verifier: self.verifier,
+            teacher: self.teacher.map(Path::to_path_buf),
+            notes: self.notes,
+        })
     }
 }
 
@@ -41,19 +61,7 @@ impl<'a> Args<'a> {
 /// scores.
 pub fn export(run: &Path, key: &Path, out: &Path, a: Args<'_>) -> Result<()> {
     let key = nemascope_bundle::read_signing_key(key)?;
-    let input = a.input.map(parse_size).transpose()?;
-    let opts = export::ExportOptions {
-        name: a.name.unwrap_or_else(|| {
-            out.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into())
-        }),
-        precision: export::Precision::parse(a.precision)?,
-        input,
-        calibration_images: a.calibration,
-        verifier: a.verifier,
-        teacher: a.teacher.map(Path::to_path_buf),
-    };
+    let opts = a.options(out)?;
     let t = Instant::now();
     let e = export::export_run(run, out, &key, &opts)?;
     print_exported(out, &e);

@@ -24,6 +24,9 @@ pub struct Labelled<'a> {
     pub precision: &'a str,
     /// Export the teacher itself; no student is distilled.
     pub ship_teacher: bool,
+    /// Teachers trained, from `train.seed` on: the one whose labelled
+    /// cells prove the fewest count errors is kept.
+    pub seeds: usize,
 }
 
 /// The training config for a labelled folder: its `labels.csv` as a
@@ -145,20 +148,34 @@ fn done(run: &Path) -> bool {
     State::load(run).map(|s| s.done).unwrap_or(false)
 }
 
-/// Runs the three stages into `out/teacher`, `out/student`, `out/bundle`;
-/// the bundle is the student's, or the teacher's where the student lost a
-/// class ([`crate::distill::lost_class`]) or `ship_teacher` asks for it.
+/// Where teacher `k` (0-based) of a `labelled` run is trained.
+fn teacher_dir(out: &Path, k: usize) -> PathBuf {
+    match k {
+        0 => out.join("teacher"),
+        _ => out.join(format!("teacher-{}", k + 1)),
+    }
+}
+
+/// The first of the fewest: which teacher `labelled --seeds` keeps, from
+/// each one's count errors per labelled cell.
+fn fewest(errors: &[f64]) -> Option<usize> {
+    (0..errors.len()).min_by(|&a, &b| errors[a].total_cmp(&errors[b]))
+}
+
+/// Runs the three stages into `out/teacher` (and `out/teacher-2`, … with
+/// `seeds`), `out/student`, `out/bundle`; the bundle is the student's, or
+/// the teacher's where the student lost a class
+/// ([`crate::distill::lost_class`]) or `ship_teacher` asks for it.
 pub fn labelled(a: Labelled) -> Result<()> {
-    let (teacher, student, bundle): (PathBuf, PathBuf, PathBuf) = (
-        a.out.join("teacher"),
-        a.out.join("student"),
-        a.out.join("bundle"),
-    );
+    let (student, bundle): (PathBuf, PathBuf) = (a.out.join("student"), a.out.join("bundle"));
     if bundle.exists() {
         bail!(
             "{} already holds a bundle; choose another --out",
             bundle.display()
         );
+    }
+    if a.seeds == 0 {
+        bail!("--seeds 0: at least one teacher must be trained");
     }
     let start = Instant::now();
     let stage = |n: usize, what: &str| {
@@ -167,28 +184,54 @@ pub fn labelled(a: Labelled) -> Result<()> {
             start.elapsed().as_secs_f64() / 60.0
         )
     };
-    if done(&teacher) {
-        stage(1, "teacher already trained");
-    } else if teacher.join(STATE_FILE).exists() {
-        stage(1, "resuming the teacher's training");
-        train::train(&teacher, None, true)?;
-    } else {
-        let cfg = match a.corrections {
-            Some(c) => {
-                let reviewed = with_corrections(a.folder, c, a.out)?;
-                let mut user = a.config.clone();
-                user.set
-                    .insert(0, format!("data.reviewed=\"{}\"", toml_text(&reviewed)));
-                config_for(a.out, &user)?
-            }
-            None => config_for(a.folder, a.config)?,
+    let teachers: Vec<PathBuf> = (0..a.seeds).map(|k| teacher_dir(a.out, k)).collect();
+    // The folder's config, built once (a review's labels are merged then).
+    let mut cfg: Option<Config> = None;
+    for (k, teacher) in teachers.iter().enumerate() {
+        let which = match a.seeds {
+            1 => "the teacher".to_string(),
+            n => format!("teacher {} of {n}", k + 1),
         };
-        stage(1, "training the teacher from the image-level labels");
-        train::train(&teacher, Some(cfg), false)?;
+        if done(teacher) {
+            stage(1, &format!("{which} already trained"));
+        } else if teacher.join(STATE_FILE).exists() {
+            stage(1, &format!("resuming the training of {which}"));
+            train::train(teacher, None, true)?;
+        } else {
+            let base = match cfg.take() {
+                Some(c) => c,
+                None => match a.corrections {
+                    Some(c) => {
+                        let reviewed = with_corrections(a.folder, c, a.out)?;
+                        let mut user = a.config.clone();
+                        user.set
+                            .insert(0, format!("data.reviewed=\"{}\"", toml_text(&reviewed)));
+                        config_for(a.out, &user)?
+                    }
+                    None => config_for(a.folder, a.config)?,
+                },
+            };
+            let mut c = base.clone();
+            c.train.seed = base.train.seed + k as u64;
+            cfg = Some(base);
+            stage(
+                1,
+                &format!(
+                    "training {which} from the image-level labels (seed {})",
+                    c.train.seed
+                ),
+            );
+            train::train(teacher, Some(c), false)?;
+        }
     }
+    let name = a
+        .folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let (teacher, notes) = choose_teacher(&teachers, a.precision, &bundle, |what| stage(1, what))?;
     let shipped = if a.ship_teacher {
         stage(2, "no student: the teacher is shipped (--ship-teacher)");
-        &teacher
+        teacher
     } else {
         if done(&student) {
             stage(2, "student already distilled");
@@ -198,20 +241,17 @@ pub fn labelled(a: Labelled) -> Result<()> {
                     .with_context(|| format!("clearing an unfinished {}", student.display()))?;
             }
             stage(2, "distilling the student");
-            train::distill(&teacher, &student, a.student)?;
+            train::distill(teacher, &student, a.student)?;
         }
         &student
     };
     stage(3, "exporting the signed bundle");
-    let name = a
-        .folder
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    let args = export::Args::defaults(
+    let mut args = export::Args::defaults(
         a.precision,
         name,
         (!a.ship_teacher).then_some(teacher.as_path()),
     );
+    args.notes = notes;
     export::export(shipped, a.key, &bundle, args)?;
     eprintln!(
         "bundle {} in {:.0} min: count with `nemascope-edge count --model {} IMAGES…`",
@@ -220,4 +260,64 @@ pub fn labelled(a: Labelled) -> Result<()> {
         bundle.display()
     );
     Ok(())
+}
+
+/// The teacher whose labelled cells prove the fewest count errors, each
+/// class at the threshold the labels choose for it, as its bundle would
+/// count ([`crate::export::label_errors`]), and the manifest's note of
+/// the choice; the only one, unmeasured, when there is one.
+fn choose_teacher<'t>(
+    teachers: &'t [PathBuf],
+    precision: &str,
+    bundle: &Path,
+    stage: impl Fn(&str),
+) -> Result<(&'t PathBuf, Vec<(String, String)>)> {
+    if teachers.len() < 2 {
+        return Ok((&teachers[0], Vec::new()));
+    }
+    stage(&format!(
+        "choosing among {} teachers by the count errors their labelled cells prove",
+        teachers.len()
+    ));
+    let mut errors = Vec::new();
+    let mut lines = Vec::new();
+    for t in teachers {
+        let seed = Config::load(&t.join(crate::train::CONFIG_FILE))?.train.seed;
+        let opts = export::Args::defaults(precision, None, None).options(bundle)?;
+        let chosen = crate::export::label_errors(t, &opts)
+            .with_context(|| format!("measuring {} on its labels", t.display()))?;
+        let e = chosen.iter().map(|c| c.error).sum::<f64>() / chosen.len().max(1) as f64;
+        let per_class: Vec<String> = chosen
+            .iter()
+            .map(|c| format!("{} {:.3} at {:.2}", c.class, c.error, c.threshold))
+            .collect();
+        let line = format!("seed {seed}: {e:.3} ({})", per_class.join(", "));
+        eprintln!("  {}: {line}", t.display());
+        errors.push(e);
+        lines.push(line);
+    }
+    let k = fewest(&errors).unwrap_or(0);
+    eprintln!("  kept {}", teachers[k].display());
+    let note = format!(
+        "teacher {} of {}, the fewest count errors per labelled cell (mean over classes, \
+         each at the threshold its labels chose): {}",
+        k + 1,
+        teachers.len(),
+        lines.join("; ")
+    );
+    Ok((&teachers[k], vec![("teacher_chosen".into(), note)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_teacher_with_the_fewest_proven_errors_is_kept_the_first_on_a_tie() {
+        assert_eq!(fewest(&[0.167, 0.107, 0.123]), Some(1));
+        assert_eq!(fewest(&[0.167, 0.167]), Some(0));
+        assert_eq!(fewest(&[]), None);
+        assert_eq!(teacher_dir(Path::new("o"), 0), Path::new("o/teacher"));
+        assert_eq!(teacher_dir(Path::new("o"), 2), Path::new("o/teacher-3"));
+    }
 }
