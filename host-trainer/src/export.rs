@@ -488,6 +488,16 @@ pub fn refit_verifier(
     model.manifest.metrics.clear();
     model.manifest.verifiers.clear();
     model.manifest.class_thresholds.clear();
+    // The labels they were chosen on may not be the ones it was trained
+    // on (finer tiles of the same images, a lab's own folder).
+    model.manifest.training.insert(
+        "thresholds_from".into(),
+        format!(
+            "each class's map threshold and object verifier chosen by `nemascope-train verifier` on {} ({} images)",
+            data_source(&cfg),
+            data.items.len()
+        ),
+    );
     score_and_write(&cfg, &data, model, &bytes, true, out, key)
 }
 
@@ -622,6 +632,20 @@ fn score_and_write(
     })
 }
 
+/// Where a run's images and labels come from, as the manifest says it.
+fn data_source(cfg: &Config) -> String {
+    if cfg.data.kind == DataKind::Synth {
+        format!(
+            "synthetic generator, seed {}, {} frames",
+            cfg.data.seed, cfg.data.synth_frames
+        )
+    } else if cfg.data.root.as_os_str().is_empty() {
+        format!("{} (default location)", cfg.data.kind.name())
+    } else {
+        format!("{} at {}", cfg.data.kind.name(), cfg.data.root.display())
+    }
+}
+
 fn manifest(
     cfg: &Config,
     state: &State,
@@ -637,17 +661,7 @@ fn manifest(
         "image-level labels only"
     };
     training.insert("supervision".into(), kind.into());
-    let source = if cfg.data.kind == DataKind::Synth {
-        format!(
-            "synthetic generator, seed {}, {} frames",
-            cfg.data.seed, cfg.data.synth_frames
-        )
-    } else if cfg.data.root.as_os_str().is_empty() {
-        format!("{} (default location)", cfg.data.kind.name())
-    } else {
-        format!("{} at {}", cfg.data.kind.name(), cfg.data.root.display())
-    };
-    training.insert("data".into(), source);
+    training.insert("data".into(), data_source(cfg));
     training.insert(
         "images".into(),
         format!(

@@ -313,6 +313,29 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
     );
     assert!(e.is_err());
 
+    // thresholds and verifier chosen again on a run's data: the model file
+    // is the same and the manifest says where they were chosen
+    let refit = dir.path().join("bundle-refit");
+    nemascope_train::export::refit_verifier(
+        &dir.path().join("bundle-fp32"),
+        &key.verifying_key(),
+        &run,
+        &refit,
+        &key,
+    )
+    .unwrap();
+    let (a, b) = (
+        Bundle::open(&dir.path().join("bundle-fp32"), &key.verifying_key()).unwrap(),
+        Bundle::open(&refit, &key.verifying_key()).unwrap(),
+    );
+    assert_eq!(a.model, b.model);
+    assert!(!a.manifest.training.contains_key("thresholds_from"));
+    let from = &b.manifest.training["thresholds_from"];
+    assert!(
+        from.contains("synthetic generator") && from.contains("16 images"),
+        "{from}"
+    );
+
     a_student_that_lost_a_class_ships_its_teacher(&run, &student, &d.kept, d.teacher.0, &key);
 }
 
