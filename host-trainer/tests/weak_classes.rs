@@ -175,10 +175,12 @@ fn every_class_localises_from_image_level_labels() {
         "raw maps: AUC {:?}, recall {:?}, Dice {:?}; {}: Dice {:?}, target Dice {:?}",
         raw.auc, raw.recall, raw.dice, refined.stage, refined.dice, refined.target_dice_per_class
     );
-    // The model is the refined round only if the labels kept it; a round
-    // that lost a class's map must not be kept (on some machines' libtorch
-    // this round loses the dots, elsewhere it keeps all three).
-    let round_kept = !refined.stage.contains("not kept");
+    // The model is the refined round only if the labels kept it (on some
+    // machines' libtorch this round loses the dots and is not kept,
+    // elsewhere it keeps all three); the Dice check below then fails if a
+    // round that lost a class's map were kept.
+    let round_kept = t.state.kept.as_deref() == Some("refine1");
+    assert_eq!(round_kept, !refined.stage.contains("not kept"));
     let model = if round_kept { refined } else { raw };
     for (c, name) in ["bar", "dot", "disc"].iter().enumerate() {
         let auc = raw.auc[c].unwrap();
@@ -192,11 +194,6 @@ fn every_class_localises_from_image_level_labels() {
             dice > 0.3,
             "{name}: the model's ({}) Dice {dice:.3}",
             model.stage
-        );
-        let round = refined.dice[c].unwrap();
-        assert!(
-            round > 0.05 || !round_kept,
-            "{name}: a round with Dice {round:.3} was kept"
         );
     }
     // The model is the stage kept by the labels alone.
