@@ -171,6 +171,13 @@ pub struct DataConfig {
     /// Side of the cells every class without its own `[class.X] cell` is
     /// labelled and pooled at; it divides `crop` (0: the whole crop).
     pub cell: usize,
+    /// A folder of the same images labelled at tiles of half this
+    /// folder's side (`nemascope-label --tile`), generic data with
+    /// `crop = 0` only: each tile is then labelled and pooled as its 2×2
+    /// cells, the finer tiles' labels, so the maps learn where in the tile
+    /// the object is (a network trained on the small tiles alone sees too
+    /// little around them). Empty: whole-tile labels.
+    pub cells: PathBuf,
     /// A file naming, one per line, the images (by file name) a review
     /// marked because the model got them wrong (`labelled --corrections`
     /// writes it); empty: none.
@@ -323,6 +330,7 @@ impl Default for DataConfig {
             object_um: 36.0,
             bin: 1,
             cell: 0,
+            cells: PathBuf::new(),
             reviewed: PathBuf::new(),
             reviewed_repeat: 3,
         }
@@ -617,6 +625,8 @@ impl Config {
                 let c = self.class.get(name).cloned().unwrap_or_default();
                 ClassSettings {
                     cell: match (self.data.crop, c.cell, self.data.cell) {
+                        // Whole tiles, as 2×2 cells where a finer labelling gives them.
+                        (0, _, _) if !self.data.cells.as_os_str().is_empty() => self.data.width / 2,
                         (0, _, _) => 0,
                         (crop, 0, 0) => crop,
                         (_, 0, cell) => cell,

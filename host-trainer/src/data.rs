@@ -5,6 +5,7 @@
 //! holds the same values it will have when the network later sees the whole
 //! frame (standardising each crop on its own would not).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Sample};
@@ -38,6 +39,9 @@ pub struct Item {
     /// baseline.
     pub raw: Plane,
     pub counts: Vec<Option<usize>>,
+    /// Per class, the labels of the item's 2×2 cells, where a finer
+    /// labelling gives them (`data.cells`).
+    pub cells: Option<Labels>,
 }
 
 /// The loaded set and its split.
@@ -109,6 +113,7 @@ pub fn item_from_plane(
         native_size: (plane.width(), plane.height()),
         raw: plane.clone(),
         counts,
+        cells: None,
     })
 }
 
@@ -163,10 +168,13 @@ pub fn load(cfg: &Config) -> Result<Data> {
         }
     };
     let Sorted {
-        items,
+        mut items,
         index,
         bad: skipped,
     } = sort_rows(rows, d.bad_rows == BadRows::Skip, d.max_bad_fraction)?;
+    if !d.cells.as_os_str().is_empty() {
+        attach_cells(&mut items, &classes, d)?;
+    }
     // Voted masks, overlays and reports are named after the image.
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = items.iter().find(|i| !seen.insert(i.id.as_str())) {
@@ -202,6 +210,76 @@ pub fn load(cfg: &Config) -> Result<Data> {
         reviewed: reviewed_items(&d.reviewed, &items)?,
         items,
     })
+}
+
+/// Gives every tile its cell labels from the finer labelling in
+/// `d.cells` ([`tiles::cells_from_finer`]); both folders name their tiles
+/// as the label page does (`<image>_x0000_y0000`), which says where each
+/// lies.
+fn attach_cells(items: &mut [Item], classes: &[String], d: &DataConfig) -> Result<()> {
+    let at = |why: String| Error::Invalid(format!("data.cells ({}): {why}", d.cells.display()));
+    if d.kind != DataKind::Generic || d.crop != 0 || d.width != d.height || d.width % 2 != 0 {
+        return Err(at(format!(
+            "it labels the cells of whole square tiles, so it needs data.kind = \"generic\", \
+             data.crop = 0 and an even data.width equal to data.height (here {}, crop {}, {}x{})",
+            d.kind.name(),
+            d.crop,
+            d.width,
+            d.height
+        )));
+    }
+    let finer = generic::read(&d.cells).map_err(|e| at(e.to_string()))?;
+    if finer.classes != classes {
+        return Err(at(format!(
+            "its classes ({}) are not the training folder's ({})",
+            finer.classes.join(", "),
+            classes.join(", ")
+        )));
+    }
+    let named = |id: &str| {
+        tiles::tile_origin(id)
+            .map(|(image, x, y)| (image.to_string(), x, y))
+            .ok_or_else(|| {
+                at(format!(
+                    "`{id}` is not named as the label page names tiles (<image>_x0000_y0000)"
+                ))
+            })
+    };
+    let mut by_image: HashMap<String, Vec<tiles::FineTile>> = HashMap::new();
+    let mut side = None;
+    for s in &finer.samples {
+        let (image, x, y) = named(&s.id)?;
+        let (w, h) = image::image_dimensions(&s.image)
+            .map_err(|e| at(format!("{}: {e}", s.image.display())))?;
+        if w != h || side.is_some_and(|t| t != w) {
+            return Err(at(format!(
+                "{} is {w}x{h} px; the finer tiles must be square and all one size",
+                s.image.display()
+            )));
+        }
+        side = Some(w);
+        by_image.entry(image).or_default().push(tiles::FineTile {
+            x,
+            y,
+            size: w as usize,
+            present: s.present.clone(),
+        });
+    }
+    let half = side.ok_or_else(|| at("it has no labelled tiles".into()))? as usize;
+    let bin = d.bin.max(1);
+    for it in items.iter_mut() {
+        let (image, x, y) = named(&it.id)?;
+        let size = 2 * half;
+        if it.native_size != (size / bin, size / bin) {
+            return Err(at(format!(
+                "{} is not a {size} px tile, twice the finer tiles' {half} px",
+                it.id
+            )));
+        }
+        let fine = by_image.get(&image).map_or(&[][..], Vec::as_slice);
+        it.cells = Some(tiles::cells_from_finer(x, y, size, &it.present, fine));
+    }
+    Ok(())
 }
 
 /// The items named in the `data.reviewed` file (one image a line, by its
@@ -467,7 +545,10 @@ pub fn grid_regions(
             h,
         };
         if crop == 0 {
-            let labels = it.present.iter().map(|&p| vec![Some(p)]).collect();
+            let labels = match &it.cells {
+                Some(cells) => cells.clone(),
+                None => it.present.iter().map(|&p| vec![Some(p)]).collect(),
+            };
             out.push((region(0, 0, w, h), labels));
             continue;
         }
@@ -1226,6 +1307,96 @@ mod tests {
         cfg.data.crop = 0;
         cfg.data.val_fraction = 0.25;
         cfg
+    }
+
+    #[test]
+    fn a_finer_labelling_gives_each_tile_its_cells() {
+        use nemascope_core::imageio::save_gray8;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = |name: &str, side: usize, rows: &[(&str, u8)]| {
+            let root = dir.path().join(name);
+            std::fs::create_dir_all(root.join("tiles")).unwrap();
+            let mut csv = String::from("image,egg\n");
+            for (id, label) in rows {
+                let plane = Plane::from_fn(side, side, |x, y| ((x + y) % 5) as f32 / 4.0);
+                save_gray8(&plane, &root.join(format!("tiles/{id}.png"))).unwrap();
+                csv += &format!("tiles/{id}.png,{label}\n");
+            }
+            std::fs::write(root.join("labels.csv"), csv).unwrap();
+            root
+        };
+        // A 24x16 image cut at 16 px (x 0 and 8, flush) and at 8 px; the
+        // egg is in the 8 px tile at (8, 8). A second image, absent, has no
+        // finer labels at all.
+        let coarse = folder(
+            "coarse",
+            16,
+            &[
+                ("im.png_x0000_y0000", 1),
+                ("im.png_x0008_y0000", 1),
+                ("b.png_x0000_y0000", 0),
+            ],
+        );
+        let fine: Vec<(String, u8)> = [0, 8]
+            .iter()
+            .flat_map(|&y| {
+                [0, 8, 16].map(|x| (format!("im.png_x{x:04}_y{y:04}"), (x == 8 && y == 8) as u8))
+            })
+            .collect();
+        let fine_rows: Vec<(&str, u8)> = fine.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        let finer = folder("fine", 8, &fine_rows);
+        let mut cfg = Config::default();
+        cfg.data.kind = DataKind::Generic;
+        cfg.data.root = coarse.clone();
+        (cfg.data.width, cfg.data.height, cfg.data.crop) = (16, 16, 0);
+        cfg.data.val_fraction = 0.34;
+        let plain = load(&cfg).unwrap();
+        cfg.data.cells = finer.clone();
+        let d = load(&cfg).unwrap();
+        let cells = |id: &str| {
+            d.items
+                .iter()
+                .find(|i| i.id == id)
+                .unwrap()
+                .cells
+                .clone()
+                .unwrap()
+        };
+        let (t, f) = (Some(true), Some(false));
+        assert_eq!(cells("im.png_x0000_y0000"), vec![vec![f, f, f, t]]);
+        assert_eq!(cells("im.png_x0008_y0000"), vec![vec![f, f, t, f]]);
+        assert_eq!(cells("b.png_x0000_y0000"), vec![vec![f; 4]]);
+        // Whole tiles pooled and labelled per 8 px cell; without the finer
+        // folder, one label per tile.
+        let settings = cfg.classes(&d.classes).unwrap();
+        assert_eq!(settings[0].cell, 8);
+        let all: Vec<usize> = (0..3).collect();
+        let regions = grid_regions(&d, &all, 0, 0, &settings).unwrap();
+        assert!(regions.iter().all(|(r, l)| (r.w, l[0].len()) == (16, 4)));
+        let regions = grid_regions(&plain, &all, 0, 0, &settings).unwrap();
+        assert!(regions.iter().all(|(_, l)| l[0].len() == 1));
+
+        // What cannot work is refused, naming the cause.
+        let refused = |cfg: &Config, why: &str| {
+            let e = load(cfg).unwrap_err().to_string();
+            assert!(e.contains("data.cells") && e.contains(why), "{e}");
+        };
+        let mut c = cfg.clone();
+        c.data.cells = dir.path().join("missing");
+        refused(&c, "missing");
+        c.data.cells = folder("quarter", 4, &[("im.png_x0000_y0000", 1)]);
+        refused(&c, "twice the finer tiles' 4 px");
+        c.data.cells = folder("named", 8, &[("im_0_0", 1)]);
+        refused(&c, "`im_0_0` is not named");
+        c.data.cells = finer.clone();
+        std::fs::write(
+            finer.join("labels.csv"),
+            "image,cyst\ntiles/im.png_x0000_y0000.png,1\n",
+        )
+        .unwrap();
+        refused(&c, "its classes (cyst)");
+        c.data.width = 15;
+        refused(&c, "even data.width");
     }
 
     #[test]

@@ -641,8 +641,15 @@ fn data_source(cfg: &Config) -> String {
         )
     } else if cfg.data.root.as_os_str().is_empty() {
         format!("{} (default location)", cfg.data.kind.name())
-    } else {
+    } else if cfg.data.cells.as_os_str().is_empty() {
         format!("{} at {}", cfg.data.kind.name(), cfg.data.root.display())
+    } else {
+        format!(
+            "{} at {}, each tile's cells labelled at {}",
+            cfg.data.kind.name(),
+            cfg.data.root.display(),
+            cfg.data.cells.display()
+        )
     }
 }
 

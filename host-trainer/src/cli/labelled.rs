@@ -17,6 +17,8 @@ pub struct Labelled<'a> {
     pub folder: &'a Path,
     /// A review's corrections (`nemascope-label review --out`), on top.
     pub corrections: Option<&'a Path>,
+    /// The same images labelled at half the tile (`data.cells`).
+    pub cells: Option<&'a Path>,
     pub config: &'a ConfigArgs,
     pub student: &'a DistillOptions,
     pub key: &'a Path,
@@ -200,16 +202,22 @@ pub fn labelled(a: Labelled) -> Result<()> {
         } else {
             let base = match cfg.take() {
                 Some(c) => c,
-                None => match a.corrections {
-                    Some(c) => {
-                        let reviewed = with_corrections(a.folder, c, a.out)?;
-                        let mut user = a.config.clone();
+                None => {
+                    let mut user = a.config.clone();
+                    if let Some(cells) = a.cells {
                         user.set
-                            .insert(0, format!("data.reviewed=\"{}\"", toml_text(&reviewed)));
-                        config_for(a.out, &user)?
+                            .insert(0, format!("data.cells=\"{}\"", toml_text(cells)));
                     }
-                    None => config_for(a.folder, a.config)?,
-                },
+                    match a.corrections {
+                        Some(c) => {
+                            let reviewed = with_corrections(a.folder, c, a.out)?;
+                            user.set
+                                .insert(0, format!("data.reviewed=\"{}\"", toml_text(&reviewed)));
+                            config_for(a.out, &user)?
+                        }
+                        None => config_for(a.folder, &user)?,
+                    }
+                }
             };
             let mut c = base.clone();
             c.train.seed = base.train.seed + k as u64;

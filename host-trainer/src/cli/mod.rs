@@ -220,6 +220,11 @@ pub enum Cmd {
         /// with: each replaces the label of its tile, new tiles are added.
         #[arg(long)]
         corrections: Option<PathBuf>,
+        /// The same images labelled at half the tile (nemascope-label
+        /// --tile): each tile then trains as its 2x2 cells, and thresholds
+        /// are chosen per cell (data.cells).
+        #[arg(long)]
+        cells: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
         /// Signing key from `keygen`.
@@ -360,6 +365,7 @@ impl Cmd {
             Cmd::Labelled {
                 folder,
                 corrections,
+                cells,
                 config,
                 key,
                 out,
@@ -374,6 +380,7 @@ impl Cmd {
                     seeds,
                     folder: &folder,
                     corrections: corrections.as_deref(),
+                    cells: cells.as_deref(),
                     config: &config,
                     student: &student,
                     key: &key,

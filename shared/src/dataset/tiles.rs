@@ -214,12 +214,115 @@ pub fn write_tiles(ds: &Dataset, spec: TileSpec, out: &Path) -> Result<TileSumma
 /// (`<image>_x0032_y0000`, with or without a folder and `.png`), or `None`
 /// for any other name: how a lab's per-tile results group by image.
 pub fn source_image(tile: &str) -> Option<&str> {
+    tile_origin(tile).map(|(image, _, _)| image)
+}
+
+/// The source image and the tile's origin in it, for a tile named as the
+/// tilers name them (see [`source_image`]); `None` for any other name.
+pub fn tile_origin(tile: &str) -> Option<(&str, usize, usize)> {
     let name = tile.rsplit(['/', '\\']).next()?;
     let name = name.strip_suffix(".png").unwrap_or(name);
     let (rest, y) = name.rsplit_once("_y")?;
     let (image, x) = rest.rsplit_once("_x")?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (digits(x) && digits(y) && !image.is_empty()).then_some(image)
+    let number = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    if image.is_empty() {
+        return None;
+    }
+    Some((image, number(x)?, number(y)?))
+}
+
+/// A tile of a finer labelling of the same image: origin, side and one
+/// label per class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FineTile {
+    pub x: usize,
+    pub y: usize,
+    pub size: usize,
+    pub present: Vec<bool>,
+}
+
+/// Per class, the labels of the 2×2 cells (row-major) of the `size`-px
+/// tile at `(x, y)` labelled `present`, from `fine`, the same image's
+/// tiles labelled on a grid of half the side. The page cuts its last row
+/// and column flush with the image, so there the two grids do not line
+/// up. A cell is
+/// - present where the fine tile that is exactly the cell is present;
+/// - absent where the tile is absent (so is every part of it), or where
+///   the fine tiles overlapping the cell cover it and are all absent;
+/// - unknown otherwise.
+///
+/// The two labellings can disagree (a person looked twice). Then what is
+/// sure is kept: a cell labelled present inside a tile labelled absent is
+/// unknown, and a present tile with no present cell (an object straddling
+/// cells, or a miss) leaves all its cells unknown, since which holds the
+/// object is not known.
+pub fn cells_from_finer(
+    x: usize,
+    y: usize,
+    size: usize,
+    present: &[bool],
+    fine: &[FineTile],
+) -> Vec<Vec<Option<bool>>> {
+    let half = size / 2;
+    let cells = [(0, 0), (half, 0), (0, half), (half, half)];
+    present
+        .iter()
+        .enumerate()
+        .map(|(c, &tile)| {
+            let labels: Vec<Option<bool>> = cells
+                .iter()
+                .map(|&(dx, dy)| {
+                    let (cx, cy) = (x + dx, y + dy);
+                    let over: Vec<&FineTile> = fine
+                        .iter()
+                        .filter(|f| {
+                            f.x < cx + half
+                                && cx < f.x + f.size
+                                && f.y < cy + half
+                                && cy < f.y + f.size
+                        })
+                        .collect();
+                    let exact = over
+                        .iter()
+                        .find(|f| (f.x, f.y, f.size) == (cx, cy, half))
+                        .map(|f| f.present.get(c).copied().unwrap_or(false));
+                    match (tile, exact) {
+                        (false, Some(true)) => None,
+                        (false, _) => Some(false),
+                        (true, Some(p)) => Some(p),
+                        (true, None) => {
+                            let absent = over
+                                .iter()
+                                .all(|f| !f.present.get(c).copied().unwrap_or(true));
+                            (absent && covers(&over, cx, cy, half)).then_some(false)
+                        }
+                    }
+                })
+                .collect();
+            if tile && !labels.contains(&Some(true)) {
+                vec![None; cells.len()]
+            } else {
+                labels
+            }
+        })
+        .collect()
+}
+
+/// Whether `tiles` together cover the `side`-px square at `(x, y)`.
+fn covers(tiles: &[&FineTile], x: usize, y: usize, side: usize) -> bool {
+    (y..y + side).all(|py| {
+        (x..x + side).all(|px| {
+            tiles
+                .iter()
+                .any(|f| (f.x..f.x + f.size).contains(&px) && (f.y..f.y + f.size).contains(&py))
+        })
+    })
 }
 
 #[cfg(test)]
@@ -298,6 +401,95 @@ mod tests {
         assert_eq!(super::source_image("a_x1_b_x0032_y0128"), Some("a_x1_b"));
         assert_eq!(super::source_image("plain.png"), None);
         assert_eq!(super::source_image("f_x12_yab.png"), None);
-        assert_eq!(super::source_image("_x0000_y0000.png"), None);
+        assert_eq!(
+            super::tile_origin("tiles/mi_13.tif_x0256_y1040.png"),
+            Some(("mi_13.tif", 256, 1040))
+        );
+        assert_eq!(super::tile_origin("f_x_y0000"), None);
+    }
+
+    fn fine(x: usize, y: usize, present: bool) -> FineTile {
+        FineTile {
+            x,
+            y,
+            size: 4,
+            present: vec![present],
+        }
+    }
+
+    #[test]
+    fn cells_come_from_the_finer_tiles_and_keep_what_is_sure() {
+        // A 12x10 image: 8-px tiles at x 0, 4 (flush) and y 0, 2 (flush);
+        // 4-px tiles at x 0, 4, 8 and y 0, 4, 6 (flush).
+        let grid = |present: &[(usize, usize)]| -> Vec<FineTile> {
+            let mut v = Vec::new();
+            for y in [0, 4, 6] {
+                for x in [0, 4, 8] {
+                    v.push(fine(x, y, present.contains(&(x, y))));
+                }
+            }
+            v
+        };
+        let f = grid(&[(4, 0)]);
+        // Aligned: each cell is its fine tile.
+        assert_eq!(
+            cells_from_finer(0, 0, 8, &[true], &f),
+            vec![vec![Some(false), Some(true), Some(false), Some(false)]]
+        );
+        // An absent tile: every cell absent.
+        assert_eq!(
+            cells_from_finer(0, 0, 8, &[false], &grid(&[])),
+            vec![vec![Some(false); 4]]
+        );
+        // The flush row (y 2): its top cells (y 2..6) match no fine tile but
+        // are covered by absent ones; the bottom cells are the flush tiles.
+        let f = grid(&[(4, 6)]);
+        assert_eq!(
+            cells_from_finer(0, 2, 8, &[true], &f),
+            vec![vec![Some(false), Some(false), Some(false), Some(true)]]
+        );
+        // A present fine tile overlapping a cell it is not: that cell unknown.
+        let f = grid(&[(4, 4), (4, 6)]);
+        assert_eq!(
+            cells_from_finer(0, 2, 8, &[true], &f),
+            vec![vec![Some(false), None, Some(false), Some(true)]]
+        );
+        // Not covered (a fine tile missing): unknown, not absent.
+        let mut f = grid(&[(4, 6)]);
+        f.retain(|t| (t.x, t.y) != (0, 4));
+        assert_eq!(cells_from_finer(0, 2, 8, &[true], &f)[0][0], None);
+        // Disagreements: a present cell in an absent tile is unknown; a
+        // present tile with no present cell leaves every cell unknown.
+        assert_eq!(
+            cells_from_finer(0, 0, 8, &[false], &grid(&[(4, 0)])),
+            vec![vec![Some(false), None, Some(false), Some(false)]]
+        );
+        assert_eq!(
+            cells_from_finer(0, 0, 8, &[true], &grid(&[])),
+            vec![vec![None; 4]]
+        );
+        // Each class on its own.
+        let two = vec![FineTile {
+            x: 0,
+            y: 0,
+            size: 4,
+            present: vec![true, false],
+        }];
+        let mut f2: Vec<FineTile> = grid(&[])
+            .into_iter()
+            .map(|t| FineTile {
+                present: vec![false, false],
+                ..t
+            })
+            .filter(|t| (t.x, t.y) != (0, 0))
+            .collect();
+        f2.extend(two);
+        assert_eq!(
+            cells_from_finer(0, 0, 8, &[true, false], &f2),
+            vec![
+                vec![Some(true), Some(false), Some(false), Some(false)],
+                vec![Some(false); 4]
+            ]
+        );
     }
 }
