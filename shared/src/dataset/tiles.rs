@@ -270,40 +270,46 @@ pub fn cells_from_finer(
     fine: &[FineTile],
 ) -> Vec<Vec<Option<bool>>> {
     let half = size / 2;
-    let cells = [(0, 0), (half, 0), (0, half), (half, half)];
+    // Which fine tiles overlap each cell, and whether they cover it, do
+    // not depend on the class: found once per cell.
+    let cells: Vec<(Vec<&FineTile>, Option<&FineTile>, bool)> =
+        [(0, 0), (half, 0), (0, half), (half, half)]
+            .iter()
+            .map(|&(dx, dy)| {
+                let (cx, cy) = (x + dx, y + dy);
+                let over: Vec<&FineTile> = fine
+                    .iter()
+                    .filter(|f| {
+                        f.x < cx + half && cx < f.x + f.size && f.y < cy + half && cy < f.y + f.size
+                    })
+                    .collect();
+                let exact = over
+                    .iter()
+                    .copied()
+                    .find(|f| (f.x, f.y, f.size) == (cx, cy, half));
+                let covered = covers(&over, cx, cy, half);
+                (over, exact, covered)
+            })
+            .collect();
     present
         .iter()
         .enumerate()
         .map(|(c, &tile)| {
+            // A fine tile without a label for class `c` says nothing of it.
+            let says = |f: &FineTile| f.present.get(c).copied();
             let labels: Vec<Option<bool>> = cells
                 .iter()
-                .map(|&(dx, dy)| {
-                    let (cx, cy) = (x + dx, y + dy);
-                    let over: Vec<&FineTile> = fine
-                        .iter()
-                        .filter(|f| {
-                            f.x < cx + half
-                                && cx < f.x + f.size
-                                && f.y < cy + half
-                                && cy < f.y + f.size
-                        })
-                        .collect();
-                    let exact = over
-                        .iter()
-                        .find(|f| (f.x, f.y, f.size) == (cx, cy, half))
-                        .map(|f| f.present.get(c).copied().unwrap_or(false));
-                    match (tile, exact) {
+                .map(
+                    |(over, exact, covered)| match (tile, exact.and_then(says)) {
                         (false, Some(true)) => None,
                         (false, _) => Some(false),
                         (true, Some(p)) => Some(p),
                         (true, None) => {
-                            let absent = over
-                                .iter()
-                                .all(|f| !f.present.get(c).copied().unwrap_or(true));
-                            (absent && covers(&over, cx, cy, half)).then_some(false)
+                            let absent = over.iter().all(|f| says(f) == Some(false));
+                            (absent && *covered).then_some(false)
                         }
-                    }
-                })
+                    },
+                )
                 .collect();
             if tile && !labels.contains(&Some(true)) {
                 vec![None; cells.len()]
@@ -490,6 +496,16 @@ mod tests {
                 vec![Some(true), Some(false), Some(false), Some(false)],
                 vec![Some(false); 4]
             ]
+        );
+        // A fine tile with no label for a class says nothing of it: its
+        // cell is unknown, not absent.
+        let mut f = grid(&[(4, 0)]);
+        f.iter_mut()
+            .filter(|t| (t.x, t.y) == (0, 0))
+            .for_each(|t| t.present.clear());
+        assert_eq!(
+            cells_from_finer(0, 0, 8, &[true], &f),
+            vec![vec![None, Some(true), Some(false), Some(false)]]
         );
     }
 }
