@@ -267,6 +267,9 @@ fn attach_cells(items: &mut [Item], classes: &[String], d: &DataConfig) -> Resul
     }
     let half = side.ok_or_else(|| at("it has no labelled tiles".into()))? as usize;
     let bin = d.bin.max(1);
+    // Images with a present tile that the finer labelling has no tile of:
+    // their objects would carry no label at all, silently.
+    let mut unreached = std::collections::BTreeSet::new();
     for it in items.iter_mut() {
         let (image, x, y) = named(&it.id)?;
         let size = 2 * half;
@@ -277,7 +280,20 @@ fn attach_cells(items: &mut [Item], classes: &[String], d: &DataConfig) -> Resul
             )));
         }
         let fine = by_image.get(&image).map_or(&[][..], Vec::as_slice);
+        if fine.is_empty() && it.present.contains(&true) {
+            unreached.insert(image);
+        }
         it.cells = Some(tiles::cells_from_finer(x, y, size, &it.present, fine));
+    }
+    if !unreached.is_empty() {
+        let names: Vec<String> = unreached.into_iter().collect();
+        return Err(at(format!(
+            "it has no tile of {} image(s) with objects ({}{}), whose objects would then \
+             train as unknown; label them at {half} px too, or train without data.cells",
+            names.len(),
+            names[..names.len().min(5)].join(", "),
+            if names.len() > 5 { ", …" } else { "" }
+        )));
     }
     Ok(())
 }
@@ -1397,6 +1413,10 @@ mod tests {
         refused(&c, "its classes (cyst)");
         c.data.width = 15;
         refused(&c, "even data.width");
+        // An image with objects that the finer labelling never reached.
+        c.data.width = 16;
+        c.data.cells = folder("part", 8, &[("b.png_x0000_y0000", 0)]);
+        refused(&c, "no tile of 1 image(s) with objects (im.png)");
     }
 
     #[test]
