@@ -619,7 +619,7 @@ impl Config {
             )));
         }
         let pooling = self.pooling()?;
-        Ok(classes
+        let settings: Vec<ClassSettings> = classes
             .iter()
             .map(|name| {
                 let c = self.class.get(name).cloned().unwrap_or_default();
@@ -643,7 +643,21 @@ impl Config {
                     },
                 }
             })
-            .collect())
+            .collect();
+        // Said before any data is read or step taken, not at the first batch.
+        let region = if self.data.crop == 0 {
+            self.data.width
+        } else {
+            self.data.crop
+        };
+        if self.augment.scale > 0.0 && settings.iter().any(|s| s.cell > 0 && s.cell < region) {
+            return Err(Error::Invalid(format!(
+                "augment.scale zooms whole regions, so it needs one label per region; \
+                 here classes are labelled per cell smaller than the {region} px region \
+                 (data.cells, data.cell or a [class] cell): set augment.scale = 0"
+            )));
+        }
+        Ok(settings)
     }
 
     /// The config at the objects' scale: `working_um_per_px` is the pixel
@@ -852,6 +866,13 @@ object_um = -1.0
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
         let e = c.classes(&names[..1]).unwrap_err();
         assert!(e.to_string().contains("class.egg"), "{e}");
+        // Zoomed crops need one label per region: refused with cells.
+        let mut z = c.clone();
+        z.augment.scale = 0.1;
+        let e = z.classes(&names).unwrap_err();
+        assert!(e.to_string().contains("augment.scale"), "{e}");
+        z.class.clear();
+        assert!(z.classes(&names).is_ok(), "one label per 192 px crop");
     }
 
     #[test]

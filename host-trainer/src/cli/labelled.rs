@@ -287,11 +287,11 @@ fn choose_teacher<'t>(
         "choosing among {} teachers by the count errors their labelled cells prove",
         teachers.len()
     ));
+    let opts = export::Args::defaults(precision, None, None).options(bundle)?;
     let mut errors = Vec::new();
     let mut lines = Vec::new();
     for t in teachers {
         let seed = Config::load(&t.join(crate::train::CONFIG_FILE))?.train.seed;
-        let opts = export::Args::defaults(precision, None, None).options(bundle)?;
         let chosen = crate::export::label_errors(t, &opts)
             .with_context(|| format!("measuring {} on its labels", t.display()))?;
         let e = chosen.iter().map(|c| c.error).sum::<f64>() / chosen.len().max(1) as f64;
