@@ -104,7 +104,10 @@ impl SerialLink {
             }
         }
         match result {
-            Ok(()) => self.journal_error = None,
+            Ok(()) => {
+                self.journal_error = None;
+                self.port.flowing();
+            }
             Err(LinkError::Journal(e)) => {
                 let e = e.to_string();
                 if self.journal_error.as_ref() != Some(&e) {
@@ -112,7 +115,7 @@ impl SerialLink {
                 }
                 self.journal_error = Some(e);
             }
-            Err(LinkError::Io(e)) => self.port.fail(format!("write: {e}")),
+            Err(LinkError::Io(e)) => self.port.write_failed(&e),
         }
     }
 
@@ -779,6 +782,79 @@ mod tests {
             .map(|r| (r.class.as_str(), r.total, r.frame))
             .collect();
         assert_eq!(rows, [("egg", 2, 0), ("worm", 4, 3), ("juvenile", 0, 0)]);
+    }
+
+    /// A host that stops reading fills the line. The port stays open (a
+    /// full line survives a reopen, and the write right after each reopen
+    /// would close it again before a host could drain it), and once the
+    /// host reads, the report arrives whole.
+    #[test]
+    #[cfg_attr(
+        target_arch = "aarch64",
+        ignore = "qemu-user cannot set a baud rate; the same code runs natively"
+    )]
+    fn a_full_line_keeps_the_port_open_until_the_host_reads() {
+        use serialport::{SerialPort, TTYPort};
+        use std::io::{Read, Write};
+        let (mut host, slave) = TTYPort::pair().unwrap();
+        let path = PathBuf::from(slave.name().unwrap());
+        drop(slave);
+        // Bytes the host never read, up to the line's limit.
+        let mut filler = serialport::new(path.to_string_lossy(), 115_200)
+            .timeout(Duration::ZERO)
+            .open_native()
+            .unwrap();
+        // The kernel moves bytes on between its buffers a little later, so
+        // the line is full only once writes fail for a while.
+        let mut full_since = Instant::now();
+        while full_since.elapsed() < Duration::from_millis(100) {
+            if filler.write(&[0x55; 1024]).is_ok() {
+                full_since = Instant::now();
+            }
+        }
+        drop(filler); // what it wrote stays on the line
+        let d = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(d.path()).unwrap();
+        journal
+            .append(&Record {
+                time_ms: 1,
+                sample: "a".into(),
+                source: "f".into(),
+                classes: vec!["egg".into()],
+                counts: vec![7],
+                frame_ms: 40,
+                model: "m".into(),
+                warnings: 0,
+                error: None,
+                identity: None,
+            })
+            .unwrap();
+        let cfg = SerialConfig {
+            port: path,
+            baud: 115_200,
+            window: 4,
+            resend_s: 1,
+            heartbeat_s: 1,
+            reopen_s: 1,
+        };
+        let mut link = SerialLink::new(&cfg, &journal, "m");
+        link.service(&mut journal, Instant::now());
+        assert!(link.port.is_open(), "a full line closed the port");
+        host.set_timeout(Duration::from_millis(20)).unwrap();
+        let (mut decoder, mut got) = (crate::link::protocol::Decoder::default(), Vec::new());
+        let t0 = Instant::now();
+        while got.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            link.service(&mut journal, Instant::now());
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = host.read(&mut buf) {
+                decoder.feed(&buf[..n], |m| {
+                    if let crate::link::protocol::Message::Report { seq, .. } = m {
+                        got.push(seq);
+                    }
+                });
+            }
+        }
+        assert_eq!(got.first(), Some(&1), "the report once the host read");
     }
 
     #[test]

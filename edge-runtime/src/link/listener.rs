@@ -257,7 +257,7 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
                 .iter()
                 .try_for_each(|m| std::io::Write::write_all(w, &m.encode()));
             if let Err(e) = sent {
-                port.fail(format!("write: {e}"));
+                port.write_failed(&e);
             }
         }
         let bytes = port.read_waiting();
@@ -305,8 +305,9 @@ pub fn listen(o: &ListenOptions) -> Result<(), StoreError> {
             crate::say!("{e}; report not acknowledged");
             std::thread::sleep(Duration::from_millis(500));
         }
-        if let Err(e) = r {
-            port.fail(format!("write: {e}"));
+        match r {
+            Ok(()) => port.flowing(),
+            Err(e) => port.write_failed(&e),
         }
         if host.last_status != last_status {
             if let Some(Message::Status {

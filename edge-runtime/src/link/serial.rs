@@ -1,7 +1,9 @@
 //! A serial port that comes and goes: a USB adapter unplugged, a host
 //! rebooted, a cable pulled. Opened when due, closed on the first error,
-//! and retried every `reopen`; each new failure is logged once. Both the
-//! unit's link and the host's listener sit on it.
+//! and retried every `reopen`; each new failure is logged once. A line
+//! that is full (the peer is not reading) is not an error of the port: it
+//! stays open, so what is queued drains as soon as the peer reads. Both
+//! the unit's link and the host's listener sit on it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,34 @@ impl Port {
         }
         self.down_reason = Some(why);
         self.port = None;
+    }
+
+    /// A write failed. A full line (the peer is not reading, or flow
+    /// control holds it) keeps the port open: closing it would not empty
+    /// the line (a full pty or UART buffer survives a reopen), and the
+    /// zero-timeout write right after each reopen would close it again
+    /// before the peer could drain it. What was cut off is sent again
+    /// from the last acknowledgement. Any other error closes the port.
+    pub fn write_failed(&mut self, e: &std::io::Error) {
+        use std::io::ErrorKind::{TimedOut, WouldBlock};
+        if !matches!(e.kind(), TimedOut | WouldBlock) {
+            return self.fail(format!("write: {e}"));
+        }
+        let why = "write: the line is full (the peer is not reading)".to_string();
+        if self.down_reason.as_deref() != Some(&why) {
+            crate::say!(
+                "serial {}: {why}; kept open, sending as it drains",
+                self.path.display()
+            );
+        }
+        self.down_reason = Some(why);
+    }
+
+    /// A round went through: the next stall or failure is logged again.
+    pub fn flowing(&mut self) {
+        if self.port.is_some() {
+            self.down_reason = None;
+        }
     }
 
     /// Opens the port if it is closed and a retry is due; true when it

@@ -271,26 +271,38 @@ pub fn cells_from_finer(
 ) -> Vec<Vec<Option<bool>>> {
     let half = size / 2;
     // Which fine tiles overlap each cell, and whether they cover it, do
-    // not depend on the class: found once per cell.
-    let cells: Vec<(Vec<&FineTile>, Option<&FineTile>, bool)> =
-        [(0, 0), (half, 0), (0, half), (half, half)]
-            .iter()
-            .map(|&(dx, dy)| {
-                let (cx, cy) = (x + dx, y + dy);
-                let over: Vec<&FineTile> = fine
-                    .iter()
-                    .filter(|f| {
-                        f.x < cx + half && cx < f.x + f.size && f.y < cy + half && cy < f.y + f.size
-                    })
-                    .collect();
-                let exact = over
-                    .iter()
-                    .copied()
-                    .find(|f| (f.x, f.y, f.size) == (cx, cy, half));
-                let covered = covers(&over, cx, cy, half);
-                (over, exact, covered)
-            })
-            .collect();
+    // not depend on the class: found once per cell, the (pixel by pixel)
+    // cover only where a label needs it.
+    struct Cell<'a> {
+        x: usize,
+        y: usize,
+        over: Vec<&'a FineTile>,
+        exact: Option<&'a FineTile>,
+        covered: std::cell::OnceCell<bool>,
+    }
+    let cells: Vec<Cell> = [(0, 0), (half, 0), (0, half), (half, half)]
+        .iter()
+        .map(|&(dx, dy)| {
+            let (cx, cy) = (x + dx, y + dy);
+            let over: Vec<&FineTile> = fine
+                .iter()
+                .filter(|f| {
+                    f.x < cx + half && cx < f.x + f.size && f.y < cy + half && cy < f.y + f.size
+                })
+                .collect();
+            let exact = over
+                .iter()
+                .copied()
+                .find(|f| (f.x, f.y, f.size) == (cx, cy, half));
+            Cell {
+                x: cx,
+                y: cy,
+                over,
+                exact,
+                covered: Default::default(),
+            }
+        })
+        .collect();
     present
         .iter()
         .enumerate()
@@ -299,17 +311,18 @@ pub fn cells_from_finer(
             let says = |f: &FineTile| f.present.get(c).copied();
             let labels: Vec<Option<bool>> = cells
                 .iter()
-                .map(
-                    |(over, exact, covered)| match (tile, exact.and_then(says)) {
-                        (false, Some(true)) => None,
-                        (false, _) => Some(false),
-                        (true, Some(p)) => Some(p),
-                        (true, None) => {
-                            let absent = over.iter().all(|f| says(f) == Some(false));
-                            (absent && *covered).then_some(false)
-                        }
-                    },
-                )
+                .map(|cell| match (tile, cell.exact.and_then(says)) {
+                    (false, Some(true)) => None,
+                    (false, _) => Some(false),
+                    (true, Some(p)) => Some(p),
+                    (true, None) => {
+                        let absent = cell.over.iter().all(|f| says(f) == Some(false));
+                        let covered = &cell.covered;
+                        (absent
+                            && *covered.get_or_init(|| covers(&cell.over, cell.x, cell.y, half)))
+                        .then_some(false)
+                    }
+                })
                 .collect();
             if tile && !labels.contains(&Some(true)) {
                 vec![None; cells.len()]
