@@ -737,6 +737,22 @@ impl Service {
 mod tests {
     use super::*;
 
+    /// A journal record of one frame of `sample`.
+    fn record(sample: &str, classes: &[&str], counts: Vec<u32>, error: Option<&str>) -> Record {
+        Record {
+            time_ms: 1,
+            sample: sample.into(),
+            source: "f".into(),
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            counts,
+            frame_ms: 40,
+            model: "m".into(),
+            warnings: 0,
+            error: error.map(String::from),
+            identity: None,
+        }
+    }
+
     /// After a restart the screen holds the last sample's totals over its
     /// counted frames (a refused one adds nothing), matched by class name;
     /// a class the old records did not count starts at zero.
@@ -744,17 +760,8 @@ mod tests {
     fn a_restart_restores_the_samples_running_totals() {
         let d = tempfile::tempdir().unwrap();
         let mut j = Journal::open(d.path()).unwrap();
-        let rec = |sample: &str, counts: Vec<u32>, error: Option<&str>| Record {
-            time_ms: 1,
-            sample: sample.into(),
-            source: "f".into(),
-            classes: ["worm", "egg", "cyst"].map(String::from).to_vec(),
-            counts,
-            frame_ms: 40,
-            model: "m".into(),
-            warnings: 0,
-            error: error.map(String::from),
-            identity: None,
+        let rec = |sample: &str, counts: Vec<u32>, error: Option<&str>| {
+            record(sample, &["worm", "egg", "cyst"], counts, error)
         };
         j.append(&rec("a", vec![9, 9, 9], None)).unwrap();
         j.append(&rec("b", vec![1, 2, 0], None)).unwrap();
@@ -816,18 +823,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(d.path()).unwrap();
         journal
-            .append(&Record {
-                time_ms: 1,
-                sample: "a".into(),
-                source: "f".into(),
-                classes: vec!["egg".into()],
-                counts: vec![7],
-                frame_ms: 40,
-                model: "m".into(),
-                warnings: 0,
-                error: None,
-                identity: None,
-            })
+            .append(&record("a", &["egg"], vec![7], None))
             .unwrap();
         let cfg = SerialConfig {
             port: path,

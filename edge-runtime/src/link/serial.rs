@@ -39,15 +39,18 @@ impl Port {
 
     /// Closes the port after an error; it is tried again after `reopen`.
     pub fn fail(&mut self, why: String) {
+        let then = format!("retrying every {:.0} s", self.reopen.as_secs_f64());
+        self.note(why, &then);
+        self.port = None;
+    }
+
+    /// Records why the line is not flowing, logging it only when the
+    /// reason is new (a stalled line would otherwise log every round).
+    fn note(&mut self, why: String, then: &str) {
         if self.down_reason.as_deref() != Some(&why) {
-            crate::say!(
-                "serial {}: {why}; retrying every {:.0} s",
-                self.path.display(),
-                self.reopen.as_secs_f64()
-            );
+            crate::say!("serial {}: {why}; {then}", self.path.display());
         }
         self.down_reason = Some(why);
-        self.port = None;
     }
 
     /// A write failed. A full line (the peer is not reading, or flow
@@ -61,14 +64,10 @@ impl Port {
         if !matches!(e.kind(), TimedOut | WouldBlock) {
             return self.fail(format!("write: {e}"));
         }
-        let why = "write: the line is full (the peer is not reading)".to_string();
-        if self.down_reason.as_deref() != Some(&why) {
-            crate::say!(
-                "serial {}: {why}; kept open, sending as it drains",
-                self.path.display()
-            );
-        }
-        self.down_reason = Some(why);
+        self.note(
+            "write: the line is full (the peer is not reading)".into(),
+            "kept open, sending as it drains",
+        );
     }
 
     /// A round went through: the next stall or failure is logged again.
