@@ -109,21 +109,26 @@ fn print_exported(out: &Path, e: &export::Exported) {
         println!("  {k} = {v:.4}");
     }
     for ch in &e.thresholds {
+        let (absent, present) = ch
+            .curve
+            .first()
+            .map_or((0, 0), |(_, c)| (c.absent, c.present));
+        let fewest = match ch.fewest {
+            Some(t) if (t - ch.threshold).abs() > 1e-6 => {
+                format!(" (fewer errors at {t:.2}, but only through objects split or merged there)")
+            }
+            _ => String::new(),
+        };
         println!(
-            "{}: map threshold {:.2}, chosen on {} labelled cells; at each level, \
-             objects counted per absent cell and present cells with nothing counted:",
+            "{}: map threshold {:.2}{fewest}, chosen on {} labelled cells ({absent} absent, \
+             {present} present); at each level, objects counted in absent cells and present \
+             cells with nothing counted:",
             ch.class, ch.threshold, ch.cells
         );
         let line: Vec<String> = ch
             .curve
             .iter()
-            .map(|(t, c)| {
-                format!(
-                    "{t:.2}: {:.2} {:.2}",
-                    c.objects_in_absent as f64 / c.absent.max(1) as f64,
-                    c.nothing_in_present_rate().unwrap_or(0.0)
-                )
-            })
+            .map(|(t, c)| format!("{t:.2}: {} {}", c.objects_in_absent, c.nothing_in_present))
             .collect();
         println!("  {}", line.join(" | "));
     }
