@@ -234,7 +234,6 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
     assert!(distill(&run, &student, &o).is_err());
 
     let key = SigningKey::from_bytes(&[5; 32]);
-    let mut dice = Vec::new();
     for p in [Precision::Fp32, Precision::Int8] {
         let out = dir.path().join(format!("bundle-{}", p.name()));
         let opts = ExportOptions {
@@ -265,11 +264,6 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
                 .collect()
         };
         assert_eq!(ops.iter().any(|o| o == "QLinearConv"), p == Precision::Int8);
-        dice.push((
-            e.dice.clone(),
-            b.manifest.thresholds(),
-            b.manifest.threshold,
-        ));
         // the manifest's metrics are the scores export measured
         for (c, d) in ["worm", "egg", "cyst"].iter().zip(&e.dice) {
             assert_eq!(
@@ -285,17 +279,32 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         }
         manifest_scores_are_the_units_counts(&student, b);
     }
-    // the fp32 export scores what the student scored in tch, for each
-    // class whose threshold the labels left at the level tch scored at
-    let (fp32, levels, own) = &dice[0];
+    // the fp32 export at the level tch scored at (no thresholds chosen,
+    // no verifier) scores what the student scored in tch; the labels'
+    // choice may move every class's level (it did on some runs)
+    let plain = export_run(
+        &student,
+        &dir.path().join("bundle-plain"),
+        &key,
+        &ExportOptions {
+            name: "plain".into(),
+            precision: Precision::Fp32,
+            input: None,
+            calibration_images: 1,
+            verifier: false,
+            teacher: None,
+            notes: Vec::new(),
+        },
+    )
+    .unwrap();
     let mut compared = 0;
-    for ((a, b), t) in fp32.iter().zip(&r.dice).zip(levels) {
-        if let (Some(a), Some(b), true) = (a, b, (t - own).abs() < 1e-6) {
+    for (a, b) in plain.dice.iter().zip(&r.dice) {
+        if let (Some(a), Some(b)) = (a, b) {
             assert!((a - b).abs() < 1e-3, "fp32 export {a} vs tch {b}");
             compared += 1;
         }
     }
-    assert!(compared > 0, "thresholds {levels:?}, scores {fp32:?}");
+    assert!(compared > 0, "scores {:?} and {:?}", plain.dice, r.dice);
     // an existing bundle folder is never overwritten
     let e = export_run(
         &student,
