@@ -129,7 +129,7 @@ pub fn cell_checks(
                 } else {
                     objects
                         .iter()
-                        .filter(|o| o.area >= min.max(1) && cell.holds(c, o.centroid))
+                        .filter(|o| kept[o.label as usize] && cell.holds(c, o.centroid))
                         .count()
                 };
                 checks[c].add(cell.present, n);

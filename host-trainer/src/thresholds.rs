@@ -194,16 +194,22 @@ fn floor(checks: &[LabelCheck], before: &LabelCheck) -> f64 {
 mod tests {
     use super::*;
 
-    /// A check of 100 absent and 10 present cells: `debris` objects
-    /// counted in the absent ones, `missed` present ones with nothing.
-    fn check(debris: usize, missed: usize) -> LabelCheck {
+    /// What `absent` and `present` cells said: `debris` objects counted
+    /// in the absent ones (at most one cell each), `missed` present ones
+    /// with nothing.
+    fn said(absent: usize, present: usize, debris: usize, missed: usize) -> LabelCheck {
         LabelCheck {
-            absent: 100,
-            counted_in_absent: debris.min(100),
+            absent,
+            counted_in_absent: debris.min(absent),
             objects_in_absent: debris,
-            present: 10,
+            present,
             nothing_in_present: missed,
         }
+    }
+
+    /// 100 absent and 10 present cells.
+    fn check(debris: usize, missed: usize) -> LabelCheck {
+        said(100, 10, debris, missed)
     }
 
     #[test]
@@ -261,13 +267,7 @@ mod tests {
     /// nothing counted, at 0.05 … 0.95; the model's own level 0.5).
     fn curve(absent: usize, present: usize, at: &[(usize, usize)]) -> Vec<LabelCheck> {
         at.iter()
-            .map(|&(debris, missed)| LabelCheck {
-                absent,
-                counted_in_absent: debris.min(absent),
-                objects_in_absent: debris,
-                present,
-                nothing_in_present: missed,
-            })
+            .map(|&(debris, missed)| said(absent, present, debris, missed))
             .collect()
     }
 
@@ -316,13 +316,7 @@ mod tests {
     #[test]
     fn split_or_merged_objects_do_not_move_the_level() {
         let levels = grid();
-        let cells = |debris: usize, missed: usize| LabelCheck {
-            absent: 600,
-            counted_in_absent: debris.min(600),
-            objects_in_absent: debris,
-            present: 1200,
-            nothing_in_present: missed,
-        };
+        let cells = |debris: usize, missed: usize| said(600, 1200, debris, missed);
         // 600 of 1200 present cells empty at 0.5, falling to 564 at 0.95.
         let worms: Vec<LabelCheck> = (0..19)
             .map(|k| cells(0, 636 - 4 * k.clamp(9, 18)))

@@ -286,15 +286,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         &student,
         &dir.path().join("bundle-plain"),
         &key,
-        &ExportOptions {
-            name: "plain".into(),
-            precision: Precision::Fp32,
-            input: None,
-            calibration_images: 1,
-            verifier: false,
-            teacher: None,
-            notes: Vec::new(),
-        },
+        &plain_options("plain"),
     )
     .unwrap();
     let mut compared = 0;
@@ -310,15 +302,7 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
         &student,
         &dir.path().join("bundle-fp32"),
         &key,
-        &ExportOptions {
-            name: "again".into(),
-            precision: Precision::Fp32,
-            input: None,
-            calibration_images: 1,
-            verifier: false,
-            teacher: None,
-            notes: Vec::new(),
-        },
+        &plain_options("again"),
     );
     assert!(e.is_err());
 
@@ -346,6 +330,20 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
     );
 
     a_student_that_lost_a_class_ships_its_teacher(&run, &student, &d.kept, d.teacher.0, &key);
+}
+
+/// An fp32 export at the level tch scored at: no thresholds chosen, no
+/// verifier, one calibration image.
+fn plain_options(name: &str) -> ExportOptions {
+    ExportOptions {
+        name: name.into(),
+        precision: Precision::Fp32,
+        input: None,
+        calibration_images: 1,
+        verifier: false,
+        teacher: None,
+        notes: Vec::new(),
+    }
 }
 
 /// Given its teacher, export ships a student only if it kept every class
@@ -387,13 +385,8 @@ fn a_student_that_lost_a_class_ships_its_teacher(
     assert!(why.contains("keeps 0.000"), "{why}");
     let out = student.with_file_name("bundle-dark");
     let opts = ExportOptions {
-        name: "dark".into(),
-        precision: Precision::Fp32,
-        input: None,
-        calibration_images: 1,
-        verifier: false,
         teacher: Some(run.to_path_buf()),
-        notes: Vec::new(),
+        ..plain_options("dark")
     };
     export_run(&dark, &out, key, &opts).unwrap();
     let m = Bundle::open(&out, &key.verifying_key()).unwrap().manifest;
