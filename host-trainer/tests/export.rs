@@ -1,92 +1,19 @@
-//! From tch to ONNX: the exported fp32 graph gives tch's output within 1e-4
-//! (BatchNorm folded, Resize for the upsampling), int8 stays close, and a
-//! tiny trained run is distilled, exported, signed and scored end to end.
+//! A tiny trained run is distilled, exported, signed and scored end to end
+//! (tch against tract layer by layer: tests/tch_tract.rs).
 
 use nemascope_bundle::{Bundle, SigningKey};
 use nemascope_core::metrics::mean_dice_positive;
 use nemascope_core::objects::Calibration;
 use nemascope_count::{count_frame, CountSettings, Model};
-use nemascope_onnx::export::{self as onnx, InputSize};
-use nemascope_onnx::graph::encode;
-use nemascope_onnx::Runner;
 use nemascope_train::config::Config;
 use nemascope_train::data::load;
 use nemascope_train::distill::{dead_class, distill, lost_class, DistillOptions};
-use nemascope_train::export::{export_run, unet_weights, ExportOptions, Precision};
+use nemascope_train::export::{export_run, ExportOptions, Precision};
 use nemascope_train::train::{load_model, State, Trainer, CONFIG_FILE, MODEL, STATE_FILE};
-use nemascope_train::unet::{UNet, UNetConfig};
 use std::path::Path;
-use tch::nn::{self, ModuleT};
-use tch::{Kind, Tensor};
 
 mod common;
 use common::tiny_config;
-
-#[test]
-fn tch_and_tract_agree_within_1e_4() {
-    agree(false);
-}
-
-#[test]
-fn separable_tch_and_tract_agree_within_1e_4() {
-    agree(true);
-}
-
-fn agree(separable: bool) {
-    tch::manual_seed(3);
-    let vs = nn::VarStore::new(tch::Device::Cpu);
-    let cfg = UNetConfig {
-        in_channels: 1,
-        classes: 2,
-        base: 4,
-        depth: 2,
-        separable,
-    };
-    let net = UNet::new(&vs.root(), cfg);
-    // Training-mode passes move BatchNorm's running statistics away from
-    // 0/1, so folding them is really tested.
-    for _ in 0..5 {
-        let x = Tensor::randn([2, 1, 32, 48], (Kind::Float, tch::Device::Cpu)) * 2.0 + 0.5;
-        let _ = net.forward_t(&x, true);
-    }
-    let x = Tensor::randn([1, 1, 32, 48], (Kind::Float, tch::Device::Cpu));
-    let want: Vec<f32> =
-        Vec::try_from(tch::no_grad(|| net.forward_t(&x, false)).flatten(0, -1)).unwrap();
-    let w = unet_weights(&vs, cfg).unwrap();
-    assert_eq!(w.separable(), separable);
-    // a config that disagrees with the weights is refused
-    assert!(unet_weights(
-        &vs,
-        UNetConfig {
-            separable: !separable,
-            ..cfg
-        }
-    )
-    .is_err());
-    let size = InputSize {
-        height: 32,
-        width: 48,
-    };
-    let runner = Runner::load(&encode(&onnx::fp32(&w, size, false).unwrap())).unwrap();
-    let input: Vec<f32> = Vec::try_from(x.flatten(0, -1)).unwrap();
-    let got = runner.maps(&input).unwrap();
-    let err = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err < 1e-4, "max |tract − tch| = {err}");
-
-    let cal = nemascope_onnx::run::calibrate(&w, size, std::slice::from_ref(&input)).unwrap();
-    let q = Runner::load(&encode(&onnx::int8(&w, size, &cal).unwrap())).unwrap();
-    let qo = q.maps(&input).unwrap();
-    let mean = qo
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f32>()
-        / want.len() as f32;
-    assert!(mean < 0.03, "mean |int8 − tch| = {mean}");
-}
 
 /// The signed bundle, counted by the unit's own `count_frame` on the
 /// validation images the export scored: every Dice and the count error
@@ -241,7 +168,9 @@ fn a_tiny_run_is_distilled_exported_signed_and_scored() {
             precision: p,
             input: None,
             calibration_images: 4,
-            verifier: true,
+            // thresholds and verifier chosen on the fp32 file only: the
+            // same code, and on int8 it took 3.5 of the test's 5.5 minutes
+            verifier: p == Precision::Fp32,
             teacher: None,
             notes: Vec::new(),
         };

@@ -54,6 +54,30 @@ impl Precision {
     }
 }
 
+/// Takes tract's Intel AMX int8 kernels out of its dispatch, once, before
+/// the first plan (tract probes the CPU once and keeps what it found).
+///
+/// tract 0.23.9 runs int8 matrix products on AMX cores (Sapphire Rapids
+/// and later) with `avx512amx_mmm_i32_8x8`, and that kernel crashed int8
+/// runs now and then with SIGSEGV inside it (2026-12-07: the trainer's
+/// export test on CI, and twice in about twenty runs here; the core dump
+/// in docs/edge.md). Without it tract takes its AVX-512 VNNI kernels, which
+/// give the same integers. A user's own `TRACT_CPU_ISA` edits are kept.
+fn without_amx_int8() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let knob = &tract_onnx::tract_core::tract_linalg::knobs::TRACT_CPU_ISA;
+            let spec = match knob.get() {
+                Some(own) if !own.trim().is_empty() => format!("{own},-amx-int8"),
+                _ => "-amx-int8".to_string(),
+            };
+            knob.set(Some(spec));
+        });
+    }
+}
+
 /// An optimised tract plan for a model with one `[1, C, H, W]` f32 input.
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -112,6 +136,7 @@ impl Runner {
 
     /// The optimised plan of `bytes` in `precision` (checked by the caller).
     fn plan(bytes: &[u8], tile: Option<[usize; 2]>, precision: Precision) -> Result<Self, Error> {
+        without_amx_int8();
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| Error::Model(format!("not a model tract can read: {e:#}")))?;

@@ -304,3 +304,18 @@ fn a_plan_made_for_another_tile_size_matches_direct_evaluation() {
         .to_string();
     assert!(e.contains("24x20"), "{e}");
 }
+
+/// tract's AMX int8 kernel crashed int8 runs now and then (`run.rs`,
+/// `without_amx_int8`): once a plan is made, tract's dispatch holds no AMX
+/// int8, on a machine that has it too (this one, the CI machines).
+#[test]
+fn plans_run_without_tracts_amx_int8_kernel() {
+    use tract_onnx::tract_core::tract_linalg::isa::{native, Isa};
+    let net = UNetWeights::random(1, 2, 3, 3, 11);
+    let size = InputSize {
+        height: 16,
+        width: 24,
+    };
+    Runner::load(&encode(&export::fp32(&net, size, false).unwrap())).unwrap();
+    assert!(!native().has(Isa::X86_64AmxInt8), "{:?}", native());
+}

@@ -191,100 +191,167 @@ pub fn onnx_check(models: &[String]) -> Result<(), String> {
         .args(&files))
 }
 
-/// `bundles --key KEY`: rebuilds the two shipped bundles from scratch into
-/// `models/` (each only if its folder is absent): the BBBC010 worm student
-/// (host-trainer/configs/bbbc010-2x.toml → distilled dense student, base 4 →
-/// fp32 export; fp32 because tract runs int8 far slower, docs/models.md)
-/// and the synthetic
-/// worm/egg/cyst student (host-trainer/configs/synth-weak-2x.toml → distilled
-/// student, base 4 → fp32 export with thresholds and verifiers from the labels).
-/// Finished runs under `out/` and existing bundle folders are kept.
+/// A shipped bundle made from a training config: the teacher trained from
+/// `config`, its distilled student (base 4, depth 4, 2 000 steps: the
+/// defaults; dense), exported fp32 (tract runs int8 far slower,
+/// docs/models.md) with thresholds and verifiers from the labels, or the
+/// teacher instead if the student lost a class (`export --teacher`).
+struct Distilled {
+    config: &'static str,
+    teacher: &'static str,
+    student: &'static str,
+    bundle: &'static str,
+    name: &'static str,
+}
+
+const DISTILLED: [Distilled; 2] = [
+    // dense: the separable student of the same teacher scored 0.857
+    // against 0.871 (docs/models.md)
+    Distilled {
+        config: "host-trainer/configs/bbbc010-2x.toml",
+        teacher: "out/train-bbbc010",
+        student: "out/student-bbbc010",
+        bundle: "models/bbbc010-worm",
+        name: "bbbc010-worm-student",
+    },
+    Distilled {
+        config: "host-trainer/configs/synth-weak-2x.toml",
+        teacher: "out/synth-hard-2x",
+        student: "out/student-hard-2x",
+        bundle: "models/synth-worm-egg-cyst",
+        name: "synth-worm-egg-cyst",
+    },
+];
+
+/// The NemaQuant egg bundle's recipe (docs/labelling.md, "Cells"): the
+/// teacher itself, trained from the project's tile labels at 256 px with
+/// their 128 px cells, at 4 µm a pixel, the default seed (7).
+const EGG_LABELS: [&str; 2] = [
+    "docs/labelling/nemaquant-egg",
+    "docs/labelling/nemaquant-egg-128",
+];
+const EGG_RUN: &str = "out/labelled-nemaquant-egg";
+const EGG_BUNDLE: &str = "models/nemaquant-egg";
+const EGG_SETTINGS: [&str; 7] = [
+    "data.bin=2",
+    "data.um_per_px=2.0",
+    "data.object_um=40",
+    "train.rounds=2",
+    "train.classify_epochs=8",
+    "train.refine_epochs=6",
+    "train.threads=1",
+];
+
+/// `bundles --key KEY`: rebuilds the three shipped bundles into `models/`,
+/// each only if its folder is absent: the BBBC010 worm and the synthetic
+/// worm/egg/cyst students ([`DISTILLED`]) and the NemaQuant egg teacher
+/// ([`EGG_SETTINGS`]; its tiles are written from `../shared/data/nemaquant`
+/// first if absent). Finished runs under `out/` are kept.
 pub fn bundles(args: &[String]) -> Result<(), String> {
     let key = match args {
         [flag, key] if flag == "--key" => key.clone(),
         _ => return Err("usage: cargo xtask bundles --key SIGNING.key (make one with `cargo xtask train keygen --out keys/lab`)".into()),
     };
     torch_dir().ok_or("libtorch not found in .venv-torch: run scripts/setup.sh")?;
-    run(cargo().args(["build", "--release", "-p", "nemascope-train"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nemascope-train",
+        "-p",
+        "nemascope-label",
+    ]))?;
     let train = |a: &[&str]| {
         run(with_torch(Command::new(root().join("target/release/nemascope-train"))).args(a))
     };
-    // A training run writes state.json at its first epoch, so a folder that
-    // holds one may be unfinished: resume it (a finished run only redraws its
-    // report). `distill` writes state.json once, when it is done.
-    let teacher = |dir: &str, config: &[&str]| {
-        if root().join(dir).join("state.json").exists() {
-            train(&["train", "--resume", "--out", dir])
-        } else {
-            train(&[&["train", "--out", dir][..], config].concat())
-        }
-    };
     let done = |dir: &str| root().join(dir).join("state.json").exists();
-    teacher(
-        "out/train-bbbc010",
-        &["--config", "host-trainer/configs/bbbc010-2x.toml"],
-    )?;
-    if !done("out/student-bbbc010") {
-        // The shipped student: base 4, depth 4, 2000 steps (the defaults),
-        // dense: the separable one of the same teacher scored 0.857
-        // against 0.871 (docs/models.md).
-        train(&[
-            "distill",
-            "--run",
-            "out/train-bbbc010",
-            "--out",
-            "out/student-bbbc010",
-        ])?;
-    }
-    // The student's teacher goes with it: exported instead if the student
-    // lost a class (`export --teacher`).
-    let export = |run: &str, teacher: &str, bundle: &str, name: &str| -> Result<(), String> {
-        if root().join(bundle).exists() {
+    let kept = |bundle: &str| {
+        let there = root().join(bundle).exists();
+        if there {
             eprintln!("{bundle} exists: kept");
-            return Ok(());
+        }
+        there
+    };
+    for d in &DISTILLED {
+        if kept(d.bundle) {
+            continue;
+        }
+        // A training run writes state.json at its first epoch, so a folder
+        // that holds one may be unfinished: resume it (a finished run only
+        // redraws its report). `distill` writes state.json once, when done.
+        if done(d.teacher) {
+            train(&["train", "--resume", "--out", d.teacher])?;
+        } else {
+            train(&["train", "--out", d.teacher, "--config", d.config])?;
+        }
+        if !done(d.student) {
+            train(&["distill", "--run", d.teacher, "--out", d.student])?;
         }
         train(&[
             "export",
             "--run",
-            run,
+            d.student,
             "--key",
             &key,
             "--out",
-            bundle,
+            d.bundle,
             "--precision",
             "fp32",
             "--name",
-            name,
+            d.name,
             "--teacher",
-            teacher,
-        ])
-    };
-    export(
-        "out/student-bbbc010",
-        "out/train-bbbc010",
-        "models/bbbc010-worm",
-        "bbbc010-worm-student",
-    )?;
-    teacher(
-        "out/synth-hard-2x",
-        &["--config", "host-trainer/configs/synth-weak-2x.toml"],
-    )?;
-    if !done("out/student-hard-2x") {
-        // The shipped student: base 4, depth 4, 2000 steps (the defaults).
-        train(&[
-            "distill",
-            "--run",
-            "out/synth-hard-2x",
-            "--out",
-            "out/student-hard-2x",
+            d.teacher,
         ])?;
     }
-    export(
-        "out/student-hard-2x",
-        "out/synth-hard-2x",
-        "models/synth-worm-egg-cyst",
-        "synth-worm-egg-cyst",
-    )?;
+    if kept(EGG_BUNDLE) {
+        return Ok(());
+    }
+    for labels in EGG_LABELS {
+        if !root().join(labels).join("tiles").exists() {
+            run(
+                Command::new(root().join("target/release/nemascope-label")).args([
+                    "../shared/data/nemaquant",
+                    "--out",
+                    labels,
+                    "--write-only",
+                ]),
+            )?;
+        }
+    }
+    // `labelled` refuses a folder that holds a bundle: a run left by an
+    // earlier try is the user's to remove.
+    let mut a = vec![
+        "labelled",
+        EGG_LABELS[0],
+        "--cells",
+        EGG_LABELS[1],
+        "--key",
+        &key,
+        "--out",
+        EGG_RUN,
+        "--steps",
+        "1000",
+        "--ship-teacher",
+    ];
+    for s in EGG_SETTINGS {
+        a.extend(["--set", s]);
+    }
+    train(&a)?;
+    copy_dir(
+        &root().join(EGG_RUN).join("bundle"),
+        &root().join(EGG_BUNDLE),
+    )
+}
+
+/// Copies the files of folder `from` into a new folder `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let entries = std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    for e in entries {
+        let e = e.map_err(|e| format!("{}: {e}", from.display()))?;
+        std::fs::copy(e.path(), to.join(e.file_name()))
+            .map_err(|err| format!("{}: {err}", e.path().display()))?;
+    }
     Ok(())
 }
 
