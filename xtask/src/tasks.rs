@@ -318,29 +318,29 @@ pub fn bundles(args: &[String]) -> Result<(), String> {
             )?;
         }
     }
-    // `labelled` refuses a folder that holds a bundle: a run left by an
-    // earlier try is the user's to remove.
-    let mut a = vec![
-        "labelled",
-        EGG_LABELS[0],
-        "--cells",
-        EGG_LABELS[1],
-        "--key",
-        &key,
-        "--out",
-        EGG_RUN,
-        "--steps",
-        "1000",
-        "--ship-teacher",
-    ];
-    for s in EGG_SETTINGS {
-        a.extend(["--set", s]);
+    // `labelled` resumes an unfinished run and refuses a finished one (it
+    // holds a bundle): that bundle is the one to copy.
+    let built = root().join(EGG_RUN).join("bundle");
+    if !built.exists() {
+        let mut a = vec![
+            "labelled",
+            EGG_LABELS[0],
+            "--cells",
+            EGG_LABELS[1],
+            "--key",
+            &key,
+            "--out",
+            EGG_RUN,
+            "--steps",
+            "1000",
+            "--ship-teacher",
+        ];
+        for s in EGG_SETTINGS {
+            a.extend(["--set", s]);
+        }
+        train(&a)?;
     }
-    train(&a)?;
-    copy_dir(
-        &root().join(EGG_RUN).join("bundle"),
-        &root().join(EGG_BUNDLE),
-    )
+    copy_dir(&built, &root().join(EGG_BUNDLE))
 }
 
 /// Copies the files of folder `from` into a new folder `to`.
