@@ -78,11 +78,10 @@ fn shipped_worm_model_on_held_out_wells() {
     let (d, e) = (dsum / val.len() as f64, esum / val.len() as f64);
     eprintln!("held-out wells: mean Dice {d:.3}, worm-count error {e:.2} per well");
     // measured: 0.8715 and 0.50 (docs/edge.md; the separable student
-    // shipped before: 0.856 and 0.33). The Dice bound is the BBBC010
-    // goal's; the count's is looser than its 0.5, which this bundle meets
-    // exactly: one worm more off on six wells is 0.67.
+    // shipped before: 0.856 and 0.33). Both bounds are the BBBC010 goal's
+    // (issue 28): a bundle one worm further off on six wells (0.67) fails.
     assert!(d >= 0.86, "Dice {d}");
-    assert!(e <= 1.0, "count error {e}");
+    assert!(e <= 0.5, "count error {e}");
     // The scores the signed manifest carries are this count's (the
     // trainer scores its export with the unit's `count_frame`).
     let signed = |k: &str| model.manifest.metrics[k];

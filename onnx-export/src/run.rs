@@ -61,8 +61,11 @@ impl Precision {
 /// and later) with `avx512amx_mmm_i32_8x8`, and that kernel crashed int8
 /// runs now and then with SIGSEGV inside it (2026-12-07: the trainer's
 /// export test on CI, and twice in about twenty runs here; the core dump
-/// in docs/edge.md). Without it tract takes its AVX-512 VNNI kernels, which
-/// give the same integers. A user's own `TRACT_CPU_ISA` edits are kept.
+/// in docs/edge.md). The kernel loads B in 64-K tiles from a panel padded
+/// to K = 4, so its last load reads past the buffer
+/// (docs/upstream/tract-amx-int8-overread.md). Without it tract takes its
+/// AVX-512 VNNI kernels, which give the same integers. A user's own
+/// `TRACT_CPU_ISA` edits are kept.
 fn without_amx_int8() {
     #[cfg(target_arch = "x86_64")]
     {
