@@ -103,7 +103,9 @@ pub struct Candidate {
 /// What one frame gave.
 #[derive(Debug, Clone)]
 pub struct Counted {
-    /// Per class, at the frame's size.
+    /// Per class, at the frame's size: the pixels of the objects counted,
+    /// nothing else (no piece dropped by size, no candidate the verifier
+    /// turned down), so an overlay outlines exactly what the count says.
     pub masks: Vec<BitMask>,
     pub objects: Vec<Measured>,
     /// Objects per class, in the manifest's class order.
@@ -377,15 +379,17 @@ pub fn counted<L: Luma + Sync + ?Sized>(
             .as_ref()
             .and_then(|k| k.verifiers.get(c).copied().flatten());
         // Each candidate's pixel measures where a verifier or the caller
-        // wants them, and its pixels where a verifier may have to clear them.
+        // wants them, and its pixels: the mask is redrawn from the objects
+        // counted, so pieces dropped by size and candidates the verifier
+        // turns down leave no outline.
         let measured = check
             .as_ref()
             .filter(|_| verifier.is_some() || s.candidates);
         let seen = |b: BBox, crop: &BitMask| {
             let stats = measured.map(|k| pixel_stats(b, crop, &k.cores[c], k.frame, k.mean, k.std));
-            (stats, verifier.map(|_| (b, crop.clone())))
+            (stats, (b, crop.clone()))
         };
-        let mut rejected = Vec::new();
+        let mut kept = Vec::new();
         for (o, (stats, pixels)) in measure_bits_each(mask, s.threads, counts_as, seen) {
             let f = stats.map(|st| features(&o, &st, cal.um_per_px));
             let score = verifier.zip(f.as_ref()).map(|(v, f)| v.score(f));
@@ -403,9 +407,9 @@ pub fn counted<L: Luma + Sync + ?Sized>(
                 });
             }
             if !accepted {
-                rejected.extend(pixels);
                 continue;
             }
+            kept.push(pixels);
             let area_um2 = o.area as f32 * px_area;
             let n = objects_in(o.area);
             counts[c] += n;
@@ -419,11 +423,12 @@ pub fn counted<L: Luma + Sync + ?Sized>(
                 score,
             });
         }
-        for (b, crop) in rejected {
+        *mask = BitMask::new(mask.width(), mask.height());
+        for (b, crop) in kept {
             for y in b.y0..b.y1 {
                 for x in b.x0..b.x1 {
                     if crop.get(x - b.x0 + 1, y - b.y0 + 1) {
-                        mask.set(x, y, false);
+                        mask.set(x, y, true);
                     }
                 }
             }
@@ -435,5 +440,49 @@ pub fn counted<L: Luma + Sync + ?Sized>(
         counts,
         quality,
         candidates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nemascope_core::Plane;
+
+    /// An egg of 10×10 pixels (1 600 µm² at 4 µm) beside a 2×2 speck
+    /// (64 µm², under the smallest egg): one egg is counted, and the mask
+    /// (what `--masks` writes and overlays outline) holds the egg alone.
+    #[test]
+    fn the_masks_hold_only_the_objects_counted() {
+        let (w, h) = (32, 24);
+        let mut mask = BitMask::new(w, h);
+        for y in 4..14 {
+            for x in 4..14 {
+                mask.set(x, y, true);
+            }
+        }
+        for (x, y) in [(24, 18), (25, 18), (24, 19), (25, 19)] {
+            mask.set(x, y, true);
+        }
+        let frame = Plane::filled(w, h, 0.5);
+        let s = CountSettings {
+            calibration: Calibration { um_per_px: 4.0 },
+            ..CountSettings::default()
+        };
+        let none: Option<Check<'_, Plane>> = None;
+        let c = counted(
+            vec![mask],
+            &["egg".to_string()],
+            |_| None,
+            &s,
+            quality(&frame, None),
+            none,
+        );
+        assert_eq!(c.counts, [1]);
+        assert_eq!(c.masks[0].count(), 100);
+        assert!(c.masks[0].get(8, 8));
+        assert!(
+            !c.masks[0].get(24, 18),
+            "the speck is not counted, so not drawn"
+        );
     }
 }
