@@ -31,9 +31,15 @@ pub struct Manifest {
     /// Frames are resized so that one pixel matches the training data's
     /// pixel: `frame pixels × scale` (1.0 = same magnification).
     pub pixel_scale: f32,
-    /// Input normalisation; only "per-image-standardise" (zero mean, unit
-    /// standard deviation over the whole frame) exists.
+    /// Input normalisation: "per-image-standardise" (zero mean, unit
+    /// standard deviation over the whole frame), or
+    /// "flat-field-standardise" (the frame first divided by its lamp,
+    /// measured over squares of `flat_field_px`; `nemascope_core::flatfield`).
     pub normalisation: String,
+    /// With "flat-field-standardise": the side of the squares whose
+    /// medians give the lamp, in pixels at the model's scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_field_px: Option<u32>,
     /// Probability above which a pixel is foreground (for classes without
     /// a threshold of their own in `class_thresholds`).
     pub threshold: f32,
@@ -149,6 +155,15 @@ pub struct Voting {
 }
 
 impl Manifest {
+    /// The side of the flat-field squares, in pixels at the model's scale,
+    /// if frames are divided by their lamp before standardising.
+    pub fn flat_field(&self) -> Option<usize> {
+        (self.normalisation == "flat-field-standardise")
+            .then_some(self.flat_field_px)
+            .flatten()
+            .map(|px| px as usize)
+    }
+
     /// Each class's map threshold, in class order.
     pub fn thresholds(&self) -> Vec<f32> {
         self.classes
@@ -189,8 +204,17 @@ impl Manifest {
                 self.pixel_scale
             ));
         }
-        if self.normalisation != "per-image-standardise" {
-            return Err(format!("normalisation: unknown {:?}", self.normalisation));
+        match (self.normalisation.as_str(), self.flat_field_px) {
+            ("per-image-standardise", None) => {}
+            ("flat-field-standardise", Some(px)) if (8..=8192).contains(&px) => {}
+            ("per-image-standardise" | "flat-field-standardise", px) => {
+                return Err(format!(
+                    "normalisation {:?} with flat_field_px {px:?} (flat-field needs 8..=8192 \
+                     pixels, the plain standardisation none)",
+                    self.normalisation
+                ))
+            }
+            _ => return Err(format!("normalisation: unknown {:?}", self.normalisation)),
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             return Err(format!("threshold: {} not in (0, 1)", self.threshold));
@@ -257,6 +281,7 @@ impl Manifest {
             input: [1, 64, 64],
             pixel_scale: 1.0,
             normalisation: "per-image-standardise".into(),
+            flat_field_px: None,
             threshold: 0.5,
             class_thresholds: BTreeMap::new(),
             voting: None,
@@ -329,6 +354,18 @@ mod tests {
             (|m| m.input = [2, 64, 64], "input"),
             (|m| m.pixel_scale = f32::NAN, "pixel_scale"),
             (|m| m.normalisation = "none".into(), "normalisation"),
+            (|m| m.flat_field_px = Some(64), "normalisation"),
+            (
+                |m| m.normalisation = "flat-field-standardise".into(),
+                "normalisation",
+            ),
+            (
+                |m| {
+                    m.normalisation = "flat-field-standardise".into();
+                    m.flat_field_px = Some(4);
+                },
+                "normalisation",
+            ),
             (|m| m.threshold = 1.0, "threshold"),
             (
                 |m| {

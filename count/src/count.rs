@@ -10,7 +10,8 @@
 use nemascope_bundle::ObjectVerifier;
 use nemascope_core::counting::AreaCounter;
 use nemascope_core::felzenszwalb::Params;
-use nemascope_core::imageio::{resample, resize_nearest, Luma};
+use nemascope_core::flatfield::Flattened;
+use nemascope_core::imageio::{moments, resample, resize_nearest, Luma};
 use nemascope_core::objects::{measure_bits_each, BBox, Calibration, ShapeRules};
 use nemascope_core::tiling::{threshold_tiles, TilePlan};
 use nemascope_core::verify::{core_level, features, pixel_stats, FEATURES};
@@ -168,7 +169,7 @@ pub fn count_at<L: Luma + Sync + ?Sized>(
     thresholds: &[Vec<f32>],
 ) -> Result<Vec<Counted>> {
     let m = &model.manifest;
-    if m.normalisation != "per-image-standardise" {
+    if !["per-image-standardise", "flat-field-standardise"].contains(&m.normalisation.as_str()) {
         return Err(CountError::Unsupported(format!(
             "model normalisation `{}` is not supported",
             m.normalisation
@@ -226,7 +227,35 @@ pub fn count_at<L: Luma + Sync + ?Sized>(
 }
 
 /// [`count_at`] for a frame at the model's pixel size, whose light is `q`.
+/// A model trained on flat-field corrected images sees the frame divided
+/// by its lamp, standardised with the corrected frame's figures; the
+/// counts report the light as it came.
 fn count_seen<L: Luma + Sync + ?Sized>(
+    model: &Model,
+    frame: &L,
+    q: Quality,
+    s: &CountSettings,
+    thresholds: &[Vec<f32>],
+) -> Result<Vec<Counted>> {
+    let Some(block) = model.manifest.flat_field() else {
+        return count_as_seen(model, frame, q, s, thresholds);
+    };
+    let flat = Flattened::new(frame, block);
+    let m = moments(&flat, |_| f32::INFINITY);
+    let seen = Quality {
+        mean: m.mean,
+        std: m.std,
+        ..q
+    };
+    let mut out = count_as_seen(model, &flat, seen, s, thresholds)?;
+    for c in &mut out {
+        c.quality = q;
+    }
+    Ok(out)
+}
+
+/// [`count_seen`] once the frame is as the model saw its training images.
+fn count_as_seen<L: Luma + Sync + ?Sized>(
     model: &Model,
     frame: &L,
     q: Quality,

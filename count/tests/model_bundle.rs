@@ -463,3 +463,45 @@ fn counting_at_several_thresholds_is_counting_at_each() {
     let e = count_at(&m, &f, &s, &[vec![0.5; 2]]).unwrap_err();
     assert!(e.to_string().contains("2 levels for 3 classes"), "{e}");
 }
+
+/// A bundle trained on flat-field corrected images (`data.flat_field_um`)
+/// counts a frame exactly as the same network without it counts the frame
+/// divided by its lamp, and reports the frame's light as it came; counted
+/// plainly, the vignetted frame gives other masks.
+#[test]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "inferences take minutes under qemu; the same code runs natively"
+)]
+fn a_flat_field_bundle_counts_the_frame_divided_by_its_lamp() {
+    use nemascope_core::flatfield::Flattened;
+    use nemascope_core::imageio::Luma;
+    use nemascope_core::synth::{generate, SynthConfig};
+    use nemascope_core::Plane;
+    let plain = shipped_synthetic();
+    let mut flat = plain.clone();
+    flat.manifest.normalisation = "flat-field-standardise".into();
+    flat.manifest.flat_field_px = Some(64);
+    flat.manifest.validate().unwrap();
+    let cfg = SynthConfig::preset("mixed", 0, 512, 384, 4.0).unwrap();
+    let f = generate(&cfg, 4242, 0).unwrap().image;
+    // A lamp falling to 60 % of the centre's light in the corners.
+    let lit = Plane::from_fn(512, 384, |x, y| {
+        let (u, v) = (x as f32 / 512.0 - 0.5, y as f32 / 384.0 - 0.5);
+        f.get(x, y) * (1.0 - 0.8 * (u * u + v * v))
+    });
+    let s = CountSettings {
+        candidates: true,
+        ..CountSettings::default()
+    };
+    let got = count_frame(&flat, &lit, &s).unwrap();
+    let corrected = Flattened::new(&lit, 64).to_plane();
+    let want = count_frame(&plain, &corrected, &s).unwrap();
+    assert_eq!(got.masks, want.masks);
+    assert_eq!(got.objects, want.objects);
+    assert_eq!(got.candidates, want.candidates);
+    assert!(got.masks.iter().any(|m| m.count() > 0));
+    let as_lit = count_frame(&plain, &lit, &s).unwrap();
+    assert_eq!(got.quality, as_lit.quality, "the light as it came");
+    assert_ne!(got.masks, as_lit.masks);
+}

@@ -185,12 +185,27 @@ pub struct DataConfig {
     /// How many times as often stage 1 draws a reviewed training image's
     /// regions as any other's: the model's own mistakes weigh more.
     pub reviewed_repeat: usize,
+    /// Side of the squares (µm) whose medians give each image's lamp, which
+    /// it is divided by before standardising (`nemascope_core::flatfield`;
+    /// 0: off). Several objects wide: a lamp's fall-off spans the field.
+    /// The bundle records it, so `count` corrects its frames the same way.
+    pub flat_field_um: f32,
 }
 
 impl DataConfig {
     /// The pixel size of the images as loaded (after `bin`), in µm.
     pub fn loaded_um_per_px(&self) -> f32 {
         self.um_per_px * self.bin as f32
+    }
+
+    /// How loaded images become the network's input.
+    pub fn working(&self) -> crate::data::Working {
+        crate::data::Working {
+            width: self.width,
+            height: self.height,
+            um_per_px: self.loaded_um_per_px(),
+            flat_field_um: self.flat_field_um,
+        }
     }
 }
 
@@ -333,6 +348,7 @@ impl Default for DataConfig {
             cells: PathBuf::new(),
             reviewed: PathBuf::new(),
             reviewed_repeat: 3,
+            flat_field_um: 0.0,
         }
     }
 }
@@ -449,6 +465,12 @@ impl Config {
             return bad(format!(
                 "data.object_um {} must be in 0..=10000 (µm; 0 = not stated)",
                 d.object_um
+            ));
+        }
+        if !(d.flat_field_um.is_finite() && (0.0..=100_000.0).contains(&d.flat_field_um)) {
+            return bad(format!(
+                "data.flat_field_um {} must be in 0..=100000 (µm; 0 = off)",
+                d.flat_field_um
             ));
         }
         if d.bin == 0 || d.bin > 16 || (d.bin > 1 && d.kind == DataKind::Synth) {
@@ -833,6 +855,8 @@ object_um = -1.0
 "
         )
         .is_err());
+        let e = Config::parse("[data]\nflat_field_um = -5.0\n").unwrap_err();
+        assert!(e.to_string().contains("data.flat_field_um"), "{e}");
     }
 
     #[test]

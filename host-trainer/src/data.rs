@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Sample};
+use nemascope_core::flatfield::{self, Flattened};
+use nemascope_core::imageio::Luma;
 use nemascope_core::imageio::{
     bin_mask, bin_plane, load_frame, load_mask, resample, resize_bilinear, resize_nearest,
     standardise, stretched, LoadLimits,
@@ -61,16 +63,55 @@ impl Data {
     /// The training images' pixel size after resizing to the working
     /// width, in µm: `um_per_px` is at the files' own size (median width).
     pub fn working_um_per_px(&self, um_per_px: f32, width: usize) -> f32 {
+        match self.median_native_width() {
+            Some(w) if width > 0 => um_per_px * w as f32 / width as f32,
+            _ => um_per_px,
+        }
+    }
+
+    /// The training images' median width at their own size.
+    pub fn median_native_width(&self) -> Option<usize> {
         let mut widths: Vec<usize> = self
             .train
             .iter()
             .map(|&i| self.items[i].native_size.0)
             .collect();
         widths.sort_unstable();
-        match widths.get(widths.len() / 2) {
-            Some(&w) if width > 0 => um_per_px * w as f32 / width as f32,
-            _ => um_per_px,
+        widths.get(widths.len() / 2).copied()
+    }
+}
+
+/// How a file's plane becomes the network's input: the working size, and
+/// the flat-field correction if the run asks for one (`data.flat_field_um`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Working {
+    pub width: usize,
+    pub height: usize,
+    /// The plane's pixel size as loaded (µm), which sizes the squares.
+    pub um_per_px: f32,
+    /// Side of the flat-field squares in µm (0: none).
+    pub flat_field_um: f32,
+}
+
+impl Working {
+    /// The working size alone, without flat-field correction.
+    pub fn plain(width: usize, height: usize) -> Working {
+        Working {
+            width,
+            height,
+            um_per_px: 1.0,
+            flat_field_um: 0.0,
         }
+    }
+
+    /// The flat-field squares' side in working pixels for a plane `native`
+    /// pixels wide, if correction is on: the bundle records the same for
+    /// the training images' median width (`export`).
+    pub fn flat_field_px(&self, native: usize) -> Option<usize> {
+        (self.flat_field_um > 0.0 && self.width > 0).then(|| {
+            let um = self.um_per_px * native as f32 / self.width as f32;
+            flatfield::block_px(self.flat_field_um, um)
+        })
     }
 }
 
@@ -81,14 +122,17 @@ pub fn item_from_plane(
     present: Vec<bool>,
     native: Option<Vec<Mask>>,
     counts: Vec<Option<usize>>,
-    width: usize,
-    height: usize,
+    at: &Working,
 ) -> Result<Item> {
-    let work = if plane.width() == width && plane.height() == height {
+    let (width, height) = (at.width, at.height);
+    let mut work = if plane.width() == width && plane.height() == height {
         plane.clone()
     } else {
         resample(plane, width, height)?
     };
+    if let Some(block) = at.flat_field_px(plane.width()) {
+        work = Flattened::new(&work, block).to_plane();
+    }
     let stretched = stretched(&work);
     let mut input = work;
     standardise(&mut input);
@@ -414,8 +458,7 @@ fn sample_item(s: &Sample, classes: usize, d: &DataConfig) -> Result<Item> {
         s.present.clone(),
         native,
         s.counts.clone(),
-        d.width,
-        d.height,
+        &d.working(),
     )
 }
 
@@ -448,6 +491,10 @@ fn synth_set(
         true => (512, 384, 4.0),
         false => (w, h, cfg.data.um_per_px),
     };
+    let at = Working {
+        um_per_px: um,
+        ..cfg.data.working()
+    };
     let items = (0..n as u64)
         .map(|i| {
             let sc = SynthConfig::preset(preset, i, gw, gh, um)?;
@@ -460,8 +507,7 @@ fn synth_set(
                 present,
                 Some(f.masks),
                 counts,
-                w,
-                h,
+                &at,
             )
         })
         .collect::<Result<Vec<_>>>()?;
@@ -904,22 +950,15 @@ fn coarsen(v: &mut [f32], w: usize, h: usize, u: f32) -> Result<()> {
     Ok(())
 }
 
-/// Reads one image for prediction, resized to the working size.
-pub fn load_for_prediction(path: &Path, width: usize, height: usize) -> Result<Item> {
+/// Reads one image for prediction, brought to the working size as `at`
+/// says.
+pub fn load_for_prediction(path: &Path, at: &Working) -> Result<Item> {
     let frame = load_frame(path, LoadLimits::default())?;
     let id = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
-    item_from_plane(
-        id,
-        &frame.plane,
-        Vec::new(),
-        None,
-        Vec::new(),
-        width,
-        height,
-    )
+    item_from_plane(id, &frame.plane, Vec::new(), None, Vec::new(), at)
 }
 
 #[cfg(test)]
@@ -1044,8 +1083,7 @@ mod tests {
                 vec![has],
                 Some(truth),
                 vec![],
-                32,
-                32,
+                &Working::plain(32, 32),
             );
             items.push(item.unwrap());
         }
@@ -1110,6 +1148,43 @@ mod tests {
         assert!(e.is_err_and(|e| e.to_string().contains("augment.scale")));
     }
 
+    /// With `data.flat_field_um` the network's input (and the superpixels'
+    /// stretch) is the working plane divided by its lamp, the same
+    /// function `count` applies to frames; without it nothing changes.
+    #[test]
+    fn flat_field_inputs_are_the_plane_divided_by_its_lamp() {
+        let plane = Plane::from_fn(128, 64, |x, y| {
+            let lamp =
+                1.0 - 0.5 * ((x as f32 / 128.0 - 0.5).powi(2) + (y as f32 / 64.0 - 0.5).powi(2));
+            lamp * if (x / 8 + y / 8) % 5 == 0 { 0.3 } else { 0.9 }
+        });
+        let at = Working {
+            width: 64,
+            height: 32,
+            um_per_px: 2.0,
+            flat_field_um: 64.0,
+        };
+        // Squares of 64 µm at 4 µm working pixels (a 128 px plane at 2 µm
+        // made 64 px wide): 16 px.
+        assert_eq!(at.flat_field_px(128), Some(16));
+        let item = item_from_plane("v".into(), &plane, vec![], None, vec![], &at).unwrap();
+        let work = resample(&plane, 64, 32).unwrap();
+        let mut want = Flattened::new(&work, 16).to_plane();
+        assert_eq!(item.stretched, stretched(&want));
+        standardise(&mut want);
+        assert_eq!(item.input, want);
+        let off = Working {
+            flat_field_um: 0.0,
+            ..at
+        };
+        assert_eq!(off.flat_field_px(128), None);
+        let plain = item_from_plane("v".into(), &plane, vec![], None, vec![], &off).unwrap();
+        let mut want = work;
+        standardise(&mut want);
+        assert_eq!(plain.input, want);
+        assert_ne!(plain.input, item.input);
+    }
+
     #[test]
     fn tile_grid_labels_and_known_absent_pixels() {
         // A 64×32 image with one 4×20 bar at x = 40..44, y = 6..26.
@@ -1121,8 +1196,7 @@ mod tests {
             vec![true],
             Some(vec![truth]),
             vec![Some(1)],
-            64,
-            32,
+            &Working::plain(64, 32),
         )
         .unwrap();
         let data = Data {
@@ -1189,8 +1263,7 @@ mod tests {
                     vec![true, false],
                     Some(truth),
                     vec![],
-                    32,
-                    32,
+                    &Working::plain(32, 32),
                 )
                 .unwrap(),
             );

@@ -714,13 +714,24 @@ fn manifest(
         .first()
         .map(|it| it.input.width() as f32 / it.native_size.0 as f32)
         .unwrap_or(1.0);
+    // The squares the training images were flattened with, at the median
+    // width (each image's own, `data::Working`, where widths differ).
+    let flat_field_px = data
+        .median_native_width()
+        .and_then(|w| cfg.data.working().flat_field_px(w))
+        .map(|px| px as u32);
     Ok(Manifest {
         format: FORMAT,
         name: opts.name.clone(),
         classes: data.classes.clone(),
         input: [w.in_channels(), size.height, size.width],
         pixel_scale,
-        normalisation: "per-image-standardise".into(),
+        normalisation: match flat_field_px {
+            Some(_) => "flat-field-standardise",
+            None => "per-image-standardise",
+        }
+        .into(),
+        flat_field_px,
         threshold: cfg.vote.threshold,
         class_thresholds: BTreeMap::new(),
         voting: Some(Voting {

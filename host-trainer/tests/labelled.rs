@@ -114,9 +114,22 @@ fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
     // --ship-teacher: no student is distilled, the bundle is the
     // teacher's network (model.base 4, depth 2). --seeds 2: a second
     // teacher from the next seed, and the one the labels prefer is kept,
-    // said in the manifest.
+    // said in the manifest. It trains on flat-field corrected tiles
+    // (squares of 64 µm, 16 px at 4 µm), which the bundle says, so that
+    // `count` corrects its frames the same way.
     let out_t = dir.path().join("run-teacher");
-    let o = labelled_with(&folder, &out_t, &key, &["--ship-teacher", "--seeds", "2"]);
+    let o = labelled_with(
+        &folder,
+        &out_t,
+        &key,
+        &[
+            "--ship-teacher",
+            "--seeds",
+            "2",
+            "--set",
+            "data.flat_field_um=64",
+        ],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("no student: the teacher is shipped"), "{err}");
@@ -129,6 +142,11 @@ fn a_labelled_folder_becomes_a_signed_bundle_and_bad_ones_are_refused() {
     let m = std::fs::read_to_string(out_t.join("bundle/manifest.json")).unwrap();
     assert!(m.contains("widths [4, 8, 16]"), "{m}");
     assert!(m.contains("\"teacher_chosen\": \"teacher "), "{m}");
+    assert!(
+        m.contains("\"normalisation\": \"flat-field-standardise\"")
+            && m.contains("\"flat_field_px\": 16"),
+        "{m}"
+    );
     let o = labelled_with(&folder, &dir.path().join("r0"), &key, &["--seeds", "0"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--seeds 0"));
 

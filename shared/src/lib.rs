@@ -21,6 +21,7 @@ pub mod dataset;
 pub mod error;
 pub mod felzenszwalb;
 pub mod files;
+pub mod flatfield;
 pub mod grid;
 pub mod imageio;
 pub mod metrics;

@@ -83,7 +83,7 @@ pub fn predict(
     let (mut ok, mut failed) = (0, 0);
     for path in images {
         let res = (|| -> Result<()> {
-            let it = crate::data::load_for_prediction(path, cfg.data.width, cfg.data.height)?;
+            let it = crate::data::load_for_prediction(path, &cfg.data.working())?;
             let maps = eval::predict_maps(&net, &it.input, device)?;
             if write_maps {
                 for (m, c) in maps.iter().zip(&state.classes) {
