@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 /// Manifest format version; a runtime refuses formats it does not know.
 pub const FORMAT: u32 = 1;
 
+/// The plain input normalisation: zero mean, unit deviation over the frame.
+pub const STANDARDISE: &str = "per-image-standardise";
+/// The frame divided by its lamp first (`flat_field_px`), then standardised.
+pub const FLAT_FIELD_STANDARDISE: &str = "flat-field-standardise";
+
 /// The largest pixel size anything accepts (µm in the sample plane): far
 /// beyond any microscope, small enough to catch a value in nm or mm.
 pub const MAX_UM_PER_PX: f32 = 1000.0;
@@ -158,7 +163,7 @@ impl Manifest {
     /// The side of the flat-field squares, in pixels at the model's scale,
     /// if frames are divided by their lamp before standardising.
     pub fn flat_field(&self) -> Option<usize> {
-        (self.normalisation == "flat-field-standardise")
+        (self.normalisation == FLAT_FIELD_STANDARDISE)
             .then_some(self.flat_field_px)
             .flatten()
             .map(|px| px as usize)
@@ -205,9 +210,9 @@ impl Manifest {
             ));
         }
         match (self.normalisation.as_str(), self.flat_field_px) {
-            ("per-image-standardise", None) => {}
-            ("flat-field-standardise", Some(px)) if (8..=8192).contains(&px) => {}
-            ("per-image-standardise" | "flat-field-standardise", px) => {
+            (STANDARDISE, None) => {}
+            (FLAT_FIELD_STANDARDISE, Some(px)) if (8..=8192).contains(&px) => {}
+            (STANDARDISE | FLAT_FIELD_STANDARDISE, px) => {
                 return Err(format!(
                     "normalisation {:?} with flat_field_px {px:?} (flat-field needs 8..=8192 \
                      pixels, the plain standardisation none)",
@@ -280,7 +285,7 @@ impl Manifest {
             classes: vec!["worm".into()],
             input: [1, 64, 64],
             pixel_scale: 1.0,
-            normalisation: "per-image-standardise".into(),
+            normalisation: STANDARDISE.into(),
             flat_field_px: None,
             threshold: 0.5,
             class_thresholds: BTreeMap::new(),

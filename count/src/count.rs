@@ -7,6 +7,7 @@
 //! band of tile rows, tract's working memory for one tile and a bit per
 //! pixel and class: no full-size float copy, map or label image.
 
+use nemascope_bundle::manifest::{FLAT_FIELD_STANDARDISE, STANDARDISE};
 use nemascope_bundle::ObjectVerifier;
 use nemascope_core::counting::AreaCounter;
 use nemascope_core::felzenszwalb::Params;
@@ -169,7 +170,7 @@ pub fn count_at<L: Luma + Sync + ?Sized>(
     thresholds: &[Vec<f32>],
 ) -> Result<Vec<Counted>> {
     let m = &model.manifest;
-    if !["per-image-standardise", "flat-field-standardise"].contains(&m.normalisation.as_str()) {
+    if ![STANDARDISE, FLAT_FIELD_STANDARDISE].contains(&m.normalisation.as_str()) {
         return Err(CountError::Unsupported(format!(
             "model normalisation `{}` is not supported",
             m.normalisation

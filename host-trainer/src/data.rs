@@ -10,10 +10,9 @@ use std::path::Path;
 
 use nemascope_core::dataset::{bbbc010, generic, split_indices, tiles, Sample};
 use nemascope_core::flatfield::{self, Flattened};
-use nemascope_core::imageio::Luma;
 use nemascope_core::imageio::{
     bin_mask, bin_plane, load_frame, load_mask, resample, resize_bilinear, resize_nearest,
-    standardise, stretched, LoadLimits,
+    standardise, stretched, LoadLimits, Luma,
 };
 use nemascope_core::synth::{self, SynthConfig};
 use nemascope_core::{Class, Error, Grid, Mask, Plane, Result};

@@ -727,8 +727,8 @@ fn manifest(
         input: [w.in_channels(), size.height, size.width],
         pixel_scale,
         normalisation: match flat_field_px {
-            Some(_) => "flat-field-standardise",
-            None => "per-image-standardise",
+            Some(_) => nemascope_bundle::manifest::FLAT_FIELD_STANDARDISE,
+            None => nemascope_bundle::manifest::STANDARDISE,
         }
         .into(),
         flat_field_px,

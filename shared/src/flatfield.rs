@@ -21,10 +21,15 @@ use crate::imageio::Luma;
 /// centres.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Illumination {
-    /// Square centres along x and y, in pixels.
-    xs: Vec<f32>,
+    /// Square centres along y, in pixels.
     ys: Vec<f32>,
-    /// Medians, `ys.len()` rows of `xs.len()`.
+    /// Per column of the frame, the square column at or left of it and
+    /// the next one's weight ([`between`]): worked out once, not at every
+    /// pixel of every row read.
+    columns: Vec<(usize, f32)>,
+    /// Squares per row.
+    cols: usize,
+    /// Medians, `ys.len()` rows of `cols`.
     medians: Vec<f32>,
     /// The median of the medians: the corrected frame's background, so it
     /// stays in the frame's own range.
@@ -90,7 +95,8 @@ pub fn illumination<L: Luma + ?Sized>(frame: &L, block: usize) -> Illumination {
         median(&mut medians.clone())
     };
     Illumination {
-        xs,
+        columns: (0..w).map(|x| between(&xs, x as f32)).collect(),
+        cols: xs.len(),
         ys,
         medians,
         level,
@@ -105,7 +111,7 @@ impl Illumination {
 
     /// The illumination along row `y` into `out` (one value a pixel).
     pub fn row_into(&self, y: usize, out: &mut [f32]) {
-        let cols = self.xs.len();
+        let cols = self.cols;
         if cols == 0 {
             return;
         }
@@ -117,8 +123,7 @@ impl Illumination {
                 a + (b - a) * ty
             })
             .collect();
-        for (x, o) in out.iter_mut().enumerate() {
-            let (i, tx) = between(&self.xs, x as f32);
+        for (o, &(i, tx)) in out.iter_mut().zip(&self.columns) {
             let i1 = (i + 1).min(cols - 1);
             *o = along[i] + (along[i1] - along[i]) * tx;
         }
