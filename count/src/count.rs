@@ -14,7 +14,7 @@ use nemascope_core::felzenszwalb::Params;
 use nemascope_core::flatfield::Flattened;
 use nemascope_core::imageio::{moments, resample, resize_nearest, Luma};
 use nemascope_core::objects::{measure_bits_each, BBox, Calibration, ShapeRules};
-use nemascope_core::tiling::{mirrored_mean, threshold_tiles, TilePlan};
+use nemascope_core::tiling::{threshold_tiles, TilePlan};
 use nemascope_core::verify::{core_level, features, pixel_stats, FEATURES};
 use nemascope_core::voting::{superpixels, vote_masks};
 use nemascope_core::{BitMask, Mask};
@@ -52,10 +52,6 @@ pub struct CountSettings {
     /// [`Counted::candidates`], verified or not: what the trainer fits a
     /// verifier on.
     pub candidates: bool,
-    /// Each tile's maps averaged with those of its mirror images
-    /// ([`nemascope_core::tiling::mirrored_mean`]): steadier maps at four
-    /// times the model's time.
-    pub mirrors: bool,
 }
 
 impl Default for CountSettings {
@@ -69,7 +65,6 @@ impl Default for CountSettings {
             bright_field: false,
             threads: 1,
             candidates: false,
-            mirrors: false,
         }
     }
 }
@@ -356,13 +351,8 @@ fn class_masks<L: Luma + ?Sized>(
         threads: s.threads,
     };
     let n = m.classes.len();
-    let run = |tile: &[f32]| model.runner.maps(tile).map_err(CountError::from);
     let mut masks = threshold_tiles(work, &plan, n, |tile| {
-        if s.mirrors {
-            mirrored_mean(tile, [th, tw], run)
-        } else {
-            run(tile)
-        }
+        model.runner.maps(tile).map_err(CountError::from)
     })?;
     let cores = masks.split_off(voted * n);
     match (&m.voting, s.vote) {

@@ -195,54 +195,6 @@ where
     Ok(masks)
 }
 
-/// `run` on a tile and on its three mirror images (left–right, top–bottom,
-/// both), each answer mirrored back, averaged: test-time augmentation.
-/// A weakly trained map is unsure of faint objects in a way that changes
-/// with their orientation; the mean of the four is steadier, at four times
-/// the model's time. An answer that is not whole `th·tw` maps passes
-/// through as it came, for the caller to refuse.
-pub fn mirrored_mean<E>(
-    tile: &[f32],
-    [th, tw]: [usize; 2],
-    run: impl Fn(&[f32]) -> std::result::Result<Vec<f32>, E>,
-) -> std::result::Result<Vec<f32>, E> {
-    let n = th * tw;
-    let mut sum = run(tile)?;
-    if n == 0 || tile.len() != n || sum.is_empty() || sum.len() % n != 0 {
-        return Ok(sum);
-    }
-    let at = |fx: bool, fy: bool, x: usize, y: usize| {
-        let (sx, sy) = (
-            if fx { tw - 1 - x } else { x },
-            if fy { th - 1 - y } else { y },
-        );
-        sy * tw + sx
-    };
-    let mut mirrored = vec![0f32; n];
-    for (fx, fy) in [(true, false), (false, true), (true, true)] {
-        for y in 0..th {
-            for x in 0..tw {
-                mirrored[y * tw + x] = tile[at(fx, fy, x, y)];
-            }
-        }
-        let maps = run(&mirrored)?;
-        if maps.len() != sum.len() {
-            return Ok(maps);
-        }
-        // A mirror is its own inverse: the answer at a pixel is read at
-        // its mirror image.
-        for (s, m) in sum.chunks_exact_mut(n).zip(maps.chunks_exact(n)) {
-            for y in 0..th {
-                for x in 0..tw {
-                    s[y * tw + x] += m[at(fx, fy, x, y)];
-                }
-            }
-        }
-    }
-    sum.iter_mut().for_each(|v| *v /= 4.0);
-    Ok(sum)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,60 +245,6 @@ mod tests {
             out,
             [1., 2., 2., 2., 4., 5., 5., 5., 4., 5., 5., 5., 4., 5., 5., 5.]
         );
-    }
-
-    /// A model that answers each pixel from its own value is unchanged by
-    /// the mirrors; one that answers with where a pixel is (a ramp left to
-    /// right, and one top to bottom for a second class) is averaged to the
-    /// middle of the tile; an answer of the wrong size passes through.
-    #[test]
-    fn mirrored_mean_undoes_each_mirror() {
-        let (th, tw) = (3, 5);
-        let tile: Vec<f32> = (0..th * tw).map(|i| ((i * 7) % 11) as f32).collect();
-        let pointwise = |t: &[f32]| Ok::<_, Error>(t.iter().map(|v| v * 2.0).collect());
-        assert_eq!(
-            mirrored_mean(&tile, [th, tw], pointwise).unwrap(),
-            pointwise(&tile).unwrap()
-        );
-        // The ramps ignore the input, so a mirrored tile gets the same
-        // ramps, which the mean reads back mirrored: each pixel averages
-        // its place with its mirror's.
-        let ramps = |t: &[f32]| {
-            assert_eq!(t.len(), th * tw);
-            let x = (0..th * tw).map(|i| (i % tw) as f32);
-            let y = (0..th * tw).map(|i| (i / tw) as f32);
-            Ok::<_, Error>(x.chain(y).collect())
-        };
-        let m = mirrored_mean(&tile, [th, tw], ramps).unwrap();
-        assert_eq!(m.len(), 2 * th * tw);
-        assert!(
-            m[..th * tw].iter().all(|&v| v == (tw - 1) as f32 / 2.0),
-            "{m:?}"
-        );
-        assert!(
-            m[th * tw..].iter().all(|&v| v == (th - 1) as f32 / 2.0),
-            "{m:?}"
-        );
-        // Which mirror is which: a model that marks only the top-left
-        // pixel of what it is given marks, once each answer is mirrored
-        // back, the four corners a quarter each.
-        let corner = |t: &[f32]| {
-            let mut o = vec![0f32; t.len()];
-            o[0] = 1.0;
-            Ok::<_, Error>(o)
-        };
-        let m = mirrored_mean(&tile, [th, tw], corner).unwrap();
-        for (i, v) in m.iter().enumerate() {
-            let corner = [0, tw - 1, (th - 1) * tw, th * tw - 1].contains(&i);
-            assert_eq!(*v, if corner { 0.25 } else { 0.0 }, "pixel {i}");
-        }
-        let short = |t: &[f32]| Ok::<_, Error>(t[1..].to_vec());
-        assert_eq!(
-            mirrored_mean(&tile, [th, tw], short).unwrap().len(),
-            th * tw - 1
-        );
-        let failing = |_: &[f32]| Err::<Vec<f32>, _>(Error::Invalid("no".into()));
-        assert!(mirrored_mean(&tile, [th, tw], failing).is_err());
     }
 
     /// A pointwise "model" (map = standardised value) tiled over a frame

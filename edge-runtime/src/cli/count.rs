@@ -71,10 +71,6 @@ pub struct CountArgs {
     /// in parallel); the counts do not depend on it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
-    /// Average each tile's maps with those of its three mirror images
-    /// (test-time augmentation): steadier maps, four times the model's time.
-    #[arg(long)]
-    pub mirrors: bool,
     /// Replace output files that already exist.
     #[arg(long)]
     pub overwrite: bool,
@@ -104,7 +100,6 @@ pub fn count(a: CountArgs) -> anyhow::Result<()> {
         bit_depth: a.bit_depth,
         bright_field: a.bright_field,
         threads: a.threads.into(),
-        mirrors: a.mirrors,
         calibration: Calibration {
             um_per_px: px.um_per_px,
         },
