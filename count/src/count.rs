@@ -149,6 +149,33 @@ pub fn size_range(class: &str) -> (f32, f32) {
     }
 }
 
+/// A class's size range ([`size_range`], raised to a floor) in pixels of a
+/// given size: whether a component of so many pixels can be one of the
+/// class's objects. The one place the rule's µm² meet a frame's pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SizeRange {
+    lo_um2: f64,
+    hi_um2: f64,
+    px_um2: f64,
+}
+
+impl SizeRange {
+    /// `class`'s range, at least `min_um2`, for pixels `um_per_px` wide.
+    pub fn new(class: &str, um_per_px: f32, min_um2: f32) -> Self {
+        let (lo, hi) = size_range(class);
+        SizeRange {
+            lo_um2: f64::from(lo.max(min_um2)),
+            hi_um2: f64::from(hi),
+            px_um2: f64::from(um_per_px).powi(2),
+        }
+    }
+
+    /// Whether `area_px` pixels lie within the range.
+    pub fn holds(&self, area_px: f64) -> bool {
+        (self.lo_um2..=self.hi_um2).contains(&(area_px * self.px_um2))
+    }
+}
+
 /// Counts the objects of every class in `frame` (intensities 0..1).
 pub fn count_frame<L: Luma + Sync + ?Sized>(
     model: &Model,
@@ -397,14 +424,12 @@ pub fn counted<L: Luma + Sync + ?Sized>(
     let mut candidates = Vec::new();
     let mut counts = vec![0; classes.len()];
     for (c, mask) in masks.iter_mut().enumerate() {
-        let (lo, hi) = size_range(&classes[c]);
-        let lo = lo.max(s.min_area_um2);
+        let range = SizeRange::new(&classes[c], cal.um_per_px, s.min_area_um2);
         let counter = object_area_px(c).and_then(|a| AreaCounter::new(a).ok());
         let objects_in = |area: usize| counter.as_ref().map_or(1, |k| k.count_component(area));
         // Components outside the class's size range, or too small a piece
         // to count, are dropped before their shapes are measured.
-        let counts_as =
-            |area: usize| (lo..=hi).contains(&(area as f32 * px_area)) && objects_in(area) > 0;
+        let counts_as = |area: usize| range.holds(area as f64) && objects_in(area) > 0;
         let verifier = check
             .as_ref()
             .and_then(|k| k.verifiers.get(c).copied().flatten());
@@ -477,6 +502,21 @@ pub fn counted<L: Luma + Sync + ?Sized>(
 mod tests {
     use super::*;
     use nemascope_core::Plane;
+
+    /// An egg is 600–9 000 µm²: 37.5–562.5 pixels at 4 µm, four times as
+    /// many at 2 µm; a floor above the class's own lower bound raises it.
+    #[test]
+    fn a_size_range_is_the_class_rule_in_the_frame_pixels() {
+        let at4 = SizeRange::new("egg", 4.0, 0.0);
+        assert!(!at4.holds(37.0) && at4.holds(38.0) && at4.holds(562.0) && !at4.holds(563.0));
+        let at2 = SizeRange::new("egg", 2.0, 0.0);
+        assert!(!at2.holds(149.0) && at2.holds(150.0) && at2.holds(2250.0) && !at2.holds(2251.0));
+        let floored = SizeRange::new("egg", 4.0, 1600.0);
+        assert!(!floored.holds(99.0) && floored.holds(100.0));
+        // a class the rules do not know: any area, and the floor
+        assert!(SizeRange::new("larva", 4.0, 0.0).holds(1.0));
+        assert!(!SizeRange::new("larva", 4.0, 32.0).holds(1.0));
+    }
 
     /// An egg of 10×10 pixels (1 600 µm² at 4 µm) beside a 2×2 speck
     /// (64 µm², under the smallest egg): one egg is counted, and the mask

@@ -11,7 +11,7 @@ use nemascope_core::counting::{AreaCounter, CountSample};
 use nemascope_core::objects::Calibration;
 use nemascope_core::tiling::edge_window;
 use nemascope_core::{Error, Mask, Plane, Result};
-use nemascope_count::count::size_range;
+use nemascope_count::count::SizeRange;
 use nemascope_count::{count_frame, CountSettings, Model};
 use nemascope_onnx::{
     export as onnx, graph::encode, BatchNorm, Conv, InputSize, Runner, UNetWeights,
@@ -272,13 +272,11 @@ fn object_areas(
 }
 
 /// Whether one object of `class` can be `area_px` pixels at `um_per_px`
-/// (within [`size_range`], the class's biology). A map that lights too
+/// (within its [`SizeRange`], the class's biology). A map that lights too
 /// little of a class fits an area below its smallest object: a student
 /// whose egg map died fitted 0.7 px, so each blob it kept counted dozens.
 fn plausible_area(class: &str, area_px: f64, um_per_px: f32) -> bool {
-    let (lo, hi) = size_range(class);
-    let um2 = area_px * f64::from(um_per_px).powi(2);
-    um2 >= f64::from(lo) && um2 <= f64::from(hi)
+    SizeRange::new(class, um_per_px, 0.0).holds(area_px)
 }
 
 /// Each item's accepted objects' areas per class, in pixels at the
