@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nemascope_bundle::{manifest::Voting, Bundle, Manifest, FORMAT};
+use nemascope_bundle::manifest::{Voting, FLAT_FIELD_STANDARDISE, STANDARDISE};
+use nemascope_bundle::{Bundle, Manifest, FORMAT};
 use nemascope_core::counting::{AreaCounter, CountSample};
 use nemascope_core::objects::Calibration;
 use nemascope_core::tiling::edge_window;
@@ -725,8 +726,8 @@ fn manifest(
         input: [w.in_channels(), size.height, size.width],
         pixel_scale,
         normalisation: match flat_field_px {
-            Some(_) => nemascope_bundle::manifest::FLAT_FIELD_STANDARDISE,
-            None => nemascope_bundle::manifest::STANDARDISE,
+            Some(_) => FLAT_FIELD_STANDARDISE,
+            None => STANDARDISE,
         }
         .into(),
         flat_field_px,

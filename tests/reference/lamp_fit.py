@@ -40,6 +40,8 @@ def medians(g, block):
 
 def interp(cs, p):
     """flatfield::between: the centre at or below and the next one's weight, lines past the ends."""
+    if len(cs) < 2:
+        raise SystemExit("the image holds fewer than two squares along a side: use a smaller --block")
     i = np.clip(np.searchsorted(cs, p, side="right"), 1, len(cs) - 1) - 1
     return i, (p - cs[i]) / (cs[i + 1] - cs[i])
 
