@@ -58,6 +58,7 @@ fn main() {
         classes: vec![arg(&args, "--class").unwrap_or_else(|| "egg".into())],
         cut: Some(cut),
         images: vec![],
+        finer_of: None,
     })
     .unwrap();
     let server = Server::bind(store, 0).unwrap();

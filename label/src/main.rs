@@ -37,6 +37,11 @@ struct Args {
     /// Port on 127.0.0.1 (0: any free one).
     #[arg(long, default_value_t = 8765)]
     port: u16,
+    /// A labelling of the same images at a larger tile (or whole): every
+    /// tile here that lies inside one of its absent tiles is recorded
+    /// absent, so only the tiles inside present ones are left to decide.
+    #[arg(long, value_name = "COARSE")]
+    finer_of: Option<PathBuf>,
     /// Write labels.csv and the tiles from the recorded decisions, then
     /// exit without serving (e.g. after a clone, where tiles/ is not kept).
     #[arg(long)]
@@ -120,9 +125,18 @@ fn main() -> ExitCode {
             classes: args.classes.clone(),
             cut,
             images: vec![],
+            finer_of: args.finer_of.clone(),
         })?;
         for w in &store.warnings {
             eprintln!("warning: {w}");
+        }
+        if let Some(coarse) = &args.finer_of {
+            eprintln!(
+                "{} decisions taken as absent from {} (tiles inside its absent tiles); {} left to decide",
+                store.taken_absent,
+                coarse.display(),
+                store.open_decisions()?
+            );
         }
         eprintln!(
             "labelling {} images of {} into {}",

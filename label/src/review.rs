@@ -176,6 +176,7 @@ pub fn open(opts: &ReviewOptions) -> Result<(Store, Review)> {
         classes,
         cut: Some(cut.unwrap_or(Cut::Whole)),
         images: paths,
+        finer_of: None,
     })?;
     let defaults = defaults(&store, &run, labelled.as_ref())?;
     store.set_defaults(defaults)?;
@@ -471,6 +472,7 @@ mod tests {
                 classes: r.classes.clone(),
                 cut: Some(Cut::Tile(32)),
                 images: vec![],
+                finer_of: None,
             })
             .unwrap();
             l.decide(0, 0, 0, false).unwrap();

@@ -250,6 +250,62 @@ impl Log {
     }
 }
 
+/// What a coarser labelling of the same images already says about `cut`'s
+/// units: a unit lying wholly inside a coarse unit decided absent for a
+/// class is absent for it (an absent tile holds no object anywhere), so a
+/// second, finer labelling asks only about the rest. Classes are matched
+/// by name; a unit that `current` has already decided for a class is left
+/// as it is, and nothing follows from a coarse "present".
+pub fn implied_absent(
+    images: &[ImageInfo],
+    cut: Cut,
+    classes: &[String],
+    current: &Bits,
+    coarse: &Log,
+    coarse_cut: Cut,
+) -> Result<Vec<Decision>> {
+    let coarse_bits = coarse.current();
+    let mut implied = Vec::new();
+    for img in images {
+        // An image the coarse labelling never decided on implies nothing
+        // (and may even be smaller than its tiles).
+        if !coarse_bits.keys().any(|(name, _, _)| *name == img.name) {
+            continue;
+        }
+        let coarse_units = units(img, coarse_cut)?;
+        for u in units(img, cut)? {
+            let decided = current.get(&(img.name.clone(), u.x, u.y));
+            for (class, name) in classes.iter().enumerate() {
+                if decided.is_some_and(|b| b[class].is_some()) {
+                    continue;
+                }
+                let Some(k) = coarse.classes.iter().position(|c| c == name) else {
+                    continue;
+                };
+                let inside_absent = coarse_units.iter().any(|c| {
+                    c.x <= u.x
+                        && c.y <= u.y
+                        && u.x + u.width <= c.x + c.width
+                        && u.y + u.height <= c.y + c.height
+                        && coarse_bits
+                            .get(&(img.name.clone(), c.x, c.y))
+                            .is_some_and(|b| b[k] == Some(false))
+                });
+                if inside_absent {
+                    implied.push(Decision {
+                        image: img.name.clone(),
+                        x: u.x,
+                        y: u.y,
+                        class,
+                        present: false,
+                    });
+                }
+            }
+        }
+    }
+    Ok(implied)
+}
+
 /// One decision as the page shows it: `1` present, `0` absent, `.` none.
 pub fn mark(b: Option<bool>) -> char {
     match b {
@@ -466,6 +522,78 @@ mod tests {
         let m = marks(&log.current(), &images, Cut::Tile(32), 2).unwrap();
         assert_eq!(m, vec![vec!["0.".to_string(), ".1".to_string()]]);
         assert_eq!(mark(None), '.');
+    }
+
+    #[test]
+    fn a_coarse_absent_tile_makes_the_finer_tiles_inside_it_absent() {
+        // 96×64 at 64 px: coarse tiles at x 0 and 32 (flush), one row; at
+        // 32 px the fine tiles are x 0, 32, 64 on rows y 0 and 32.
+        let images = [img("a.png", 96, 64), img("b.png", 96, 64)];
+        let mut coarse = Log::new(vec!["worm".into(), "egg".into()]);
+        let d = |image: &str, x, class, present| Decision {
+            image: image.into(),
+            x,
+            y: 0,
+            class,
+            present,
+        };
+        coarse.decisions = vec![
+            d("a.png", 0, 1, false), // egg absent in x 0..64
+            d("a.png", 32, 1, true), // egg present in x 32..96: says nothing
+            d("a.png", 32, 0, false),
+            d("b.png", 0, 1, true),
+            d("b.png", 0, 1, false), // the latest decision counts
+        ];
+        let classes = vec!["egg".to_string()];
+        let mut fine = Log::new(classes.clone());
+        fine.decisions.push(Decision {
+            image: "a.png".into(),
+            x: 0,
+            y: 32,
+            class: 0,
+            present: true,
+        });
+        let implied = implied_absent(
+            &images,
+            Cut::Tile(32),
+            &classes,
+            &fine.current(),
+            &coarse,
+            Cut::Tile(64),
+        )
+        .unwrap();
+        let got: Vec<(&str, u32, u32, usize, bool)> = implied
+            .iter()
+            .map(|d| (d.image.as_str(), d.x, d.y, d.class, d.present))
+            .collect();
+        // a.png (0, 32) was decided by hand and stays; the x 64 tiles lie
+        // only in the present coarse tile; worm is not this session's.
+        assert_eq!(
+            got,
+            vec![
+                ("a.png", 0, 0, 0, false),
+                ("a.png", 32, 0, 0, false),
+                ("a.png", 32, 32, 0, false),
+                ("b.png", 0, 0, 0, false),
+                ("b.png", 32, 0, 0, false),
+                ("b.png", 0, 32, 0, false),
+                ("b.png", 32, 32, 0, false),
+            ]
+        );
+        // A whole image decided absent makes every tile of it absent.
+        let mut whole = Log::new(classes.clone());
+        whole.decisions.push(d("b.png", 0, 0, false));
+        let implied = implied_absent(
+            &images,
+            Cut::Tile(32),
+            &classes,
+            &Bits::new(),
+            &whole,
+            Cut::Whole,
+        )
+        .unwrap();
+        assert_eq!(implied.len(), 6);
+        assert!(implied.iter().all(|d| d.image == "b.png" && !d.present));
     }
 
     #[test]

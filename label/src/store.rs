@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::display::{self, Cache};
 use crate::session::{
-    filled, labels_csv, tile_file, units, Bits, Cut, Decision, ImageInfo, Log, Unit,
+    filled, implied_absent, labels_csv, tile_file, units, Bits, Cut, Decision, ImageInfo, Log, Unit,
 };
 use crate::{Error, Result};
 
@@ -40,6 +40,9 @@ pub struct Options {
     /// The images, when not every image of `folder` (a review's counted
     /// images, in their order); their file names must differ.
     pub images: Vec<PathBuf>,
+    /// A labelling of the same images at a larger tile: its absent tiles
+    /// are taken as decided here (`session::implied_absent`).
+    pub finer_of: Option<PathBuf>,
 }
 
 /// What `session.json` holds.
@@ -62,6 +65,8 @@ pub struct Store {
     _lock: File,
     /// The last image decoded, shared with the page's pixel requests.
     pub decoded: Cache,
+    /// Decisions taken from `Options::finer_of` when opened.
+    pub taken_absent: usize,
     /// What a class nobody decided on a decided unit is taken as (a
     /// review's: the training label, else the model's answer); empty when
     /// labelling, where a row needs every class decided.
@@ -149,6 +154,12 @@ impl Store {
                 units(img, cut)?;
             }
         }
+        // Checked before anything is written, so a refusal leaves no folder.
+        let coarse = opts
+            .finer_of
+            .as_deref()
+            .map(|c| coarser_labelling(c, &out, cut, &classes))
+            .transpose()?;
         let mut missing: Vec<&str> = log
             .decisions
             .iter()
@@ -172,6 +183,7 @@ impl Store {
             warnings,
             _lock: lock,
             decoded: Cache::default(),
+            taken_absent: 0,
             defaults: Bits::new(),
         };
         if saved.as_ref() != Some(&store.settings) {
@@ -180,6 +192,9 @@ impl Store {
         if cut.is_some() {
             // Mends a stop between the writes of the last decision.
             store.write_tables(0..store.images.len())?;
+        }
+        if let Some((log, coarse_cut)) = coarse {
+            store.taken_absent = store.take_absent(&log, coarse_cut)?;
         }
         Ok(store)
     }
@@ -259,6 +274,51 @@ impl Store {
             self.log.decisions.pop();
         }
         written
+    }
+
+    /// Records as absent every unit that the coarse labelling (the same
+    /// images at a larger tile, or whole) already has absent
+    /// ([`implied_absent`]) and writes the tables: a finer labelling then
+    /// asks only about the units inside present ones. Returns how many
+    /// decisions it added; units decided here before are kept as they are.
+    fn take_absent(&mut self, coarse: &Log, coarse_cut: Cut) -> Result<usize> {
+        let cut = self.require_cut()?;
+        let implied = implied_absent(
+            &self.images,
+            cut,
+            &self.settings.classes,
+            &self.log.current(),
+            coarse,
+            coarse_cut,
+        )?;
+        if implied.is_empty() {
+            return Ok(0);
+        }
+        let (before, added) = (self.log.decisions.len(), implied.len());
+        self.log.decisions.extend(implied);
+        if let Err(e) = self.write_tables(0..self.images.len()) {
+            self.log.decisions.truncate(before);
+            return Err(e);
+        }
+        Ok(added)
+    }
+
+    /// Decisions still open: units times classes, less those decided.
+    pub fn open_decisions(&self) -> Result<usize> {
+        let Some(cut) = self.cut() else {
+            return Ok(0);
+        };
+        let current = self.log.current();
+        let mut open = 0;
+        for img in &self.images {
+            for u in units(img, cut)? {
+                let decided = current
+                    .get(&(img.name.clone(), u.x, u.y))
+                    .map_or(0, |b| b.iter().filter(|b| b.is_some()).count());
+                open += self.settings.classes.len() - decided;
+            }
+        }
+        Ok(open)
     }
 
     /// Takes back the last decision (also one from before a restart).
@@ -350,6 +410,63 @@ impl Store {
         write_atomic(&self.out.join("session.json"), text.as_bytes())?;
         Ok(())
     }
+}
+
+/// The decisions and tile size of the labelling folder `coarse`, refused
+/// unless it is a labelling of some of `classes` at a larger tile than
+/// `cut` (or whole images), other than the folder `out` itself.
+fn coarser_labelling(
+    coarse: &Path,
+    out: &Path,
+    cut: Option<Cut>,
+    classes: &[String],
+) -> Result<(Log, Cut)> {
+    let side = match cut {
+        Some(Cut::Tile(side)) => side,
+        Some(Cut::Whole) => {
+            return Err(Error::Input(
+                "whole images cannot be labelled finer than another labelling: give --tile".into(),
+            ))
+        }
+        None => return Err(Error::Input(
+            "--finer-of needs this labelling's tile size: give --tile (e.g. half the coarse one)"
+                .into(),
+        )),
+    };
+    if let (Ok(a), Ok(b)) = (coarse.canonicalize(), out.canonicalize()) {
+        if a == b {
+            return Err(Error::Input(format!(
+                "--finer-of {} is this labelling's own folder: name the coarser one",
+                coarse.display()
+            )));
+        }
+    }
+    let settings = read_settings(coarse)?.ok_or_else(|| {
+        Error::Input(format!(
+            "{} is not a labelling folder (it has no session.json)",
+            coarse.display()
+        ))
+    })?;
+    let coarse_cut = settings
+        .cut
+        .ok_or_else(|| Error::Input(format!("{} has no tile size chosen yet", coarse.display())))?;
+    if let Cut::Tile(c) = coarse_cut {
+        if c <= side {
+            return Err(Error::Input(format!(
+                "{} is labelled at {c} px tiles, not coarser than this labelling's {side} px",
+                coarse.display()
+            )));
+        }
+    }
+    if !classes.iter().any(|c| settings.classes.contains(c)) {
+        return Err(Error::Input(format!(
+            "{} is labelled for {}, none of this labelling's classes ({})",
+            coarse.display(),
+            settings.classes.join(","),
+            classes.join(",")
+        )));
+    }
+    Ok((read_log(coarse, &settings.classes)?, coarse_cut))
 }
 
 /// The settings of the labelling folder `out`, if it has any (read only).
@@ -533,6 +650,7 @@ mod tests {
             classes: vec!["egg".into()],
             cut,
             images: vec![],
+            finer_of: None,
         }
     }
 

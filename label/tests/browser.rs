@@ -62,6 +62,7 @@ fn egg_tiles(dir: &Path, out: Option<PathBuf>, cut: Cut) -> Options {
         classes: vec!["egg".into()],
         cut: Some(cut),
         images: vec![],
+        finer_of: None,
     }
 }
 
@@ -194,6 +195,7 @@ fn keys_label_tiles_across_a_restart_and_undo_into_labels_csv() {
         classes: vec!["egg".into()],
         cut: None,
         images: vec![],
+        finer_of: None,
     };
     let server = serve(&opts);
     let browser = browser();
@@ -273,6 +275,7 @@ fn a_second_tab_takes_over_and_the_first_one_no_longer_saves() {
         classes: vec!["egg".into(), "worm".into()],
         cut: Some(Cut::Tile(64)),
         images: vec![],
+        finer_of: None,
     };
     let server = serve(&opts);
     let browser = browser();
@@ -305,6 +308,58 @@ fn a_second_tab_takes_over_and_the_first_one_no_longer_saves() {
     assert_eq!(
         std::fs::read_to_string(&labels).unwrap(),
         "image,egg,worm\ntiles/frame00.png_x0000_y0000.png,1,0\n"
+    );
+    server.stop();
+}
+
+/// A finer labelling of images labelled before at twice the tile: the
+/// tiles inside absent coarse tiles come decided, and each key goes on to
+/// the next tile still open, past them.
+#[test]
+fn a_finer_labelling_asks_only_inside_the_present_coarse_tiles() {
+    let dir = frames(1, 256, 128);
+    let coarse = dir.path().join("coarse");
+    {
+        // 128 px: left tile absent, right tile present.
+        let mut s =
+            Store::open(&egg_tiles(dir.path(), Some(coarse.clone()), Cut::Tile(128))).unwrap();
+        s.decide(0, 0, 0, false).unwrap();
+        s.decide(0, 1, 0, true).unwrap();
+    }
+    let out = dir.path().join("fine");
+    let server = serve(&Options {
+        finer_of: Some(coarse),
+        ..egg_tiles(dir.path(), Some(out.clone()), Cut::Tile(64))
+    });
+    let browser = browser();
+    let tab = open(&browser, &server.url);
+    tab.wait_for_element("#label:not([hidden])").unwrap();
+    // 64 px: x 0, 64, 128, 192 on two rows; the x 0 and 64 tiles lie in
+    // the absent coarse tile. The page opens on the first open tile.
+    wait(
+        &tab,
+        "document.getElementById('current-caption').textContent.includes('tile 3 of 8')",
+        "the first tile still open",
+    );
+    keys(&tab, &["y", "n"]);
+    wait(
+        &tab,
+        "document.getElementById('current-caption').textContent.includes('tile 7 of 8')",
+        "the next open tile, past the two decided ones",
+    );
+    keys(&tab, &["n", "y"]);
+    saved(&tab);
+    let labels = std::fs::read_to_string(out.join("labels.csv")).unwrap();
+    let mut want = String::from("image,egg\n");
+    for (k, b) in [0, 0, 1, 0, 0, 0, 0, 1].iter().enumerate() {
+        let (x, y) = (64 * (k % 4), 64 * (k / 4));
+        want.push_str(&format!("tiles/frame00.png_x{x:04}_y{y:04}.png,{b}\n"));
+    }
+    assert_eq!(labels, want);
+    assert!(
+        text(&tab, "status").contains("8 decisions"),
+        "{}",
+        text(&tab, "status")
     );
     server.stop();
 }
@@ -393,6 +448,7 @@ fn review_marks_become_label_rows_in_their_own_folder() {
             classes: vec!["egg".into()],
             cut: Some(Cut::Tile(64)),
             images: vec![],
+            finer_of: None,
         })
         .unwrap();
         for (u, present) in [(0, true), (1, false), (2, true)] {

@@ -66,3 +66,91 @@ fn write_only_rebuilds_the_table_and_tiles_from_the_record() {
         .to_luma8();
     assert_eq!(tile.get_pixel(0, 0).0[0], 32);
 }
+
+#[test]
+fn a_finer_labelling_starts_with_the_coarse_absent_tiles_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_str().unwrap();
+    image::GrayImage::from_fn(128, 64, |x, _| image::Luma([x as u8]))
+        .save(dir.path().join("a.png"))
+        .unwrap();
+    // Coarse: 64 px tiles at x 0 (egg absent) and x 64 (egg present).
+    let coarse = dir.path().join("coarse");
+    std::fs::create_dir_all(&coarse).unwrap();
+    std::fs::write(
+        coarse.join("session.json"),
+        r#"{"classes":["egg"],"cut":{"tile":64}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        coarse.join("decisions.csv"),
+        "image,x,y,class,present\na.png,0,0,egg,0\na.png,64,0,egg,1\n",
+    )
+    .unwrap();
+    let c = coarse.to_str().unwrap();
+    let fine = dir.path().join("fine");
+    let f = fine.to_str().unwrap();
+    let args = |tile: &str| {
+        [
+            p,
+            "--classes",
+            "egg",
+            "--tile",
+            tile,
+            "--out",
+            f,
+            "--finer-of",
+            c,
+            "--write-only",
+        ]
+        .map(str::to_string)
+    };
+    let run = |a: &[String]| label(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Not finer than the coarse labelling: refused, nothing written.
+    let (code, err) = run(&args("64"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not coarser than"), "{err}");
+    assert!(!fine.exists(), "a refused start leaves no folder");
+
+    // 32 px: the four tiles of the absent coarse tile are decided, the
+    // four of the present one are left to the labeller.
+    let (code, err) = run(&args("32"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("4 decisions taken as absent") && err.contains("4 left to decide"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fine.join("labels.csv")).unwrap(),
+        "image,egg\ntiles/a.png_x0000_y0000.png,0\ntiles/a.png_x0032_y0000.png,0\n\
+         tiles/a.png_x0000_y0032.png,0\ntiles/a.png_x0032_y0032.png,0\n"
+    );
+    assert!(fine.join("tiles/a.png_x0032_y0032.png").exists());
+    // Again on the resumed session: nothing new is added.
+    let (code, err) = run(&args("32"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 decisions taken as absent"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(fine.join("decisions.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        1 + 4
+    );
+
+    // A folder that is no labelling is named.
+    let (code, err) = label(&[
+        p,
+        "--classes",
+        "egg",
+        "--tile",
+        "32",
+        "--out",
+        f,
+        "--finer-of",
+        p,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a labelling folder"), "{err}");
+}

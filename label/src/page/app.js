@@ -177,8 +177,15 @@ function decide(k, present) {
   const where = S.cut === "whole" ? S.images[i].name : `${S.images[i].name} tile ${u + 1}`;
   sendDecide({ image: i, unit: u, class: cls, present },
     `${present ? "Y" : "N"} (${S.classes[cls]} ${present ? "present" : "absent"}) on ${where}`);
-  if (k === cur && cur < items.length - 1) cur++;
+  if (k === cur && cur < items.length - 1) cur = nextAfter(cur);
   render();
+}
+
+// The next unit after k still open for the class, else the one after k: a
+// finer labelling (--finer-of) skips the tiles its coarse one settled.
+function nextAfter(k) {
+  for (let j = k + 1; j < items.length; j++) if (value(j, cls) === ".") return j;
+  return k + 1;
 }
 
 function undo() {
