@@ -36,25 +36,33 @@ fn bad_folders_and_sizes_are_refused_with_a_message() {
     assert!(err.contains("name the classes"), "{err}");
 }
 
-#[test]
-fn write_only_rebuilds_the_table_and_tiles_from_the_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().to_str().unwrap();
-    image::GrayImage::from_fn(64, 32, |x, _| image::Luma([x as u8]))
-        .save(dir.path().join("a.png"))
+/// A folder holding `a.png` (`w`×`h`, a gray ramp along x) and a labelling
+/// of it for egg at `w / 2` px tiles whose record is `decisions`; returns
+/// the labelling's folder.
+fn recorded(dir: &std::path::Path, w: u32, h: u32, decisions: &str) -> std::path::PathBuf {
+    image::GrayImage::from_fn(w, h, |x, _| image::Luma([x as u8]))
+        .save(dir.join("a.png"))
         .unwrap();
-    let out = dir.path().join("nemascope-labels");
+    let out = dir.join("nemascope-labels");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
         out.join("session.json"),
-        r#"{"classes":["egg"],"cut":{"tile":32}}"#,
+        format!(r#"{{"classes":["egg"],"cut":{{"tile":{}}}}}"#, w / 2),
     )
     .unwrap();
     std::fs::write(
         out.join("decisions.csv"),
-        "image,x,y,class,present\na.png,32,0,egg,1\n",
+        format!("image,x,y,class,present\n{decisions}"),
     )
     .unwrap();
+    out
+}
+
+#[test]
+fn write_only_rebuilds_the_table_and_tiles_from_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_str().unwrap();
+    let out = recorded(dir.path(), 64, 32, "a.png,32,0,egg,1\n");
     let (code, err) = label(&[p, "--write-only"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -71,22 +79,10 @@ fn write_only_rebuilds_the_table_and_tiles_from_the_record() {
 fn a_finer_labelling_starts_with_the_coarse_absent_tiles_decided() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().to_str().unwrap();
-    image::GrayImage::from_fn(128, 64, |x, _| image::Luma([x as u8]))
-        .save(dir.path().join("a.png"))
-        .unwrap();
     // Coarse: 64 px tiles at x 0 (egg absent) and x 64 (egg present).
+    let coarse = recorded(dir.path(), 128, 64, "a.png,0,0,egg,0\na.png,64,0,egg,1\n");
+    std::fs::rename(&coarse, dir.path().join("coarse")).unwrap();
     let coarse = dir.path().join("coarse");
-    std::fs::create_dir_all(&coarse).unwrap();
-    std::fs::write(
-        coarse.join("session.json"),
-        r#"{"classes":["egg"],"cut":{"tile":64}}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        coarse.join("decisions.csv"),
-        "image,x,y,class,present\na.png,0,0,egg,0\na.png,64,0,egg,1\n",
-    )
-    .unwrap();
     let c = coarse.to_str().unwrap();
     let fine = dir.path().join("fine");
     let f = fine.to_str().unwrap();

@@ -111,22 +111,32 @@ impl Illumination {
 
     /// The illumination along row `y` into `out` (one value a pixel).
     pub fn row_into(&self, y: usize, out: &mut [f32]) {
+        for (o, l) in out.iter_mut().zip(self.row(y)) {
+            *o = l;
+        }
+    }
+
+    /// The illumination along row `y`, one value a pixel, computed as it
+    /// is read: counting reads a frame row by row, and a buffer a row
+    /// would be allocated for every row. Nothing when there are no squares.
+    fn row(&self, y: usize) -> impl Iterator<Item = f32> + '_ {
         let cols = self.cols;
-        if cols == 0 {
-            return;
-        }
-        let (j, ty) = between(&self.ys, y as f32);
-        let j1 = (j + 1).min(self.ys.len() - 1);
-        let along: Vec<f32> = (0..cols)
-            .map(|i| {
-                let (a, b) = (self.medians[j * cols + i], self.medians[j1 * cols + i]);
-                a + (b - a) * ty
-            })
-            .collect();
-        for (o, &(i, tx)) in out.iter_mut().zip(&self.columns) {
-            let i1 = (i + 1).min(cols - 1);
-            *o = along[i] + (along[i1] - along[i]) * tx;
-        }
+        let (j, ty) = if cols == 0 {
+            (0, 0.0)
+        } else {
+            between(&self.ys, y as f32)
+        };
+        let j1 = (j + 1).min(self.ys.len().saturating_sub(1));
+        // Square column `i` interpolated between square rows j and j1.
+        let along = move |i: usize| {
+            let (a, b) = (self.medians[j * cols + i], self.medians[j1 * cols + i]);
+            a + (b - a) * ty
+        };
+        let columns = if cols == 0 { &[][..] } else { &self.columns };
+        columns.iter().map(move |&(i, tx)| {
+            let (a, b) = (along(i), along((i + 1).min(cols - 1)));
+            a + (b - a) * tx
+        })
     }
 }
 
@@ -167,10 +177,8 @@ impl<L: Luma + ?Sized> Luma for Flattened<'_, L> {
             out.fill(0.0);
             return;
         }
-        let mut light = vec![0f32; out.len()];
-        self.light.row_into(y, &mut light);
         let floor = level / 20.0;
-        for (v, l) in out.iter_mut().zip(light) {
+        for (v, l) in out.iter_mut().zip(self.light.row(y)) {
             *v *= level / l.max(floor);
         }
     }
