@@ -332,7 +332,9 @@ fn attach_cells(items: &mut [Item], classes: &[String], d: &DataConfig) -> Resul
         let names: Vec<String> = unreached.into_iter().collect();
         return Err(at(format!(
             "it has no tile of {} image(s) with objects ({}{}), whose objects would then \
-             train as unknown; label them at {half} px too, or train without data.cells",
+             train as unknown; label them at {half} px too (`nemascope-label … --tile {half} \
+             --finer-of` the coarse folder asks only inside its present tiles), or train without \
+             data.cells",
             names.len(),
             names[..names.len().min(5)].join(", "),
             if names.len() > 5 { ", …" } else { "" }
