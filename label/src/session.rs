@@ -76,6 +76,16 @@ pub struct Unit {
     pub height: u32,
 }
 
+impl Unit {
+    /// Whether `other` lies wholly inside this unit.
+    pub fn contains(&self, other: &Unit) -> bool {
+        self.x <= other.x
+            && self.y <= other.y
+            && other.x + other.width <= self.x + self.width
+            && other.y + other.height <= self.y + self.height
+    }
+}
+
 /// The units of an image, row by row; an error names the image when the
 /// tile does not fit in it.
 pub fn units(image: &ImageInfo, cut: Cut) -> Result<Vec<Unit>> {
@@ -265,6 +275,11 @@ pub fn implied_absent(
     coarse_cut: Cut,
 ) -> Result<Vec<Decision>> {
     let coarse_bits = coarse.current();
+    // Each class of this session as the coarse labelling's, if it has it.
+    let in_coarse: Vec<Option<usize>> = classes
+        .iter()
+        .map(|name| coarse.classes.iter().position(|c| c == name))
+        .collect();
     let mut implied = Vec::new();
     for img in images {
         // An image the coarse labelling never decided on implies nothing
@@ -273,25 +288,27 @@ pub fn implied_absent(
             continue;
         }
         let coarse_units = units(img, coarse_cut)?;
-        for u in units(img, cut)? {
-            let decided = current.get(&(img.name.clone(), u.x, u.y));
-            for (class, name) in classes.iter().enumerate() {
-                if decided.is_some_and(|b| b[class].is_some()) {
-                    continue;
-                }
-                let Some(k) = coarse.classes.iter().position(|c| c == name) else {
-                    continue;
-                };
-                let inside_absent = coarse_units.iter().any(|c| {
-                    c.x <= u.x
-                        && c.y <= u.y
-                        && u.x + u.width <= c.x + c.width
-                        && u.y + u.height <= c.y + c.height
-                        && coarse_bits
+        // Per class, the coarse units decided absent for it.
+        let absent: Vec<Vec<Unit>> = in_coarse
+            .iter()
+            .map(|k| {
+                let Some(k) = *k else { return Vec::new() };
+                coarse_units
+                    .iter()
+                    .filter(|c| {
+                        coarse_bits
                             .get(&(img.name.clone(), c.x, c.y))
                             .is_some_and(|b| b[k] == Some(false))
-                });
-                if inside_absent {
+                    })
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        for u in units(img, cut)? {
+            let decided = current.get(&(img.name.clone(), u.x, u.y));
+            for (class, absent) in absent.iter().enumerate() {
+                let open = decided.is_none_or(|b| b[class].is_none());
+                if open && absent.iter().any(|c| c.contains(&u)) {
                     implied.push(Decision {
                         image: img.name.clone(),
                         x: u.x,

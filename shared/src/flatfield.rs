@@ -117,25 +117,29 @@ impl Illumination {
     }
 
     /// The illumination along row `y`, one value a pixel, computed as it
-    /// is read: counting reads a frame row by row, and a buffer a row
-    /// would be allocated for every row. Nothing when there are no squares.
+    /// is read: counting reads a frame row by row, and a frame-wide buffer
+    /// would be allocated for every row. Each square column is
+    /// interpolated between the square rows once (`cols` values), then
+    /// every pixel between its two columns. Nothing when there are no
+    /// squares.
     fn row(&self, y: usize) -> impl Iterator<Item = f32> + '_ {
         let cols = self.cols;
-        let (j, ty) = if cols == 0 {
-            (0, 0.0)
+        let (along, columns): (Vec<f32>, &[(usize, f32)]) = if cols == 0 {
+            (Vec::new(), &[])
         } else {
-            between(&self.ys, y as f32)
+            let (j, ty) = between(&self.ys, y as f32);
+            let j1 = (j + 1).min(self.ys.len() - 1);
+            let along = (0..cols)
+                .map(|i| {
+                    let (a, b) = (self.medians[j * cols + i], self.medians[j1 * cols + i]);
+                    a + (b - a) * ty
+                })
+                .collect();
+            (along, &self.columns)
         };
-        let j1 = (j + 1).min(self.ys.len().saturating_sub(1));
-        // Square column `i` interpolated between square rows j and j1.
-        let along = move |i: usize| {
-            let (a, b) = (self.medians[j * cols + i], self.medians[j1 * cols + i]);
-            a + (b - a) * ty
-        };
-        let columns = if cols == 0 { &[][..] } else { &self.columns };
         columns.iter().map(move |&(i, tx)| {
-            let (a, b) = (along(i), along((i + 1).min(cols - 1)));
-            a + (b - a) * tx
+            let i1 = (i + 1).min(cols - 1);
+            along[i] + (along[i1] - along[i]) * tx
         })
     }
 }
